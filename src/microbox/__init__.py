@@ -1,0 +1,3 @@
+"""microbox: disposable, hardware-isolated Linux microVMs."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,113 @@
+"""Frame codec of protocol v1 (docs/protocol.md).
+
+Everything decoded here comes from the guest and is untrusted: the decoder
+bounds every frame, rejects unknown types, and never buffers more than one
+maximal frame.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+VERSION = 1
+HEADER = struct.Struct(">IBI")
+HEADER_SIZE = HEADER.size  # 9
+MAX_PAYLOAD = 1 << 20
+CHUNK = 64 * 1024
+
+
+class ProtocolError(Exception):
+    """The peer sent bytes that are not a valid v1 frame."""
+
+
+class T(enum.IntEnum):
+    HELLO = 0x01
+    HELLO_REPLY = 0x02
+    PING = 0x03
+    PONG = 0x04
+    EXEC = 0x10
+    STARTED = 0x11
+    STDIN = 0x12
+    STDOUT = 0x13
+    STDERR = 0x14
+    EXIT = 0x15
+    SIGNAL = 0x16
+    RESIZE = 0x17
+    PUT = 0x20
+    DATA = 0x21
+    GET = 0x22
+    FILE = 0x23
+    DONE = 0x24
+    SHUTDOWN = 0x30
+    ERROR = 0x7F
+
+
+RAW_TYPES = frozenset({T.PING, T.PONG, T.STDIN, T.STDOUT, T.STDERR, T.DATA})
+_KNOWN = frozenset(int(t) for t in T)
+
+
+@dataclass(frozen=True)
+class Frame:
+    type: T
+    stream: int
+    payload: bytes
+
+    def json(self) -> dict[str, Any]:
+        """Decode a JSON payload into an object; anything else is a protocol error."""
+        if self.type in RAW_TYPES:
+            raise ProtocolError(f"frame type {self.type.name} carries raw bytes, not JSON")
+        try:
+            value = json.loads(self.payload)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ProtocolError(f"{self.type.name} payload is not valid JSON: {exc}") from None
+        if not isinstance(value, dict):
+            raise ProtocolError(f"{self.type.name} payload is not a JSON object")
+        return value
+
+
+def encode(type_: T, stream: int, payload: bytes | dict[str, Any] = b"") -> bytes:
+    """Serialize one frame. A dict payload is JSON-encoded."""
+    if isinstance(payload, dict):
+        body = json.dumps(payload, separators=(",", ":")).encode()
+    else:
+        body = bytes(payload)
+    if len(body) > MAX_PAYLOAD:
+        raise ValueError(f"payload of {len(body)} bytes exceeds {MAX_PAYLOAD}")
+    if not 0 <= stream <= 0xFFFFFFFF:
+        raise ValueError(f"stream id {stream} out of range")
+    return HEADER.pack(len(body) + 5, int(type_), stream) + body
+
+
+class Decoder:
+    """Incremental decoder: feed() bytes, get back whole frames.
+
+    Holds at most one partial frame (<= MAX_PAYLOAD + header) at a time.
+    """
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[Frame]:
+        self._buf += data
+        frames: list[Frame] = []
+        while len(self._buf) >= HEADER_SIZE:
+            length, type_, stream = HEADER.unpack_from(self._buf)
+            if length < 5 or length > MAX_PAYLOAD + 5:
+                raise ProtocolError(f"frame length {length} outside 5..{MAX_PAYLOAD + 5}")
+            if type_ not in _KNOWN:
+                raise ProtocolError(f"unknown frame type 0x{type_:02x}")
+            end = 4 + length
+            if len(self._buf) < end:
+                break
+            frames.append(Frame(T(type_), stream, bytes(self._buf[HEADER_SIZE:end])))
+            del self._buf[:end]
+        return frames
+
+    @property
+    def pending(self) -> int:
+        """Bytes buffered towards the next frame."""
+        return len(self._buf)
