@@ -1,0 +1,76 @@
+"""`microbox kernel build`, `microbox agent build`, `microbox image build`."""
+
+from __future__ import annotations
+
+import click
+
+from microbox.cli.common import common_options, guarded
+from microbox.cli.output import Out
+from microbox.errors import BuildError
+from microbox.host import agent as agent_build
+from microbox.host import kernel as kernel_build
+from microbox.images import busybox, store
+from microbox.sdk import Runtime
+
+
+@click.group()
+def kernel() -> None:
+    """The guest kernel."""
+
+
+@kernel.command("build")
+@click.option("--force", is_flag=True, help="Rebuild even if cached.")
+@common_options
+def kernel_build_cmd(force: bool, as_json: bool, verbose: bool) -> None:
+    """Build the guest vmlinux from the distribution's kernel source (cached)."""
+    out = Out("kernel build", as_json, verbose)
+
+    def body() -> None:
+        try:
+            path = kernel_build.build_kernel(force=force, log=out.log)
+        except kernel_build.KernelBuildError as exc:
+            raise BuildError(str(exc)) from None
+        out.result({"path": str(path)}, str(path))
+
+    guarded(out, body)
+
+
+@click.group()
+def agent() -> None:
+    """The guest agent."""
+
+
+@agent.command("build")
+@click.option("--force", is_flag=True, help="Rebuild even if cached.")
+@common_options
+def agent_build_cmd(force: bool, as_json: bool, verbose: bool) -> None:
+    """Build the static guest agent and its initramfs (cached)."""
+    out = Out("agent build", as_json, verbose)
+
+    def body() -> None:
+        path = agent_build.build_agent(force=force)
+        out.result({"path": str(path)}, str(path))
+
+    guarded(out, body)
+
+
+@click.group()
+def image() -> None:
+    """Images."""
+
+
+@image.command("build")
+@click.argument("name", type=click.Choice([busybox.NAME]))
+@click.option("--force", is_flag=True, help="Rebuild even if present.")
+@common_options
+def image_build_cmd(name: str, force: bool, as_json: bool, verbose: bool) -> None:
+    """Build a built-in image (kept if already present)."""
+    out = Out("image build", as_json, verbose)
+
+    def body() -> None:
+        with Runtime() as rt:
+            img = (None if force else store.find(rt.db, name)) or busybox.build(rt.db)
+        out.result({"name": img.name, "digest": img.digest, "size": img.size},
+                   f"{img.name} {img.digest[:19]}")
+
+    guarded(out, body)

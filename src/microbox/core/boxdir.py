@@ -1,0 +1,104 @@
+"""The run directory of one box: its sockets, console log, disk overlay and lock.
+
+    <home>/boxes/<id>/
+        lock            flock held by the QEMU process for its whole life
+        qmp.sock        QMP (QEMU listens; mode 0600)
+        port<N>.sock    virtio-serial port N (agent protocol; mode 0600)
+        port<N>.lock    flock taken by the host client using port N
+        console.log     guest serial console
+        qemu.log        QEMU's own stderr
+        disk.qcow2      copy-on-write overlay over the image
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from microbox.errors import UsageError
+
+# sockaddr_un.sun_path holds 108 bytes including the terminating NUL.
+_SUN_PATH_MAX = 107
+
+
+@dataclass(frozen=True)
+class BoxDir:
+    path: Path
+
+    @property
+    def lock(self) -> Path:
+        return self.path / "lock"
+
+    @property
+    def qmp(self) -> Path:
+        return self.path / "qmp.sock"
+
+    def port(self, n: int) -> Path:
+        return self.path / f"port{n}.sock"
+
+    def port_lock(self, n: int) -> Path:
+        return self.path / f"port{n}.lock"
+
+    @property
+    def console_log(self) -> Path:
+        return self.path / "console.log"
+
+    @property
+    def qemu_log(self) -> Path:
+        return self.path / "qemu.log"
+
+    @property
+    def disk(self) -> Path:
+        return self.path / "disk.qcow2"
+
+    def create(self) -> None:
+        longest = str(self.port(99))
+        if len(longest.encode()) > _SUN_PATH_MAX:
+            raise UsageError(
+                f"box directory path {self.path} is too long for Unix sockets",
+                "export MICROBOX_HOME=<a shorter path>",
+            )
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.path.mkdir(mode=0o700)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+    def exists(self) -> bool:
+        return self.path.is_dir()
+
+    def take_lock(self) -> int:
+        """Open and exclusively lock the box lock; returns the fd (to pass to QEMU)."""
+        fd = os.open(self.lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise
+        return fd
+
+    def alive(self) -> bool:
+        """True while some process (the VMM, or a command creating the box) holds the lock."""
+        try:
+            fd = os.open(self.lock, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False
+
+    def listen(self, path: Path) -> socket.socket:
+        """Bind a Unix socket at `path` with mode 0600 and start listening."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(str(path))  # the box dir is 0700, so the moment before chmod is private
+        os.chmod(path, 0o600)
+        sock.listen(4)
+        return sock

@@ -1,0 +1,69 @@
+"""What a user asks a box to be, validated before anything is made."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import psutil
+
+from microbox.errors import InvalidSpec
+
+MIN_MEMORY_MIB = 64
+DEFAULT_MEMORY_MIB = 256
+ACCELS = ("auto", "kvm", "tcg")
+
+
+@dataclass(frozen=True)
+class BoxSpec:
+    image: str
+    cpus: int = 1
+    memory_mib: int = DEFAULT_MEMORY_MIB
+    env: dict[str, str] = field(default_factory=dict)
+    workdir: str | None = None
+    user: str | None = None
+    accel: str = "auto"
+    kernel: str | None = None  # a user's own vmlinux instead of the built one
+
+    def validate(self) -> BoxSpec:
+        host_cpus = os.cpu_count() or 1
+        if not 1 <= self.cpus <= max(host_cpus, 1) * 4:
+            raise InvalidSpec(f"--cpus must be between 1 and {host_cpus * 4}, not {self.cpus}")
+        host_mib = psutil.virtual_memory().total // (1 << 20)
+        if not MIN_MEMORY_MIB <= self.memory_mib <= host_mib:
+            raise InvalidSpec(f"--memory must be between {MIN_MEMORY_MIB} and {host_mib} MiB, "
+                              f"not {self.memory_mib}")
+        if self.accel not in ACCELS:
+            raise InvalidSpec(f"--accel must be one of {', '.join(ACCELS)}, not {self.accel!r}")
+        for key in self.env:
+            if not key or "=" in key or "\0" in key:
+                raise InvalidSpec(f"bad environment variable name {key!r}; use -e KEY=VALUE")
+        if self.workdir is not None and not self.workdir.startswith("/"):
+            raise InvalidSpec(f"--workdir must be an absolute path, not {self.workdir!r}")
+        if self.kernel is not None and not os.path.isfile(self.kernel):
+            raise InvalidSpec(f"--kernel {self.kernel} is not a file")
+        return self
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> BoxSpec:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+def parse_env(pairs: list[str] | tuple[str, ...]) -> dict[str, str]:
+    """-e KEY=VALUE (or -e KEY to take it from the caller's environment, as Docker does)."""
+    env: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            if key not in os.environ:
+                continue
+            value = os.environ[key]
+        if not key:
+            raise InvalidSpec(f"bad environment variable {pair!r}; use -e KEY=VALUE")
+        env[key] = value
+    return env

@@ -1,0 +1,181 @@
+"""Booting the VM of a box: artifacts, sockets, QEMU, handshake; and ending it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from microbox.core.boxdir import BoxDir
+from microbox.core.spec import BoxSpec
+from microbox.errors import AgentError, AgentTimeout, HostError, VMError
+from microbox.guest import ops
+from microbox.guest.channel import Channel
+from microbox.host import agent, kernel
+from microbox.vmm import accel, process
+from microbox.vmm.qemu_argv import VMConfig, qemu_argv
+
+PORTS = 4
+BOOT_TIMEOUT = {"kvm": 15.0, "tcg": 60.0}
+
+Log = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class Artifacts:
+    qemu: str
+    kernel: Path
+    initrd: Path
+
+
+def artifacts(spec: BoxSpec) -> Artifacts:
+    qemu = shutil.which("qemu-system-x86_64")
+    if qemu is None:
+        raise HostError("QEMU is not installed", "apt-get install -y qemu-system-x86")
+    vmlinux = Path(spec.kernel) if spec.kernel else kernel.kernel_path()
+    if not vmlinux.exists():
+        raise HostError("no guest kernel has been built yet", "microbox kernel build")
+    initrd = agent.initramfs_path()
+    if not initrd.exists():
+        raise HostError("the guest agent has not been built yet", "microbox agent build")
+    return Artifacts(qemu, vmlinux, initrd)
+
+
+def create_disk(image: Path, disk: Path) -> None:
+    """A qcow2 overlay backed by the read-only image: O(1) in the image's size."""
+    done = subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(image), str(disk)],
+        capture_output=True, text=True,
+    )
+    if done.returncode != 0:
+        raise VMError(f"cannot create the disk overlay: {done.stderr.strip()}")
+
+
+@dataclass
+class Running:
+    """A started VMM process."""
+
+    pid: int
+    pid_start: float | None
+    accel: str
+    proc: subprocess.Popen[bytes] | None = None
+
+    def kill(self) -> None:
+        """SIGKILL the VMM's process group and reap it if it is our child."""
+        process.kill_group(self.pid)
+        if self.proc is not None:
+            self.proc.wait()
+
+
+def _tail(path: Path, lines: int = 5) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    kept = [ln for ln in text.splitlines() if ln.strip()][-lines:]
+    return " | ".join(kept)
+
+
+def boot(box: BoxDir, spec: BoxSpec, lock_fd: int, *, attached: bool, hostname: str,
+         log: Log = _quiet) -> tuple[Running, Channel]:
+    """Start QEMU for `box` and return once the agent answered the handshake.
+
+    `lock_fd` holds the box lock; QEMU inherits it and this function closes it.
+    On any failure the VMM is killed before the error propagates.
+    """
+    socks: list[socket.socket] = []
+    try:
+        art = artifacts(spec)
+        choice = accel.choose(spec.accel, art.qemu, art.kernel)
+        log(f"accelerator: {choice.accel} ({choice.reason})")
+        socks = [box.listen(box.qmp), *(box.listen(box.port(n)) for n in range(PORTS))]
+        cfg = VMConfig(
+            qemu=art.qemu, accel=choice.accel, cpus=spec.cpus, memory_mib=spec.memory_mib,
+            kernel=art.kernel, initrd=art.initrd, disk=box.disk, console_log=box.console_log,
+            qmp_fd=socks[0].fileno(), port_fds=tuple(s.fileno() for s in socks[1:]),
+        )
+        argv = qemu_argv(cfg)
+        log("qemu: " + " ".join(argv))
+        proc = process.spawn(argv, log=box.qemu_log, attached=attached,
+                             pass_fds=[lock_fd, *(s.fileno() for s in socks)])
+    finally:
+        for s in socks:
+            s.close()
+        os.close(lock_fd)
+    vm = Running(proc.pid, process.start_time(proc.pid), choice.accel, proc)
+    started = time.monotonic()
+    pidfd = os.pidfd_open(proc.pid)
+    try:
+        channel = Channel.open(
+            box.port, box.port_lock, PORTS,
+            deadline=started + BOOT_TIMEOUT[choice.accel], hostname=hostname,
+            abort_fd=pidfd, abort_reason=lambda: _died(box, proc),
+        )
+    except AgentTimeout:
+        vm.kill()
+        raise VMError(
+                f"the box did not become ready within {BOOT_TIMEOUT[choice.accel]:g} s "
+                f"(console: {_tail(box.console_log) or 'empty'})"
+            ) from None
+    except AgentError as exc:
+        vm.kill()
+        raise VMError(exc.message) from None
+    except BaseException:
+        vm.kill()
+        raise
+    finally:
+        os.close(pidfd)
+    log(f"agent ready after {time.monotonic() - started:.3f} s")
+    return vm, channel
+
+
+def _died(box: BoxDir, proc: subprocess.Popen[bytes]) -> str:
+    code = proc.wait()
+    detail = _tail(box.qemu_log) or _tail(box.console_log) or "no output"
+    return f"the VM exited during boot with status {code} ({detail})"
+
+
+def wait_exit(pid: int, timeout: float) -> bool:
+    """Wait up to `timeout` for process `pid` to exit, without polling."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        ready, _, _ = select.select([pidfd], [], [], max(0.0, timeout))
+        return bool(ready)
+    finally:
+        os.close(pidfd)
+
+
+def stop_gracefully(pid: int, channel: Channel | None, timeout: float) -> bool:
+    """Ask the agent to sync and power off, then wait for the VMM to exit."""
+    if channel is None:
+        return False
+    deadline = time.monotonic() + timeout
+    try:
+        ops.shutdown(channel, timeout=timeout)
+    except AgentError:
+        return False
+    return wait_exit(pid, deadline - time.monotonic())
+
+
+def terminate(pid: int, grace: float) -> None:
+    """SIGTERM the VMM (QEMU exits cleanly on it), then SIGKILL its group."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    if not wait_exit(pid, grace):
+        process.kill_group(pid)
+        wait_exit(pid, grace)

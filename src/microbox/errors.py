@@ -1,0 +1,85 @@
+"""One exception hierarchy. Each error has a type, a one-sentence message and,
+where one exists, the exact command that recovers (DESIGN.md, Errors)."""
+
+from __future__ import annotations
+
+
+class MicroboxError(Exception):
+    """Base of every error microbox reports to a user."""
+
+    type = "error"
+    exit_code = 1
+
+    def __init__(self, message: str, recovery: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.recovery = recovery
+
+    def __str__(self) -> str:
+        if self.recovery:
+            return f"{self.message}; run '{self.recovery}'"
+        return self.message
+
+
+class UsageError(MicroboxError):
+    """The command line or spec is wrong (exit 2)."""
+
+    type = "usage"
+    exit_code = 2
+
+
+class InvalidSpec(UsageError):
+    type = "invalid_spec"
+
+
+class NotFound(MicroboxError):
+    type = "not_found"
+
+
+class StateError(MicroboxError):
+    """The box is not in a state that allows the operation."""
+
+    type = "state"
+
+
+class HostError(MicroboxError):
+    """The host lacks something microbox needs (a package, a kernel, a permission)."""
+
+    type = "host"
+
+
+class BuildError(HostError):
+    type = "build"
+
+
+class VMError(MicroboxError):
+    """The VM failed to start or died."""
+
+    type = "vm"
+
+
+class AgentError(MicroboxError):
+    """The guest agent misbehaved or did not answer."""
+
+    type = "agent"
+
+
+class AgentTimeout(AgentError):
+    """The guest agent did not answer in time."""
+
+    type = "timeout"
+
+
+class ExecFailed(MicroboxError):
+    """A guest command could not be started (not found, not executable, bad user...)."""
+
+    type = "exec"
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.exit_code = {"not_found": 127, "not_executable": 126}.get(kind, 1)
+
+
+class Refused(MicroboxError):
+    type = "refused"

@@ -1,0 +1,246 @@
+"""One session with the guest agent over one virtio-serial port.
+
+A reader thread demultiplexes frames into per-stream bounded queues. When a
+consumer falls behind, the reader blocks, the socket fills and the guest's
+writes block: memory stays bounded whatever the guest sends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import itertools
+import os
+import queue
+import secrets
+import select
+import socket
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from microbox.errors import AgentError, AgentTimeout
+from microbox.guest.protocol import VERSION, Decoder, Frame, ProtocolError, T, encode
+
+STREAM_QUEUE = 256
+_RECV = 256 * 1024
+
+
+class _Closed:
+    """Sentinel delivered to every stream when the channel ends."""
+
+    def __init__(self, error: AgentError) -> None:
+        self.error = error
+
+
+class Stream:
+    """Frames of one operation (exec, put, get...) in arrival order."""
+
+    def __init__(self, channel: Channel, stream_id: int) -> None:
+        self.channel = channel
+        self.id = stream_id
+        self._q: queue.Queue[Frame | _Closed] = queue.Queue(STREAM_QUEUE)
+
+    def send(self, type_: T, payload: bytes | dict[str, Any] = b"") -> None:
+        self.channel.send(encode(type_, self.id, payload))
+
+    def recv(self, timeout: float | None = None) -> Frame:
+        """The next frame; AgentError if the channel ends or `timeout` passes."""
+        try:
+            item = self._q.get(timeout=timeout)
+        except queue.Empty:
+            raise AgentTimeout(f"the guest agent did not answer within {timeout:g} s") from None
+        if isinstance(item, _Closed):
+            self._q.put(item)  # keep reporting the end to later calls
+            raise item.error
+        return item
+
+    def close(self) -> None:
+        self.channel._forget(self.id)
+
+
+class Channel:
+    """A connected, handshaken session on one agent port."""
+
+    def __init__(self, sock: socket.socket, lock_fd: int, reply: dict[str, Any]) -> None:
+        self._sock = sock
+        self._lock_fd = lock_fd
+        self.hello = reply
+        self._send_lock = threading.Lock()
+        self._streams: dict[int, Stream] = {}
+        self._streams_lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._closed: _Closed | None = None
+        self._decoder = Decoder()
+        self._reader = threading.Thread(target=self._read_loop, daemon=True, name="agent-rx")
+        self._reader.start()
+
+    # -- opening -----------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        port_sock: Callable[[int], Path],
+        port_lock: Callable[[int], Path],
+        ports: int,
+        *,
+        deadline: float,
+        hostname: str = "",
+        abort_fd: int | None = None,
+        abort_reason: Callable[[], str] = lambda: "the VM exited",
+    ) -> Channel:
+        """Take a free port, connect and handshake before `deadline` (monotonic).
+
+        `abort_fd` (a pidfd of the VMM) ends the wait early when it becomes readable.
+        """
+        for n in range(ports):
+            fd = os.open(port_lock(n), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            try:
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                try:
+                    sock.connect(str(port_sock(n)))
+                    reply = _handshake(sock, hostname, deadline, abort_fd, abort_reason)
+                except BaseException:
+                    sock.close()
+                    raise
+            except BaseException:
+                os.close(fd)
+                raise
+            return cls(sock, fd, reply)
+        raise AgentError(f"all {ports} agent ports of the box are in use by other clients")
+
+    # -- sending -----------------------------------------------------------
+
+    def send(self, data: bytes) -> None:
+        if self._closed is not None:
+            raise self._closed.error
+        with self._send_lock:
+            try:
+                self._sock.sendall(data)
+            except OSError as exc:
+                raise AgentError(f"lost the connection to the guest agent: {exc}") from None
+
+    def stream(self) -> Stream:
+        """A new stream with a fresh id."""
+        s = Stream(self, next(self._ids))
+        with self._streams_lock:
+            if self._closed is not None:
+                raise self._closed.error
+            self._streams[s.id] = s
+        return s
+
+    def _forget(self, stream_id: int) -> None:
+        with self._streams_lock:
+            self._streams.pop(stream_id, None)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+        self._reader.join(timeout=5)
+        self._sock.close()
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+    @property
+    def closed(self) -> bool:
+        return self._closed is not None
+
+    # -- receiving ---------------------------------------------------------
+
+    def _read_loop(self) -> None:
+        error = AgentError("the connection to the guest agent closed")
+        try:
+            while True:
+                data = self._sock.recv(_RECV)
+                if not data:
+                    break
+                for frame in self._decoder.feed(data):
+                    if frame.stream == 0:
+                        if frame.type == T.ERROR:
+                            error = AgentError(f"guest agent error: {_message(frame)}")
+                            return
+                        continue  # stray PONGs etc. on stream 0
+                    with self._streams_lock:
+                        target = self._streams.get(frame.stream)
+                    if target is not None:
+                        target._q.put(frame)
+        except ProtocolError as exc:
+            error = AgentError(f"the guest agent sent a malformed frame ({exc})")
+        except OSError as exc:
+            error = AgentError(f"lost the connection to the guest agent: {exc}")
+        finally:
+            self._finish(error)
+
+    def _finish(self, error: AgentError) -> None:
+        closed = _Closed(error)
+        with self._streams_lock:
+            self._closed = closed
+            streams = list(self._streams.values())
+        for s in streams:
+            try:
+                s._q.put_nowait(closed)
+            except queue.Full:
+                # The consumer is far behind; it sees the end after draining.
+                threading.Thread(target=s._q.put, args=(closed,), daemon=True).start()
+
+
+def _message(frame: Frame) -> str:
+    try:
+        return str(frame.json().get("message", "unknown error"))
+    except ProtocolError:
+        return "unreadable error frame"
+
+
+def _handshake(
+    sock: socket.socket,
+    hostname: str,
+    deadline: float,
+    abort_fd: int | None,
+    abort_reason: Callable[[], str],
+) -> dict[str, Any]:
+    session = secrets.token_hex(8)
+    hello = {"version": VERSION, "session": session, "time_ns": time.time_ns(),
+             "hostname": hostname}
+    sock.sendall(encode(T.HELLO, 0, hello))
+    decoder = Decoder()
+    watch: list[int] = [sock.fileno()] if abort_fd is None else [sock.fileno(), abort_fd]
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AgentTimeout("the guest agent did not answer in time")
+        ready, _, _ = select.select(watch, [], [], left)
+        if abort_fd is not None and abort_fd in ready:
+            raise AgentError(abort_reason())
+        if sock.fileno() not in ready:
+            continue
+        data = sock.recv(_RECV)
+        if not data:
+            raise AgentError("the guest agent closed the connection during the handshake")
+        try:
+            for frame in decoder.feed(data):
+                if frame.stream != 0:
+                    continue  # whole frames left over from an earlier session
+                if frame.type == T.ERROR:
+                    raise AgentError(f"the guest agent refused the session: {_message(frame)}")
+                if frame.type == T.HELLO_REPLY:
+                    reply = frame.json()
+                    if reply.get("session") != session:
+                        continue
+                    if reply.get("version") != VERSION:
+                        raise AgentError(
+                            f"the guest agent speaks protocol {reply.get('version')!r}, "
+                            f"not {VERSION}"
+                        )
+                    if decoder.pending:
+                        raise AgentError("the guest agent sent data before the session began")
+                    return reply
+        except ProtocolError as exc:
+            raise AgentError(f"the guest agent sent a malformed frame ({exc})") from None

@@ -1,0 +1,200 @@
+"""Operations of protocol v1 over a Channel: exec, file put/get, ping, shutdown."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from microbox.errors import AgentError, ExecFailed, UsageError
+from microbox.guest.channel import Channel, Stream
+from microbox.guest.protocol import CHUNK, Frame, ProtocolError, T
+
+DEFAULT_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class ExecRequest:
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: str | None = None
+    user: str | None = None
+    tty: bool = False
+    rows: int = 24
+    cols: int = 80
+    stdin: bool = False
+    timeout: float | None = None
+    detach: bool = False
+
+    def payload(self) -> dict[str, Any]:
+        if not self.argv:
+            raise UsageError("no command given", "microbox run IMAGE -- CMD [ARG...]")
+        for arg in [*self.argv, *self.env, *self.env.values()]:
+            if "\0" in arg:
+                raise UsageError(f"argument {arg!r} contains a NUL byte, which execve cannot pass")
+            try:
+                arg.encode()
+            except UnicodeEncodeError:
+                raise UsageError(f"argument {arg!r} is not valid UTF-8") from None
+        body: dict[str, Any] = {
+            "argv": list(self.argv),
+            "env": [f"{k}={v}" for k, v in self.env.items()],
+            "tty": self.tty,
+            "rows": self.rows,
+            "cols": self.cols,
+            "stdin": self.stdin,
+            "timeout_ms": int(self.timeout * 1000) if self.timeout else 0,
+            "detach": self.detach,
+        }
+        if self.cwd:
+            body["cwd"] = self.cwd
+        if self.user:
+            body["user"] = self.user
+        return body
+
+
+@dataclass(frozen=True)
+class ExitStatus:
+    code: int | None
+    signal: int | None
+    timed_out: bool = False
+
+    @property
+    def exit_code(self) -> int:
+        """Shell convention: the code, or 128+N for a process killed by signal N."""
+        if self.code is not None:
+            return self.code
+        return 128 + (self.signal or 0)
+
+
+def _int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise AgentError(f"the guest agent sent a bad {what}: {value!r}")
+    return value
+
+
+def _error(frame: Frame) -> tuple[str, str]:
+    try:
+        body = frame.json()
+    except ProtocolError:
+        return "protocol", "unreadable error from the guest agent"
+    return str(body.get("kind", "error"))[:64], str(body.get("message", ""))[:1000]
+
+
+def parse_exit(frame: Frame) -> ExitStatus:
+    body = frame.json()
+    code, sig = body.get("code"), body.get("signal")
+    status = ExitStatus(
+        None if code is None else _int(code, "exit code"),
+        None if sig is None else _int(sig, "signal number"),
+        bool(body.get("timed_out", False)),
+    )
+    if status.code is None and status.signal is None:
+        raise AgentError("the guest agent sent an exit status with neither code nor signal")
+    return status
+
+
+def start_exec(channel: Channel, req: ExecRequest, timeout: float = DEFAULT_TIMEOUT) -> tuple[
+    Stream, int
+]:
+    """Send EXEC and wait for STARTED. Returns the stream and the guest pid."""
+    stream = channel.stream()
+    try:
+        stream.send(T.EXEC, req.payload())
+        frame = stream.recv(timeout)
+        if frame.type == T.ERROR:
+            kind, message = _error(frame)
+            raise ExecFailed(kind, message)
+        if frame.type == T.EXIT and req.detach:
+            return stream, _int(frame.json().get("pid"), "pid")
+        if frame.type != T.STARTED:
+            raise AgentError(f"the guest agent answered EXEC with {frame.type.name}")
+        return stream, _int(frame.json().get("pid"), "pid")
+    except BaseException:
+        stream.close()
+        raise
+
+
+def next_event(stream: Stream) -> tuple[T, bytes] | ExitStatus:
+    """The next (STDOUT|STDERR, bytes) of an exec stream, or its ExitStatus at the end."""
+    frame = stream.recv()
+    if frame.type in (T.STDOUT, T.STDERR):
+        return frame.type, frame.payload
+    if frame.type == T.EXIT:
+        return parse_exit(frame)
+    if frame.type == T.ERROR:
+        kind, message = _error(frame)
+        raise AgentError(f"exec failed in the guest ({kind}): {message}")
+    raise AgentError(f"unexpected {frame.type.name} frame in an exec stream")
+
+
+def ping(channel: Channel, payload: bytes = b"ping", timeout: float = DEFAULT_TIMEOUT) -> None:
+    stream = channel.stream()
+    try:
+        # PING travels on its own stream so the reply is routed back to us.
+        stream.send(T.PING, payload)
+        frame = stream.recv(timeout)
+        if frame.type != T.PONG or frame.payload != payload:
+            raise AgentError("the guest agent answered PING with something else")
+    finally:
+        stream.close()
+
+
+def put_file(channel: Channel, src: IO[bytes], dest: str, mode: int, mkdirs: bool = True,
+             timeout: float = DEFAULT_TIMEOUT) -> None:
+    stream = channel.stream()
+    try:
+        stream.send(T.PUT, {"path": dest, "mode": mode & 0o7777, "mkdirs": mkdirs})
+        while chunk := src.read(CHUNK):
+            stream.send(T.DATA, chunk)
+        stream.send(T.DATA, b"")
+        frame = stream.recv(timeout)
+        if frame.type == T.ERROR:
+            kind, message = _error(frame)
+            raise AgentError(f"cannot write {dest} in the box ({kind}): {message}")
+        if frame.type != T.DONE:
+            raise AgentError(f"the guest agent answered PUT with {frame.type.name}")
+    finally:
+        stream.close()
+
+
+def get_file(channel: Channel, src: str, dest: IO[bytes], max_bytes: int | None = None,
+             timeout: float = DEFAULT_TIMEOUT) -> int:
+    """Copy a guest file into `dest`; returns its mode. Refuses more than max_bytes."""
+    stream = channel.stream()
+    try:
+        stream.send(T.GET, {"path": src})
+        frame = stream.recv(timeout)
+        if frame.type == T.ERROR:
+            kind, message = _error(frame)
+            raise AgentError(f"cannot read {src} in the box ({kind}): {message}")
+        if frame.type != T.FILE:
+            raise AgentError(f"the guest agent answered GET with {frame.type.name}")
+        mode = _int(frame.json().get("mode"), "file mode") & 0o7777
+        total = 0
+        while True:
+            frame = stream.recv(timeout)
+            if frame.type == T.ERROR:
+                kind, message = _error(frame)
+                raise AgentError(f"reading {src} failed in the box ({kind}): {message}")
+            if frame.type != T.DATA:
+                raise AgentError(f"unexpected {frame.type.name} frame in a file transfer")
+            if not frame.payload:
+                return mode
+            total += len(frame.payload)
+            if max_bytes is not None and total > max_bytes:
+                raise AgentError(f"{src} is larger than the {max_bytes}-byte limit")
+            dest.write(frame.payload)
+    finally:
+        stream.close()
+
+
+def shutdown(channel: Channel, timeout: float = DEFAULT_TIMEOUT) -> None:
+    """Ask the agent to sync and power off; returns once it acknowledged."""
+    stream = channel.stream()
+    try:
+        stream.send(T.SHUTDOWN, {})
+        frame = stream.recv(timeout)
+        if frame.type != T.DONE:
+            raise AgentError(f"the guest agent answered SHUTDOWN with {frame.type.name}")
+    finally:
+        stream.close()

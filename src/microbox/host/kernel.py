@@ -1,0 +1,279 @@
+"""Build and cache the guest kernel from the distribution's kernel source.
+
+The kernel is `make tinyconfig` plus the repo's fragment
+(`guest/kernel/microbox.config`), then `make olddefconfig`, built as an
+uncompressed ELF `vmlinux` that QEMU boots through the PVH entry point. The
+result lives in `<cache>/kernel/<key>/vmlinux`, where the key hashes the
+kernel source version and the fragment, so editing either gives a new kernel.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import platform
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+SOURCE_DIR = Path("/usr/src")
+SOURCE_GLOB = "linux-source-*.tar.xz"
+SOURCE_PACKAGE = "linux-source-6.1"
+FRAGMENT_NAME = "microbox.config"
+# Bump when the build procedure changes in a way that changes the output.
+RECIPE_VERSION = "1"
+BUILD_TOOLS = ("make", "gcc", "ld", "flex", "bison", "bc", "tar", "xz")
+
+_ASSIGN = re.compile(r"^(CONFIG_[A-Za-z0-9_]+)=(.*)$")
+_NOT_SET = re.compile(r"^# (CONFIG_[A-Za-z0-9_]+) is not set$")
+
+
+class KernelBuildError(Exception):
+    """The guest kernel could not be located, configured or built."""
+
+
+def _version_key(path: Path) -> tuple[int, ...]:
+    digits = re.findall(r"\d+", path.name.removesuffix(".tar.xz"))
+    return tuple(int(d) for d in digits)
+
+
+def source_tarball() -> Path:
+    """The newest `/usr/src/linux-source-*.tar.xz`."""
+    found = sorted(SOURCE_DIR.glob(SOURCE_GLOB), key=_version_key)
+    if not found:
+        raise KernelBuildError(
+            f"no kernel source found at {SOURCE_DIR}/{SOURCE_GLOB}; "
+            f"install it with: sudo apt-get install {SOURCE_PACKAGE}"
+        )
+    return found[-1]
+
+
+def fragment_path() -> Path:
+    """The config fragment: next to this module (wheel) or in the repo checkout."""
+    here = Path(__file__).resolve()
+    candidates = [
+        here.with_name(FRAGMENT_NAME),
+        here.parents[3] / "guest" / "kernel" / FRAGMENT_NAME,
+    ]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise KernelBuildError(f"kernel config fragment {FRAGMENT_NAME} not found at {candidates[-1]}")
+
+
+def _package_version(tarball: Path) -> str | None:
+    package = tarball.name.removesuffix(".tar.xz")
+    try:
+        result = subprocess.run(
+            ["dpkg-query", "-W", "-f=${Version}", package],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    version = result.stdout.strip()
+    return version if result.returncode == 0 and version else None
+
+
+def cache_key() -> str:
+    """16 hex chars identifying (kernel source version, fragment, recipe)."""
+    tarball = source_tarball()
+    version = _package_version(tarball)
+    if version is None:
+        st = tarball.stat()
+        source_id = f"{tarball.name}:{st.st_size}:{st.st_mtime_ns}"
+    else:
+        source_id = f"{tarball.name}:deb:{version}"
+    digest = hashlib.sha256()
+    digest.update(f"microbox-kernel-recipe:{RECIPE_VERSION}\n{source_id}\n".encode())
+    digest.update(fragment_path().read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def cache_root() -> Path:
+    """`$MICROBOX_CACHE`, else `$XDG_CACHE_HOME/microbox`, else `~/.cache/microbox`."""
+    explicit = os.environ.get("MICROBOX_CACHE")
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "microbox"
+
+
+def kernel_path() -> Path:
+    """Where the cached vmlinux for the current source and fragment lives."""
+    return cache_root() / "kernel" / cache_key() / "vmlinux"
+
+
+def parse_config(text: str) -> dict[str, str]:
+    """Kconfig assignments of a .config or fragment; `is not set` maps to 'n'."""
+    values: dict[str, str] = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if match := _ASSIGN.match(line):
+            values[match.group(1)] = match.group(2)
+        elif match := _NOT_SET.match(line):
+            values[match.group(1)] = "n"
+    return values
+
+
+def merge_fragment(base: str, fragment: str) -> str:
+    """`base` with every symbol the fragment mentions replaced by the fragment's line."""
+    wanted = parse_config(fragment)
+    kept = []
+    for line in base.splitlines():
+        match = _ASSIGN.match(line.strip()) or _NOT_SET.match(line.strip())
+        if match is None or match.group(1) not in wanted:
+            kept.append(line)
+    return "\n".join(kept) + "\n" + fragment.rstrip("\n") + "\n"
+
+
+def missing_options(final: str, fragment: str) -> list[str]:
+    """Fragment settings that did not survive olddefconfig, as 'CONFIG_X=y (got n)'."""
+    have = parse_config(final)
+    missing = []
+    for symbol, value in parse_config(fragment).items():
+        got = have.get(symbol, "n")
+        if got != value:
+            missing.append(f"{symbol}={value} (got {got})")
+    return missing
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _install_atomically(src: Path, dest: Path) -> None:
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        shutil.copyfile(src, tmp)
+        tmp.chmod(0o644)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _tail(path: Path, lines: int = 25) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _check_host() -> None:
+    if platform.machine() != "x86_64":
+        raise KernelBuildError(
+            f"the guest kernel builds on x86_64 hosts only, not {platform.machine()}"
+        )
+    absent = [tool for tool in BUILD_TOOLS if shutil.which(tool) is None]
+    if absent:
+        raise KernelBuildError(
+            f"missing kernel build tools: {', '.join(absent)}; install them with: "
+            "sudo apt-get install build-essential flex bison bc libelf-dev libssl-dev xz-utils"
+        )
+
+
+def build_kernel(
+    *, force: bool = False, jobs: int | None = None, log: Callable[[str], None] | None = None
+) -> Path:
+    """Build the guest vmlinux into the cache unless it is there already; return its path."""
+    say = log if log is not None else (lambda _msg: None)
+    target = kernel_path()
+    if target.is_file() and not force:
+        return target
+    key_dir = target.parent
+    kernel_dir = key_dir.parent
+    with _locked(kernel_dir / f".{key_dir.name}.lock"):
+        if target.is_file() and not force:  # another process built it meanwhile
+            return target
+        _check_host()
+        tarball = source_tarball()
+        fragment = fragment_path().read_text()
+        njobs = jobs if jobs is not None else len(os.sched_getaffinity(0))
+        build_root = Path(tempfile.mkdtemp(prefix=f".build-{key_dir.name}-", dir=kernel_dir))
+        build_log = build_root / "build.log"
+        kept_log = kernel_dir / f"build-{key_dir.name}.log"
+        logs = (build_log, kept_log)
+        try:
+            say(f"extracting {tarball}")
+            _run(["tar", "-xf", str(tarball), "-C", str(build_root)], build_root, logs)
+            trees = [p for p in build_root.iterdir() if p.is_dir()]
+            if len(trees) != 1:
+                raise KernelBuildError(f"{tarball} did not unpack to a single source directory")
+            tree = trees[0]
+            say("configuring: tinyconfig + microbox.config + olddefconfig")
+            _make(["tinyconfig"], tree, logs)
+            dot_config = tree / ".config"
+            dot_config.write_text(merge_fragment(dot_config.read_text(), fragment))
+            _make(["olddefconfig"], tree, logs)
+            final = dot_config.read_text()
+            missing = missing_options(final, fragment)
+            if missing:
+                raise KernelBuildError(
+                    "kernel config options did not survive olddefconfig (unmet dependencies?): "
+                    + ", ".join(missing)
+                )
+            say(f"compiling vmlinux with {njobs} jobs (a few minutes)")
+            _make([f"-j{njobs}", "vmlinux"], tree, logs)
+            key_dir.mkdir(parents=True, exist_ok=True)
+            _install_atomically(dot_config, key_dir / "config")
+            _install_atomically(tree / "vmlinux", target)
+            say(f"kernel ready: {target}")
+            return target
+        except KernelBuildError:
+            _keep_log(build_log, kept_log)
+            raise
+        except OSError as exc:
+            _keep_log(build_log, kept_log)
+            raise KernelBuildError(f"kernel build failed: {exc}") from exc
+        finally:
+            shutil.rmtree(build_root, ignore_errors=True)
+
+
+def _keep_log(build_log: Path, dest: Path) -> None:
+    if build_log.is_file():
+        shutil.copyfile(build_log, dest)
+
+
+def _make(args: list[str], tree: Path, logs: tuple[Path, Path]) -> None:
+    _run(["make", "ARCH=x86_64", *args], tree, logs)
+
+
+def _run(argv: list[str], cwd: Path, logs: tuple[Path, Path]) -> None:
+    """Run argv appending its output to logs[0]; on failure name logs[1] (the kept copy)."""
+    build_log, kept_log = logs
+    env = dict(os.environ, LC_ALL="C", KBUILD_BUILD_USER="microbox", KBUILD_BUILD_HOST="microbox")
+    with build_log.open("ab") as out:
+        out.write(f"$ {' '.join(argv)}\n".encode())
+        out.flush()
+        result = subprocess.run(
+            argv,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            check=False,
+        )
+    if result.returncode != 0:
+        raise KernelBuildError(
+            f"`{' '.join(argv)}` failed with exit code {result.returncode} "
+            f"(full log: {kept_log}):\n{_tail(build_log)}"
+        )

@@ -1,0 +1,40 @@
+"""Where microbox keeps its state (MICROBOX_HOME) and its build caches."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def home() -> Path:
+    """Durable state: image store, boxes, database. Default ~/.local/share/microbox."""
+    env = os.environ.get("MICROBOX_HOME")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_DATA_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".local" / "share"
+    return base / "microbox"
+
+
+def cache() -> Path:
+    """Rebuildable artifacts: kernel, agent, initramfs. Default ~/.cache/microbox."""
+    env = os.environ.get("MICROBOX_CACHE")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".cache"
+    return base / "microbox"
+
+
+def boxes_dir() -> Path:
+    return home() / "boxes"
+
+
+def images_dir() -> Path:
+    return home() / "images"
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Create a directory (and parents) readable by the owner only."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return path

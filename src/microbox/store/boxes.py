@@ -1,0 +1,95 @@
+"""Box rows: durable intent about each box (never its liveness)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from microbox.errors import NotFound, UsageError
+from microbox.store.db import Database
+
+STATUSES = ("created", "running", "paused", "stopped", "error")
+
+
+@dataclass(frozen=True)
+class BoxRecord:
+    id: str
+    name: str
+    image: str
+    spec: dict[str, Any]
+    status: str
+    auto_remove: bool = False
+    created_at: float = field(default_factory=time.time)
+    started_at: float | None = None
+    finished_at: float | None = None
+    pid: int | None = None
+    pid_start: float | None = None
+    last_error: str | None = None
+
+    def with_(self, **changes: Any) -> BoxRecord:
+        return replace(self, **changes)
+
+
+def _from_row(row: sqlite3.Row) -> BoxRecord:
+    return BoxRecord(
+        id=row["id"], name=row["name"], image=row["image"], spec=json.loads(row["spec"]),
+        status=row["status"], auto_remove=bool(row["auto_remove"]),
+        created_at=row["created_at"], started_at=row["started_at"],
+        finished_at=row["finished_at"], pid=row["pid"], pid_start=row["pid_start"],
+        last_error=row["last_error"],
+    )
+
+
+_COLUMNS = ("id", "name", "image", "spec", "status", "auto_remove", "created_at",
+            "started_at", "finished_at", "pid", "pid_start", "last_error")
+
+
+def _values(r: BoxRecord) -> tuple[Any, ...]:
+    return (r.id, r.name, r.image, json.dumps(r.spec, sort_keys=True), r.status,
+            int(r.auto_remove), r.created_at, r.started_at, r.finished_at, r.pid,
+            r.pid_start, r.last_error)
+
+
+def insert(db: Database, record: BoxRecord) -> None:
+    with db.tx() as c:
+        if c.execute("SELECT 1 FROM boxes WHERE name=?", (record.name,)).fetchone():
+            raise UsageError(f"the name {record.name!r} is already taken by another box",
+                             f"microbox delete {record.name}")
+        c.execute(f"INSERT INTO boxes ({','.join(_COLUMNS)}) VALUES "
+                  f"({','.join('?' * len(_COLUMNS))})", _values(record))
+
+
+def update(db: Database, record: BoxRecord) -> None:
+    sets = ",".join(f"{c}=?" for c in _COLUMNS[1:])
+    with db.tx() as c:
+        c.execute(f"UPDATE boxes SET {sets} WHERE id=?", (*_values(record)[1:], record.id))
+
+
+def delete(db: Database, box_id: str) -> None:
+    with db.tx() as c:
+        c.execute("DELETE FROM boxes WHERE id=?", (box_id,))
+
+
+def all_boxes(db: Database) -> list[BoxRecord]:
+    rows = db.conn.execute("SELECT * FROM boxes ORDER BY created_at").fetchall()
+    return [_from_row(r) for r in rows]
+
+
+def resolve(db: Database, ref: str) -> BoxRecord:
+    """Find a box by name, full id or unique id prefix."""
+    row = db.conn.execute("SELECT * FROM boxes WHERE name=? OR id=?", (ref, ref)).fetchone()
+    if row is not None:
+        return _from_row(row)
+    if ref and all(ch in "0123456789abcdef" for ch in ref):
+        rows = db.conn.execute("SELECT * FROM boxes WHERE id LIKE ? ORDER BY created_at",
+                               (ref + "%",)).fetchall()
+        if len(rows) == 1:
+            return _from_row(rows[0])
+        if len(rows) > 1:
+            names = ", ".join(f"{r['name']} ({r['id'][:12]})" for r in rows)
+            raise UsageError(f"the id prefix {ref!r} matches {len(rows)} boxes: {names}; "
+                             "give more characters")
+    raise NotFound(f"no box named or with id {ref!r}", "microbox list --all")

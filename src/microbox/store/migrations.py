@@ -1,0 +1,30 @@
+"""Numbered schema migrations. Append only: never edit a migration that shipped."""
+
+from __future__ import annotations
+
+MIGRATIONS: list[str] = [
+    # 1: boxes (durable intent) and image names
+    """
+    CREATE TABLE boxes (
+        id           TEXT PRIMARY KEY,
+        name         TEXT NOT NULL UNIQUE,
+        image        TEXT NOT NULL,
+        spec         TEXT NOT NULL,
+        status       TEXT NOT NULL,
+        auto_remove  INTEGER NOT NULL DEFAULT 0,
+        created_at   REAL NOT NULL,
+        started_at   REAL,
+        finished_at  REAL,
+        pid          INTEGER,
+        pid_start    REAL,
+        last_error   TEXT
+    );
+    CREATE TABLE images (
+        name        TEXT PRIMARY KEY,
+        digest      TEXT NOT NULL,
+        size        INTEGER NOT NULL,
+        source      TEXT NOT NULL,
+        created_at  REAL NOT NULL
+    );
+    """,
+]

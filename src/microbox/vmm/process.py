@@ -1,0 +1,69 @@
+"""Starting and ending the QEMU process of a box.
+
+The VMM runs in its own session and process group. An attached box (the owner
+waits for it, as `run` without -d does) gets PR_SET_PDEATHSIG=SIGKILL so it dies
+with its owner even when the owner is SIGKILLed. The box lock's file
+description is inherited: the kernel drops the flock when QEMU dies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+import psutil
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        os._exit(126)
+    if os.getppid() != parent:  # the owner died before prctl took effect
+        os._exit(126)
+
+
+def spawn(
+    argv: Sequence[str], *, log: Path, pass_fds: Sequence[int], attached: bool
+) -> subprocess.Popen[bytes]:
+    """Start QEMU. Its stdout and stderr go to `log` (QEMU's own messages)."""
+    parent = os.getpid()
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            pass_fds=tuple(pass_fds),
+            start_new_session=True,
+            close_fds=True,
+            preexec_fn=(lambda: _die_with_parent(parent)) if attached else None,
+        )
+
+
+def start_time(pid: int) -> float | None:
+    """The process start time (seconds since epoch), the second half of its identity."""
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
+def same_process(pid: int, started: float | None) -> bool:
+    """True if `pid` is alive and is the process that started at `started`."""
+    if started is None:
+        return False
+    now = start_time(pid)
+    return now is not None and abs(now - started) < 0.01
+
+
+def kill_group(pid: int) -> None:
+    """SIGKILL the process group led by `pid` (the VMM); gone already is fine."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)

@@ -1,0 +1,109 @@
+"""The frame codec against the golden frames shared with the Go agent, and its
+limits against hostile input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from microbox.guest.protocol import (
+    HEADER,
+    MAX_PAYLOAD,
+    RAW_TYPES,
+    Decoder,
+    ProtocolError,
+    T,
+    encode,
+)
+
+GOLDEN = Path(__file__).resolve().parents[2] / "docs" / "protocol-golden.json"
+
+
+def golden() -> list[dict[str, Any]]:
+    data = json.loads(GOLDEN.read_text())
+    assert data["version"] == 1
+    frames: list[dict[str, Any]] = data["frames"]
+    return frames
+
+
+@pytest.mark.parametrize("entry", golden(), ids=lambda e: e["name"])
+def test_golden_frame_decodes_and_reencodes(entry: dict[str, Any]) -> None:
+    raw = bytes.fromhex(entry["hex"])
+    frames = Decoder().feed(raw)
+    assert len(frames) == 1
+    frame = frames[0]
+    assert frame.type == T(entry["type"]) and frame.type.name == entry["type_name"]
+    assert frame.stream == entry["stream"]
+    if "json" in entry:
+        assert frame.type not in RAW_TYPES
+        assert frame.json() == entry["json"]
+        assert encode(frame.type, frame.stream, entry["json"]) == raw
+    else:
+        assert frame.payload == bytes.fromhex(entry["raw_hex"])
+        assert encode(frame.type, frame.stream, frame.payload) == raw
+
+
+def test_golden_covers_every_type() -> None:
+    assert {T(e["type"]) for e in golden()} == set(T)
+
+
+def test_frames_split_at_every_byte() -> None:
+    stream = b"".join(bytes.fromhex(e["hex"]) for e in golden())
+    dec = Decoder()
+    got = []
+    for i in range(len(stream)):
+        got += dec.feed(stream[i:i + 1])
+    assert [f.type for f in got] == [T(e["type"]) for e in golden()]
+    assert dec.pending == 0
+
+
+@pytest.mark.parametrize("length", [0, 4, MAX_PAYLOAD + 6, 0xFFFFFFFF])
+def test_length_out_of_range_is_rejected_before_buffering(length: int) -> None:
+    with pytest.raises(ProtocolError, match="length"):
+        Decoder().feed(HEADER.pack(length, int(T.STDOUT), 1))
+
+
+def test_unknown_type_is_rejected() -> None:
+    with pytest.raises(ProtocolError, match="unknown frame type 0x55"):
+        Decoder().feed(HEADER.pack(5, 0x55, 1))
+
+
+def test_json_payload_errors() -> None:
+    (bad,) = Decoder().feed(encode(T.EXIT, 1, b"\xff not json"))
+    with pytest.raises(ProtocolError, match="not valid JSON"):
+        bad.json()
+    (arr,) = Decoder().feed(encode(T.EXIT, 1, b"[1, 2]"))
+    with pytest.raises(ProtocolError, match="not a JSON object"):
+        arr.json()
+    (raw,) = Decoder().feed(encode(T.STDOUT, 1, b"{}"))
+    with pytest.raises(ProtocolError, match="raw bytes"):
+        raw.json()
+
+
+def test_encode_refuses_oversized_payload() -> None:
+    with pytest.raises(ValueError):
+        encode(T.DATA, 1, b"x" * (MAX_PAYLOAD + 1))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(max_size=64), max_size=20))
+def test_arbitrary_bytes_never_hang_or_grow_unbounded(chunks: list[bytes]) -> None:
+    dec = Decoder()
+    try:
+        for c in chunks:
+            dec.feed(c)
+            assert dec.pending <= MAX_PAYLOAD + 9
+    except ProtocolError:
+        pass
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(sorted(RAW_TYPES)), st.integers(0, 2**32 - 1), st.binary(max_size=2048))
+def test_raw_roundtrip(type_: T, stream: int, payload: bytes) -> None:
+    (frame,) = Decoder().feed(encode(type_, stream, payload))
+    assert (frame.type, frame.stream, frame.payload) == (type_, stream, payload)
