@@ -9,9 +9,9 @@ SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := qemu-system-x86 qemu-utils e2fsprogs busybox-static golang-go \
 	linux-source-6.1 build-essential flex bison bc libelf-dev libssl-dev cpio xz-utils
 
-.PHONY: setup system-packages python-env artifacts run test lint typecheck gotest pytest bench
+.PHONY: setup system-packages python-env compile artifacts run test lint typecheck gotest pytest bench
 
-setup: system-packages python-env artifacts
+setup: system-packages python-env compile artifacts
 
 # Debian packages: one `apt-get update`, then install only what is missing.
 system-packages:
@@ -30,6 +30,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
+
+# PYTHONDONTWRITEBYTECODE may be set: byte-compile once so the CLI starts fast.
+compile: python-env
+	@$(PY) -m compileall -q src >/dev/null
 
 # Kernel (minutes, once), agent and busybox image (seconds): all cached.
 artifacts: python-env

@@ -98,6 +98,11 @@ class Box:
         return self.record.name
 
     @property
+    def ready_after(self) -> float:
+        """Seconds from spawning the VMM to the agent's handshake."""
+        return self._vm.ready_after
+
+    @property
     def channel(self) -> Channel:
         if self._channel is None:
             raise AgentError(f"box {self.name!r} is closed")

@@ -57,6 +57,8 @@ def run(remove: bool, detach: bool, name: str | None, cpus: int, memory: int,
     if detach and remove:
         raise click.UsageError("--rm cannot be combined with -d; remove the box later with "
                                "'microbox delete NAME'")
+    if command[:1] == ("--",):  # options ended at IMAGE, so click kept the separator
+        command = command[1:]
     argv = ([entrypoint] if entrypoint else []) + list(command)
     if not argv and not detach:
         argv = list(DEFAULT_CMD)

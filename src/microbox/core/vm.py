@@ -71,6 +71,7 @@ class Running:
     pid_start: float | None
     accel: str
     proc: subprocess.Popen[bytes] | None = None
+    ready_after: float = 0.0  # seconds from spawning QEMU to the agent's handshake
 
     def kill(self) -> None:
         """SIGKILL the VMM's process group and reap it if it is our child."""
@@ -108,6 +109,7 @@ def boot(box: BoxDir, spec: BoxSpec, lock_fd: int, *, attached: bool, hostname: 
         )
         argv = qemu_argv(cfg)
         log("qemu: " + " ".join(argv))
+        started = time.monotonic()
         proc = process.spawn(argv, log=box.qemu_log, attached=attached,
                              pass_fds=[lock_fd, *(s.fileno() for s in socks)])
     finally:
@@ -115,7 +117,6 @@ def boot(box: BoxDir, spec: BoxSpec, lock_fd: int, *, attached: bool, hostname: 
             s.close()
         os.close(lock_fd)
     vm = Running(proc.pid, process.start_time(proc.pid), choice.accel, proc)
-    started = time.monotonic()
     pidfd = os.pidfd_open(proc.pid)
     try:
         channel = Channel.open(
@@ -137,7 +138,8 @@ def boot(box: BoxDir, spec: BoxSpec, lock_fd: int, *, attached: bool, hostname: 
         raise
     finally:
         os.close(pidfd)
-    log(f"agent ready after {time.monotonic() - started:.3f} s")
+    vm.ready_after = time.monotonic() - started
+    log(f"agent ready after {vm.ready_after:.3f} s")
     return vm, channel
 
 

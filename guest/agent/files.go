@@ -1,0 +1,199 @@
+package main
+
+// PUT and GET: copy files into and out of the guest.
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"syscall"
+)
+
+// fileErrKind maps a file system error to an ERROR kind.
+func fileErrKind(err error) string {
+	var errno syscall.Errno
+	if !errors.As(err, &errno) {
+		if errors.Is(err, fs.ErrNotExist) {
+			return "not_found"
+		}
+		return "io"
+	}
+	switch errno {
+	case syscall.ENOENT, syscall.ENOTDIR:
+		return "not_found"
+	case syscall.EISDIR:
+		return "is_directory"
+	case syscall.EACCES, syscall.EPERM, syscall.EROFS:
+		return "permission"
+	}
+	return "io"
+}
+
+type putRequest struct {
+	Path   string  `json:"path"`
+	Mode   *uint32 `json:"mode"`
+	Mkdirs bool    `json:"mkdirs"`
+}
+
+// putOp receives the DATA frames of one PUT into a temporary file beside the
+// target, renamed into place on the empty DATA.
+type putOp struct {
+	s      *Session
+	stream uint32
+	f      *os.File
+	path   string
+	mode   os.FileMode
+}
+
+func (s *Session) handlePut(stream uint32, payload []byte) {
+	var r putRequest
+	if err := json.Unmarshal(payload, &r); err != nil {
+		s.sendError(stream, "invalid", "bad PUT request: %v", err)
+		return
+	}
+	if !filepath.IsAbs(r.Path) {
+		s.sendError(stream, "invalid", "path must be absolute: %q", r.Path)
+		return
+	}
+	path := filepath.Clean(r.Path)
+	mode := os.FileMode(0o644)
+	if r.Mode != nil {
+		mode = os.FileMode(*r.Mode & 0o7777)
+	}
+	dir := filepath.Dir(path)
+	if r.Mkdirs {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			s.sendError(stream, fileErrKind(err), "%v", err)
+			return
+		}
+	}
+	if st, err := os.Stat(path); err == nil && st.IsDir() {
+		s.sendError(stream, "is_directory", "%s is a directory", path)
+		return
+	}
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".microbox-*")
+	if err != nil {
+		s.sendError(stream, fileErrKind(err), "%v", err)
+		return
+	}
+	s.register(stream, &putOp{s: s, stream: stream, f: f, path: path, mode: mode})
+}
+
+func (op *putOp) handle(fr Frame) {
+	if fr.Type != tData {
+		return
+	}
+	if len(fr.Payload) > 0 {
+		if _, err := op.f.Write(fr.Payload); err != nil {
+			op.fail(err)
+		}
+		return
+	}
+	if err := op.f.Chmod(op.mode); err != nil {
+		op.fail(err)
+		return
+	}
+	if err := op.f.Close(); err != nil {
+		op.fail(err)
+		return
+	}
+	if err := os.Rename(op.f.Name(), op.path); err != nil {
+		os.Remove(op.f.Name())
+		op.s.finish(op.stream, tError, marshalJSON(errorMsg{Kind: fileErrKind(err), Message: err.Error()}))
+		return
+	}
+	op.s.finish(op.stream, tDone, doneJSON)
+}
+
+func (op *putOp) fail(err error) {
+	op.abort()
+	op.s.finish(op.stream, tError, marshalJSON(errorMsg{Kind: fileErrKind(err), Message: err.Error()}))
+}
+
+func (op *putOp) abort() {
+	op.f.Close()
+	os.Remove(op.f.Name())
+}
+
+type getRequest struct {
+	Path string `json:"path"`
+}
+
+// getOp streams one file; it takes no frames from the host.
+type getOp struct{}
+
+func (getOp) handle(Frame) {}
+func (getOp) abort()       {}
+
+func (s *Session) handleGet(stream uint32, payload []byte) {
+	var r getRequest
+	if err := json.Unmarshal(payload, &r); err != nil || r.Path == "" {
+		s.sendError(stream, "invalid", "bad GET request")
+		return
+	}
+	f, err := os.Open(r.Path)
+	if err != nil {
+		s.sendError(stream, fileErrKind(err), "%v", err)
+		return
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		s.sendError(stream, fileErrKind(err), "%v", err)
+		return
+	}
+	if st.IsDir() {
+		f.Close()
+		s.sendError(stream, "is_directory", "%s is a directory", r.Path)
+		return
+	}
+	if !st.Mode().IsRegular() {
+		f.Close()
+		s.sendError(stream, "io", "%s is not a regular file", r.Path)
+		return
+	}
+	s.register(stream, getOp{})
+	go s.streamFile(stream, f, st)
+}
+
+func (s *Session) streamFile(stream uint32, f *os.File, st os.FileInfo) {
+	defer f.Close()
+	mode := uint32(st.Mode().Perm())
+	if st.Mode()&os.ModeSetuid != 0 {
+		mode |= 0o4000
+	}
+	if st.Mode()&os.ModeSetgid != 0 {
+		mode |= 0o2000
+	}
+	if st.Mode()&os.ModeSticky != 0 {
+		mode |= 0o1000
+	}
+	if !s.sendJSON(tFile, stream, fileMsg{Mode: mode, Size: st.Size()}) {
+		s.forget(stream)
+		return
+	}
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := *bp
+	for {
+		n, err := f.Read(buf[headerSize:])
+		if n > 0 {
+			putHeader(buf, tData, stream, n)
+			if !s.sendFrame(buf[:headerSize+n]) {
+				s.forget(stream)
+				return
+			}
+		}
+		if err == io.EOF {
+			s.finish(stream, tData, nil)
+			return
+		}
+		if err != nil {
+			s.finish(stream, tError, marshalJSON(errorMsg{Kind: "io", Message: err.Error()}))
+			return
+		}
+	}
+}

@@ -1,0 +1,3 @@
+module microbox/agent
+
+go 1.19

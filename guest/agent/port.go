@@ -1,0 +1,102 @@
+package main
+
+// A Port is one virtio-serial port (or, in tests, one end of a socketpair)
+// seen as a raw blocking file descriptor.
+
+import (
+	"errors"
+	"io"
+	"sync"
+	"syscall"
+	"unsafe"
+)
+
+// maxWrite is what one write(2) to a virtio port accepts at most.
+const maxWrite = 32 * 1024
+
+var errHostGone = errors.New("host disconnected")
+
+// Port is a bidirectional byte channel to one host client at a time.
+type Port struct {
+	fd     int
+	name   string
+	virtio bool // check host presence before writing (writes block without a host)
+
+	wmu  sync.Mutex // one whole frame per locked write loop
+	rbuf []byte
+}
+
+func newPort(fd int, name string, virtio bool) *Port {
+	return &Port{fd: fd, name: name, virtio: virtio, rbuf: make([]byte, chunkSize)}
+}
+
+// read returns io.EOF when the host is not (or no longer) connected.
+func (p *Port) read() ([]byte, error) {
+	for {
+		n, err := syscall.Read(p.fd, p.rbuf)
+		if err == syscall.EINTR || err == syscall.EAGAIN {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if n == 0 {
+			return nil, io.EOF
+		}
+		return p.rbuf[:n], nil
+	}
+}
+
+// writeFrame writes one whole frame, looping over short writes. The caller
+// holds p.wmu. On a virtio port it gives up (dropping the rest of the frame)
+// as soon as no host is connected, because write(2) would block until the
+// next host connects and hand it the stale bytes.
+func (p *Port) writeFrame(b []byte) error {
+	for len(b) > 0 {
+		if p.virtio && !p.hostConnected() {
+			return errHostGone
+		}
+		n := len(b)
+		if n > maxWrite {
+			n = maxWrite
+		}
+		w, err := syscall.Write(p.fd, b[:n])
+		if err == syscall.EINTR || err == syscall.EAGAIN {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		b = b[w:]
+	}
+	return nil
+}
+
+type pollFd struct {
+	fd      int32
+	events  int16
+	revents int16
+}
+
+const (
+	pollIn  = 0x1
+	pollHup = 0x10
+)
+
+// hostConnected polls the port without blocking: virtio_console reports
+// POLLHUP exactly while no host is connected.
+func (p *Port) hostConnected() bool {
+	pfd := pollFd{fd: int32(p.fd), events: pollIn}
+	var ts syscall.Timespec
+	for {
+		_, _, e := syscall.Syscall6(syscall.SYS_PPOLL, uintptr(unsafe.Pointer(&pfd)), 1,
+			uintptr(unsafe.Pointer(&ts)), 0, 0, 0)
+		if e == syscall.EINTR {
+			continue
+		}
+		if e != 0 {
+			return true // cannot tell; let write(2) decide
+		}
+		return pfd.revents&pollHup == 0
+	}
+}

@@ -1,0 +1,302 @@
+package main
+
+// A session is one host connection on one port: HELLO, then operations on
+// streams, until the host disconnects (read returns EOF).
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+	"syscall"
+)
+
+// Agent holds what every session shares. Hooks that touch the machine
+// (clock, hostname, shutdown) are set only by main, so tests can run the
+// session logic as an ordinary process.
+type Agent struct {
+	Reaper     *Reaper
+	PasswdPath string
+	GroupPath  string
+	ConsoleFd  int // stdout/stderr of detached processes
+
+	SetClock    func(ns int64) error
+	SetHostname func(name string) error
+	Shutdown    func(s *Session, stream uint32)
+	Logf        func(format string, args ...interface{})
+
+	devNullOnce sync.Once
+	devNull     int
+	devNullErr  error
+}
+
+func (a *Agent) logf(format string, args ...interface{}) {
+	if a.Logf != nil {
+		a.Logf(format, args...)
+	}
+}
+
+// nullFd returns a shared read-only /dev/null descriptor (close-on-exec).
+func (a *Agent) nullFd() (int, error) {
+	a.devNullOnce.Do(func() {
+		a.devNull, a.devNullErr = syscall.Open("/dev/null", syscall.O_RDWR|syscall.O_CLOEXEC, 0)
+	})
+	return a.devNull, a.devNullErr
+}
+
+// streamOp is a running operation that receives frames on its stream.
+type streamOp interface {
+	handle(f Frame)
+	abort() // the session ended
+}
+
+// Session is the state of one host connection.
+type Session struct {
+	a     *Agent
+	p     *Port
+	dead  atomic.Bool // set once the host is gone: output is dropped
+	hello bool        // touched by the reading goroutine only
+
+	mu  sync.Mutex
+	ops map[uint32]streamOp
+
+	endOnce sync.Once
+}
+
+// ServeSession serves one session on p until the host disconnects. It
+// returns nil on end-of-file and the read error otherwise. Every
+// non-detached process of the session is killed before it returns.
+func (a *Agent) ServeSession(p *Port) error {
+	s := newSession(a, p)
+	defer func() { s.end() }()
+	var dec Decoder
+	failed := false
+	for {
+		data, err := p.read()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if failed {
+			continue // the session is over; drain until the host goes
+		}
+		frames, derr := dec.Feed(data)
+		var perr *protoError
+		for _, f := range frames {
+			perr = s.dispatch(f)
+			if perr == errNewHost {
+				// virtio_console does not report a disconnect that is
+				// followed by a reconnect before read(2) runs again; a
+				// HELLO is the only sign of the new host.
+				a.logf("session on %s: HELLO from a new host", p.name)
+				s.end()
+				s = newSession(a, p)
+				perr = s.dispatch(f)
+			}
+			if perr != nil {
+				break
+			}
+		}
+		if perr == nil && derr != nil {
+			perr = derr.(*protoError)
+		}
+		if perr != nil {
+			a.logf("session on %s: %v", p.name, perr)
+			s.sendJSON(tError, 0, errorMsg{Kind: perr.kind, Message: perr.msg})
+			s.end()
+			failed = true
+			dec = Decoder{}
+		}
+	}
+}
+
+func newSession(a *Agent, p *Port) *Session {
+	return &Session{a: a, p: p, ops: make(map[uint32]streamOp)}
+}
+
+// errNewHost: a HELLO arrived in a session that already had one.
+var errNewHost = &protoError{kind: "protocol", msg: "HELLO repeated within a session"}
+
+// hostGone reports, without reading, that the host of a virtio port left.
+func (s *Session) hostGone() bool {
+	return s.dead.Load() || (s.p.virtio && !s.p.hostConnected())
+}
+
+// end marks the session dead and aborts every operation still running.
+func (s *Session) end() {
+	s.endOnce.Do(func() {
+		s.dead.Store(true)
+		s.mu.Lock()
+		ops := s.ops
+		s.ops = make(map[uint32]streamOp)
+		s.mu.Unlock()
+		for _, op := range ops {
+			op.abort()
+		}
+	})
+}
+
+// sendFrame writes one encoded frame unless the session is dead.
+func (s *Session) sendFrame(b []byte) bool {
+	if s.dead.Load() {
+		return false
+	}
+	s.p.wmu.Lock()
+	defer s.p.wmu.Unlock()
+	if s.dead.Load() {
+		return false
+	}
+	return s.p.writeFrame(b) == nil
+}
+
+func (s *Session) send(t byte, stream uint32, payload []byte) bool {
+	return s.sendFrame(encodeFrame(t, stream, payload))
+}
+
+func (s *Session) sendJSON(t byte, stream uint32, v interface{}) bool {
+	return s.send(t, stream, marshalJSON(v))
+}
+
+func (s *Session) sendError(stream uint32, kind, format string, args ...interface{}) {
+	s.sendJSON(tError, stream, errorMsg{Kind: kind, Message: fmt.Sprintf(format, args...)})
+}
+
+func (s *Session) register(stream uint32, op streamOp) {
+	s.mu.Lock()
+	s.ops[stream] = op
+	s.mu.Unlock()
+}
+
+func (s *Session) lookup(stream uint32) streamOp {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ops[stream]
+}
+
+// forget drops a stream without sending anything.
+func (s *Session) forget(stream uint32) {
+	s.mu.Lock()
+	delete(s.ops, stream)
+	s.mu.Unlock()
+}
+
+// finish ends an operation: forget the stream, then send its last frame.
+func (s *Session) finish(stream uint32, t byte, payload []byte) {
+	s.mu.Lock()
+	delete(s.ops, stream)
+	s.mu.Unlock()
+	s.send(t, stream, payload)
+}
+
+// dispatch handles one frame from the host. A returned error ends the session.
+func (s *Session) dispatch(f Frame) *protoError {
+	if !rawTypes[f.Type] {
+		if e := checkObject(f.Type, f.Payload); e != nil {
+			return e
+		}
+	}
+	if !s.hello {
+		if f.Type != tHello {
+			return errProtocol("expected HELLO, got %s", typeName(f.Type))
+		}
+		return s.handleHello(f)
+	}
+	if f.Type == tHello {
+		return errNewHost
+	}
+	if s.dead.Load() {
+		return nil // the host went away: nothing more is started for it
+	}
+	switch f.Type {
+	case tPing:
+		if len(f.Payload) > maxPing {
+			return errProtocol("PING payload of %d bytes exceeds %d", len(f.Payload), maxPing)
+		}
+		s.send(tPong, f.Stream, f.Payload)
+	case tExec, tPut, tGet, tShutdown:
+		if f.Stream == 0 {
+			return errProtocol("%s on stream 0", typeName(f.Type))
+		}
+		if s.lookup(f.Stream) != nil {
+			return errProtocol("stream %d is already in use", f.Stream)
+		}
+		switch f.Type {
+		case tExec:
+			s.handleExec(f.Stream, f.Payload)
+		case tPut:
+			s.handlePut(f.Stream, f.Payload)
+		case tGet:
+			s.handleGet(f.Stream, f.Payload)
+		case tShutdown:
+			s.handleShutdown(f.Stream)
+		}
+	case tStdin, tSignal, tResize, tData:
+		// Frames for a stream that already ended (or never existed) are
+		// dropped: the host may send them while the EXIT is in flight.
+		if op := s.lookup(f.Stream); op != nil {
+			op.handle(f)
+		}
+	default:
+		return errProtocol("%s is not sent by the host", typeName(f.Type))
+	}
+	return nil
+}
+
+type helloMsg struct {
+	Version  *int64  `json:"version"`
+	Session  *string `json:"session"`
+	TimeNs   int64   `json:"time_ns"`
+	Hostname string  `json:"hostname"`
+}
+
+func (s *Session) handleHello(f Frame) *protoError {
+	var h helloMsg
+	if err := json.Unmarshal(f.Payload, &h); err != nil {
+		return errProtocol("bad HELLO: %v", err)
+	}
+	if h.Version == nil {
+		return errProtocol("HELLO without version")
+	}
+	if *h.Version != protocolVersion {
+		return &protoError{kind: "version", msg: fmt.Sprintf(
+			"agent speaks protocol version %d, host asked for %d", protocolVersion, *h.Version)}
+	}
+	if h.Session == nil {
+		return errProtocol("HELLO without session")
+	}
+	if len(*h.Session) > 64 {
+		return errProtocol("session nonce longer than 64 characters")
+	}
+	if h.TimeNs > 0 && s.a.SetClock != nil {
+		if err := s.a.SetClock(h.TimeNs); err != nil {
+			s.a.logf("set clock: %v", err)
+		}
+	}
+	if h.Hostname != "" && s.a.SetHostname != nil {
+		if err := s.a.SetHostname(h.Hostname); err != nil {
+			s.a.logf("set hostname: %v", err)
+		}
+	}
+	s.hello = true
+	s.sendJSON(tHelloReply, 0, helloReply{
+		Version: protocolVersion, Session: *h.Session, Agent: agentName, Capabilities: capabilities,
+	})
+	return nil
+}
+
+func (s *Session) handleShutdown(stream uint32) {
+	if s.a.Shutdown == nil {
+		s.sendError(stream, "invalid", "shutdown is not available")
+		return
+	}
+	s.register(stream, nopOp{})
+	go s.a.Shutdown(s, stream)
+}
+
+type nopOp struct{}
+
+func (nopOp) handle(Frame) {}
+func (nopOp) abort()       {}

@@ -1,0 +1,3 @@
+from microbox.cli.main import main
+
+main()

@@ -1,0 +1,44 @@
+"""Shared fixtures. VM tests run against one MICROBOX_HOME per session (short
+path: Unix socket paths are limited to 108 bytes) under a leak guard."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+
+def qemu_pids(home: Path) -> set[int]:
+    """QEMU processes whose command line points into `home`."""
+    found = set()
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            argv = p.info["cmdline"] or []
+        except psutil.Error:
+            continue
+        if argv and "qemu-system" in argv[0] and any(str(home) in a for a in argv):
+            found.add(p.pid)
+    return found
+
+
+@pytest.fixture(scope="session")
+def microbox_home() -> Iterator[Path]:
+    home = Path(tempfile.mkdtemp(prefix="mbt-", dir="/tmp"))
+    old = os.environ.get("MICROBOX_HOME")
+    os.environ["MICROBOX_HOME"] = str(home)
+    yield home
+    if old is None:
+        os.environ.pop("MICROBOX_HOME", None)
+    else:
+        os.environ["MICROBOX_HOME"] = old
+    shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture
+def home(microbox_home: Path) -> Path:
+    return microbox_home

@@ -1,0 +1,146 @@
+"""`microbox run` on real QEMU boxes: one test per exit path, exact exit codes,
+and nothing left behind (the leak guard checks every test)."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import psutil
+import pytest
+
+from microbox.core import lifecycle
+from microbox.store import boxes
+from microbox.store.db import Database
+from tests.conftest import qemu_pids
+from tests.vm.helpers import mb, spawn
+
+
+def test_stdout_stderr_and_exit_code() -> None:
+    r = mb("run", "--rm", "busybox", "--", "sh", "-c", "echo out; echo err >&2; exit 7")
+    assert (r.returncode, r.stdout, r.stderr) == (7, b"out\n", b"err\n")
+
+
+def test_zero_exit() -> None:
+    r = mb("run", "--rm", "busybox", "--", "true")
+    assert r.returncode == 0, r.stderr
+
+
+def test_killed_by_signal_gives_128_plus_n() -> None:
+    r = mb("run", "--rm", "busybox", "--", "sh", "-c", "kill -TERM $$")
+    assert r.returncode == 143, r.stderr
+
+
+def test_command_not_found_is_127_with_one_line() -> None:
+    r = mb("run", "--rm", "busybox", "--", "/nonexistent")
+    assert r.returncode == 127
+    lines = r.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and "/nonexistent" in lines[0]
+
+
+def test_not_executable_is_126() -> None:
+    r = mb("run", "--rm", "busybox", "--", "/etc/passwd")
+    assert r.returncode == 126, r.stderr
+
+
+def test_stdin_is_forwarded_with_i() -> None:
+    r = mb("run", "--rm", "-i", "busybox", "--", "cat", input=b"hello\n")
+    assert (r.returncode, r.stdout) == (0, b"hello\n")
+
+
+def test_without_i_stdin_is_empty() -> None:
+    r = mb("run", "--rm", "busybox", "--", "cat", input=b"ignored\n")
+    assert (r.returncode, r.stdout) == (0, b"")
+
+
+def test_arguments_arrive_byte_for_byte() -> None:
+    args = ["a b", "", "$HOME", "'q'", '"d"', "*", "tab\there", "ünï"]
+    r = mb("run", "--rm", "busybox", "--", "printf", "[%s]\\n", *args)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.decode() == "".join(f"[{a}]\n" for a in args)
+
+
+def test_env_workdir_user() -> None:
+    r = mb("run", "--rm", "-e", "GREETING=hi there", "-w", "/tmp", "-u", "nobody", "busybox",
+           "--", "sh", "-c", 'echo "$GREETING"; pwd; id -u')
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.decode().splitlines() == ["hi there", "/tmp", "65534"]
+
+
+def test_timeout_kills_the_command() -> None:
+    r = mb("run", "--rm", "--timeout", "1", "busybox", "--", "sleep", "100")
+    assert r.returncode == 124
+    assert b"timed out" in r.stderr
+
+
+def test_tty_without_terminal_is_a_usage_error() -> None:
+    with open(os.devnull, "rb") as devnull:
+        r = mb("run", "--rm", "-t", "busybox", "--", "true", stdin=devnull)
+    assert r.returncode == 2
+    assert b"not a TTY" in r.stderr
+
+
+def test_invalid_spec_fails_before_anything_is_made(home: Path) -> None:
+    r = mb("run", "--rm", "--memory", "1", "busybox", "--", "true")
+    assert r.returncode == 2 and b"--memory" in r.stderr
+    r = mb("run", "--rm", "nosuchimage", "--", "true")
+    assert r.returncode == 1 and b"nosuchimage" in r.stderr
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_to_cli_is_forwarded_and_box_removed(sig: int, code: int) -> None:
+    p = spawn("run", "--rm", "busybox", "--", "sh", "-c", "echo ready; sleep 100")
+    assert p.stdout is not None
+    assert p.stdout.readline() == b"ready\n"
+    p.send_signal(sig)
+    assert p.wait(timeout=60) == code
+
+
+def test_sigkill_of_cli_kills_the_vm_and_sweep_reaps_it(home: Path) -> None:
+    before = qemu_pids(home)
+    p = spawn("run", "--rm", "busybox", "--", "sh", "-c", "echo ready; sleep 100")
+    assert p.stdout is not None
+    assert p.stdout.readline() == b"ready\n"
+    vm = qemu_pids(home) - before
+    assert len(vm) == 1
+    p.kill()
+    p.wait()
+    _gone, alive = psutil.wait_procs([psutil.Process(pid) for pid in vm], timeout=10)
+    assert not alive, "the VM outlived its SIGKILLed owner"
+    db = Database(home / "microbox.db")
+    try:
+        leftover = [b for b in boxes.all_boxes(db) if b.auto_remove]
+        assert len(leftover) == 1 and not lifecycle.box_dir(leftover[0]).alive()
+        assert lifecycle.sweep(db) == [leftover[0].id]
+        assert not lifecycle.box_dir(leftover[0]).exists()
+    finally:
+        db.close()
+
+
+def test_run_without_rm_keeps_a_stopped_box_with_its_data(home: Path) -> None:
+    r = mb("run", "--name", "keeper", "busybox", "--", "sh", "-c", "echo kept > /root/f")
+    assert r.returncode == 0, r.stderr
+    db = Database(home / "microbox.db")
+    try:
+        record = boxes.resolve(db, "keeper")
+        assert record.status == "stopped"
+        assert lifecycle.box_dir(record).disk.exists()
+        lifecycle.destroy(db, record)
+    finally:
+        db.close()
+
+
+def test_detached_box_outlives_the_cli(home: Path) -> None:
+    r = mb("run", "-d", "--name", "bg", "busybox")
+    assert r.returncode == 0, r.stderr
+    box_id = r.stdout.decode().strip()
+    db = Database(home / "microbox.db")
+    try:
+        record = boxes.resolve(db, box_id)
+        # the CLI has exited; the VM is still up and answers
+        assert record.name == "bg" and record.status == "running"
+        assert lifecycle.box_dir(record).alive()
+        lifecycle.destroy(db, record)
+    finally:
+        db.close()
