@@ -226,7 +226,8 @@ func (s *Session) handleExec(stream uint32, payload []byte) {
 		return
 	}
 	if sp.req.Detach {
-		s.sendJSON(tStarted, stream, startedMsg{Pid: p.pid})
+		// The answer to a detached EXEC is this EXIT alone (no STARTED):
+		// the stream ends while the process lives on.
 		s.sendJSON(tExit, stream, detachedExitMsg{Detached: true, Pid: p.pid})
 		return
 	}

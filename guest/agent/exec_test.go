@@ -107,6 +107,17 @@ func TestExecStreamsAndCode(t *testing.T) {
 	}
 	r = h.run(2, argv("true"))
 	r.wantExit(t, 0, nil, false)
+	// Arguments reach execve byte for byte, with no shell in between.
+	args := []string{"a b", "", "$HOME", "'q'", `"d"`, "*", "tab\there", "ünï"}
+	r = h.run(3, argv(append([]string{"printf", `[%s]\n`}, args...)...))
+	r.wantExit(t, 0, nil, false)
+	want := ""
+	for _, a := range args {
+		want += "[" + a + "]\n"
+	}
+	if r.stdout.String() != want {
+		t.Fatalf("printf printed %q, want %q", r.stdout.String(), want)
+	}
 }
 
 func TestExecKilledBySignal(t *testing.T) {
@@ -303,10 +314,10 @@ func TestSessionEndKills(t *testing.T) {
 	pid := h.started(1)
 	h.sendJSON(tExec, 2, map[string]interface{}{"argv": []string{"sleep", "100"}, "tty": true, "stdin": true})
 	pid2 := h.started(2)
-	h.sendJSON(tExec, 3, map[string]interface{}{"argv": []string{"sleep", "100"}, "detach": true})
-	pid3 := h.started(3)
+	h.sendJSON(tExec, 3, map[string]interface{}{"argv": []string{"sleep", "100"}, "detach": true, "stdin": true})
 	m := decodeMap(t, h.expect(tExit, 3).Payload)
-	if m["detached"] != true || m["pid"] != float64(pid3) {
+	pid3 := int(m["pid"].(float64))
+	if m["detached"] != true || len(m) != 2 || pid3 <= 0 {
 		t.Fatalf("detached EXIT %v", m)
 	}
 	h.close()
@@ -339,5 +350,41 @@ func TestMergeEnv(t *testing.T) {
 	}
 	if envValue(got, "PATH") != "/x" || envValue(got, "PAT") != "" || envValue(got, "E") != "" {
 		t.Fatal("envValue")
+	}
+}
+
+func countFds(t *testing.T) int {
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(entries)
+}
+
+func TestExecNoFdLeak(t *testing.T) {
+	h := newHost(t)
+	h.hello()
+	batch := func(base uint32) {
+		h.run(base, argv("true")).wantExit(t, 0, nil, false)
+		h.run(base+1, map[string]interface{}{"argv": []string{"cat"}, "stdin": true, "timeout_ms": 100}).wantExit(t, nil, 9, true)
+		h.run(base+2, map[string]interface{}{"argv": []string{"true"}, "tty": true}).wantExit(t, 0, nil, false)
+		if r := h.run(base+3, argv("/nonexistent")); r.errKind != "not_found" {
+			t.Fatal(r.errKind)
+		}
+		if r := h.run(base+4, argv("/etc/passwd")); r.errKind != "not_executable" {
+			t.Fatal(r.errKind)
+		}
+	}
+	batch(1) // warm up (the shared /dev/null, the poller)
+	before := countFds(t)
+	for i := 0; i < 5; i++ {
+		batch(uint32(10 + 10*i))
+	}
+	deadline := time.Now().Add(testTimeout)
+	for countFds(t) > before {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d descriptors open, %d before", countFds(t), before)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -7,6 +7,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"os/signal"
 	"syscall"
 	"time"
 )
@@ -16,6 +17,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "microbox-agent: this is the guest's init and must run as PID 1")
 		os.Exit(2)
 	}
+	ignoreSignals()
 	cfg, err := setupRoot()
 	if err != nil {
 		fatal(err)
@@ -38,6 +40,20 @@ func main() {
 	}
 }
 
+// ignoreSignals keeps a "kill -TERM 1" from inside the box from ending the
+// agent (Go exits on SIGHUP/SIGINT/SIGTERM by default, and the kernel
+// delivers to PID 1 every signal it has a handler for). Notify, not Ignore:
+// an ignored disposition would be inherited by every process started.
+func ignoreSignals() {
+	ch := make(chan os.Signal, 8)
+	signal.Notify(ch, syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM, syscall.SIGQUIT,
+		syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGABRT, syscall.SIGPWR)
+	go func() {
+		for range ch {
+		}
+	}()
+}
+
 func setClock(ns int64) error {
 	tv := syscall.NsecToTimeval(ns)
 	return syscall.Settimeofday(&tv)
@@ -49,6 +65,11 @@ func consoleLogf(format string, args ...interface{}) {
 
 // fatal reports a setup failure on the console and ends the VM.
 func fatal(err error) {
-	fmt.Fprintf(os.Stdout, "microbox-agent: fatal: %v\n", err)
+	msg := fmt.Sprintf("microbox-agent: fatal: %v\n", err)
+	if _, werr := os.Stdout.WriteString(msg); werr != nil {
+		if fd, oerr := syscall.Open("/dev/console", syscall.O_WRONLY|syscall.O_NOCTTY, 0); oerr == nil {
+			syscall.Write(fd, []byte(msg))
+		}
+	}
 	reboot()
 }

@@ -37,7 +37,7 @@ func (a *Agent) logf(format string, args ...interface{}) {
 	}
 }
 
-// nullFd returns a shared read-only /dev/null descriptor (close-on-exec).
+// nullFd returns a shared /dev/null descriptor (close-on-exec).
 func (a *Agent) nullFd() (int, error) {
 	a.devNullOnce.Do(func() {
 		a.devNull, a.devNullErr = syscall.Open("/dev/null", syscall.O_RDWR|syscall.O_CLOEXEC, 0)

@@ -10,15 +10,18 @@ class MicroboxError(Exception):
     type = "error"
     exit_code = 1
 
-    def __init__(self, message: str, recovery: str | None = None) -> None:
+    def __init__(self, message: str, recovery: str | None = None, why: str = "") -> None:
         super().__init__(message)
         self.message = message
         self.recovery = recovery
+        self.why = why  # what the recovery command does, e.g. "to clear it"
 
     def __str__(self) -> str:
+        """One sentence: the message and, where one exists, the command that recovers."""
+        text = self.message.rstrip(".")
         if self.recovery:
-            return f"{self.message}; run '{self.recovery}'"
-        return self.message
+            text += f"; run '{self.recovery}'" + (f" {self.why}" if self.why else "")
+        return text + "."
 
 
 class UsageError(MicroboxError):

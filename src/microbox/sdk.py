@@ -21,13 +21,15 @@ from types import TracebackType
 from typing import IO
 
 from microbox import paths
-from microbox.core import lifecycle, vm
+from microbox.core import control, lifecycle, vm
+from microbox.core.reconcile import reconcile, reconcile_all
 from microbox.core.spec import DEFAULT_MEMORY_MIB, BoxSpec
 from microbox.errors import AgentError
 from microbox.guest import ops
 from microbox.guest.channel import Channel, Stream
 from microbox.guest.ops import ExecRequest, ExitStatus
 from microbox.guest.protocol import CHUNK, T
+from microbox.store import boxes
 from microbox.store.boxes import BoxRecord
 from microbox.store.db import Database
 
@@ -82,12 +84,14 @@ class Execution:
 class Box:
     """A box with a running VM and a session with its agent."""
 
-    def __init__(self, runtime: Runtime, started: lifecycle.Started, remove: bool) -> None:
+    def __init__(self, runtime: Runtime, started: lifecycle.Started, remove: bool,
+                 owned: bool = True) -> None:
         self.runtime = runtime
         self.record: BoxRecord = started.record
         self._vm = started.vm
         self._channel: Channel | None = started.channel
         self._remove = remove
+        self._owned = owned  # closing an owned box tears its VM down
 
     @property
     def id(self) -> str:
@@ -100,7 +104,7 @@ class Box:
     @property
     def ready_after(self) -> float:
         """Seconds from spawning the VMM to the agent's handshake."""
-        return self._vm.ready_after
+        return self._vm.ready_after if self._vm is not None else 0.0
 
     @property
     def channel(self) -> Channel:
@@ -167,7 +171,11 @@ class Box:
         ops.ping(self.channel)
 
     def close(self) -> None:
-        """Tear the VM down: removed if the box was started with rm, else stopped."""
+        """Tear the VM down: removed if the box was started with rm, else stopped.
+        A box obtained with Runtime.attach() only closes its session."""
+        if not self._owned:
+            self.release()
+            return
         channel, self._channel = self._channel, None
         if self._remove:
             if channel is not None:
@@ -213,6 +221,21 @@ class Runtime:
             lifecycle.destroy(self.db, record)
             raise
         return Box(self, started, remove=rm)
+
+    def resolve(self, ref: str) -> BoxRecord:
+        """A box by name, id or unique id prefix, reconciled with reality."""
+        return reconcile(self.db, boxes.resolve(self.db, ref))
+
+    def boxes(self) -> list[BoxRecord]:
+        """Every box, reconciled; `--rm` boxes whose owner died are swept first."""
+        lifecycle.sweep(self.db)
+        return reconcile_all(self.db)
+
+    def attach(self, ref: str) -> Box:
+        """A Box handle on a running box (a new agent session; the VM is not owned)."""
+        record = self.resolve(ref)
+        channel = control.connect(record)
+        return Box(self, lifecycle.Started(record, None, channel), remove=False, owned=False)
 
     def close(self) -> None:
         if self._db is not None:

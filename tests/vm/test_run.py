@@ -11,6 +11,7 @@ import psutil
 import pytest
 
 from microbox.core import lifecycle
+from microbox.core.reconcile import box_dir
 from microbox.store import boxes
 from microbox.store.db import Database
 from tests.conftest import qemu_pids
@@ -111,9 +112,9 @@ def test_sigkill_of_cli_kills_the_vm_and_sweep_reaps_it(home: Path) -> None:
     db = Database(home / "microbox.db")
     try:
         leftover = [b for b in boxes.all_boxes(db) if b.auto_remove]
-        assert len(leftover) == 1 and not lifecycle.box_dir(leftover[0]).alive()
+        assert len(leftover) == 1 and not box_dir(leftover[0]).alive()
         assert lifecycle.sweep(db) == [leftover[0].id]
-        assert not lifecycle.box_dir(leftover[0]).exists()
+        assert not box_dir(leftover[0]).exists()
     finally:
         db.close()
 
@@ -125,7 +126,7 @@ def test_run_without_rm_keeps_a_stopped_box_with_its_data(home: Path) -> None:
     try:
         record = boxes.resolve(db, "keeper")
         assert record.status == "stopped"
-        assert lifecycle.box_dir(record).disk.exists()
+        assert box_dir(record).disk.exists()
         lifecycle.destroy(db, record)
     finally:
         db.close()
@@ -140,7 +141,7 @@ def test_detached_box_outlives_the_cli(home: Path) -> None:
         record = boxes.resolve(db, box_id)
         # the CLI has exited; the VM is still up and answers
         assert record.name == "bg" and record.status == "running"
-        assert lifecycle.box_dir(record).alive()
+        assert box_dir(record).alive()
         lifecycle.destroy(db, record)
     finally:
         db.close()

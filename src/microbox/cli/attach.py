@@ -17,6 +17,7 @@ from microbox.errors import MicroboxError
 from microbox.guest.ops import ExitStatus
 from microbox.sdk import Execution
 
+TIMEOUT_EXIT = 124  # a command killed by --timeout, as timeout(1)
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 
 

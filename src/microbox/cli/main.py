@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from microbox import __version__
-from microbox.cli import build, run
+from microbox.cli import boxes, build, maint, query, run
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -15,6 +15,11 @@ def cli() -> None:
 
 
 cli.add_command(run.run)
+for command in (boxes.create, boxes.start, boxes.stop, boxes.restart, boxes.pause,
+                boxes.resume, boxes.delete, boxes.set_, query.list_, query.inspect, query.logs,
+                query.exec_, maint.cleanup, maint.kill, maint.gc, maint.doctor):
+    cli.add_command(command)
+cli.add_command(query.list_, name="ls")
 cli.add_command(build.kernel)
 cli.add_command(build.agent)
 cli.add_command(build.image)

@@ -7,7 +7,14 @@ import sys
 
 import click
 
-from microbox.cli.attach import Interrupted, attach, ignore_signals, signals_abort, terminal_size
+from microbox.cli.attach import (
+    TIMEOUT_EXIT,
+    Interrupted,
+    attach,
+    ignore_signals,
+    signals_abort,
+    terminal_size,
+)
 from microbox.cli.common import common_options, guarded
 from microbox.cli.output import Out
 from microbox.core.spec import ACCELS, DEFAULT_MEMORY_MIB, parse_env
@@ -15,7 +22,6 @@ from microbox.errors import ExecFailed
 from microbox.sdk import Box, Runtime
 
 DEFAULT_CMD = ["/bin/sh"]
-TIMEOUT_EXIT = 124  # as timeout(1)
 
 
 @click.command(context_settings={"allow_interspersed_args": False})

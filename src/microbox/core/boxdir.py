@@ -68,6 +68,12 @@ class BoxDir:
     def remove(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
 
+    def remove_runtime_files(self) -> None:
+        """Sockets and client locks of a dead VMM; the disk and logs stay."""
+        for pattern in ("*.sock", "port*.lock", "qmp.lock"):
+            for f in self.path.glob(pattern):
+                f.unlink(missing_ok=True)
+
     def exists(self) -> bool:
         return self.path.is_dir()
 
@@ -97,6 +103,7 @@ class BoxDir:
 
     def listen(self, path: Path) -> socket.socket:
         """Bind a Unix socket at `path` with mode 0600 and start listening."""
+        path.unlink(missing_ok=True)  # left by a VMM that was killed; we hold the box lock
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.bind(str(path))  # the box dir is 0700, so the moment before chmod is private
         os.chmod(path, 0o600)

@@ -8,9 +8,8 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from microbox import paths
 from microbox.core import vm
-from microbox.core.boxdir import BoxDir
+from microbox.core.reconcile import box_dir
 from microbox.core.spec import BoxSpec
 from microbox.errors import NotFound
 from microbox.guest.channel import Channel
@@ -20,10 +19,6 @@ from microbox.store.boxes import BoxRecord
 from microbox.store.db import Database
 
 BUILTIN_IMAGES = {busybox.NAME: busybox.build}
-
-
-def box_dir(record: BoxRecord) -> BoxDir:
-    return BoxDir(paths.boxes_dir() / record.id)
 
 
 def resolve_image(db: Database, name: str) -> store.Image:
@@ -68,7 +63,7 @@ def create(db: Database, spec: BoxSpec, *, name: str | None = None,
 @dataclass
 class Started:
     record: BoxRecord
-    vm: vm.Running
+    vm: vm.Running | None  # None when this process did not start the VM
     channel: Channel
 
 

@@ -1,0 +1,153 @@
+"""Lifecycle commands: create, start, stop, restart, pause, resume, delete, set."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from microbox.cli.common import common_options, guarded
+from microbox.cli.output import Out
+from microbox.cli.render import record_json
+from microbox.core import control, lifecycle
+from microbox.core.spec import ACCELS, DEFAULT_MEMORY_MIB, BoxSpec, parse_env
+from microbox.sdk import Runtime
+
+
+@click.command()
+@click.option("--name", help="Name of the box.")
+@click.option("--cpus", type=int, default=1, show_default=True, help="Virtual CPUs.")
+@click.option("--memory", type=int, default=DEFAULT_MEMORY_MIB, show_default=True,
+              help="Memory in MiB.")
+@click.option("-e", "--env", multiple=True, metavar="KEY=VALUE", help="Environment variable.")
+@click.option("-w", "--workdir", help="Default working directory for exec.")
+@click.option("-u", "--user", help="Default user for exec.")
+@click.option("--accel", type=click.Choice(ACCELS), default="auto", show_default=True)
+@click.option("--kernel", type=click.Path(dir_okay=False), help="Use this vmlinux.")
+@click.option("--start", "start_now", is_flag=True, help="Start the box right away.")
+@common_options
+@click.argument("image")
+def create(name: str | None, cpus: int, memory: int, env: tuple[str, ...],
+           workdir: str | None, user: str | None, accel: str, kernel: str | None,
+           start_now: bool, as_json: bool, verbose: bool, image: str) -> None:
+    """Create a box from IMAGE (stopped unless --start)."""
+    out = Out("create", as_json, verbose)
+
+    def body() -> None:
+        with Runtime(log=out.log) as rt:
+            spec = BoxSpec(image=image, cpus=cpus, memory_mib=memory, env=parse_env(env),
+                           workdir=workdir, user=user, accel=accel, kernel=kernel)
+            record, lock_fd = lifecycle.create(rt.db, spec, name=name,
+                                               status="starting" if start_now else "created")
+            if start_now:
+                try:
+                    record = lifecycle.start(rt.db, record, lock_fd, attached=False,
+                                             log=out.log).record
+                except BaseException:
+                    lifecycle.destroy(rt.db, record)
+                    raise
+            else:
+                os.close(lock_fd)
+            out.result(record_json(record), record.id)
+
+    guarded(out, body)
+
+
+def _one(name: str, help_: str, action: str) -> click.Command:
+    @click.command(name=name, help=help_)
+    @common_options
+    @click.argument("box")
+    def cmd(as_json: bool, verbose: bool, box: str) -> None:
+        out = Out(name, as_json, verbose)
+
+        def body() -> None:
+            with Runtime(log=out.log) as rt:
+                record = rt.resolve(box)
+                fn = getattr(control, action)
+                record = fn(rt.db, record, log=out.log) if action == "start" else fn(
+                    rt.db, record)
+                out.result(record_json(record), record.name)
+
+        guarded(out, body)
+
+    return cmd
+
+
+start = _one("start", "Start a stopped box (detached).", "start")
+pause = _one("pause", "Freeze a running box's vCPUs.", "pause")
+resume = _one("resume", "Thaw a paused box.", "resume")
+
+
+@click.command()
+@click.option("-t", "--timeout", type=float, default=10.0, show_default=True,
+              help="Seconds to wait for a graceful stop before SIGTERM, then SIGKILL.")
+@common_options
+@click.argument("box")
+def stop(timeout: float, as_json: bool, verbose: bool, box: str) -> None:
+    """Stop a box: the guest syncs its disk and powers off."""
+    out = Out("stop", as_json, verbose)
+
+    def body() -> None:
+        with Runtime(log=out.log) as rt:
+            record = control.stop(rt.db, rt.resolve(box), timeout)
+            out.result(record_json(record), record.name)
+
+    guarded(out, body)
+
+
+@click.command()
+@click.option("-t", "--timeout", type=float, default=10.0, show_default=True)
+@common_options
+@click.argument("box")
+def restart(timeout: float, as_json: bool, verbose: bool, box: str) -> None:
+    """Stop a box, then start it again."""
+    out = Out("restart", as_json, verbose)
+
+    def body() -> None:
+        with Runtime(log=out.log) as rt:
+            record = control.restart(rt.db, rt.resolve(box), timeout, log=out.log)
+            out.result(record_json(record), record.name)
+
+    guarded(out, body)
+
+
+@click.command()
+@click.option("-f", "--force", is_flag=True, help="Kill the box first if it is running.")
+@common_options
+@click.argument("box", nargs=-1, required=True)
+def delete(force: bool, as_json: bool, verbose: bool, box: tuple[str, ...]) -> None:
+    """Delete boxes (a running one needs -f)."""
+    out = Out("delete", as_json, verbose)
+
+    def body() -> None:
+        deleted = []
+        with Runtime(log=out.log) as rt:
+            for ref in box:
+                record = rt.resolve(ref)
+                control.delete(rt.db, record, force)
+                deleted.append(record.id)
+                if not out.as_json:
+                    click.echo(record.name)
+        out.result({"deleted": deleted})
+
+    guarded(out, body)
+
+
+@click.command(name="set")
+@click.option("--cpus", type=int, help="Virtual CPUs.")
+@click.option("--memory", type=int, help="Memory in MiB.")
+@common_options
+@click.argument("box")
+def set_(cpus: int | None, memory: int | None, as_json: bool, verbose: bool, box: str) -> None:
+    """Change a stopped box's CPUs or memory (applied at its next start)."""
+    out = Out("set", as_json, verbose)
+
+    def body() -> None:
+        if cpus is None and memory is None:
+            raise click.UsageError("give --cpus and/or --memory")
+        with Runtime(log=out.log) as rt:
+            record = control.set_resources(rt.db, rt.resolve(box), cpus=cpus,
+                                           memory_mib=memory)
+            out.result(record_json(record), record.name)
+
+    guarded(out, body)

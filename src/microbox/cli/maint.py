@@ -1,0 +1,131 @@
+"""Housekeeping: cleanup, kill, gc, doctor."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from microbox.cli.common import common_options, guarded
+from microbox.cli.output import Out, envelope
+from microbox.core import doctor as doctor_checks
+from microbox.core import lifecycle, maintenance, orphans
+from microbox.errors import HostError, Refused
+from microbox.sdk import Runtime
+
+
+def _confirm(out: Out, question: str, what: str) -> bool:
+    """Ask on a terminal; refuse (exit 1) where nobody can answer."""
+    if out.as_json or not sys.stdin.isatty():
+        raise Refused(f"refusing to {what} without confirmation", "the same command with --force")
+    return click.confirm(question, default=False, err=True)
+
+
+@click.command()
+@click.option("--all", "include_running", is_flag=True, help="Running boxes too.")
+@click.option("-f", "--force", is_flag=True, help="Do not ask.")
+@click.option("--dry-run", is_flag=True, help="Only list what would be deleted.")
+@common_options
+def cleanup(include_running: bool, force: bool, dry_run: bool, as_json: bool,
+            verbose: bool) -> None:
+    """Delete stopped and crashed boxes (--all: every box)."""
+    out = Out("cleanup", as_json, verbose)
+
+    def body() -> None:
+        with Runtime(log=out.log) as rt:
+            doomed = maintenance.cleanup_candidates(rt.boxes(), include_running)
+            names = [f"{r.name} ({r.id[:12]}, {r.status})" for r in doomed]
+            if not doomed:
+                out.result({"deleted": [], "dry_run": dry_run}, "nothing to clean up")
+                return
+            if not out.as_json:
+                click.echo(f"{'would delete' if dry_run else 'will delete'} {len(doomed)} "
+                           f"box{'es' if len(doomed) != 1 else ''}:", err=True)
+                for n in names:
+                    click.echo(f"  {n}", err=True)
+            if dry_run:
+                out.result({"deleted": [], "would_delete": [r.id for r in doomed],
+                            "dry_run": True})
+                return
+            if not force and not _confirm(out, "delete them?", f"delete {len(doomed)} boxes"):
+                out.info("nothing deleted")
+                return
+            for r in doomed:
+                lifecycle.destroy(rt.db, r)
+            out.result({"deleted": [r.id for r in doomed], "dry_run": False},
+                       f"deleted {len(doomed)}")
+
+    guarded(out, body)
+
+
+@click.command()
+@click.option("-f", "--force", is_flag=True, help="Do not ask.")
+@common_options
+@click.argument("box_id")
+def kill(force: bool, as_json: bool, verbose: bool, box_id: str) -> None:
+    """SIGKILL a box's VMM, found from /proc (works without the database)."""
+    out = Out("kill", as_json, verbose)
+
+    def body() -> int:
+        target = orphans.match(orphans.scan(), box_id)
+        question = f"kill box {target.box_id[:12]} (VMM pid {target.pid})?"
+        if not force and not _confirm(out, question, f"kill box {target.box_id[:12]}"):
+            out.info("nothing killed")
+            return 0
+        if not maintenance.kill_vmm(target):
+            raise Refused(f"pid {target.pid} is no longer box {target.box_id[:12]}'s VMM; "
+                          "nothing was killed")
+        out.result({"id": target.box_id, "pid": target.pid},
+                   f"killed {target.box_id[:12]} (pid {target.pid})")
+        return 0
+
+    guarded(out, body)
+
+
+@click.command()
+@click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
+@common_options
+def gc(dry_run: bool, as_json: bool, verbose: bool) -> None:
+    """Remove leftovers no live box owns: dead --rm boxes, stray box dirs."""
+    out = Out("gc", as_json, verbose)
+
+    def body() -> None:
+        with Runtime(log=out.log) as rt:
+            report = maintenance.gc(rt.db, dry_run)
+        verb = "would remove" if dry_run else "removed"
+        lines = [f"{verb} box {i[:12]} (its owner died)" for i in report.rows]
+        lines += [f"{verb} dir {d}" for d in report.dirs]
+        out.result({"rows": report.rows, "dirs": report.dirs, "dry_run": dry_run},
+                   "\n".join(lines) or "nothing to collect")
+
+    guarded(out, body)
+
+
+@click.command()
+@common_options
+def doctor(as_json: bool, verbose: bool) -> None:
+    """Check the host, read-only; every FAIL names its fix."""
+    out = Out("doctor", as_json, verbose)
+
+    def body() -> int:
+        checks = doctor_checks.run_checks()
+        failed = any(c.status == "FAIL" for c in checks)
+        if out.as_json:
+            fails = [c for c in checks if c.status == "FAIL"]
+            err = HostError(f"{len(fails)} checks failed: {', '.join(c.name for c in fails)}",
+                            fails[0].fix) if fails else None
+            envelope("doctor", int(failed), [c.__dict__ for c in checks], err)
+            return int(failed)
+        table = Table(box=None, pad_edge=False, header_style="bold")
+        for col in ("CHECK", "STATUS", "DETAIL"):
+            table.add_column(col)
+        colour = {"PASS": "green", "WARN": "yellow", "FAIL": "red"}
+        for c in checks:
+            detail = c.detail + (f"\n→ fix: {c.fix}" if c.fix else "")
+            table.add_row(c.name, f"[{colour[c.status]}]{c.status}[/]", detail)
+        Console(soft_wrap=True).print(table)
+        return int(failed)
+
+    guarded(out, body)

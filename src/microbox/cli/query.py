@@ -1,0 +1,151 @@
+"""Commands that look at boxes or work inside them: list, inspect, logs, exec."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import click
+
+from microbox.cli.attach import TIMEOUT_EXIT, Interrupted, attach, terminal_size
+from microbox.cli.common import common_options, guarded
+from microbox.cli.output import Out
+from microbox.cli.render import boxes_table, record_json
+from microbox.core.reconcile import box_dir
+from microbox.core.spec import parse_env
+from microbox.errors import ExecFailed
+from microbox.sdk import Runtime
+from microbox.store.boxes import STATUSES
+
+FOLLOW_INTERVAL = 0.2
+
+
+@click.command(name="list")
+@click.option("-a", "--all", "show_all", is_flag=True, help="Show stopped boxes too.")
+@click.option("--status", type=click.Choice(STATUSES), help="Only boxes in this state.")
+@click.option("-q", "--quiet", is_flag=True, help="Print ids only.")
+@common_options
+def list_(show_all: bool, status: str | None, quiet: bool, as_json: bool,
+          verbose: bool) -> None:
+    """List boxes (running and paused ones unless --all)."""
+    out = Out("list", as_json, verbose)
+
+    def body() -> None:
+        with Runtime(log=out.log) as rt:
+            records = rt.boxes()
+        if status:
+            records = [r for r in records if r.status == status]
+        elif not show_all:
+            records = [r for r in records if r.status in ("running", "paused", "error")]
+        if out.as_json:
+            out.result([record_json(r) for r in records])
+        elif quiet:
+            for r in records:
+                click.echo(r.id)
+        else:
+            boxes_table(records)
+
+    guarded(out, body)
+
+
+@click.command()
+@common_options
+@click.argument("box")
+def inspect(as_json: bool, verbose: bool, box: str) -> None:
+    """Show everything known about a box, as JSON."""
+    out = Out("inspect", as_json, verbose)
+
+    def body() -> None:
+        with Runtime(log=out.log) as rt:
+            record = rt.resolve(box)
+        data = record_json(record)
+        d = box_dir(record)
+        data["dir"] = str(d.path)
+        data["alive"] = d.alive()
+        if out.as_json:
+            out.result(data)
+        else:
+            click.echo(json.dumps(data, indent=2))
+
+    guarded(out, body)
+
+
+@click.command()
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new output.")
+@click.option("-n", "--tail", type=int, help="Only the last N lines.")
+@click.argument("box")
+def logs(follow: bool, tail: int | None, box: str) -> None:
+    """Print a box's console log."""
+    out = Out("logs")
+
+    def body() -> int:
+        with Runtime() as rt:
+            record = rt.resolve(box)
+        d = box_dir(record)
+        if not d.console_log.exists():
+            return 0
+        with open(d.console_log, "rb") as f:
+            data = f.read()
+            if tail is not None:
+                lines = data.splitlines(keepends=True)
+                data = b"".join(lines[-tail:]) if tail > 0 else b""
+            sys.stdout.buffer.write(data)
+            sys.stdout.flush()
+            while follow:
+                chunk = f.read()
+                if chunk:
+                    sys.stdout.buffer.write(chunk)
+                    sys.stdout.flush()
+                elif not d.alive():
+                    return 0
+                else:
+                    time.sleep(FOLLOW_INTERVAL)  # like tail -f without inotify
+        return 0
+
+    guarded(out, body)
+
+
+@click.command(name="exec", context_settings={"allow_interspersed_args": False})
+@click.option("-e", "--env", multiple=True, metavar="KEY=VALUE", help="Environment variable.")
+@click.option("-w", "--workdir", help="Working directory.")
+@click.option("-u", "--user", help="User name or uid[:gid].")
+@click.option("-i", "--interactive", is_flag=True, help="Forward stdin.")
+@click.option("-t", "--tty", "use_tty", is_flag=True, help="Give the command a terminal.")
+@click.option("--timeout", type=float, help="Kill the command after this many seconds.")
+@click.argument("box")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def exec_(env: tuple[str, ...], workdir: str | None, user: str | None, interactive: bool,
+          use_tty: bool, timeout: float | None, box: str, command: tuple[str, ...]) -> None:
+    """Run COMMAND in a running box; exits with its exit code."""
+    out = Out("exec")
+    if use_tty and not os.isatty(0):
+        raise click.UsageError("the input device is not a TTY; drop -t or run from a terminal")
+    if command[:1] == ("--",):
+        command = command[1:]
+    if not command:
+        raise click.UsageError("no command given: microbox exec BOX -- CMD [ARG...]")
+
+    def body() -> int:
+        with Runtime() as rt:
+            handle = rt.attach(box)
+            rows, cols = terminal_size()
+            try:
+                try:
+                    ex = handle.exec(list(command), env=parse_env(env), cwd=workdir, user=user,
+                                     stdin=interactive, tty=use_tty, rows=rows, cols=cols,
+                                     timeout=timeout)
+                except ExecFailed as exc:
+                    return out.fail(exc)
+                status = attach(ex, stdin=interactive, use_tty=use_tty)
+            except Interrupted as sig:
+                return 128 + sig.signum
+            finally:
+                handle.close()
+            if status.timed_out:
+                click.echo(f"microbox: the command timed out after {timeout:g} s", err=True)
+                return TIMEOUT_EXIT
+            return status.exit_code
+
+    guarded(out, body)

@@ -1,0 +1,113 @@
+"""Acting on existing boxes: start, stop, restart, pause, resume, set, delete, connect.
+
+Every function takes a reconciled record and refuses, with the recovery
+command, when the box's state does not allow the action.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+from microbox.core import lifecycle, vm
+from microbox.core.reconcile import box_dir, reconcile, require
+from microbox.core.spec import BoxSpec
+from microbox.errors import AgentError, StateError, VMError
+from microbox.guest.channel import Channel
+from microbox.store import boxes
+from microbox.store.boxes import BoxRecord
+from microbox.store.db import Database
+from microbox.vmm import qmp
+
+CONNECT_TIMEOUT = 10.0
+
+
+def start(db: Database, record: BoxRecord, log: vm.Log = vm._quiet) -> BoxRecord:
+    """Boot a created, stopped or crashed box, detached from this process."""
+    require(record, "created", "stopped", "error")
+    d = box_dir(record)
+    try:
+        lock_fd = d.take_lock()
+    except BlockingIOError:
+        raise StateError(f"box '{record.name}' is being started or stopped by another "
+                         "command") from None
+    started = lifecycle.start(db, record, lock_fd, attached=False, log=log)
+    started.channel.close()
+    return started.record
+
+
+def connect(record: BoxRecord, timeout: float = CONNECT_TIMEOUT) -> Channel:
+    """A new agent session with a running box."""
+    require(record, "running")
+    d = box_dir(record)
+    try:
+        return Channel.open(d.port, d.port_lock, vm.PORTS,
+                            deadline=time.monotonic() + timeout, hostname="")
+    except AgentError as exc:
+        raise VMError(f"box '{record.name}' does not answer: {exc.message}",
+                      f"microbox restart {record.name}") from None
+
+
+def stop(db: Database, record: BoxRecord, timeout: float = 10.0) -> BoxRecord:
+    """Graceful stop: the agent syncs the disk and powers off; then SIGTERM, SIGKILL."""
+    if record.status in ("stopped", "created"):
+        return record
+    if record.status == "error":
+        record = record.with_(status="stopped", finished_at=time.time())
+        boxes.update(db, record)
+        return record
+    require(record, "running", "paused")
+    d = box_dir(record)
+    if record.status == "paused":
+        qmp.resume(d.qmp, d.path / "qmp.lock")
+        record = record.with_(status="running")
+    channel = None
+    with contextlib.suppress(VMError):  # no agent to ask: lifecycle.stop goes to SIGTERM
+        channel = connect(record, timeout=min(timeout, CONNECT_TIMEOUT))
+    return lifecycle.stop(db, record, None, channel, timeout)
+
+
+def restart(db: Database, record: BoxRecord, timeout: float = 10.0,
+            log: vm.Log = vm._quiet) -> BoxRecord:
+    record = stop(db, record, timeout)
+    return start(db, record, log)
+
+
+def pause(db: Database, record: BoxRecord) -> BoxRecord:
+    require(record, "running")
+    d = box_dir(record)
+    qmp.pause(d.qmp, d.path / "qmp.lock")
+    record = record.with_(status="paused")
+    boxes.update(db, record)
+    return reconcile(db, record)
+
+
+def resume(db: Database, record: BoxRecord) -> BoxRecord:
+    require(record, "paused")
+    d = box_dir(record)
+    qmp.resume(d.qmp, d.path / "qmp.lock")
+    record = record.with_(status="running")
+    boxes.update(db, record)
+    return reconcile(db, record)
+
+
+def set_resources(db: Database, record: BoxRecord, *, cpus: int | None,
+                  memory_mib: int | None) -> BoxRecord:
+    """Change CPUs or memory of a stopped box; applied at its next start."""
+    require(record, "created", "stopped")
+    spec = BoxSpec.from_json(record.spec)
+    changed = BoxSpec.from_json({**spec.to_json(),
+                                 **({"cpus": cpus} if cpus is not None else {}),
+                                 **({"memory_mib": memory_mib} if memory_mib is not None
+                                    else {})}).validate()
+    record = record.with_(spec={**record.spec, "cpus": changed.cpus,
+                                "memory_mib": changed.memory_mib})
+    boxes.update(db, record)
+    return record
+
+
+def delete(db: Database, record: BoxRecord, force: bool = False) -> None:
+    if record.status in ("running", "paused", "starting") and not force:
+        raise StateError(f"box '{record.name}' is {record.status}",
+                         f"microbox delete -f {record.name}", "to kill and delete it")
+    lifecycle.destroy(db, record)

@@ -1,0 +1,176 @@
+"""`doctor`: strictly read-only checks of everything microbox depends on.
+
+Nothing here creates, writes or starts anything: no database is created, no
+KVM probe is run, no cache is written.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sqlite3
+import stat
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from microbox import paths
+from microbox.core import orphans
+from microbox.host import agent, kernel
+from microbox.store.migrations import MIGRATIONS
+from microbox.vmm import accel
+
+MIN_QEMU = (7, 0)
+MIN_FREE_BYTES = 1 << 30
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: str  # PASS, WARN, FAIL
+    detail: str
+    fix: str | None = None
+
+
+def _qemu() -> Check:
+    qemu = shutil.which("qemu-system-x86_64")
+    if qemu is None:
+        return Check("qemu", "FAIL", "qemu-system-x86_64 is not installed",
+                     "apt-get install -y qemu-system-x86")
+    out = subprocess.run([qemu, "--version"], capture_output=True, text=True).stdout
+    m = re.search(r"version (\d+)\.(\d+)", out)
+    version = (int(m[1]), int(m[2])) if m else (0, 0)
+    if version < MIN_QEMU:
+        return Check("qemu", "FAIL", f"QEMU {version[0]}.{version[1]} is older than 7.0",
+                     "apt-get install -y qemu-system-x86")
+    if shutil.which("qemu-img") is None:
+        return Check("qemu", "FAIL", "qemu-img is not installed", "apt-get install -y qemu-utils")
+    return Check("qemu", "PASS", f"QEMU {version[0]}.{version[1]} at {qemu}")
+
+
+def _kernel() -> Check:
+    try:
+        path = kernel.kernel_path()
+    except kernel.KernelBuildError as exc:
+        return Check("kernel", "FAIL", str(exc), "apt-get install -y linux-source-6.1")
+    if not path.exists():
+        return Check("kernel", "FAIL", f"no guest kernel at {path}", "microbox kernel build")
+    return Check("kernel", "PASS", f"{path} ({path.stat().st_size >> 20} MiB)")
+
+
+def _agent() -> Check:
+    path = agent.initramfs_path()
+    if not path.exists():
+        return Check("agent", "FAIL", f"no agent initramfs at {path}", "microbox agent build")
+    return Check("agent", "PASS", str(path))
+
+
+def _accel() -> Check:
+    missing = accel.kvm_usable_device()
+    if missing is not None:
+        return Check("accelerator", "WARN", f"{missing}: boxes run under TCG (slow)")
+    cached = accel.cached_verdict()
+    if cached is not None:
+        if cached.accel == "kvm":
+            return Check("accelerator", "PASS", cached.reason)
+        return Check("accelerator", "WARN", f"KVM unusable, boxes use TCG: {cached.reason}")
+    if os.path.exists("/sys/module/kvm_pvm"):
+        return Check("accelerator", "WARN", "/dev/kvm belongs to a nested PVM hypervisor, which "
+                     "cannot run an unmodified guest: boxes will use TCG")
+    return Check("accelerator", "PASS", "/dev/kvm present; the first box probes it (<= 4 s)")
+
+
+def _data_dir() -> Check:
+    home = paths.home()
+    if not home.exists():
+        return Check("data dir", "PASS", f"{home} does not exist yet; it will be created")
+    st = home.stat()
+    if st.st_uid != os.getuid():
+        return Check("data dir", "FAIL", f"{home} belongs to uid {st.st_uid}, not you",
+                     f"chown -R {os.getuid()} {home}")
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        return Check("data dir", "FAIL", f"{home} has mode {stat.S_IMODE(st.st_mode):o}; "
+                     "other users could reach box sockets", f"chmod 700 {home}")
+    return Check("data dir", "PASS", f"{home} (mode 700, yours)")
+
+
+def _database() -> Check:
+    path = paths.home() / "microbox.db"
+    if not path.exists():
+        return Check("database", "PASS", f"{path} does not exist yet; it will be created")
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            ok = conn.execute("PRAGMA quick_check").fetchone()[0]
+            version = conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()[0]
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        return Check("database", "FAIL", f"{path} is unreadable ({exc})",
+                     f"mv {path} {path}.corrupt")
+    if ok != "ok":
+        return Check("database", "FAIL", f"{path} failed its integrity check: {ok}",
+                     f"mv {path} {path}.corrupt")
+    if (version or 0) > len(MIGRATIONS):
+        return Check("database", "FAIL", f"{path} has schema {version}, newer than this "
+                     f"microbox ({len(MIGRATIONS)})", "pip install --upgrade microbox")
+    return Check("database", "PASS", f"{path} (schema {version})")
+
+
+def _disk() -> Check:
+    target = paths.home()
+    while not target.exists():
+        target = target.parent
+    free = shutil.disk_usage(target).free
+    if free < MIN_FREE_BYTES:
+        return Check("disk", "FAIL", f"only {free >> 20} MiB free under {target}",
+                     "free some space, e.g. 'microbox cleanup'")
+    return Check("disk", "PASS", f"{free >> 30} GiB free under {target}")
+
+
+def _known_ids() -> set[str] | None:
+    path = paths.home() / "microbox.db"
+    if not path.exists():
+        return set()
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            return {r[0] for r in conn.execute("SELECT id FROM boxes")}
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError:
+        return None
+
+
+def _orphans() -> Check:
+    known = _known_ids()
+    vmms = orphans.scan()
+    if known is None:
+        if vmms:
+            ids = " ".join(v.box_id[:12] for v in vmms)
+            return Check("orphans", "FAIL", f"{len(vmms)} VMMs run while the database is "
+                         f"unreadable: {ids}", f"microbox kill {vmms[0].box_id[:12]}")
+        return Check("orphans", "PASS", "no VMM processes (database unreadable)")
+    lost = [v for v in vmms if v.box_id not in known]
+    if lost:
+        return Check("orphans", "FAIL", f"{len(lost)} VMM processes belong to no box: "
+                     + " ".join(f"{v.box_id[:12]} (pid {v.pid})" for v in lost),
+                     f"microbox kill {lost[0].box_id[:12]}")
+    root = paths.boxes_dir()
+    stray = [d for d in root.iterdir() if d.is_dir() and d.name not in known] if root.is_dir() \
+        else []
+    if stray:
+        return Check("orphans", "FAIL", f"{len(stray)} box dirs belong to no box",
+                     "microbox gc")
+    return Check("orphans", "PASS", f"{len(vmms)} VMM processes, all known; no stray dirs")
+
+
+CHECKS: tuple[Callable[[], Check], ...] = (_qemu, _kernel, _agent, _accel, _data_dir,
+                                           _database, _disk, _orphans)
+
+
+def run_checks() -> list[Check]:
+    return [check() for check in CHECKS]
+
+
