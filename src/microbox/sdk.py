@@ -21,15 +21,13 @@ from types import TracebackType
 from typing import IO
 
 from microbox import paths
-from microbox.core import control, lifecycle, vm
-from microbox.core.reconcile import reconcile, reconcile_all
+from microbox.core import control, lifecycle, reconcile, vm
 from microbox.core.spec import DEFAULT_MEMORY_MIB, BoxSpec
 from microbox.errors import AgentError
 from microbox.guest import ops
 from microbox.guest.channel import Channel, Stream
 from microbox.guest.ops import ExecRequest, ExitStatus
 from microbox.guest.protocol import CHUNK, T
-from microbox.store import boxes
 from microbox.store.boxes import BoxRecord
 from microbox.store.db import Database
 
@@ -213,23 +211,17 @@ class Runtime:
         spec = BoxSpec(image=image, cpus=cpus, memory_mib=memory_mib, env=env or {},
                        workdir=workdir, user=user, accel=accel, kernel=kernel)
         record, lock_fd = lifecycle.create(self.db, spec, name=name, auto_remove=rm,
-                                           status="starting")
-        try:
-            started = lifecycle.start(self.db, record, lock_fd, attached=not detach,
-                                      log=self.log)
-        except BaseException:
-            lifecycle.destroy(self.db, record)
-            raise
+                                           start_next=True)
+        started = lifecycle.start(self.db, record, lock_fd, attached=not detach, log=self.log)
         return Box(self, started, remove=rm)
 
     def resolve(self, ref: str) -> BoxRecord:
         """A box by name, id or unique id prefix, reconciled with reality."""
-        return reconcile(self.db, boxes.resolve(self.db, ref))
+        return reconcile.resolve(self.db, ref)
 
     def boxes(self) -> list[BoxRecord]:
-        """Every box, reconciled; `--rm` boxes whose owner died are swept first."""
-        lifecycle.sweep(self.db)
-        return reconcile_all(self.db)
+        """Every box, reconciled (dead `--rm` boxes and abandoned creates are removed)."""
+        return reconcile.reconcile_all(self.db)
 
     def attach(self, ref: str) -> Box:
         """A Box handle on a running box (a new agent session; the VM is not owned)."""

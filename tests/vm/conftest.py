@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,27 +22,62 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.vm)
 
 
-def _reaped(pids: set[int], timeout: float = 5.0) -> set[int]:
-    """QEMU processes among `pids` still alive after `timeout` (they may be exiting)."""
-    deadline = time.monotonic() + timeout
-    alive = set(pids)
-    while alive and time.monotonic() < deadline:
-        _gone, still = psutil.wait_procs([psutil.Process(p) for p in alive if psutil.pid_exists(p)],
-                                        timeout=max(0.0, deadline - time.monotonic()))
-        alive = {p.pid for p in still}
-    return alive
+def _still_alive(pids: set[int], timeout: float = 5.0) -> set[int]:
+    """Those of `pids` still alive after `timeout` (a killed VMM may be exiting)."""
+    procs = []
+    for pid in pids:
+        try:
+            procs.append(psutil.Process(pid))
+        except psutil.NoSuchProcess:
+            continue
+    _gone, alive = psutil.wait_procs(procs, timeout=timeout)
+    return {p.pid for p in alive}
+
+
+def _check(home: Path, before: set[int]) -> list[str]:
+    problems = []
+    leaked = _still_alive(qemu_pids(home) - before)
+    for pid in leaked:
+        os.kill(pid, 9)
+    if leaked:
+        problems.append(f"QEMU processes outlived the test: {sorted(leaked)}")
+    boxes = home / "boxes"
+    dirs = sorted(p.name for p in boxes.iterdir()) if boxes.exists() else []
+    for d in dirs:
+        shutil.rmtree(boxes / d, ignore_errors=True)
+    if dirs:
+        problems.append(f"box dirs outlived the test: {dirs}")
+    return problems
 
 
 @pytest.fixture(autouse=True)
 def leak_guard(microbox_home: Path) -> Iterator[None]:
     before = qemu_pids(microbox_home)
     yield
-    leaked = _reaped(qemu_pids(microbox_home) - before)
-    boxes = microbox_home / "boxes"
-    dirs = sorted(p.name for p in boxes.iterdir()) if boxes.exists() else []
-    for pid in leaked:
-        os.kill(pid, 9)
-    for d in dirs:
-        shutil.rmtree(boxes / d, ignore_errors=True)
-    assert not leaked, f"QEMU processes outlived the test: {sorted(leaked)}"
-    assert not dirs, f"box dirs outlived the test: {dirs}"
+    problems = _check(microbox_home, before)
+    assert not problems, "; ".join(problems)
+
+
+@pytest.fixture
+def fresh_home(microbox_home: Path) -> Iterator[Path]:
+    """A MICROBOX_HOME of its own (under the same leak guard), for tests that
+    damage the database."""
+    home = Path(tempfile.mkdtemp(prefix="mbf-", dir="/tmp"))
+    os.environ["MICROBOX_HOME"] = str(home)
+    try:
+        yield home
+        problems = _check(home, set())
+    finally:
+        os.environ["MICROBOX_HOME"] = str(microbox_home)
+        shutil.rmtree(home, ignore_errors=True)
+    assert not problems, "; ".join(problems)
+
+
+def wait_for(predicate: object, timeout: float = 60.0, what: str = "condition") -> None:
+    """Wait for an asynchronous fact (a VMM appearing) with a bound, never a fixed sleep."""
+    assert callable(predicate)
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)

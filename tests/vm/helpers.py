@@ -19,3 +19,19 @@ def mb(*args: str, input: bytes | None = None, timeout: float = 120,
 def spawn(*args: str, **kw: Any) -> subprocess.Popen[bytes]:
     return subprocess.Popen([*CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env=os.environ.copy(), **kw)
+
+
+def mb_tty(*args: str, answer: bytes, timeout: float = 120) -> subprocess.CompletedProcess[bytes]:
+    """Run the CLI with a terminal on stdin and type `answer` into it."""
+    import pty
+
+    master, slave = pty.openpty()
+    try:
+        p = subprocess.Popen([*CLI, *args], stdin=slave, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, env=os.environ.copy())
+        os.write(master, answer)
+        out, err = p.communicate(timeout=timeout)
+        return subprocess.CompletedProcess(p.args, p.returncode, out, err)
+    finally:
+        os.close(slave)
+        os.close(master)

@@ -3,6 +3,7 @@ and nothing left behind (the leak guard checks every test)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from pathlib import Path
@@ -11,7 +12,7 @@ import psutil
 import pytest
 
 from microbox.core import lifecycle
-from microbox.core.reconcile import box_dir
+from microbox.core.lifecycle import box_dir
 from microbox.store import boxes
 from microbox.store.db import Database
 from tests.conftest import qemu_pids
@@ -98,7 +99,7 @@ def test_signal_to_cli_is_forwarded_and_box_removed(sig: int, code: int) -> None
     assert p.wait(timeout=60) == code
 
 
-def test_sigkill_of_cli_kills_the_vm_and_sweep_reaps_it(home: Path) -> None:
+def test_sigkill_of_cli_kills_the_vm_and_gc_reaps_it(home: Path) -> None:
     before = qemu_pids(home)
     p = spawn("run", "--rm", "busybox", "--", "sh", "-c", "echo ready; sleep 100")
     assert p.stdout is not None
@@ -111,12 +112,14 @@ def test_sigkill_of_cli_kills_the_vm_and_sweep_reaps_it(home: Path) -> None:
     assert not alive, "the VM outlived its SIGKILLed owner"
     db = Database(home / "microbox.db")
     try:
-        leftover = [b for b in boxes.all_boxes(db) if b.auto_remove]
-        assert len(leftover) == 1 and not box_dir(leftover[0]).alive()
-        assert lifecycle.sweep(db) == [leftover[0].id]
-        assert not box_dir(leftover[0]).exists()
+        (leftover,) = [b for b in boxes.all_boxes(db) if b.auto_remove]
+        assert not box_dir(leftover).alive()
     finally:
         db.close()
+    r = mb("gc", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["data"]["rows"] == [leftover.id]
+    assert not box_dir(leftover).exists()
 
 
 def test_run_without_rm_keeps_a_stopped_box_with_its_data(home: Path) -> None:

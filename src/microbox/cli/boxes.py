@@ -37,15 +37,11 @@ def create(name: str | None, cpus: int, memory: int, env: tuple[str, ...],
         with Runtime(log=out.log) as rt:
             spec = BoxSpec(image=image, cpus=cpus, memory_mib=memory, env=parse_env(env),
                            workdir=workdir, user=user, accel=accel, kernel=kernel)
-            record, lock_fd = lifecycle.create(rt.db, spec, name=name,
-                                               status="starting" if start_now else "created")
+            record, lock_fd = lifecycle.create(rt.db, spec, name=name, start_next=start_now)
             if start_now:
-                try:
-                    record = lifecycle.start(rt.db, record, lock_fd, attached=False,
-                                             log=out.log).record
-                except BaseException:
-                    lifecycle.destroy(rt.db, record)
-                    raise
+                started = lifecycle.start(rt.db, record, lock_fd, attached=False, log=out.log)
+                started.channel.close()
+                record = started.record
             else:
                 os.close(lock_fd)
             out.result(record_json(record), record.id)

@@ -13,7 +13,7 @@ from microbox.cli.attach import TIMEOUT_EXIT, Interrupted, attach, terminal_size
 from microbox.cli.common import common_options, guarded
 from microbox.cli.output import Out
 from microbox.cli.render import boxes_table, record_json
-from microbox.core.reconcile import box_dir
+from microbox.core.lifecycle import box_dir
 from microbox.core.spec import parse_env
 from microbox.errors import ExecFailed
 from microbox.sdk import Runtime

@@ -36,7 +36,7 @@ def boxes_table(records: list[BoxRecord]) -> None:
     for col in ("ID", "NAME", "IMAGE", "STATUS", "CPUS", "MEMORY", "CREATED"):
         table.add_column(col)
     for r in records:
-        status = r.status if r.status != "error" else f"[red]error[/red] ({r.last_error})"
+        status = r.status if r.status != "error" else "[red]error[/red]"
         table.add_row(r.id[:12], r.name, r.image, status, str(r.spec.get("cpus", "")),
                       f"{r.spec.get('memory_mib', '')}M", ago(r.created_at))
     Console(soft_wrap=True).print(table)

@@ -19,6 +19,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+from microbox import paths
 from microbox.errors import UsageError
 
 # sockaddr_un.sun_path holds 108 bytes including the terminating NUL.
@@ -109,3 +110,7 @@ class BoxDir:
         os.chmod(path, 0o600)
         sock.listen(4)
         return sock
+
+
+def for_box(box_id: str) -> BoxDir:
+    return BoxDir(paths.boxes_dir() / box_id)

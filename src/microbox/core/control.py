@@ -10,7 +10,8 @@ import contextlib
 import time
 
 from microbox.core import lifecycle, vm
-from microbox.core.reconcile import box_dir, reconcile, require
+from microbox.core.lifecycle import box_dir
+from microbox.core.reconcile import require
 from microbox.core.spec import BoxSpec
 from microbox.errors import AgentError, StateError, VMError
 from microbox.guest.channel import Channel
@@ -52,10 +53,6 @@ def stop(db: Database, record: BoxRecord, timeout: float = 10.0) -> BoxRecord:
     """Graceful stop: the agent syncs the disk and powers off; then SIGTERM, SIGKILL."""
     if record.status in ("stopped", "created"):
         return record
-    if record.status == "error":
-        record = record.with_(status="stopped", finished_at=time.time())
-        boxes.update(db, record)
-        return record
     require(record, "running", "paused")
     d = box_dir(record)
     if record.status == "paused":
@@ -79,7 +76,7 @@ def pause(db: Database, record: BoxRecord) -> BoxRecord:
     qmp.pause(d.qmp, d.path / "qmp.lock")
     record = record.with_(status="paused")
     boxes.update(db, record)
-    return reconcile(db, record)
+    return record
 
 
 def resume(db: Database, record: BoxRecord) -> BoxRecord:
@@ -88,7 +85,7 @@ def resume(db: Database, record: BoxRecord) -> BoxRecord:
     qmp.resume(d.qmp, d.path / "qmp.lock")
     record = record.with_(status="running")
     boxes.update(db, record)
-    return reconcile(db, record)
+    return record
 
 
 def set_resources(db: Database, record: BoxRecord, *, cpus: int | None,

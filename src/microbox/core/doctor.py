@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from microbox import paths
 from microbox.core import orphans
+from microbox.core.boxdir import for_box
 from microbox.host import agent, kernel
 from microbox.store.migrations import MIGRATIONS
 from microbox.vmm import accel
@@ -129,18 +130,35 @@ def _disk() -> Check:
     return Check("disk", "PASS", f"{free >> 30} GiB free under {target}")
 
 
-def _known_ids() -> set[str] | None:
+def _rows() -> list[tuple[str, str, str]] | None:
+    """(id, name, status) of every box, read-only; None if the database is unreadable."""
     path = paths.home() / "microbox.db"
     if not path.exists():
-        return set()
+        return []
     try:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         try:
-            return {r[0] for r in conn.execute("SELECT id FROM boxes")}
+            return [(r[0], r[1], r[2]) for r in conn.execute("SELECT id, name, status FROM boxes")]
         finally:
             conn.close()
     except sqlite3.DatabaseError:
         return None
+
+
+def _known_ids() -> set[str] | None:
+    rows = _rows()
+    return None if rows is None else {r[0] for r in rows}
+
+
+def _crashed() -> Check:
+    rows = _rows() or []
+    dead = [name for box_id, name, status in rows
+            if status in ("running", "paused") and not for_box(box_id).alive()]
+    dead += [name for _, name, status in rows if status == "error"]
+    if dead:
+        return Check("boxes", "WARN", f"{len(dead)} box(es) crashed (VMM gone): "
+                     + ", ".join(sorted(dead)), f"microbox delete {sorted(dead)[0]}")
+    return Check("boxes", "PASS", f"{len(rows)} boxes, none crashed")
 
 
 def _orphans() -> Check:
@@ -167,7 +185,7 @@ def _orphans() -> Check:
 
 
 CHECKS: tuple[Callable[[], Check], ...] = (_qemu, _kernel, _agent, _accel, _data_dir,
-                                           _database, _disk, _orphans)
+                                           _database, _disk, _crashed, _orphans)
 
 
 def run_checks() -> list[Check]:

@@ -1,4 +1,9 @@
-"""Box lifecycle as transactions: every step is undone if a later one fails."""
+"""Box lifecycle as transactions: every step is undone if a later one fails.
+
+While a box boots its row says `starting` and its pid columns name the
+*starter* (the command booting it), not the VMM. If the starter dies mid-boot,
+reconcile sees a dead starter and finishes the rollback for it (abandon).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,8 @@ import uuid
 from dataclasses import dataclass
 
 from microbox.core import vm
-from microbox.core.reconcile import box_dir
+from microbox.core.boxdir import BoxDir, for_box
+from microbox.core.orphans import scan
 from microbox.core.spec import BoxSpec
 from microbox.errors import NotFound
 from microbox.guest.channel import Channel
@@ -17,34 +23,50 @@ from microbox.images import busybox, store
 from microbox.store import boxes
 from microbox.store.boxes import BoxRecord
 from microbox.store.db import Database
+from microbox.vmm import process
 
 BUILTIN_IMAGES = {busybox.NAME: busybox.build}
+PENDING = "_pending_create"  # spec key: the box exists only if its first start succeeds
+LIVE = ("running", "paused")
+
+
+def box_dir(record: BoxRecord) -> BoxDir:
+    return for_box(record.id)
 
 
 def resolve_image(db: Database, name: str) -> store.Image:
+    """The named image; a built-in one is built on first use, once across processes."""
     image = store.find(db, name)
     if image is not None:
         return image
     builder = BUILTIN_IMAGES.get(name)
     if builder is None:
         raise NotFound(f"no image named {name!r}", "microbox image list")
-    return builder(db)
+    with store.build_lock(name):
+        return store.find(db, name) or builder(db)
+
+
+def _starter() -> dict[str, object]:
+    return {"status": "starting", "pid": os.getpid(),
+            "pid_start": process.start_time(os.getpid())}
 
 
 def create(db: Database, spec: BoxSpec, *, name: str | None = None,
-           auto_remove: bool = False, status: str = "created") -> tuple[BoxRecord, int]:
+           auto_remove: bool = False, start_next: bool = False) -> tuple[BoxRecord, int]:
     """Validate, then make the dir, the disk and the row; or nothing at all.
 
     Returns the record and the fd of the box lock, held so that no other
     process mistakes the half-made box for a dead one. Pass it to start(), or
-    close it to release the box.
+    close it to release the box. With start_next, the row is `starting` and
+    the box is rolled back entirely if its first start fails.
     """
     spec.validate()
     image = resolve_image(db, spec.image)
-    box_id = uuid.uuid4().hex
-    record = BoxRecord(id=box_id, name=name or f"box-{secrets.token_hex(4)}", image=image.name,
-                       spec={**spec.to_json(), "image_digest": image.digest},
-                       status=status, auto_remove=auto_remove)
+    record = BoxRecord(id=uuid.uuid4().hex, name=name or f"box-{secrets.token_hex(4)}",
+                       image=image.name, spec={**spec.to_json(), "image_digest": image.digest},
+                       status="created", auto_remove=auto_remove)
+    if start_next:
+        record = record.with_(spec={**record.spec, PENDING: True}, **_starter())
     d = box_dir(record)
     d.create()
     lock_fd = -1
@@ -69,32 +91,78 @@ class Started:
 
 def start(db: Database, record: BoxRecord, lock_fd: int, *, attached: bool,
           log: vm.Log = vm._quiet) -> Started:
-    """Boot the box; `lock_fd` (the held box lock) passes to the VMM and is closed here."""
-    spec = BoxSpec.from_json(record.spec)
-    running, channel = vm.boot(box_dir(record), spec, lock_fd, attached=attached,
-                               hostname=record.name, log=log)
-    record = record.with_(status="running", started_at=time.time(), pid=running.pid,
-                          pid_start=running.pid_start, last_error=None)
+    """Boot the box; `lock_fd` (the held box lock) passes to the VMM and is closed here.
+
+    On failure the box returns to where it was: a pending create is removed,
+    an existing box goes back to its previous status with the error recorded.
+    """
+    before = record.status
+    if record.status != "starting":
+        record = record.with_(**_starter())
+        boxes.update(db, record)
+    try:
+        running, channel = vm.boot(box_dir(record), BoxSpec.from_json(record.spec), lock_fd,
+                                   attached=attached, hostname=record.name, log=log)
+    except BaseException as exc:
+        _roll_back(db, record, before, str(exc))
+        raise
+    spec = {k: v for k, v in record.spec.items() if k != PENDING}
+    record = record.with_(status="running", spec=spec, started_at=time.time(),
+                          pid=running.pid, pid_start=running.pid_start, last_error=None)
     try:
         boxes.update(db, record)
-    except BaseException:
+    except BaseException as exc:
         channel.close()
         running.kill()
+        _roll_back(db, record, before, str(exc))
         raise
     return Started(record, running, channel)
 
 
-def destroy(db: Database, record: BoxRecord, running: vm.Running | None = None) -> None:
-    """Kill the VMM if any, remove the box dir and the row. Idempotent."""
-    d = box_dir(record)
+def _roll_back(db: Database, record: BoxRecord, before: str, error: str) -> None:
+    if record.spec.get(PENDING):
+        destroy(db, record)
+    else:
+        status = before if before != "starting" else "stopped"
+        boxes.update(db, record.with_(status=status, pid=None, pid_start=None,
+                                      last_error=error[:500]))
+
+
+def abandon(db: Database, record: BoxRecord) -> BoxRecord | None:
+    """Finish the rollback of a start whose starter died; None if the box is gone."""
+    _kill_vmm(record)
+    if record.spec.get(PENDING) or record.auto_remove:
+        destroy(db, record)
+        return None
+    record = record.with_(status="stopped", pid=None, pid_start=None,
+                          last_error="its start was interrupted")
+    box_dir(record).remove_runtime_files()
+    boxes.update(db, record)
+    return record
+
+
+def _kill_vmm(record: BoxRecord, running: vm.Running | None = None) -> None:
+    """Kill the box's VMM, found by its recorded identity or from /proc."""
     if running is not None:
         running.kill()
-    elif record.pid is not None and d.alive():
-        from microbox.vmm import process
-
+        return
+    if not box_dir(record).alive():
+        return
+    if record.status in LIVE and record.pid is not None:
         if process.same_process(record.pid, record.pid_start):
             process.kill_group(record.pid)
-    d.remove()
+            vm.wait_exit(record.pid, 10.0)
+        return
+    for v in scan():
+        if v.box_id == record.id and process.same_process(v.pid, v.started):
+            process.kill_group(v.pid)
+            vm.wait_exit(v.pid, 10.0)
+
+
+def destroy(db: Database, record: BoxRecord, running: vm.Running | None = None) -> None:
+    """Kill the VMM if any, remove the box dir and the row. Idempotent."""
+    _kill_vmm(record, running)
+    box_dir(record).remove()
     boxes.delete(db, record.id)
 
 
@@ -109,17 +177,7 @@ def stop(db: Database, record: BoxRecord, running: vm.Running | None,
         channel.close()
     if running is not None and running.proc is not None:
         running.proc.wait()
+    box_dir(record).remove_runtime_files()
     record = record.with_(status="stopped", finished_at=time.time(), pid=None, pid_start=None)
     boxes.update(db, record)
     return record
-
-
-def sweep(db: Database) -> list[str]:
-    """Remove `--rm` boxes whose owner died (their VM is gone): reconcile's cleanup."""
-    removed = []
-    for record in boxes.all_boxes(db):
-        orphaned = record.auto_remove and record.status in ("starting", "running", "paused")
-        if orphaned and not box_dir(record).alive():
-            destroy(db, record)
-            removed.append(record.id)
-    return removed

@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from microbox import paths
-from microbox.core import lifecycle, vm
+from microbox.core import vm
 from microbox.core.boxdir import BoxDir
 from microbox.core.orphans import VMM
-from microbox.core.reconcile import box_dir
+from microbox.core.reconcile import reconcile, vanishes
 from microbox.errors import StateError
 from microbox.store import boxes
 from microbox.store.boxes import BoxRecord
@@ -30,11 +30,10 @@ def gc(db: Database, dry_run: bool = False) -> GcReport:
     known = set()
     for record in boxes.all_boxes(db):
         known.add(record.id)
-        orphaned = record.auto_remove and record.status in ("starting", "running", "paused")
-        if orphaned and not box_dir(record).alive():
+        if vanishes(record):
             report.rows.append(record.id)
             if not dry_run:
-                lifecycle.destroy(db, record)
+                reconcile(db, record)
     root = paths.boxes_dir()
     if root.is_dir():
         for d in sorted(root.iterdir()):

@@ -2,42 +2,63 @@
 
 The database holds intent; the box lock says whether a VMM is alive. A box
 the database calls running whose lock is free has crashed: it becomes
-`error`, and every action on it fails with one sentence naming the way out.
+`error` (or, for a `--rm` box, is removed), and every action on it fails with
+one sentence naming the way out. A `starting` box whose starter died is rolled
+back.
 """
 
 from __future__ import annotations
 
-from microbox import paths
-from microbox.core.boxdir import BoxDir
-from microbox.errors import StateError
+from microbox.core import lifecycle
+from microbox.core.lifecycle import LIVE, box_dir
+from microbox.errors import NotFound, StateError
 from microbox.store import boxes
 from microbox.store.boxes import BoxRecord
 from microbox.store.db import Database
+from microbox.vmm import process
 
-LIVE = ("running", "paused")
 CRASHED = "its process has exited"
 
 
-def box_dir(record: BoxRecord) -> BoxDir:
-    return BoxDir(paths.boxes_dir() / record.id)
+def starter_alive(record: BoxRecord) -> bool:
+    return process.same_process(record.pid or 0, record.pid_start)
 
 
-def observe(record: BoxRecord) -> BoxRecord:
-    """The record as reality has it (not persisted)."""
+def vanishes(record: BoxRecord) -> bool:
+    """True if reconcile would remove this box: a dead `--rm` box, or a pending
+    create whose starter died."""
+    if record.status == "starting":
+        return not starter_alive(record) and bool(
+            record.spec.get(lifecycle.PENDING) or record.auto_remove)
+    return record.auto_remove and record.status in LIVE and not box_dir(record).alive()
+
+
+def reconcile(db: Database, record: BoxRecord) -> BoxRecord | None:
+    """The record as reality has it, persisted; None if the box no longer exists."""
+    if record.status == "starting":
+        if starter_alive(record):
+            return record  # its starter is still at work
+        return lifecycle.abandon(db, record)
     if record.status in LIVE and not box_dir(record).alive():
-        return record.with_(status="error", pid=None, pid_start=None, last_error=CRASHED)
+        if record.auto_remove:
+            lifecycle.destroy(db, record)
+            return None
+        record = record.with_(status="error", pid=None, pid_start=None, last_error=CRASHED)
+        boxes.update(db, record)
     return record
 
 
-def reconcile(db: Database, record: BoxRecord) -> BoxRecord:
-    seen = observe(record)
-    if seen != record:
-        boxes.update(db, seen)
-    return seen
-
-
 def reconcile_all(db: Database) -> list[BoxRecord]:
-    return [reconcile(db, r) for r in boxes.all_boxes(db)]
+    seen = (reconcile(db, r) for r in boxes.all_boxes(db))
+    return [r for r in seen if r is not None]
+
+
+def resolve(db: Database, ref: str) -> BoxRecord:
+    """A box by name, id or unique id prefix, reconciled."""
+    record = reconcile(db, boxes.resolve(db, ref))
+    if record is None:
+        raise NotFound(f"box {ref!r} is gone: its owner exited and it was removed (--rm)")
+    return record
 
 
 def require(record: BoxRecord, *allowed: str) -> None:

@@ -3,10 +3,13 @@ and a name -> digest table in the database."""
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +48,17 @@ def staging_dir() -> Path:
     d = paths.images_dir() / "tmp"
     d.mkdir(mode=0o700, parents=True, exist_ok=True)
     return d
+
+
+@contextmanager
+def build_lock(name: str) -> Iterator[None]:
+    """Serialize builds of one image name across processes."""
+    fd = os.open(staging_dir() / f".{name}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def add(db: Database, name: str, built: Path, source: str) -> Image:

@@ -1,0 +1,50 @@
+"""Spec validation and state errors: bad input fails before anything is made,
+with one sentence that names the fix."""
+
+from __future__ import annotations
+
+import pytest
+
+from microbox.core.reconcile import require
+from microbox.core.spec import BoxSpec, parse_env
+from microbox.errors import InvalidSpec, StateError
+from microbox.store.boxes import BoxRecord
+
+
+@pytest.mark.parametrize("kw,msg", [
+    ({"cpus": 0}, "--cpus"), ({"memory_mib": 1}, "--memory"), ({"accel": "xen"}, "--accel"),
+    ({"workdir": "rel"}, "--workdir"), ({"env": {"A=B": "c"}}, "environment"),
+    ({"kernel": "/nonexistent/vmlinux"}, "--kernel"),
+])
+def test_invalid_specs(kw: dict[str, object], msg: str) -> None:
+    with pytest.raises(InvalidSpec, match=msg) as err:
+        BoxSpec(image="busybox", **kw).validate()  # type: ignore[arg-type]
+    assert err.value.exit_code == 2
+
+
+def test_parse_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FROM_HOST", "h")
+    assert parse_env(["A=1", "B=x=y", "FROM_HOST", "UNSET_THING"]) == {
+        "A": "1", "B": "x=y", "FROM_HOST": "h"}
+
+
+def box(status: str, **kw: object) -> BoxRecord:
+    return BoxRecord(id="a" * 32, name="X", image="busybox", spec={}, status=status,
+                     **kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("status,allowed,text", [
+    ("error", ("running",),
+     "box 'X' is not running — its process has exited; run 'microbox delete X' to clear it."),
+    ("stopped", ("paused",), "box 'X' is not running; run 'microbox start X'."),
+    ("stopped", ("running",), "box 'X' is not running; run 'microbox start X'."),
+    ("paused", ("running",), "box 'X' is paused; run 'microbox resume X'."),
+    ("running", ("created", "stopped"), "box 'X' is running; run 'microbox stop X'."),
+])
+def test_state_errors_name_the_recovery(status: str, allowed: tuple[str, ...],
+                                        text: str) -> None:
+    with pytest.raises(StateError) as err:
+        require(box(status, last_error="its process has exited" if status == "error"
+                    else None), *allowed)
+    assert str(err.value) == text
+    assert err.value.exit_code == 1

@@ -1,0 +1,73 @@
+"""The SQLite store: migrations, refusal of newer schemas, names and prefixes."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from microbox.errors import HostError, NotFound, UsageError
+from microbox.store import boxes
+from microbox.store.boxes import BoxRecord
+from microbox.store.db import Database
+from microbox.store.migrations import MIGRATIONS
+
+
+def rec(box_id: str, name: str) -> BoxRecord:
+    return BoxRecord(id=box_id, name=name, image="busybox", spec={"cpus": 1}, status="created")
+
+
+def test_fresh_database_is_migrated_in_wal_mode(tmp_path: Path) -> None:
+    db = Database(tmp_path / "m.db")
+    assert db.schema_version == len(MIGRATIONS)
+    assert db.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    db.close()
+    again = Database(tmp_path / "m.db")  # idempotent
+    assert again.schema_version == len(MIGRATIONS)
+    again.close()
+
+
+def test_newer_database_is_refused(tmp_path: Path) -> None:
+    Database(tmp_path / "m.db").close()
+    conn = sqlite3.connect(tmp_path / "m.db")
+    conn.execute("INSERT INTO schema_migrations VALUES (?, 0)", (len(MIGRATIONS) + 1,))
+    conn.commit()
+    conn.close()
+    with pytest.raises(HostError, match="newer microbox"):
+        Database(tmp_path / "m.db")
+
+
+def test_corrupt_database_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "m.db").write_bytes(b"this is not a database" * 100)
+    with pytest.raises(HostError, match="unreadable"):
+        Database(tmp_path / "m.db")
+
+
+def test_names_ids_and_prefixes(tmp_path: Path) -> None:
+    db = Database(tmp_path / "m.db")
+    boxes.insert(db, rec("abc1" + "0" * 28, "one"))
+    boxes.insert(db, rec("abc2" + "0" * 28, "two"))
+    assert boxes.resolve(db, "one").name == "one"
+    assert boxes.resolve(db, "abc1").name == "one"
+    assert boxes.resolve(db, "abc2" + "0" * 28).name == "two"
+    with pytest.raises(UsageError, match=r"matches 2 boxes: one \(abc1.*two \(abc2"):
+        boxes.resolve(db, "abc")
+    with pytest.raises(NotFound):
+        boxes.resolve(db, "nope")
+    with pytest.raises(UsageError, match="already taken"):
+        boxes.insert(db, rec("f" * 32, "one"))
+    assert [b.name for b in boxes.all_boxes(db)] == ["one", "two"]
+    db.close()
+
+
+def test_update_and_delete_roundtrip(tmp_path: Path) -> None:
+    db = Database(tmp_path / "m.db")
+    r = rec("d" * 32, "x")
+    boxes.insert(db, r)
+    boxes.update(db, r.with_(status="running", pid=42, pid_start=1.5, spec={"cpus": 2}))
+    got = boxes.resolve(db, "x")
+    assert (got.status, got.pid, got.pid_start, got.spec) == ("running", 42, 1.5, {"cpus": 2})
+    boxes.delete(db, r.id)
+    assert boxes.all_boxes(db) == []
+    db.close()

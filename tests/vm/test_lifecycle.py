@@ -1,0 +1,117 @@
+"""Lifecycle commands on real boxes: state, persistence, crash detection."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+from microbox.core.orphans import scan
+from tests.vm.conftest import wait_for
+from tests.vm.helpers import mb, spawn
+
+
+def js(*args: str) -> Any:
+    r = mb(*args, "--json")
+    body = json.loads(r.stdout)
+    assert body["exit_code"] == r.returncode
+    return body
+
+
+def test_create_start_exec_stop_start_keeps_data() -> None:
+    assert mb("create", "--name", "life", "busybox").returncode == 0
+    assert js("inspect", "life")["data"]["status"] == "created"
+    assert mb("start", "life").returncode == 0
+    r = mb("exec", "life", "--", "sh", "-c", "echo persisted > /root/f; hostname")
+    assert (r.returncode, r.stdout) == (0, b"life\n"), r.stderr
+    assert mb("stop", "life").returncode == 0
+    assert js("inspect", "life")["data"]["status"] == "stopped"
+    r = mb("exec", "life", "--", "true")
+    assert r.returncode == 1
+    assert r.stderr == b"microbox: box 'life' is not running; run 'microbox start life'.\n"
+    assert mb("restart", "life").returncode == 0
+    assert mb("exec", "life", "--", "cat", "/root/f").stdout == b"persisted\n"
+    r = mb("delete", "life")
+    assert r.returncode == 1 and b"microbox delete -f life" in r.stderr
+    assert mb("delete", "-f", "life").returncode == 0
+    assert js("list", "--all")["data"] == []
+
+
+def test_set_applies_at_next_start() -> None:
+    assert mb("create", "--start", "--name", "res", "busybox").returncode == 0
+    r = mb("set", "res", "--cpus", "2")
+    assert r.returncode == 1 and b"microbox stop res" in r.stderr
+    assert mb("stop", "res").returncode == 0
+    assert mb("set", "res", "--cpus", "2", "--memory", "192").returncode == 0
+    assert mb("set", "res", "--memory", "1").returncode == 2
+    assert mb("start", "res").returncode == 0
+    r = mb("exec", "res", "--", "sh", "-c", "nproc; grep MemTotal /proc/meminfo")
+    lines = r.stdout.decode().splitlines()
+    assert lines[0] == "2"
+    assert 150_000 < int(lines[1].split()[1]) < 196_608
+    assert mb("delete", "-f", "res").returncode == 0
+
+
+def test_pause_and_resume() -> None:
+    assert mb("create", "--start", "--name", "pz", "busybox").returncode == 0
+    assert mb("pause", "pz").returncode == 0
+    assert js("list")["data"][0]["status"] == "paused"
+    r = mb("exec", "pz", "--", "true")
+    assert r.stderr == b"microbox: box 'pz' is paused; run 'microbox resume pz'.\n"
+    assert mb("resume", "pz").returncode == 0
+    assert mb("exec", "pz", "--", "true").returncode == 0
+    r = mb("resume", "pz")
+    assert r.returncode == 1 and b"not paused" in r.stderr
+    assert mb("pause", "pz").returncode == 0
+    assert mb("stop", "pz").returncode == 0  # a paused box stops too
+    assert mb("delete", "pz").returncode == 0
+
+
+def _start_and_crash(name: str) -> int:
+    assert mb("create", "--start", "--name", name, "busybox").returncode == 0
+    pid = js("inspect", name)["data"]["pid"]
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not any(v.pid == pid for v in scan()), 10, "the VMM to die")
+    return int(pid)
+
+
+def test_crashed_box_is_error_and_every_action_names_the_way_out() -> None:
+    _start_and_crash("cr")
+    listed = js("list")["data"]
+    assert [(b["name"], b["status"]) for b in listed] == [("cr", "error")]
+    sentence = (b"microbox: box 'cr' is not running \xe2\x80\x94 its process has exited; "
+                b"run 'microbox delete cr' to clear it.\n")
+    for action in (["exec", "cr", "--", "true"], ["pause", "cr"], ["resume", "cr"],
+                   ["stop", "cr"]):
+        r = mb(*action)
+        assert (r.returncode, r.stderr) == (1, sentence), action
+    body = js("pause", "cr")
+    assert body["error"]["type"] == "state" and body["error"]["recovery"] == "microbox delete cr"
+    assert mb("delete", "cr").returncode == 0
+
+
+def test_cleanup_removes_crashed_boxes() -> None:
+    _start_and_crash("cr2")
+    r = mb("cleanup", "--force")
+    assert r.returncode == 0 and b"cr2" in r.stderr
+    assert js("list", "--all")["data"] == []
+
+
+def test_sigkill_of_cli_mid_create_leaves_nothing(home: Path) -> None:
+    p = spawn("create", "--start", "--name", "midway", "busybox")
+    wait_for(lambda: any(True for _ in scan()), 60, "the VMM to appear")
+    p.kill()
+    p.wait()
+    assert js("list", "--all")["data"] == []  # reconcile rolled the create back
+    assert scan() == []
+    assert not (home / "boxes").exists() or list((home / "boxes").iterdir()) == []
+
+
+def test_logs_show_the_console(home: Path) -> None:
+    r = mb("run", "-d", "--name", "lg", "busybox", "--", "sh", "-c", "echo hello-console")
+    assert r.returncode == 0, r.stderr
+    wait_for(lambda: b"hello-console" in mb("logs", "lg").stdout, 30, "the console line")
+    assert mb("logs", "--tail", "1", "lg").stdout.strip().endswith(b"hello-console")
+    assert mb("delete", "-f", "lg").returncode == 0
