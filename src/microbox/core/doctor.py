@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from microbox import paths
 from microbox.core import orphans
 from microbox.core.boxdir import for_box
+from microbox.core.vm import default_kernel
 from microbox.host import agent, kernel
 from microbox.store.migrations import MIGRATIONS
 from microbox.vmm import accel
@@ -52,7 +53,7 @@ def _qemu() -> Check:
 
 def _kernel() -> Check:
     try:
-        path = kernel.kernel_path()
+        path = default_kernel()
     except kernel.KernelBuildError as exc:
         return Check("kernel", "FAIL", str(exc), "apt-get install -y linux-source-6.1")
     if not path.exists():

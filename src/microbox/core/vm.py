@@ -40,11 +40,17 @@ class Artifacts:
     initrd: Path
 
 
+def default_kernel() -> Path:
+    """$MICROBOX_KERNEL if set (a user's own vmlinux for every box), else the built one."""
+    env = os.environ.get("MICROBOX_KERNEL")
+    return Path(env) if env else kernel.kernel_path()
+
+
 def artifacts(spec: BoxSpec) -> Artifacts:
     qemu = shutil.which("qemu-system-x86_64")
     if qemu is None:
         raise HostError("QEMU is not installed", "apt-get install -y qemu-system-x86")
-    vmlinux = Path(spec.kernel) if spec.kernel else kernel.kernel_path()
+    vmlinux = Path(spec.kernel) if spec.kernel else default_kernel()
     if not vmlinux.exists():
         raise HostError("no guest kernel has been built yet", "microbox kernel build")
     initrd = agent.initramfs_path()
