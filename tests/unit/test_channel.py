@@ -1,0 +1,126 @@
+"""The host side of a session against a scripted peer on a real Unix socket.
+The real agent covers the same paths in tests/vm; here the peer misbehaves on
+purpose: stale frames, foreign nonces, garbage, silence."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from microbox.errors import AgentError, AgentTimeout
+from microbox.guest.channel import Channel
+from microbox.guest.protocol import HEADER, Decoder, Frame, T, encode
+
+Peer = Callable[[socket.socket, str], object]
+
+
+def serve(tmp: Path, peer: Peer) -> threading.Thread:
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(str(tmp / "port0.sock"))
+    srv.listen(1)
+
+    def run() -> None:
+        conn, _ = srv.accept()
+        dec = Decoder()
+        frames: list[Frame] = []
+        while not frames:
+            frames = dec.feed(conn.recv(4096))
+        session = str(frames[0].json()["session"])
+        peer(conn, session)
+        srv.close()
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+def open_channel(tmp: Path, timeout: float = 5.0, abort_fd: int | None = None) -> Channel:
+    return Channel.open(lambda n: tmp / f"port{n}.sock", lambda n: tmp / f"port{n}.lock", 1,
+                        deadline=time.monotonic() + timeout, abort_fd=abort_fd,
+                        abort_reason=lambda: "the VM exited")
+
+
+def reply(session: str, version: int = 1) -> bytes:
+    return encode(T.HELLO_REPLY, 0, {"version": version, "session": session,
+                                     "capabilities": [], "agent": "test"})
+
+
+def test_stale_frames_and_foreign_nonces_are_skipped(tmp_path: Path) -> None:
+    def peer(conn: socket.socket, session: str) -> None:
+        conn.sendall(encode(T.STDOUT, 7, b"old session output") + reply("someone-else")
+                     + reply(session))
+        conn.recv(1)  # hold the connection until the host closes it
+
+    serve(tmp_path, peer)
+    ch = open_channel(tmp_path)
+    assert ch.hello["agent"] == "test"
+    ch.close()
+
+
+def test_wrong_version_is_refused(tmp_path: Path) -> None:
+    serve(tmp_path, lambda conn, s: conn.sendall(reply(s, version=2)))
+    with pytest.raises(AgentError, match="protocol 2"):
+        open_channel(tmp_path)
+
+
+def test_garbage_during_handshake_is_an_error_not_a_hang(tmp_path: Path) -> None:
+    serve(tmp_path, lambda conn, s: conn.sendall(HEADER.pack(0xFFFFFFF0, 2, 0)))
+    with pytest.raises(AgentError, match="malformed"):
+        open_channel(tmp_path)
+
+
+def test_silence_times_out(tmp_path: Path) -> None:
+    done = threading.Event()
+    serve(tmp_path, lambda conn, s: done.wait(5))
+    with pytest.raises(AgentTimeout):
+        open_channel(tmp_path, timeout=0.3)
+    done.set()
+
+
+def test_abort_fd_ends_the_wait(tmp_path: Path) -> None:
+    done = threading.Event()
+    serve(tmp_path, lambda conn, s: done.wait(5))
+    r, w = os.pipe()
+    os.write(w, b"x")
+    with pytest.raises(AgentError, match="the VM exited"):
+        open_channel(tmp_path, abort_fd=r)
+    done.set()
+    os.close(r)
+    os.close(w)
+
+
+def test_busy_port_is_skipped(tmp_path: Path) -> None:
+    import fcntl
+
+    fd = os.open(tmp_path / "port0.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    with pytest.raises(AgentError, match="in use"):
+        open_channel(tmp_path)
+    os.close(fd)
+
+
+def test_malformed_frame_after_handshake_closes_every_stream(tmp_path: Path) -> None:
+    go = threading.Event()
+
+    def peer(conn: socket.socket, session: str) -> None:
+        conn.sendall(reply(session))
+        go.wait(5)
+        conn.sendall(HEADER.pack(5, 0x66, 1))
+        conn.recv(1)
+
+    serve(tmp_path, peer)
+    ch = open_channel(tmp_path)
+    stream = ch.stream()
+    go.set()
+    with pytest.raises(AgentError, match="unknown frame type 0x66"):
+        stream.recv(timeout=5)
+    with pytest.raises(AgentError):  # and keeps saying so
+        stream.recv(timeout=5)
+    assert ch.closed
+    ch.close()
