@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 from microbox.core import vm
-from microbox.host import kernel
 from microbox.host.initramfs import Entry, archive
 from microbox.sdk import Runtime
 from microbox.vmm.qemu_argv import BASE_CMDLINE
@@ -94,7 +93,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             initrd = Path(tmp) / "floor.cpio"
             floor_initramfs(initrd)
-            floors = [floor_once(qemu, kernel.kernel_path(), initrd) for _ in range(args.runs)]
+            floors = [floor_once(qemu, vm.default_kernel(), initrd) for _ in range(args.runs)]
         run_once(cli)  # warm-up: builds the busybox image into this MICROBOX_HOME
         runs = [run_once(cli) for _ in range(args.runs)]
         readies: list[float] = []
@@ -123,7 +122,7 @@ def main() -> None:
     print(f"{'handshake minus floor':<44}{statistics.median(readies) - floor:>9.3f}s")
     print(f"{f'exec round trip of true (x{len(execs)})':<44}"
           f"{statistics.median(execs) * 1000:>8.2f}ms{pct(execs, 0.95) * 1000:>8.2f}ms")
-    print(f"vmlinux {kernel.kernel_path()} ({vm.PORTS} agent ports), runs={args.runs}")
+    print(f"vmlinux {vm.default_kernel()} ({vm.PORTS} agent ports), runs={args.runs}")
 
 
 if __name__ == "__main__":

@@ -34,7 +34,14 @@ _NOT_SET = re.compile(r"^# (CONFIG_[A-Za-z0-9_]+) is not set$")
 
 
 class KernelBuildError(Exception):
-    """The guest kernel could not be located, configured or built."""
+    """The guest kernel could not be located, configured or built.
+
+    `str(error)` is one sentence; `detail` holds the tail of the build log, if any.
+    """
+
+    def __init__(self, message: str, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail
 
 
 def _version_key(path: Path) -> tuple[int, ...]:
@@ -207,6 +214,9 @@ def build_kernel(
         tarball = source_tarball()
         fragment = fragment_path().read_text()
         njobs = jobs if jobs is not None else len(os.sched_getaffinity(0))
+        # Trees left by a killed build of this key; the lock says none is running.
+        for stale in kernel_dir.glob(f".build-{key_dir.name}-*"):
+            shutil.rmtree(stale, ignore_errors=True)
         build_root = Path(tempfile.mkdtemp(prefix=f".build-{key_dir.name}-", dir=kernel_dir))
         build_log = build_root / "build.log"
         kept_log = kernel_dir / f"build-{key_dir.name}.log"
@@ -274,6 +284,7 @@ def _run(argv: list[str], cwd: Path, logs: tuple[Path, Path]) -> None:
         )
     if result.returncode != 0:
         raise KernelBuildError(
-            f"`{' '.join(argv)}` failed with exit code {result.returncode} "
-            f"(full log: {kept_log}):\n{_tail(build_log)}"
+            f"`{' '.join(argv)}` failed with exit code {result.returncode}; "
+            f"the build log is kept at {kept_log}",
+            detail=_tail(build_log),
         )
