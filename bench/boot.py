@@ -25,9 +25,10 @@ import time
 from pathlib import Path
 
 from microbox.core import vm
+from microbox.host import tsc
 from microbox.host.initramfs import Entry, archive
 from microbox.sdk import Runtime
-from microbox.vmm.qemu_argv import BASE_CMDLINE
+from microbox.vmm.qemu_argv import kernel_cmdline
 
 FLOOR_LINE = b"microbox-floor-ready"
 
@@ -50,10 +51,11 @@ def floor_initramfs(dest: Path) -> None:
 
 
 def floor_once(qemu: str, vmlinux: Path, initrd: Path) -> float:
-    argv = [qemu, "-M", "microvm,acpi=off,x-option-roms=off,rtc=off,isa-serial=on",
+    argv = [qemu, "-M", "microvm,acpi=off,x-option-roms=off,isa-serial=on",
             "-accel", "tcg", "-cpu", "max", "-smp", "1", "-m", "256M", "-nodefaults",
             "-no-user-config", "-nographic", "-no-reboot", "-kernel", str(vmlinux),
-            "-initrd", str(initrd), "-append", BASE_CMDLINE, "-serial", "stdio"]
+            "-initrd", str(initrd), "-append", kernel_cmdline("tcg", 1, tsc.host_tsc_khz()),
+            "-serial", "stdio"]
     start = time.monotonic()
     p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                          stderr=subprocess.DEVNULL)

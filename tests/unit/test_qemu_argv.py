@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from microbox.vmm.qemu_argv import BASE_CMDLINE, VMConfig, qemu_argv
+from microbox.vmm.qemu_argv import BASE_CMDLINE, VMConfig, kernel_cmdline, qemu_argv
 
 
 def cfg(**kw: object) -> VMConfig:
     base: dict[str, object] = dict(
         qemu="/usr/bin/qemu-system-x86_64", accel="tcg", cpus=2, memory_mib=256,
         kernel=Path("/k/vmlinux"), initrd=Path("/a/initramfs.cpio"), disk=Path("/b/disk.qcow2"),
-        console_log=Path("/b/console.log"), qmp_fd=5, port_fds=(6, 7),
+        console_log=Path("/b/console.log"), qmp_fd=5, port_fds=(6, 7), tsc_khz=2600000,
     )
     base.update(kw)
     return VMConfig(**base)  # type: ignore[arg-type]
@@ -22,7 +22,7 @@ def cfg(**kw: object) -> VMConfig:
 def test_exact_tcg_command_line() -> None:
     assert qemu_argv(cfg()) == [
         "/usr/bin/qemu-system-x86_64",
-        "-M", "microvm,acpi=off,x-option-roms=off,rtc=off,isa-serial=on",
+        "-M", "microvm,acpi=off,x-option-roms=off,isa-serial=on",
         "-accel", "tcg",
         "-cpu", "max",
         "-smp", "2",
@@ -30,7 +30,8 @@ def test_exact_tcg_command_line() -> None:
         "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
         "-kernel", "/k/vmlinux",
         "-initrd", "/a/initramfs.cpio",
-        "-append", BASE_CMDLINE,
+        "-append", "console=ttyS0 quiet reboot=t panic=-1 tsc=reliable no_timer_check"
+                   " tsc_early_khz=2600000 lpj=26000000",
         "-chardev", "file,id=console,path=/b/console.log",
         "-serial", "chardev:console",
         "-chardev", "socket,id=qmp,fd=5,server=on,wait=off",
@@ -46,11 +47,19 @@ def test_exact_tcg_command_line() -> None:
     ]
 
 
-def test_kvm_uses_host_cpu_and_extra_cmdline() -> None:
+def test_kvm_uses_host_cpu_and_no_tcg_tuning() -> None:
     argv = qemu_argv(cfg(accel="kvm", extra_cmdline="microbox.debug=1"))
     assert argv[argv.index("-accel") + 1] == "kvm"
     assert argv[argv.index("-cpu") + 1] == "host"
     assert argv[argv.index("-append") + 1] == BASE_CMDLINE + " microbox.debug=1"
+
+
+def test_one_tcg_vcpu_leaves_the_apic_timer_alone() -> None:
+    assert kernel_cmdline("tcg", 1, 2600000) == (
+        BASE_CMDLINE + " tsc=reliable no_timer_check tsc_early_khz=2600000 lpj=26000000"
+        " noapictimer noreplace-smp")
+    assert kernel_cmdline("tcg", 1, None) == (
+        BASE_CMDLINE + " tsc=reliable no_timer_check noapictimer noreplace-smp")
 
 
 def test_unknown_accel_is_refused() -> None:

@@ -19,7 +19,7 @@ from microbox.core.spec import BoxSpec
 from microbox.errors import AgentError, AgentTimeout, HostError, VMError
 from microbox.guest import ops
 from microbox.guest.channel import Channel
-from microbox.host import agent, kernel
+from microbox.host import agent, kernel, tsc
 from microbox.vmm import accel, process
 from microbox.vmm.qemu_argv import VMConfig, qemu_argv
 
@@ -112,6 +112,7 @@ def boot(box: BoxDir, spec: BoxSpec, lock_fd: int, *, attached: bool, hostname: 
             qemu=art.qemu, accel=choice.accel, cpus=spec.cpus, memory_mib=spec.memory_mib,
             kernel=art.kernel, initrd=art.initrd, disk=box.disk, console_log=box.console_log,
             qmp_fd=socks[0].fileno(), port_fds=tuple(s.fileno() for s in socks[1:]),
+            tsc_khz=tsc.host_tsc_khz() if choice.accel == "tcg" else None,
         )
         argv = qemu_argv(cfg)
         log("qemu: " + " ".join(argv))

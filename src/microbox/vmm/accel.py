@@ -60,7 +60,7 @@ def cached_verdict() -> Choice | None:
 
 def probe(qemu: str, kernel: Path, timeout: float = PROBE_TIMEOUT) -> Choice:
     """Boot `kernel` under KVM with no init and see whether it gets to its panic."""
-    argv = [qemu, "-M", "microvm,acpi=off,x-option-roms=off,rtc=off", "-accel", "kvm",
+    argv = [qemu, "-M", "microvm,acpi=off,x-option-roms=off", "-accel", "kvm",
             "-cpu", "host", "-m", "128M", "-nodefaults", "-no-user-config", "-nographic",
             "-no-reboot", "-kernel", str(kernel), "-serial", "stdio",
             "-append", "console=ttyS0 panic=-1 reboot=t rdinit=/microbox-probe-no-init"]
