@@ -5,11 +5,11 @@ from __future__ import annotations
 import sys
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from microbox.cli.common import common_options, guarded
 from microbox.cli.output import Out, envelope
+from microbox.cli.render import console
 from microbox.core import doctor as doctor_checks
 from microbox.core import lifecycle, maintenance, orphans
 from microbox.errors import HostError, Refused
@@ -125,7 +125,7 @@ def doctor(as_json: bool, verbose: bool) -> None:
         for c in checks:
             detail = c.detail + (f"\n→ fix: {c.fix}" if c.fix else "")
             table.add_row(c.name, f"[{colour[c.status]}]{c.status}[/]", detail)
-        Console(soft_wrap=True).print(table)
+        console().print(table)
         return int(failed)
 
     guarded(out, body)

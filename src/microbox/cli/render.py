@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Any
 
@@ -31,6 +32,11 @@ def ago(t: float | None) -> str:
     return f"{s}s ago"
 
 
+def console() -> Console:
+    """Rich console; off a terminal, wide enough that tables do not wrap."""
+    return Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+
+
 def boxes_table(records: list[BoxRecord]) -> None:
     table = Table(box=None, pad_edge=False, header_style="bold")
     for col in ("ID", "NAME", "IMAGE", "STATUS", "CPUS", "MEMORY", "CREATED"):
@@ -39,4 +45,4 @@ def boxes_table(records: list[BoxRecord]) -> None:
         status = r.status if r.status != "error" else "[red]error[/red]"
         table.add_row(r.id[:12], r.name, r.image, status, str(r.spec.get("cpus", "")),
                       f"{r.spec.get('memory_mib', '')}M", ago(r.created_at))
-    Console(soft_wrap=True).print(table)
+    console().print(table)

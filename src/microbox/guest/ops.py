@@ -103,6 +103,11 @@ def start_exec(channel: Channel, req: ExecRequest, timeout: float = DEFAULT_TIME
         frame = stream.recv(timeout)
         if frame.type == T.ERROR:
             kind, message = _error(frame)
+            prog = req.argv[0]
+            if kind == "not_found":
+                raise ExecFailed(kind, f"{prog}: command not found in the box")
+            if kind == "not_executable":
+                raise ExecFailed(kind, f"{prog}: cannot be executed in the box ({message})")
             raise ExecFailed(kind, message)
         if frame.type == T.EXIT and req.detach:
             return stream, _int(frame.json().get("pid"), "pid")
