@@ -115,3 +115,15 @@ def test_logs_show_the_console(home: Path) -> None:
     wait_for(lambda: b"hello-console" in mb("logs", "lg").stdout, 30, "the console line")
     assert mb("logs", "--tail", "1", "lg").stdout.strip().endswith(b"hello-console")
     assert mb("delete", "-f", "lg").returncode == 0
+
+
+def test_logs_follow_ends_when_the_box_stops_and_exec_json() -> None:
+    assert mb("create", "--start", "--name", "lf", "busybox").returncode == 0
+    follower = spawn("logs", "-f", "lf")
+    r = mb("exec", "--json", "lf", "--", "sh", "-c", "echo to-console > /dev/console; echo x")
+    body = json.loads(r.stdout)
+    assert (r.returncode, body["data"]["stdout"]) == (0, "x\n")
+    assert mb("stop", "lf").returncode == 0
+    out, _ = follower.communicate(timeout=30)
+    assert follower.returncode == 0 and b"to-console" in out
+    assert mb("delete", "lf").returncode == 0

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import time
 from pathlib import Path
 
 import psutil
@@ -13,10 +15,12 @@ import pytest
 
 from microbox.core import lifecycle
 from microbox.core.lifecycle import box_dir
+from microbox.core.vm import default_kernel
 from microbox.store import boxes
 from microbox.store.db import Database
+from microbox.vmm import accel
 from tests.conftest import qemu_pids
-from tests.vm.helpers import mb, spawn
+from tests.vm.helpers import mb, mb_tty, spawn
 
 
 def test_stdout_stderr_and_exit_code() -> None:
@@ -148,3 +152,35 @@ def test_detached_box_outlives_the_cli(home: Path) -> None:
         lifecycle.destroy(db, record)
     finally:
         db.close()
+
+
+def test_tty_gives_a_real_pty() -> None:
+    r = mb_tty("run", "--rm", "-t", "busybox", "--", "sh", "-c", "tty; echo $TERM", answer=b"")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.decode().split()
+    assert lines[0].startswith("/dev/pts/") and lines[1] == "xterm"
+
+
+def test_json_run_collects_output() -> None:
+    r = mb("run", "--json", "--rm", "busybox", "--", "sh", "-c", "echo a; echo b >&2; exit 3")
+    body = json.loads(r.stdout)
+    assert r.returncode == 3 and body["exit_code"] == 3
+    assert (body["data"]["stdout"], body["data"]["stderr"]) == ("a\n", "b\n")
+
+
+def test_verbose_says_which_accelerator_and_why() -> None:
+    r = mb("run", "-v", "--rm", "busybox", "--", "true")
+    assert r.returncode == 0
+    line = next(ln for ln in r.stderr.decode().splitlines() if "accelerator:" in ln)
+    assert "tcg (" in line or "kvm (" in line
+
+
+@pytest.mark.skipif(not os.path.exists("/sys/module/kvm_pvm"),
+                    reason="only a nested PVM host has a KVM that hangs normal guests")
+def test_kvm_probe_falls_back_to_tcg_within_5_seconds() -> None:
+    qemu = shutil.which("qemu-system-x86_64")
+    assert qemu is not None
+    started = time.monotonic()
+    choice = accel.probe(qemu, default_kernel())
+    assert time.monotonic() - started < 5
+    assert choice.accel == "tcg" and "did not boot" in choice.reason

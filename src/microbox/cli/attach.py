@@ -10,9 +10,10 @@ import sys
 import termios
 import threading
 import tty
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import FrameType
 
+from microbox.cli.output import Out, envelope
 from microbox.errors import MicroboxError
 from microbox.guest.ops import ExitStatus
 from microbox.sdk import Execution
@@ -64,9 +65,17 @@ def _pump_stdin(ex: Execution) -> None:
         pass  # the process or the box is gone; nothing left to feed
 
 
-def attach(ex: Execution, *, stdin: bool, use_tty: bool) -> ExitStatus:
-    """Stream output until the process exits. The first INT/TERM/HUP/QUIT is
-    forwarded to the guest process; a second one raises Interrupted."""
+def _write(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def attach(ex: Execution, *, stdin: bool, use_tty: bool,
+           sink: Callable[[str, bytes], None] | None = None) -> ExitStatus:
+    """Stream output (to our stdout/stderr, or to `sink`) until the process exits.
+    The first INT/TERM/HUP/QUIT is forwarded to the guest process; a second
+    one raises Interrupted."""
     forwarded: set[int] = set()
 
     def forward(signum: int, _frame: FrameType | None) -> None:
@@ -88,10 +97,10 @@ def attach(ex: Execution, *, stdin: bool, use_tty: bool) -> ExitStatus:
             threading.Thread(target=_pump_stdin, args=(ex,), daemon=True).start()
         out, err = sys.stdout.fileno(), sys.stderr.fileno()
         for name, data in ex.events():
-            fd = out if name == "stdout" else err
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            if sink is not None:
+                sink(name, data)
+            else:
+                _write(out if name == "stdout" else err, data)
     finally:
         if saved is not None:
             termios.tcsetattr(0, termios.TCSADRAIN, saved)
@@ -99,3 +108,22 @@ def attach(ex: Execution, *, stdin: bool, use_tty: bool) -> ExitStatus:
             signal.signal(s, h)
     assert ex.status is not None
     return ex.status
+
+
+def complete(out: Out, ex: Execution, *, stdin: bool, use_tty: bool,
+             timeout: float | None) -> int:
+    """Attach until the process exits and return the exit code to leave with.
+    With --json, the output is collected into one envelope instead of streamed."""
+    captured: dict[str, bytearray] = {"stdout": bytearray(), "stderr": bytearray()}
+    sink = (lambda name, data: captured[name].extend(data)) if out.as_json else None
+    status = attach(ex, stdin=stdin, use_tty=use_tty, sink=sink)
+    code = TIMEOUT_EXIT if status.timed_out else status.exit_code
+    if out.as_json:
+        envelope(out.command, code, {
+            "exit_code": code, "signal": status.signal, "timed_out": status.timed_out,
+            "stdout": captured["stdout"].decode(errors="replace"),
+            "stderr": captured["stderr"].decode(errors="replace"),
+        })
+    elif status.timed_out:
+        print(f"microbox: the command timed out after {timeout:g} s", file=sys.stderr)
+    return code

@@ -9,7 +9,7 @@ import time
 
 import click
 
-from microbox.cli.attach import TIMEOUT_EXIT, Interrupted, attach, terminal_size
+from microbox.cli.attach import Interrupted, complete, terminal_size
 from microbox.cli.common import common_options, guarded
 from microbox.cli.output import Out
 from microbox.cli.render import boxes_table, record_json
@@ -75,10 +75,13 @@ def inspect(as_json: bool, verbose: bool, box: str) -> None:
 @click.command()
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new output.")
 @click.option("-n", "--tail", type=int, help="Only the last N lines.")
+@common_options
 @click.argument("box")
-def logs(follow: bool, tail: int | None, box: str) -> None:
+def logs(follow: bool, tail: int | None, as_json: bool, verbose: bool, box: str) -> None:
     """Print a box's console log."""
-    out = Out("logs")
+    out = Out("logs", as_json, verbose)
+    if as_json and follow:
+        raise click.UsageError("--json cannot be combined with --follow")
 
     def body() -> int:
         with Runtime() as rt:
@@ -91,6 +94,9 @@ def logs(follow: bool, tail: int | None, box: str) -> None:
             if tail is not None:
                 lines = data.splitlines(keepends=True)
                 data = b"".join(lines[-tail:]) if tail > 0 else b""
+            if out.as_json:
+                out.result({"log": data.decode(errors="replace")})
+                return 0
             sys.stdout.buffer.write(data)
             sys.stdout.flush()
             while follow:
@@ -114,12 +120,16 @@ def logs(follow: bool, tail: int | None, box: str) -> None:
 @click.option("-i", "--interactive", is_flag=True, help="Forward stdin.")
 @click.option("-t", "--tty", "use_tty", is_flag=True, help="Give the command a terminal.")
 @click.option("--timeout", type=float, help="Kill the command after this many seconds.")
+@common_options
 @click.argument("box")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def exec_(env: tuple[str, ...], workdir: str | None, user: str | None, interactive: bool,
-          use_tty: bool, timeout: float | None, box: str, command: tuple[str, ...]) -> None:
+          use_tty: bool, timeout: float | None, as_json: bool, verbose: bool, box: str,
+          command: tuple[str, ...]) -> None:
     """Run COMMAND in a running box; exits with its exit code."""
-    out = Out("exec")
+    out = Out("exec", as_json, verbose)
+    if as_json and use_tty:
+        raise click.UsageError("--json cannot be combined with -t")
     if use_tty and not os.isatty(0):
         raise click.UsageError("the input device is not a TTY; drop -t or run from a terminal")
     if command[:1] == ("--",):
@@ -138,14 +148,10 @@ def exec_(env: tuple[str, ...], workdir: str | None, user: str | None, interacti
                                      timeout=timeout)
                 except ExecFailed as exc:
                     return out.fail(exc)
-                status = attach(ex, stdin=interactive, use_tty=use_tty)
+                return complete(out, ex, stdin=interactive, use_tty=use_tty, timeout=timeout)
             except Interrupted as sig:
                 return 128 + sig.signum
             finally:
                 handle.close()
-            if status.timed_out:
-                click.echo(f"microbox: the command timed out after {timeout:g} s", err=True)
-                return TIMEOUT_EXIT
-            return status.exit_code
 
     guarded(out, body)

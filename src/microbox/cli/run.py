@@ -8,9 +8,8 @@ import sys
 import click
 
 from microbox.cli.attach import (
-    TIMEOUT_EXIT,
     Interrupted,
-    attach,
+    complete,
     ignore_signals,
     signals_abort,
     terminal_size,
@@ -58,8 +57,8 @@ def run(remove: bool, detach: bool, name: str | None, cpus: int, memory: int,
         raise click.UsageError("the input device is not a TTY; drop -t or run from a terminal")
     if detach and (interactive or use_tty):
         raise click.UsageError("-d cannot be combined with -i or -t")
-    if as_json and not detach:
-        raise click.UsageError("--json needs -d: an attached run streams the command's output")
+    if as_json and use_tty:
+        raise click.UsageError("--json cannot be combined with -t")
     if detach and remove:
         raise click.UsageError("--rm cannot be combined with -d; remove the box later with "
                                "'microbox delete NAME'")
@@ -106,11 +105,7 @@ def _attached(out: Out, box: Box, argv: list[str], interactive: bool, use_tty: b
                           timeout=timeout)
         except ExecFailed as exc:
             return out.fail(exc)
-        status = attach(ex, stdin=interactive, use_tty=use_tty)
-        if status.timed_out:
-            click.echo(f"microbox: the command timed out after {timeout:g} s", err=True)
-            return TIMEOUT_EXIT
-        return status.exit_code
+        return complete(out, ex, stdin=interactive, use_tty=use_tty, timeout=timeout)
     except Interrupted as sig:
         return 128 + sig.signum
     finally:
