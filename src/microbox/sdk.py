@@ -210,6 +210,11 @@ class Runtime:
         """Create and start a box; use it as a context manager to tear it down."""
         spec = BoxSpec(image=image, cpus=cpus, memory_mib=memory_mib, env=env or {},
                        workdir=workdir, user=user, accel=accel, kernel=kernel)
+        return self.run_spec(spec, name=name, rm=rm, detach=detach)
+
+    def run_spec(self, spec: BoxSpec, *, name: str | None = None, rm: bool = True,
+                 detach: bool = False) -> Box:
+        """run() for a ready-made BoxSpec."""
         record, lock_fd = lifecycle.create(self.db, spec, name=name, auto_remove=rm,
                                            start_next=True)
         started = lifecycle.start(self.db, record, lock_fd, attached=not detach, log=self.log)

@@ -14,9 +14,9 @@ from collections.abc import Callable, Iterator
 from types import FrameType
 
 from microbox.cli.output import Out, envelope
-from microbox.errors import MicroboxError
+from microbox.errors import ExecFailed, MicroboxError
 from microbox.guest.ops import ExitStatus
-from microbox.sdk import Execution
+from microbox.sdk import Box, Execution
 
 TIMEOUT_EXIT = 124  # a command killed by --timeout, as timeout(1)
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
@@ -127,3 +127,19 @@ def complete(out: Out, ex: Execution, *, stdin: bool, use_tty: bool,
     elif status.timed_out:
         print(f"microbox: the command timed out after {timeout:g} s", file=sys.stderr)
     return code
+
+
+def exec_attached(out: Out, box: Box, argv: list[str], *, env: dict[str, str] | None = None,
+                  cwd: str | None = None, user: str | None = None, stdin: bool,
+                  use_tty: bool, timeout: float | None) -> int:
+    """Start `argv` in `box` and attach to it; returns the exit code to leave with."""
+    rows, cols = terminal_size()
+    try:
+        ex = box.exec(argv, env=env, cwd=cwd, user=user, stdin=stdin, tty=use_tty, rows=rows,
+                      cols=cols, timeout=timeout)
+    except ExecFailed as exc:
+        return out.fail(exc)
+    try:
+        return complete(out, ex, stdin=stdin, use_tty=use_tty, timeout=timeout)
+    except Interrupted as sig:
+        return 128 + sig.signum

@@ -6,24 +6,15 @@ import os
 
 import click
 
-from microbox.cli.common import common_options, guarded
+from microbox.cli.common import common_options, guarded, spec_from, spec_options
 from microbox.cli.output import Out
 from microbox.cli.render import record_json
 from microbox.core import control, lifecycle
-from microbox.core.spec import ACCELS, DEFAULT_MEMORY_MIB, BoxSpec, parse_env
 from microbox.sdk import Runtime
 
 
 @click.command()
-@click.option("--name", help="Name of the box.")
-@click.option("--cpus", type=int, default=1, show_default=True, help="Virtual CPUs.")
-@click.option("--memory", type=int, default=DEFAULT_MEMORY_MIB, show_default=True,
-              help="Memory in MiB.")
-@click.option("-e", "--env", multiple=True, metavar="KEY=VALUE", help="Environment variable.")
-@click.option("-w", "--workdir", help="Default working directory for exec.")
-@click.option("-u", "--user", help="Default user for exec.")
-@click.option("--accel", type=click.Choice(ACCELS), default="auto", show_default=True)
-@click.option("--kernel", type=click.Path(dir_okay=False), help="Use this vmlinux.")
+@spec_options
 @click.option("--start", "start_now", is_flag=True, help="Start the box right away.")
 @common_options
 @click.argument("image")
@@ -35,8 +26,7 @@ def create(name: str | None, cpus: int, memory: int, env: tuple[str, ...],
 
     def body() -> None:
         with Runtime(log=out.log) as rt:
-            spec = BoxSpec(image=image, cpus=cpus, memory_mib=memory, env=parse_env(env),
-                           workdir=workdir, user=user, accel=accel, kernel=kernel)
+            spec = spec_from(image, cpus, memory, env, workdir, user, accel, kernel)
             record, lock_fd = lifecycle.create(rt.db, spec, name=name, start_next=start_now)
             if start_now:
                 started = lifecycle.start(rt.db, record, lock_fd, attached=False, log=out.log)

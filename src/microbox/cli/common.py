@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 import click
 
 from microbox.cli.output import Out
+from microbox.core.spec import ACCELS, DEFAULT_MEMORY_MIB, BoxSpec, parse_env
 from microbox.errors import MicroboxError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -18,6 +19,31 @@ def common_options(f: F) -> F:
     f = click.option("--json", "as_json", is_flag=True, help="Print one JSON envelope.")(f)
     f = click.option("-v", "--verbose", is_flag=True, help="Explain what happens, on stderr.")(f)
     return f
+
+
+def spec_options(f: F) -> F:
+    """The flags that describe a box, shared by `run` and `create`."""
+    for opt in reversed([
+        click.option("--name", help="Name of the box (also its hostname)."),
+        click.option("--cpus", type=int, default=1, show_default=True, help="Virtual CPUs."),
+        click.option("--memory", type=int, default=DEFAULT_MEMORY_MIB, show_default=True,
+                     help="Memory in MiB."),
+        click.option("-e", "--env", multiple=True, metavar="KEY=VALUE",
+                     help="Environment variable (-e KEY copies it from here)."),
+        click.option("-w", "--workdir", help="Working directory inside the box."),
+        click.option("-u", "--user", help="User name or uid[:gid] inside the box."),
+        click.option("--accel", type=click.Choice(ACCELS), default="auto", show_default=True,
+                     help="auto uses KVM only where a probe showed it runs a guest."),
+        click.option("--kernel", type=click.Path(dir_okay=False), help="Boot this vmlinux."),
+    ]):
+        f = opt(f)
+    return f
+
+
+def spec_from(image: str, cpus: int, memory: int, env: tuple[str, ...], workdir: str | None,
+              user: str | None, accel: str, kernel: str | None) -> BoxSpec:
+    return BoxSpec(image=image, cpus=cpus, memory_mib=memory, env=parse_env(env),
+                   workdir=workdir, user=user, accel=accel, kernel=kernel)
 
 
 def guarded(out: Out, body: Callable[[], int | None]) -> None:

@@ -9,13 +9,12 @@ import time
 
 import click
 
-from microbox.cli.attach import Interrupted, complete, terminal_size
+from microbox.cli.attach import exec_attached
 from microbox.cli.common import common_options, guarded
 from microbox.cli.output import Out
 from microbox.cli.render import boxes_table, record_json
 from microbox.core.lifecycle import box_dir
 from microbox.core.spec import parse_env
-from microbox.errors import ExecFailed
 from microbox.sdk import Runtime
 from microbox.store.boxes import STATUSES
 
@@ -140,17 +139,10 @@ def exec_(env: tuple[str, ...], workdir: str | None, user: str | None, interacti
     def body() -> int:
         with Runtime() as rt:
             handle = rt.attach(box)
-            rows, cols = terminal_size()
             try:
-                try:
-                    ex = handle.exec(list(command), env=parse_env(env), cwd=workdir, user=user,
-                                     stdin=interactive, tty=use_tty, rows=rows, cols=cols,
-                                     timeout=timeout)
-                except ExecFailed as exc:
-                    return out.fail(exc)
-                return complete(out, ex, stdin=interactive, use_tty=use_tty, timeout=timeout)
-            except Interrupted as sig:
-                return 128 + sig.signum
+                return exec_attached(out, handle, list(command), env=parse_env(env),
+                                     cwd=workdir, user=user, stdin=interactive,
+                                     use_tty=use_tty, timeout=timeout)
             finally:
                 handle.close()
 

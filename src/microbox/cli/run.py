@@ -9,15 +9,12 @@ import click
 
 from microbox.cli.attach import (
     Interrupted,
-    complete,
+    exec_attached,
     ignore_signals,
     signals_abort,
-    terminal_size,
 )
-from microbox.cli.common import common_options, guarded
+from microbox.cli.common import common_options, guarded, spec_from, spec_options
 from microbox.cli.output import Out
-from microbox.core.spec import ACCELS, DEFAULT_MEMORY_MIB, parse_env
-from microbox.errors import ExecFailed
 from microbox.sdk import Box, Runtime
 
 DEFAULT_CMD = ["/bin/sh"]
@@ -26,19 +23,11 @@ DEFAULT_CMD = ["/bin/sh"]
 @click.command(context_settings={"allow_interspersed_args": False})
 @click.option("--rm", "remove", is_flag=True, help="Remove the box when the command exits.")
 @click.option("-d", "--detach", is_flag=True, help="Leave the box running; print its id.")
-@click.option("--name", help="Name of the box.")
-@click.option("--cpus", type=int, default=1, show_default=True, help="Virtual CPUs.")
-@click.option("--memory", type=int, default=DEFAULT_MEMORY_MIB, show_default=True,
-              help="Memory in MiB.")
-@click.option("-e", "--env", multiple=True, metavar="KEY=VALUE", help="Environment variable.")
-@click.option("-w", "--workdir", help="Working directory inside the box.")
-@click.option("-u", "--user", help="User name or uid[:gid] inside the box.")
+@spec_options
 @click.option("-i", "--interactive", is_flag=True, help="Forward stdin to the command.")
 @click.option("-t", "--tty", "use_tty", is_flag=True, help="Give the command a terminal.")
 @click.option("--timeout", type=float, help="Kill the command after this many seconds.")
 @click.option("--entrypoint", help="Program to run, with CMD as its arguments.")
-@click.option("--accel", type=click.Choice(ACCELS), default="auto", show_default=True)
-@click.option("--kernel", type=click.Path(dir_okay=False), help="Use this vmlinux.")
 @common_options
 @click.argument("image")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
@@ -72,9 +61,8 @@ def run(remove: bool, detach: bool, name: str | None, cpus: int, memory: int,
         rt = Runtime(log=out.log)
         with signals_abort():
             try:
-                box = rt.run(image, name=name, cpus=cpus, memory_mib=memory,
-                             env=parse_env(env), workdir=workdir, user=user, accel=accel,
-                             kernel=kernel, rm=remove, detach=detach)
+                spec = spec_from(image, cpus, memory, env, workdir, user, accel, kernel)
+                box = rt.run_spec(spec, name=name, rm=remove, detach=detach)
             except Interrupted as sig:
                 return 128 + sig.signum
         if detach:
@@ -98,16 +86,9 @@ def _detached(out: Out, box: Box, argv: list[str]) -> int:
 
 def _attached(out: Out, box: Box, argv: list[str], interactive: bool, use_tty: bool,
               timeout: float | None) -> int:
-    rows, cols = terminal_size()
     try:
-        try:
-            ex = box.exec(argv, stdin=interactive, tty=use_tty, rows=rows, cols=cols,
-                          timeout=timeout)
-        except ExecFailed as exc:
-            return out.fail(exc)
-        return complete(out, ex, stdin=interactive, use_tty=use_tty, timeout=timeout)
-    except Interrupted as sig:
-        return 128 + sig.signum
+        return exec_attached(out, box, argv, stdin=interactive, use_tty=use_tty,
+                             timeout=timeout)
     finally:
         ignore_signals()
         sys.stdout.flush()
