@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import signal as _signal
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +80,12 @@ class Execution:
         return self.status
 
 
+def _feed(ex: Execution, data: bytes) -> None:
+    with contextlib.suppress(AgentError):  # the process may exit before reading it all
+        ex.write(data)
+        ex.close_stdin()
+
+
 class Box:
     """A box with a running VM and a session with its agent."""
 
@@ -127,12 +134,16 @@ class Box:
         """Run a command to completion and collect its output."""
         ex = self.exec(argv, env=env, cwd=cwd, user=user, stdin=input is not None,
                        timeout=timeout)
+        feeder = None
         if input is not None:
-            ex.write(input)
-            ex.close_stdin()
+            # fed from a thread: a large input and a large output cannot wait on each other
+            feeder = threading.Thread(target=_feed, args=(ex, input), daemon=True)
+            feeder.start()
         out, err = bytearray(), bytearray()
         for name, data in ex.events():
             (out if name == "stdout" else err).extend(data)
+        if feeder is not None:
+            feeder.join()
         assert ex.status is not None
         return Result(ex.status.exit_code, bytes(out), bytes(err), ex.status)
 

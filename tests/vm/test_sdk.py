@@ -73,3 +73,10 @@ def test_async_twin(home: Path) -> None:
     assert (code, out) == (0, b"async\n")
     assert sorted(events) == [("stderr", b"b\n"), ("stdout", b"a\n")]
     assert qemu_pids(home) == set()
+
+
+def test_large_input_and_output_do_not_deadlock() -> None:
+    data = bytes(range(256)) * (24 * 1024)  # 6 MiB, past the agent's 4 MiB stdin queue
+    with microbox.Runtime() as rt, rt.run("busybox") as box:
+        r = box.run(["cat"], input=data)
+        assert r.exit_code == 0 and r.stdout == data
