@@ -6,6 +6,7 @@ import click
 
 from microbox.cli.common import common_options, guarded
 from microbox.cli.output import Out
+from microbox.core.lifecycle import BUILTIN_IMAGES
 from microbox.errors import BuildError
 from microbox.host import agent as agent_build
 from microbox.host import kernel as kernel_build
@@ -72,5 +73,26 @@ def image_build_cmd(name: str, force: bool, as_json: bool, verbose: bool) -> Non
             img = (None if force else store.find(rt.db, name)) or busybox.build(rt.db)
         out.result({"name": img.name, "digest": img.digest, "size": img.size},
                    f"{img.name} {img.digest[:19]}")
+
+    guarded(out, body)
+
+
+@image.command("list")
+@common_options
+def image_list_cmd(as_json: bool, verbose: bool) -> None:
+    """List images in the store (built-in ones are built on first use)."""
+    out = Out("image list", as_json, verbose)
+
+    def body() -> None:
+        with Runtime() as rt:
+            images = store.all_images(rt.db)
+        rows = [{"name": i.name, "digest": i.digest, "size": i.size, "source": i.source}
+                for i in images]
+        human = "\n".join(f"{i.name:<16} {i.digest[:19]}  {i.size >> 20} MiB  {i.source}"
+                          for i in images)
+        builtin = ", ".join(n for n in BUILTIN_IMAGES if n not in {i.name for i in images})
+        if builtin:
+            human += ("\n" if human else "") + f"(built on first use: {builtin})"
+        out.result(rows, human)
 
     guarded(out, body)
