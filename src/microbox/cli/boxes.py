@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import click
 
@@ -10,7 +11,10 @@ from microbox.cli.common import common_options, guarded, spec_from, spec_options
 from microbox.cli.output import Out
 from microbox.cli.render import record_json
 from microbox.core import control, lifecycle
+from microbox.core.vm import Log
 from microbox.sdk import Runtime
+from microbox.store.boxes import BoxRecord
+from microbox.store.db import Database
 
 
 @click.command()
@@ -39,7 +43,12 @@ def create(name: str | None, cpus: int, memory: int, env: tuple[str, ...],
     guarded(out, body)
 
 
-def _one(name: str, help_: str, action: str) -> click.Command:
+Action = Callable[[Database, BoxRecord, Log], BoxRecord]
+
+
+def _one(name: str, help_: str, action: Action) -> click.Command:
+    """A command that applies one control action to one box."""
+
     @click.command(name=name, help=help_)
     @common_options
     @click.argument("box")
@@ -48,10 +57,7 @@ def _one(name: str, help_: str, action: str) -> click.Command:
 
         def body() -> None:
             with Runtime(log=out.log) as rt:
-                record = rt.resolve(box)
-                fn = getattr(control, action)
-                record = fn(rt.db, record, log=out.log) if action == "start" else fn(
-                    rt.db, record)
+                record = action(rt.db, rt.resolve(box), out.log)
                 out.result(record_json(record), record.name)
 
         guarded(out, body)
@@ -59,9 +65,9 @@ def _one(name: str, help_: str, action: str) -> click.Command:
     return cmd
 
 
-start = _one("start", "Start a stopped box (detached).", "start")
-pause = _one("pause", "Freeze a running box's vCPUs.", "pause")
-resume = _one("resume", "Thaw a paused box.", "resume")
+start = _one("start", "Start a stopped box (detached).", control.start)
+pause = _one("pause", "Freeze a running box's vCPUs.", lambda db, r, _log: control.pause(db, r))
+resume = _one("resume", "Thaw a paused box.", lambda db, r, _log: control.resume(db, r))
 
 
 @click.command()
