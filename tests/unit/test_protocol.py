@@ -19,6 +19,7 @@ from microbox.guest.protocol import (
     ProtocolError,
     T,
     encode,
+    untrusted_text,
 )
 
 GOLDEN = Path(__file__).resolve().parents[2] / "docs" / "protocol-golden.json"
@@ -107,3 +108,8 @@ def test_arbitrary_bytes_never_hang_or_grow_unbounded(chunks: list[bytes]) -> No
 def test_raw_roundtrip(type_: T, stream: int, payload: bytes) -> None:
     (frame,) = Decoder().feed(encode(type_, stream, payload))
     assert (frame.type, frame.stream, frame.payload) == (type_, stream, payload)
+
+
+def test_untrusted_text_has_no_escape_sequences() -> None:
+    assert untrusted_text("ok\x1b[2Jcleared\x07", 100) == "ok?[2Jcleared?"
+    assert untrusted_text("x" * 20, 5) == "xxxxx…"

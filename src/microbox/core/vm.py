@@ -19,6 +19,7 @@ from microbox.core.spec import BoxSpec
 from microbox.errors import AgentError, AgentTimeout, HostError, VMError
 from microbox.guest import ops
 from microbox.guest.channel import Channel
+from microbox.guest.protocol import untrusted_text
 from microbox.host import agent, kernel, tsc
 from microbox.vmm import accel, process
 from microbox.vmm.qemu_argv import VMConfig, qemu_argv
@@ -92,7 +93,7 @@ def _tail(path: Path, lines: int = 5) -> str:
     except OSError:
         return ""
     kept = [ln for ln in text.splitlines() if ln.strip()][-lines:]
-    return " | ".join(kept)
+    return untrusted_text(" | ".join(kept), 500)  # the console is written by the guest
 
 
 def boot(box: BoxDir, spec: BoxSpec, lock_fd: int, *, attached: bool, hostname: str,
@@ -133,10 +134,8 @@ def boot(box: BoxDir, spec: BoxSpec, lock_fd: int, *, attached: bool, hostname: 
         )
     except AgentTimeout:
         vm.kill()
-        raise VMError(
-                f"the box did not become ready within {BOOT_TIMEOUT[choice.accel]:g} s "
-                f"(console: {_tail(box.console_log) or 'empty'})"
-            ) from None
+        raise VMError(f"the box did not become ready within {BOOT_TIMEOUT[choice.accel]:g} s "
+                      f"(console: {_tail(box.console_log) or 'empty'})") from None
     except AgentError as exc:
         vm.kill()
         raise VMError(exc.message) from None

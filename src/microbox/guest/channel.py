@@ -22,7 +22,15 @@ from pathlib import Path
 from typing import Any
 
 from microbox.errors import AgentError, AgentTimeout
-from microbox.guest.protocol import VERSION, Decoder, Frame, ProtocolError, T, encode
+from microbox.guest.protocol import (
+    VERSION,
+    Decoder,
+    Frame,
+    ProtocolError,
+    T,
+    encode,
+    untrusted_text,
+)
 
 STREAM_QUEUE = 256
 _RECV = 256 * 1024
@@ -194,7 +202,7 @@ class Channel:
 
 def _message(frame: Frame) -> str:
     try:
-        return str(frame.json().get("message", "unknown error"))
+        return untrusted_text(str(frame.json().get("message", "unknown error")))
     except ProtocolError:
         return "unreadable error frame"
 

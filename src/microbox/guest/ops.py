@@ -7,7 +7,7 @@ from typing import IO, Any
 
 from microbox.errors import AgentError, ExecFailed, UsageError
 from microbox.guest.channel import Channel, Stream
-from microbox.guest.protocol import CHUNK, Frame, ProtocolError, T
+from microbox.guest.protocol import CHUNK, Frame, ProtocolError, T, untrusted_text
 
 DEFAULT_TIMEOUT = 30.0
 
@@ -77,7 +77,8 @@ def _error(frame: Frame) -> tuple[str, str]:
         body = frame.json()
     except ProtocolError:
         return "protocol", "unreadable error from the guest agent"
-    return str(body.get("kind", "error"))[:64], str(body.get("message", ""))[:1000]
+    return (untrusted_text(str(body.get("kind", "error")), 64),
+            untrusted_text(str(body.get("message", ""))))
 
 
 def parse_exit(frame: Frame) -> ExitStatus:

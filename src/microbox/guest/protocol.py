@@ -69,6 +69,13 @@ class Frame:
         return value
 
 
+def untrusted_text(text: str, limit: int = 1000) -> str:
+    """Guest-supplied text made safe to show: no control characters (no terminal
+    escape sequences), bounded length."""
+    clean = "".join(ch if ch.isprintable() else "?" for ch in text[:limit])
+    return clean + ("…" if len(text) > limit else "")
+
+
 def encode(type_: T, stream: int, payload: bytes | dict[str, Any] = b"") -> bytes:
     """Serialize one frame. A dict payload is JSON-encoded."""
     if isinstance(payload, dict):
