@@ -38,6 +38,10 @@ class BoxDir:
     def qmp(self) -> Path:
         return self.path / "qmp.sock"
 
+    @property
+    def qmp_lock(self) -> Path:
+        return self.path / "qmp.lock"
+
     def port(self, n: int) -> Path:
         return self.path / f"port{n}.sock"
 

@@ -54,10 +54,8 @@ def stop(db: Database, record: BoxRecord, timeout: float = 10.0) -> BoxRecord:
     if record.status in ("stopped", "created"):
         return record
     require(record, "running", "paused")
-    d = box_dir(record)
     if record.status == "paused":
-        qmp.resume(d.qmp, d.path / "qmp.lock")
-        record = record.with_(status="running")
+        record = resume(db, record)
     channel = None
     with contextlib.suppress(VMError):  # no agent to ask: lifecycle.stop goes to SIGTERM
         channel = connect(record, timeout=min(timeout, CONNECT_TIMEOUT))
@@ -71,19 +69,21 @@ def restart(db: Database, record: BoxRecord, timeout: float = 10.0,
 
 
 def pause(db: Database, record: BoxRecord) -> BoxRecord:
-    require(record, "running")
-    d = box_dir(record)
-    qmp.pause(d.qmp, d.path / "qmp.lock")
-    record = record.with_(status="paused")
-    boxes.update(db, record)
-    return record
+    """Freeze the vCPUs (QMP stop)."""
+    return _set_vcpus(db, record, "running", "stop", "paused")
 
 
 def resume(db: Database, record: BoxRecord) -> BoxRecord:
-    require(record, "paused")
+    """Thaw the vCPUs (QMP cont)."""
+    return _set_vcpus(db, record, "paused", "cont", "running")
+
+
+def _set_vcpus(db: Database, record: BoxRecord, from_: str, command: str,
+               to: str) -> BoxRecord:
+    require(record, from_)
     d = box_dir(record)
-    qmp.resume(d.qmp, d.path / "qmp.lock")
-    record = record.with_(status="running")
+    qmp.command(d.qmp, d.qmp_lock, command)
+    record = record.with_(status=to)
     boxes.update(db, record)
     return record
 

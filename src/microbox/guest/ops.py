@@ -133,14 +133,25 @@ def next_event(stream: Stream) -> tuple[T, bytes] | ExitStatus:
     raise AgentError(f"unexpected {frame.type.name} frame in an exec stream")
 
 
+def _expect(stream: Stream, want: T, doing: str, timeout: float) -> Frame:
+    """The next frame, which must be `want`; an ERROR becomes an AgentError saying
+    what failed (`doing`)."""
+    frame = stream.recv(timeout)
+    if frame.type == T.ERROR:
+        kind, message = _error(frame)
+        raise AgentError(f"{doing} failed in the box ({kind}): {message}")
+    if frame.type != want:
+        raise AgentError(f"{doing}: the guest agent sent {frame.type.name}, not {want.name}")
+    return frame
+
+
 def ping(channel: Channel, payload: bytes = b"ping", timeout: float = DEFAULT_TIMEOUT) -> None:
     stream = channel.stream()
     try:
         # PING travels on its own stream so the reply is routed back to us.
         stream.send(T.PING, payload)
-        frame = stream.recv(timeout)
-        if frame.type != T.PONG or frame.payload != payload:
-            raise AgentError("the guest agent answered PING with something else")
+        if _expect(stream, T.PONG, "ping", timeout).payload != payload:
+            raise AgentError("the guest agent answered PING with other bytes")
     finally:
         stream.close()
 
@@ -153,12 +164,7 @@ def put_file(channel: Channel, src: IO[bytes], dest: str, mode: int, mkdirs: boo
         while chunk := src.read(CHUNK):
             stream.send(T.DATA, chunk)
         stream.send(T.DATA, b"")
-        frame = stream.recv(timeout)
-        if frame.type == T.ERROR:
-            kind, message = _error(frame)
-            raise AgentError(f"cannot write {dest} in the box ({kind}): {message}")
-        if frame.type != T.DONE:
-            raise AgentError(f"the guest agent answered PUT with {frame.type.name}")
+        _expect(stream, T.DONE, f"writing {dest}", timeout)
     finally:
         stream.close()
 
@@ -167,29 +173,18 @@ def get_file(channel: Channel, src: str, dest: IO[bytes], max_bytes: int | None 
              timeout: float = DEFAULT_TIMEOUT) -> int:
     """Copy a guest file into `dest`; returns its mode. Refuses more than max_bytes."""
     stream = channel.stream()
+    doing = f"reading {src}"
     try:
         stream.send(T.GET, {"path": src})
-        frame = stream.recv(timeout)
-        if frame.type == T.ERROR:
-            kind, message = _error(frame)
-            raise AgentError(f"cannot read {src} in the box ({kind}): {message}")
-        if frame.type != T.FILE:
-            raise AgentError(f"the guest agent answered GET with {frame.type.name}")
+        frame = _expect(stream, T.FILE, doing, timeout)
         mode = _int(frame.json().get("mode"), "file mode") & 0o7777
         total = 0
-        while True:
-            frame = stream.recv(timeout)
-            if frame.type == T.ERROR:
-                kind, message = _error(frame)
-                raise AgentError(f"reading {src} failed in the box ({kind}): {message}")
-            if frame.type != T.DATA:
-                raise AgentError(f"unexpected {frame.type.name} frame in a file transfer")
-            if not frame.payload:
-                return mode
-            total += len(frame.payload)
+        while data := _expect(stream, T.DATA, doing, timeout).payload:
+            total += len(data)
             if max_bytes is not None and total > max_bytes:
                 raise AgentError(f"{src} is larger than the {max_bytes}-byte limit")
-            dest.write(frame.payload)
+            dest.write(data)
+        return mode
     finally:
         stream.close()
 
@@ -199,8 +194,6 @@ def shutdown(channel: Channel, timeout: float = DEFAULT_TIMEOUT) -> None:
     stream = channel.stream()
     try:
         stream.send(T.SHUTDOWN, {})
-        frame = stream.recv(timeout)
-        if frame.type != T.DONE:
-            raise AgentError(f"the guest agent answered SHUTDOWN with {frame.type.name}")
+        _expect(stream, T.DONE, "shutdown", timeout)
     finally:
         stream.close()

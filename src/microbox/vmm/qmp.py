@@ -1,5 +1,5 @@
-"""QMP, through the qemu.qmp library, for what only the VMM can do: pause,
-resume, status.
+"""QMP, through the qemu.qmp library, for what only the VMM can do (pause and
+resume: `stop` and `cont`).
 
 QEMU serves one QMP client at a time on the socket; a second connect() would
 succeed at the kernel level and then wait. Clients therefore take an exclusive
@@ -47,16 +47,3 @@ def command(sock: Path, lock: Path, name: str, **args: Any) -> Any:
     if "error" in reply:
         raise VMError(f"QMP {name} failed: {reply['error'].get('desc', reply['error'])}")
     return reply.get("return")
-
-
-def pause(sock: Path, lock: Path) -> None:
-    command(sock, lock, "stop")
-
-
-def resume(sock: Path, lock: Path) -> None:
-    command(sock, lock, "cont")
-
-
-def status(sock: Path, lock: Path) -> str:
-    """'running', 'paused', ... as QEMU sees it."""
-    return str(command(sock, lock, "query-status").get("status", "unknown"))
