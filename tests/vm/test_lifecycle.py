@@ -127,3 +127,16 @@ def test_logs_follow_ends_when_the_box_stops_and_exec_json() -> None:
     out, _ = follower.communicate(timeout=30)
     assert follower.returncode == 0 and b"to-console" in out
     assert mb("delete", "lf").returncode == 0
+
+
+def test_vm_that_dies_at_once_leaves_nothing(tmp_path: Path, home: Path) -> None:
+    bogus = tmp_path / "vmlinux"
+    bogus.write_bytes(b"not a kernel")
+    r = mb("create", "--start", "--name", "dud", "--kernel", str(bogus), "busybox")
+    assert r.returncode == 1
+    assert b"the VM exited during boot" in r.stderr
+    assert len(r.stderr.decode().strip().splitlines()) == 1
+    assert js("list", "--all")["data"] == []
+    assert not (home / "boxes").exists() or list((home / "boxes").iterdir()) == []
+    r = mb("run", "--rm", "--kernel", str(bogus), "busybox", "--", "true")
+    assert r.returncode == 1 and js("list", "--all")["data"] == []

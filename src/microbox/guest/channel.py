@@ -214,6 +214,21 @@ def _handshake(
     abort_fd: int | None,
     abort_reason: Callable[[], str],
 ) -> dict[str, Any]:
+    try:
+        return _exchange_hello(sock, hostname, deadline, abort_fd, abort_reason)
+    except OSError as exc:  # a VMM that dies resets the connection
+        if abort_fd is not None and select.select([abort_fd], [], [], 2.0)[0]:
+            raise AgentError(abort_reason()) from None
+        raise AgentError(f"lost the connection to the guest agent: {exc}") from None
+
+
+def _exchange_hello(
+    sock: socket.socket,
+    hostname: str,
+    deadline: float,
+    abort_fd: int | None,
+    abort_reason: Callable[[], str],
+) -> dict[str, Any]:
     session = secrets.token_hex(8)
     hello = {"version": VERSION, "session": session, "time_ns": time.time_ns(),
              "hostname": hostname}
