@@ -10,7 +10,7 @@ import click
 
 from microbox.cli.output import Out
 from microbox.core.spec import ACCELS, DEFAULT_MEMORY_MIB, BoxSpec, parse_env
-from microbox.errors import MicroboxError
+from microbox.errors import HostError, MicroboxError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -52,4 +52,7 @@ def guarded(out: Out, body: Callable[[], int | None]) -> None:
         code = body()
     except MicroboxError as err:
         sys.exit(out.fail(err))
+    except OSError as err:  # the host said no (disk full, permissions...): one line, not a trace
+        sys.exit(out.fail(HostError(f"{err.strerror or err}"
+                                    + (f": {err.filename}" if err.filename else ""))))
     sys.exit(code or 0)
