@@ -24,6 +24,7 @@ type execRequest struct {
 	Stdin     bool     `json:"stdin"`
 	TimeoutMs int64    `json:"timeout_ms"`
 	Detach    bool     `json:"detach"`
+	Main      bool     `json:"main"` // with detach: the box ends when this process does
 }
 
 // opError is an operation failure reported as ERROR on its stream.
@@ -329,8 +330,11 @@ func (a *Agent) spawn(s *Session, stream uint32, sp *execSpec) (*proc, *opError)
 	}
 	attr := &syscall.ProcAttr{Dir: sp.cwd, Env: sp.env, Files: files[:], Sys: sys}
 	var onExit func(syscall.WaitStatus)
-	if !r.Detach {
+	switch {
+	case !r.Detach:
 		onExit = func(ws syscall.WaitStatus) { p.exitCh <- ws }
+	case r.Main && a.MainExited != nil:
+		onExit = func(ws syscall.WaitStatus) { go a.MainExited(ws) }
 	}
 	pid, err := a.Reaper.Start(func() (int, error) {
 		return syscall.ForkExec(sp.path, r.Argv, attr)

@@ -388,3 +388,27 @@ func TestExecNoFdLeak(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+func TestDetachedMainExitReachesTheHook(t *testing.T) {
+	h := newHost(t)
+	ended := make(chan syscall.WaitStatus, 2)
+	h.a.MainExited = func(ws syscall.WaitStatus) { ended <- ws }
+	h.hello()
+	h.sendJSON(tExec, 1, map[string]interface{}{"argv": []string{"sh", "-c", "exit 3"}, "detach": true, "main": true})
+	h.expect(tExit, 1)
+	h.sendJSON(tExec, 2, map[string]interface{}{"argv": []string{"true"}, "detach": true})
+	h.expect(tExit, 2)
+	select {
+	case ws := <-ended:
+		if ws.ExitStatus() != 3 {
+			t.Fatalf("main exit status %d", ws.ExitStatus())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the main process's exit never reached MainExited")
+	}
+	select {
+	case ws := <-ended: // a detached process without "main" must not end the box
+		t.Fatalf("MainExited called for a non-main process: %v", ws)
+	case <-time.After(200 * time.Millisecond):
+	}
+}

@@ -31,6 +31,7 @@ func main() {
 		SetHostname: func(name string) error { return syscall.Sethostname([]byte(name)) },
 	}
 	a.Shutdown = a.powerOff
+	a.MainExited = a.mainExited
 	if cfg.debug {
 		a.Logf = consoleLogf
 	}

@@ -24,6 +24,7 @@ type Agent struct {
 	SetClock    func(ns int64) error
 	SetHostname func(name string) error
 	Shutdown    func(s *Session, stream uint32)
+	MainExited  func(ws syscall.WaitStatus) // a detached EXEC with "main" ended
 	Logf        func(format string, args ...interface{})
 
 	devNullOnce sync.Once

@@ -18,6 +18,30 @@ func (a *Agent) powerOff(s *Session, stream uint32) {
 		s.finish(stream, tError, marshalJSON(errorMsg{Kind: "invalid", Message: "agent is not PID 1"}))
 		return
 	}
+	a.halt()
+	s.finish(stream, tDone, doneJSON)
+	// The frame is in QEMU's hands once write(2) returned; leave it a moment
+	// to reach the socket before the reset.
+	time.Sleep(20 * time.Millisecond)
+	reboot()
+}
+
+// mainExited ends the box when its main process (a detached EXEC with
+// "main") has exited, as a container ends with its main process. The line on
+// the console tells the host that the box stopped rather than crashed.
+func (a *Agent) mainExited(ws syscall.WaitStatus) {
+	if ws.Signaled() {
+		consoleLogf("main process exited: signal=%d", int(ws.Signal()))
+	} else {
+		consoleLogf("main process exited: code=%d", ws.ExitStatus())
+	}
+	a.halt()
+	reboot()
+}
+
+// halt stops every process (TERM, then KILL after 2 s), syncs and remounts
+// the root read-only. The caller resets the machine; nothing is released.
+func (a *Agent) halt() {
 	shutdownMu.Lock()
 	syscall.Kill(-1, syscall.SIGTERM)
 	if !waitNoChildren(a.Reaper, 2*time.Second) {
@@ -28,11 +52,6 @@ func (a *Agent) powerOff(s *Session, stream uint32) {
 	if err := syscall.Mount("", "/", "", syscall.MS_REMOUNT|syscall.MS_RDONLY, ""); err != nil {
 		a.logf("remount / read-only: %v", err)
 	}
-	s.finish(stream, tDone, doneJSON)
-	// The frame is in QEMU's hands once write(2) returned; leave it a moment
-	// to reach the socket before the reset.
-	time.Sleep(20 * time.Millisecond)
-	reboot()
 }
 
 // waitNoChildren reaps until the agent has no child left or d passed.

@@ -120,11 +120,15 @@ class Box:
     def exec(self, argv: Sequence[str], *, env: dict[str, str] | None = None,
              cwd: str | None = None, user: str | None = None, stdin: bool = False,
              tty: bool = False, rows: int = 24, cols: int = 80,
-             timeout: float | None = None, detach: bool = False) -> Execution:
+             timeout: float | None = None, detach: bool = False,
+             main: bool = False) -> Execution:
+        """Start a process. With detach it outlives this session (output to the
+        console log); with main as well, the box stops when it exits."""
         spec = BoxSpec.from_json(self.record.spec)
         req = ExecRequest(argv=list(argv), env={**spec.env, **(env or {})},
                           cwd=cwd or spec.workdir, user=user or spec.user, tty=tty, rows=rows,
-                          cols=cols, stdin=stdin, timeout=timeout, detach=detach)
+                          cols=cols, stdin=stdin, timeout=timeout, detach=detach,
+                          main=main)
         stream, pid = ops.start_exec(self.channel, req)
         return Execution(stream, pid)
 

@@ -110,7 +110,8 @@ def test_sigkill_of_cli_mid_create_leaves_nothing(home: Path) -> None:
 
 
 def test_logs_show_the_console(home: Path) -> None:
-    r = mb("run", "-d", "--name", "lg", "busybox", "--", "sh", "-c", "echo hello-console")
+    r = mb("run", "-d", "--name", "lg", "busybox", "--", "sh", "-c",
+           "echo hello-console; exec sleep 1000")
     assert r.returncode == 0, r.stderr
     wait_for(lambda: b"hello-console" in mb("logs", "lg").stdout, 30, "the console line")
     assert mb("logs", "--tail", "1", "lg").stdout.strip().endswith(b"hello-console")
@@ -140,3 +141,23 @@ def test_vm_that_dies_at_once_leaves_nothing(tmp_path: Path, home: Path) -> None
     assert not (home / "boxes").exists() or list((home / "boxes").iterdir()) == []
     r = mb("run", "--rm", "--kernel", str(bogus), "busybox", "--", "true")
     assert r.returncode == 1 and js("list", "--all")["data"] == []
+
+
+def test_detached_box_lives_as_long_as_its_command() -> None:
+    r = mb("run", "-d", "--name", "job", "busybox", "--", "sh", "-c", "echo working; exit 3")
+    assert r.returncode == 0, r.stderr
+    wait_for(lambda: js("inspect", "job")["data"]["status"] != "running", 60,
+             "the box to end with its command")
+    assert js("inspect", "job")["data"]["status"] == "stopped"  # not "error": it ended cleanly
+    log = mb("logs", "job").stdout
+    assert b"working" in log and b"main process exited: code=3" in log
+    assert mb("start", "job").returncode == 0  # a stopped box starts again, idle
+    assert mb("exec", "job", "--", "true").returncode == 0
+    assert mb("delete", "-f", "job").returncode == 0
+
+
+def test_detached_rm_box_is_removed_when_its_command_ends() -> None:
+    r = mb("run", "-d", "--rm", "--name", "oneshot", "busybox", "--", "true")
+    assert r.returncode == 0, r.stderr
+    wait_for(lambda: js("list", "--all")["data"] == [], 60, "the --rm box to go away")
+    assert scan() == []

@@ -22,7 +22,9 @@ DEFAULT_CMD = ["/bin/sh"]
 
 @click.command(context_settings={"allow_interspersed_args": False})
 @click.option("--rm", "remove", is_flag=True, help="Remove the box when the command exits.")
-@click.option("-d", "--detach", is_flag=True, help="Leave the box running; print its id.")
+@click.option("-d", "--detach", is_flag=True,
+              help="Run in the background and print the box id; the box lives as long as "
+                   "COMMAND (without one, until stopped).")
 @spec_options
 @click.option("-i", "--interactive", is_flag=True, help="Forward stdin to the command.")
 @click.option("-t", "--tty", "use_tty", is_flag=True, help="Give the command a terminal.")
@@ -48,9 +50,6 @@ def run(remove: bool, detach: bool, name: str | None, cpus: int, memory: int,
         raise click.UsageError("-d cannot be combined with -i or -t")
     if as_json and use_tty:
         raise click.UsageError("--json cannot be combined with -t")
-    if detach and remove:
-        raise click.UsageError("--rm cannot be combined with -d; remove the box later with "
-                               "'microbox delete NAME'")
     if command[:1] == ("--",):  # options ended at IMAGE, so click kept the separator
         command = command[1:]
     argv = ([entrypoint] if entrypoint else []) + list(command)
@@ -75,7 +74,7 @@ def run(remove: bool, detach: bool, name: str | None, cpus: int, memory: int,
 def _detached(out: Out, box: Box, argv: list[str]) -> int:
     try:
         if argv:
-            box.exec(argv, detach=True)
+            box.exec(argv, detach=True, main=True)
     except BaseException:
         box.close()
         raise

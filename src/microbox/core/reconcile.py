@@ -9,6 +9,8 @@ back.
 
 from __future__ import annotations
 
+import time
+
 from microbox.core import lifecycle
 from microbox.core.lifecycle import LIVE, box_dir
 from microbox.errors import NotFound, StateError
@@ -18,6 +20,22 @@ from microbox.store.db import Database
 from microbox.vmm import process
 
 CRASHED = "its process has exited"
+# What the agent prints on the console when a box's main process ended it.
+MAIN_EXITED = b"microbox-agent: main process exited: "
+_TAIL = 4096
+
+
+def ended_by_main(record: BoxRecord) -> bool:
+    """True if the box powered off because its main process exited (run -d CMD),
+    as its console says, rather than crashed. The console is the guest's word,
+    which decides only between two statuses of the guest's own box."""
+    try:
+        with open(box_dir(record).console_log, "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - _TAIL))
+            return MAIN_EXITED in f.read()
+    except OSError:
+        return False
 
 
 def starter_alive(record: BoxRecord) -> bool:
@@ -43,7 +61,13 @@ def reconcile(db: Database, record: BoxRecord) -> BoxRecord | None:
         if record.auto_remove:
             lifecycle.destroy(db, record)
             return None
-        record = record.with_(status="error", pid=None, pid_start=None, last_error=CRASHED)
+        if ended_by_main(record):
+            record = record.with_(status="stopped", pid=None, pid_start=None,
+                                  finished_at=time.time())
+            box_dir(record).remove_runtime_files()
+        else:
+            record = record.with_(status="error", pid=None, pid_start=None,
+                                  last_error=CRASHED)
         boxes.update(db, record)
     return record
 

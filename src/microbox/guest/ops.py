@@ -24,6 +24,7 @@ class ExecRequest:
     stdin: bool = False
     timeout: float | None = None
     detach: bool = False
+    main: bool = False  # with detach: the box powers off when this process exits
 
     def payload(self) -> dict[str, Any]:
         if not self.argv:
@@ -45,6 +46,8 @@ class ExecRequest:
             "timeout_ms": int(self.timeout * 1000) if self.timeout else 0,
             "detach": self.detach,
         }
+        if self.main:
+            body["main"] = True
         if self.cwd:
             body["cwd"] = self.cwd
         if self.user:
