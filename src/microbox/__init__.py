@@ -1,11 +1,35 @@
-"""microbox: disposable, hardware-isolated Linux microVMs."""
+"""microbox: disposable, hardware-isolated Linux microVMs.
+
+The SDK's names are imported on first use, so `microbox` (the CLI) does not pay
+for asyncio and the rest of the SDK at every start.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-from microbox.aio import AsyncBox, AsyncExecution, AsyncRuntime
-from microbox.errors import MicroboxError
-from microbox.guest.ops import ExitStatus
-from microbox.sdk import Box, Execution, Result, Runtime
+if TYPE_CHECKING:
+    from microbox.aio import AsyncBox, AsyncExecution, AsyncRuntime
+    from microbox.errors import MicroboxError
+    from microbox.guest.ops import ExitStatus
+    from microbox.sdk import Box, Execution, Result, Runtime
+
+_LAZY = {
+    "AsyncBox": "microbox.aio", "AsyncExecution": "microbox.aio", "AsyncRuntime": "microbox.aio",
+    "MicroboxError": "microbox.errors", "ExitStatus": "microbox.guest.ops",
+    "Box": "microbox.sdk", "Execution": "microbox.sdk", "Result": "microbox.sdk",
+    "Runtime": "microbox.sdk",
+}
 
 __all__ = ["AsyncBox", "AsyncExecution", "AsyncRuntime", "Box", "Execution", "ExitStatus",
            "MicroboxError", "Result", "Runtime", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'microbox' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -5,11 +5,10 @@ from __future__ import annotations
 import sys
 
 import click
-from rich.table import Table
 
 from microbox.cli.common import common_options, guarded
 from microbox.cli.output import Out, envelope
-from microbox.cli.render import console
+from microbox.cli.render import print_table
 from microbox.core import doctor as doctor_checks
 from microbox.core import lifecycle, maintenance, orphans
 from microbox.errors import HostError, Refused
@@ -118,14 +117,10 @@ def doctor(as_json: bool, verbose: bool) -> None:
                             fails[0].fix) if fails else None
             envelope("doctor", int(failed), [c.__dict__ for c in checks], err)
             return int(failed)
-        table = Table(box=None, pad_edge=False, header_style="bold")
-        for col in ("CHECK", "STATUS", "DETAIL"):
-            table.add_column(col)
         colour = {"PASS": "green", "WARN": "yellow", "FAIL": "red"}
-        for c in checks:
-            detail = c.detail + (f"\n→ fix: {c.fix}" if c.fix else "")
-            table.add_row(c.name, f"[{colour[c.status]}]{c.status}[/]", detail)
-        console().print(table)
+        print_table(["CHECK", "STATUS", "DETAIL"], [
+            [c.name, f"[{colour[c.status]}]{c.status}[/]",
+             c.detail + (f"\n→ fix: {c.fix}" if c.fix else "")] for c in checks])
         return int(failed)
 
     guarded(out, body)

@@ -6,9 +6,6 @@ import sys
 import time
 from typing import Any
 
-from rich.console import Console
-from rich.table import Table
-
 from microbox.store.boxes import BoxRecord
 
 
@@ -32,17 +29,23 @@ def ago(t: float | None) -> str:
     return f"{s}s ago"
 
 
-def console() -> Console:
-    """Rich console; off a terminal, wide enough that tables do not wrap."""
-    return Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+def print_table(columns: list[str], rows: list[list[str]]) -> None:
+    """A borderless rich table on stdout; off a terminal, wide enough not to wrap.
+    rich is imported here, not at start-up: most commands never draw a table."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for col in columns:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*row)
+    Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200).print(table)
 
 
 def boxes_table(records: list[BoxRecord]) -> None:
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for col in ("ID", "NAME", "IMAGE", "STATUS", "CPUS", "MEMORY", "CREATED"):
-        table.add_column(col)
-    for r in records:
-        status = r.status if r.status != "error" else "[red]error[/red]"
-        table.add_row(r.id[:12], r.name, r.image, status, str(r.spec.get("cpus", "")),
-                      f"{r.spec.get('memory_mib', '')}M", ago(r.created_at))
-    console().print(table)
+    print_table(
+        ["ID", "NAME", "IMAGE", "STATUS", "CPUS", "MEMORY", "CREATED"],
+        [[r.id[:12], r.name, r.image, r.status if r.status != "error" else "[red]error[/red]",
+          str(r.spec.get("cpus", "")), f"{r.spec.get('memory_mib', '')}M", ago(r.created_at)]
+         for r in records])
