@@ -4,6 +4,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"os"
 	"strings"
 	"sync"
@@ -394,17 +395,32 @@ func (p *proc) serve(timeoutMs int64) {
 func (p *proc) pump(f *os.File, t byte) {
 	defer p.wg.Done()
 	defer f.Close()
+	forwardChunks(f, t, p.stream, func(frame []byte) bool {
+		p.s.sendFrame(frame) // a dead session drops it; keep draining
+		return true
+	})
+}
+
+// errSendRefused: forwardChunks stopped because send refused a frame.
+var errSendRefused = errors.New("frame not sent")
+
+// forwardChunks reads f into frames of type t on stream, each built in a
+// pooled buffer, until a read fails (io.EOF at the end of a file) or send
+// refuses a frame (errSendRefused).
+func forwardChunks(f *os.File, t byte, stream uint32, send func([]byte) bool) error {
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
 	buf := *bp
 	for {
 		n, err := f.Read(buf[headerSize:])
 		if n > 0 {
-			putHeader(buf, t, p.stream, n)
-			p.s.sendFrame(buf[:headerSize+n])
+			putHeader(buf, t, stream, n)
+			if !send(buf[:headerSize+n]) {
+				return errSendRefused
+			}
 		}
 		if err != nil {
-			return
+			return err
 		}
 	}
 }

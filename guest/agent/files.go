@@ -175,25 +175,12 @@ func (s *Session) streamFile(stream uint32, f *os.File, st os.FileInfo) {
 		s.forget(stream)
 		return
 	}
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
-	buf := *bp
-	for {
-		n, err := f.Read(buf[headerSize:])
-		if n > 0 {
-			putHeader(buf, tData, stream, n)
-			if !s.sendFrame(buf[:headerSize+n]) {
-				s.forget(stream)
-				return
-			}
-		}
-		if err == io.EOF {
-			s.finish(stream, tData, nil)
-			return
-		}
-		if err != nil {
-			s.finish(stream, tError, marshalJSON(errorMsg{Kind: "io", Message: err.Error()}))
-			return
-		}
+	switch err := forwardChunks(f, tData, stream, s.sendFrame); err {
+	case io.EOF:
+		s.finish(stream, tData, nil)
+	case errSendRefused:
+		s.forget(stream)
+	default:
+		s.finish(stream, tError, marshalJSON(errorMsg{Kind: "io", Message: err.Error()}))
 	}
 }

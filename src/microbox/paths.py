@@ -33,8 +33,3 @@ def boxes_dir() -> Path:
 def images_dir() -> Path:
     return home() / "images"
 
-
-def ensure_private_dir(path: Path) -> Path:
-    """Create a directory (and parents) readable by the owner only."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return path

@@ -126,17 +126,14 @@ def test_sigkill_of_cli_kills_the_vm_and_gc_reaps_it(home: Path) -> None:
     assert not box_dir(leftover).exists()
 
 
-def test_run_without_rm_keeps_a_stopped_box_with_its_data(home: Path) -> None:
+def test_run_without_rm_keeps_a_stopped_box_with_its_data() -> None:
     r = mb("run", "--name", "keeper", "busybox", "--", "sh", "-c", "echo kept > /root/f")
     assert r.returncode == 0, r.stderr
-    db = Database(home / "microbox.db")
-    try:
-        record = boxes.resolve(db, "keeper")
-        assert record.status == "stopped"
-        assert box_dir(record).disk.exists()
-        lifecycle.destroy(db, record)
-    finally:
-        db.close()
+    body = json.loads(mb("inspect", "--json", "keeper").stdout)
+    assert body["data"]["status"] == "stopped"
+    assert mb("start", "keeper").returncode == 0
+    assert mb("exec", "keeper", "--", "cat", "/root/f").stdout == b"kept\n"
+    assert mb("delete", "-f", "keeper").returncode == 0
 
 
 def test_detached_box_outlives_the_cli(home: Path) -> None:

@@ -115,6 +115,11 @@ class Channel:
                 try:
                     sock.connect(str(port_sock(n)))
                     reply = _handshake(sock, hostname, deadline, abort_fd, abort_reason)
+                except OSError as exc:  # a VMM that dies resets the connection
+                    sock.close()
+                    if abort_fd is not None and select.select([abort_fd], [], [], 2.0)[0]:
+                        raise AgentError(abort_reason()) from None
+                    raise AgentError(f"lost the connection to the guest agent: {exc}") from None
                 except BaseException:
                     sock.close()
                     raise
@@ -208,21 +213,6 @@ def _message(frame: Frame) -> str:
 
 
 def _handshake(
-    sock: socket.socket,
-    hostname: str,
-    deadline: float,
-    abort_fd: int | None,
-    abort_reason: Callable[[], str],
-) -> dict[str, Any]:
-    try:
-        return _exchange_hello(sock, hostname, deadline, abort_fd, abort_reason)
-    except OSError as exc:  # a VMM that dies resets the connection
-        if abort_fd is not None and select.select([abort_fd], [], [], 2.0)[0]:
-            raise AgentError(abort_reason()) from None
-        raise AgentError(f"lost the connection to the guest agent: {exc}") from None
-
-
-def _exchange_hello(
     sock: socket.socket,
     hostname: str,
     deadline: float,
