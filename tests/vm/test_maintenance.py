@@ -21,7 +21,12 @@ def test_cleanup_prompt_paths() -> None:
     assert mb("create", "--name", "c1", "busybox").returncode == 0
     assert mb("create", "--start", "--name", "c2", "busybox").returncode == 0
     dry = mb("cleanup", "--dry-run")
-    assert dry.returncode == 0 and b"c1" in dry.stderr and b"c2" not in dry.stderr
+    # Names are compared as whole words: a random hex id can contain "c2".
+    listed = [ln.split()[0] for ln in dry.stderr.decode().splitlines()[1:]]
+    assert dry.returncode == 0 and listed == ["c1"]
+    ids = {b["id"]: b["name"] for b in js("list", "--all")["data"]}
+    would = js("cleanup", "--dry-run")["data"]["would_delete"]
+    assert [ids[i] for i in would] == ["c1"]
     refused = mb("cleanup", stdin=subprocess.DEVNULL)
     assert refused.returncode == 1 and b"--force" in refused.stderr
     body = js("cleanup")
