@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from microbox.core.reconcile import require
-from microbox.core.spec import BoxSpec, parse_env
+from microbox.core.spec import BoxSpec, parse_env, validate_name
 from microbox.errors import InvalidSpec, StateError
 from microbox.store.boxes import BoxRecord
 
@@ -20,6 +20,19 @@ def test_invalid_specs(kw: dict[str, object], msg: str) -> None:
     with pytest.raises(InvalidSpec, match=msg) as err:
         BoxSpec(image="busybox", **kw).validate()  # type: ignore[arg-type]
     assert err.value.exit_code == 2
+
+
+@pytest.mark.parametrize("name", ["", "-x", ".hidden", "../up", "a/b", "a b", "é", "x" * 64,
+                                  "tab\there", "nul\0"])
+def test_bad_names(name: str) -> None:
+    with pytest.raises(InvalidSpec, match="bad box name") as err:
+        validate_name(name)
+    assert err.value.exit_code == 2
+
+
+@pytest.mark.parametrize("name", ["a", "web-1", "my_box.v2", "0", "x" * 63])
+def test_good_names(name: str) -> None:
+    assert validate_name(name) == name
 
 
 def test_parse_env(monkeypatch: pytest.MonkeyPatch) -> None:

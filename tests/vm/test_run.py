@@ -92,6 +92,9 @@ def test_invalid_spec_fails_before_anything_is_made(home: Path) -> None:
     assert r.returncode == 2 and b"--memory" in r.stderr
     r = mb("run", "--rm", "nosuchimage", "--", "true")
     assert r.returncode == 1 and b"nosuchimage" in r.stderr
+    r = mb("create", "--name", "../escape", "busybox")
+    assert r.returncode == 2 and r.stderr.count(b"\n") == 1 and b"bad box name" in r.stderr
+    assert not (home / "boxes").exists() or not any((home / "boxes").iterdir())
 
 
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from microbox.core import vm
 from microbox.core.boxdir import BoxDir, for_box
 from microbox.core.orphans import scan
-from microbox.core.spec import BoxSpec
+from microbox.core.spec import BoxSpec, validate_name
 from microbox.errors import NotFound
 from microbox.guest.channel import Channel
 from microbox.images import busybox, store
@@ -61,6 +61,8 @@ def create(db: Database, spec: BoxSpec, *, name: str | None = None,
     the box is rolled back entirely if its first start fails.
     """
     spec.validate()
+    if name is not None:
+        boxes.check_name_free(db.conn, validate_name(name))
     image = resolve_image(db, spec.image)
     record = BoxRecord(id=uuid.uuid4().hex, name=name or f"box-{secrets.token_hex(4)}",
                        image=image.name, spec={**spec.to_json(), "image_digest": image.digest},
@@ -68,15 +70,12 @@ def create(db: Database, spec: BoxSpec, *, name: str | None = None,
     if start_next:
         record = record.with_(spec={**record.spec, PENDING: True}, **_starter())
     d = box_dir(record)
-    d.create()
-    lock_fd = -1
+    lock_fd = d.create()
     try:
-        lock_fd = d.take_lock()
         vm.create_disk(image.path, d.disk)
         boxes.insert(db, record)
     except BaseException:
-        if lock_fd >= 0:
-            os.close(lock_fd)
+        os.close(lock_fd)
         d.remove()
         raise
     return record, lock_fd

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -13,6 +14,15 @@ from microbox.errors import InvalidSpec
 MIN_MEMORY_MIB = 64
 DEFAULT_MEMORY_MIB = 256
 ACCELS = ("auto", "kvm", "tcg")
+# Docker's rule, capped at a hostname's 63 bytes: the name becomes the guest's hostname.
+_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
+
+
+def validate_name(name: str) -> str:
+    if not _NAME.fullmatch(name):
+        raise InvalidSpec(f"bad box name {name!r}: use 1 to 63 letters, digits, '_', '.' or "
+                          "'-', starting with a letter or digit")
+    return name
 
 
 @dataclass(frozen=True)

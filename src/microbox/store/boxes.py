@@ -53,11 +53,20 @@ def _values(r: BoxRecord) -> tuple[Any, ...]:
             r.pid_start, r.last_error)
 
 
+def check_name_free(conn: sqlite3.Connection, name: str) -> None:
+    if conn.execute("SELECT 1 FROM boxes WHERE name=?", (name,)).fetchone():
+        raise UsageError(f"the name {name!r} is already taken by another box",
+                         f"microbox delete {name}")
+
+
+def get(db: Database, box_id: str) -> BoxRecord | None:
+    row = db.conn.execute("SELECT * FROM boxes WHERE id=?", (box_id,)).fetchone()
+    return None if row is None else _from_row(row)
+
+
 def insert(db: Database, record: BoxRecord) -> None:
     with db.tx() as c:
-        if c.execute("SELECT 1 FROM boxes WHERE name=?", (record.name,)).fetchone():
-            raise UsageError(f"the name {record.name!r} is already taken by another box",
-                             f"microbox delete {record.name}")
+        check_name_free(c, record.name)  # again, inside the transaction: the check that counts
         c.execute(f"INSERT INTO boxes ({','.join(_COLUMNS)}) VALUES "
                   f"({','.join('?' * len(_COLUMNS))})", _values(record))
 
