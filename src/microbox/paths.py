@@ -30,6 +30,11 @@ def boxes_dir() -> Path:
     return home() / "boxes"
 
 
+def boxes_lock() -> Path:
+    """Shared by commands making a box dir, exclusive for gc sweeping them."""
+    return home() / "boxes.lock"
+
+
 def images_dir() -> Path:
     return home() / "images"
 

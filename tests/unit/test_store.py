@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import sqlite3
+import tempfile
 from pathlib import Path
 
 import pytest
 
+from microbox import paths
+from microbox.core import maintenance
+from microbox.core.boxdir import BoxDir
 from microbox.errors import HostError, NotFound, UsageError
 from microbox.store import boxes
 from microbox.store.boxes import BoxRecord
@@ -71,3 +77,23 @@ def test_update_and_delete_roundtrip(tmp_path: Path) -> None:
     boxes.delete(db, r.id)
     assert boxes.all_boxes(db) == []
     db.close()
+
+
+def test_gc_spares_held_dirs_and_dirs_whose_row_appeared(monkeypatch: pytest.MonkeyPatch) -> None:
+    """gc removes only dirs nobody holds and no row names, both checked under the dir's lock."""
+    home = Path(tempfile.mkdtemp(prefix="mbg-", dir="/tmp"))  # short: box dirs hold sockets
+    monkeypatch.setenv("MICROBOX_HOME", str(home))
+    db = Database(home / "m.db")
+    held, late, stray = (BoxDir(paths.boxes_dir() / (c * 32)) for c in "abc")
+    fd = held.create()  # a create in progress: dir made, lock held, no row yet
+    os.close(late.create())
+    stray.path.mkdir()  # left by a crash between mkdir and flock
+    # A create that finished after gc listed the rows: its row is read again under the lock.
+    boxes.insert(db, rec(late.path.name, "late"))
+    assert not maintenance._remove_unowned(db, late, dry_run=False) and late.exists()
+    report = maintenance.gc(db)
+    assert report.dirs == [str(stray.path)]
+    assert held.exists() and late.exists() and not stray.exists()
+    os.close(fd)
+    db.close()
+    shutil.rmtree(home)

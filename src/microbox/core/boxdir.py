@@ -12,10 +12,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import shutil
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,7 +62,12 @@ class BoxDir:
     def disk(self) -> Path:
         return self.path / "disk.qcow2"
 
-    def create(self) -> None:
+    def create(self) -> int:
+        """Make the dir with its lock held; returns the lock fd.
+
+        Both steps happen under a shared hold of the boxes lock, which
+        `gc` takes exclusively: gc never sees a dir that is made but not yet locked.
+        """
         longest = str(self.port(99))
         if len(longest.encode()) > _SUN_PATH_MAX:
             raise UsageError(
@@ -68,7 +75,13 @@ class BoxDir:
                 "export MICROBOX_HOME=<a shorter path>",
             )
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.path.mkdir(mode=0o700)
+        with creating(fcntl.LOCK_SH):
+            self.path.mkdir(mode=0o700)
+            try:
+                return self.take_lock()
+            except BaseException:
+                self.remove()
+                raise
 
     def remove(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
@@ -114,6 +127,17 @@ class BoxDir:
         os.chmod(path, 0o600)
         sock.listen(4)
         return sock
+
+
+@contextlib.contextmanager
+def creating(how: int) -> Iterator[None]:
+    """Hold the boxes lock: LOCK_SH while making a box dir, LOCK_EX while sweeping them."""
+    fd = os.open(paths.boxes_lock(), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, how)
+        yield
+    finally:
+        os.close(fd)
 
 
 def for_box(box_id: str) -> BoxDir:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from microbox import paths
 from microbox.core import orphans
-from microbox.core.boxdir import for_box
+from microbox.core.boxdir import BoxDir, for_box
 from microbox.core.vm import default_kernel
 from microbox.host import agent, kernel
 from microbox.store.migrations import MIGRATIONS
@@ -177,8 +177,9 @@ def _orphans() -> Check:
                      + " ".join(f"{v.box_id[:12]} (pid {v.pid})" for v in lost),
                      f"microbox kill {lost[0].box_id[:12]}")
     root = paths.boxes_dir()
-    stray = [d for d in root.iterdir() if d.is_dir() and d.name not in known] if root.is_dir() \
-        else []
+    # A dir whose lock is held is a box being made or booted; only unowned ones are stray.
+    stray = [d for d in root.iterdir() if d.is_dir() and d.name not in known
+             and not BoxDir(d).alive()] if root.is_dir() else []
     if stray:
         return Check("orphans", "FAIL", f"{len(stray)} box dirs belong to no box",
                      "microbox gc")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 from dataclasses import dataclass, field
@@ -9,7 +10,7 @@ from pathlib import Path
 
 from microbox import paths
 from microbox.core import vm
-from microbox.core.boxdir import BoxDir
+from microbox.core.boxdir import BoxDir, creating
 from microbox.core.orphans import VMM
 from microbox.core.reconcile import reconcile, vanishes
 from microbox.errors import StateError
@@ -36,13 +37,31 @@ def gc(db: Database, dry_run: bool = False) -> GcReport:
                 reconcile(db, record)
     root = paths.boxes_dir()
     if root.is_dir():
-        for d in sorted(root.iterdir()):
-            if d.name in known or not d.is_dir() or BoxDir(d).alive():
-                continue
-            report.dirs.append(str(d))
-            if not dry_run:
-                BoxDir(d).remove()
+        with creating(fcntl.LOCK_EX):  # no create is between mkdir and flock now
+            for d in sorted(root.iterdir()):
+                if d.name not in known and d.is_dir() and _remove_unowned(db, BoxDir(d), dry_run):
+                    report.dirs.append(str(d))
     return report
+
+
+def _remove_unowned(db: Database, d: BoxDir, dry_run: bool) -> bool:
+    """Remove `d` if no process holds it and no row names it, both checked under its lock.
+
+    The row is read again after taking the lock: a create that finished after
+    gc listed the rows has released the lock by now, and its row is visible.
+    """
+    try:
+        fd = d.take_lock()
+    except BlockingIOError:
+        return False  # a VMM, or a command making or starting this box
+    try:
+        if boxes.get(db, d.path.name) is not None:
+            return False
+        if not dry_run:
+            d.remove()
+        return True
+    finally:
+        os.close(fd)
 
 
 def cleanup_candidates(records: list[BoxRecord], include_running: bool) -> list[BoxRecord]:
