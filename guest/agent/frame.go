@@ -103,20 +103,24 @@ type Decoder struct {
 }
 
 // Feed appends data and returns every whole frame now available. After an
-// error the decoder must be discarded (the channel is corrupt).
+// error the decoder holds the bytes from the bad header on (see Salvage) and
+// must not be fed again: the stream has lost its frame boundaries.
 func (d *Decoder) Feed(data []byte) ([]Frame, error) {
 	d.buf = append(d.buf, data...)
 	var frames []Frame
+	var err error
 	off := 0
 	for len(d.buf)-off >= headerSize {
 		h := d.buf[off:]
 		length := binary.BigEndian.Uint32(h[0:4])
 		t := h[4]
 		if length < 5 || length > maxPayload+5 {
-			return frames, errProtocol("frame length %d outside 5..%d", length, maxPayload+5)
+			err = errProtocol("frame length %d outside 5..%d", length, maxPayload+5)
+			break
 		}
 		if _, ok := typeNames[t]; !ok {
-			return frames, errProtocol("unknown frame type 0x%02x", t)
+			err = errProtocol("unknown frame type 0x%02x", t)
+			break
 		}
 		end := 4 + int(length)
 		if len(h) < end {
@@ -127,6 +131,20 @@ func (d *Decoder) Feed(data []byte) ([]Frame, error) {
 		frames = append(frames, Frame{Type: t, Stream: binary.BigEndian.Uint32(h[5:9]), Payload: payload})
 		off += end
 	}
+	d.trim(off)
+	return frames, err
+}
+
+// Salvage returns what followed the start of the bad or torn frame at the
+// head of the buffer: the bytes in which a resynchronising hunt begins.
+func (d *Decoder) Salvage() []byte {
+	if len(d.buf) == 0 {
+		return nil
+	}
+	return append([]byte(nil), d.buf[1:]...)
+}
+
+func (d *Decoder) trim(off int) {
 	if off > 0 {
 		n := copy(d.buf, d.buf[off:])
 		d.buf = d.buf[:n]
@@ -135,7 +153,6 @@ func (d *Decoder) Feed(data []byte) ([]Frame, error) {
 			d.buf = append([]byte(nil), d.buf...)
 		}
 	}
-	return frames, nil
 }
 
 // Pending returns the number of bytes buffered towards the next frame.

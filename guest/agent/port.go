@@ -8,6 +8,7 @@ import (
 	"io"
 	"sync"
 	"syscall"
+	"time"
 	"unsafe"
 )
 
@@ -28,6 +29,24 @@ type Port struct {
 
 func newPort(fd int, name string, virtio bool) *Port {
 	return &Port{fd: fd, name: name, virtio: virtio, rbuf: make([]byte, chunkSize)}
+}
+
+// errStalled: readWithin saw no byte arrive in time.
+var errStalled = errors.New("no data within the time limit")
+
+// readWithin is read, but gives up with errStalled when nothing arrives
+// within d (d < 0: wait for ever).
+func (p *Port) readWithin(d time.Duration) ([]byte, error) {
+	if d >= 0 {
+		ready, err := p.poll(d)
+		if err != nil {
+			return nil, err
+		}
+		if !ready {
+			return nil, errStalled
+		}
+	}
+	return p.read()
 }
 
 // read returns io.EOF when the host is not (or no longer) connected.
@@ -83,20 +102,36 @@ const (
 	pollHup = 0x10
 )
 
-// hostConnected polls the port without blocking: virtio_console reports
-// POLLHUP exactly while no host is connected.
-func (p *Port) hostConnected() bool {
+// ppoll waits up to d for the port to become readable or hung up and
+// returns the events seen (0 on time-out).
+func (p *Port) ppoll(d time.Duration) (int16, error) {
 	pfd := pollFd{fd: int32(p.fd), events: pollIn}
-	var ts syscall.Timespec
+	ts := syscall.NsecToTimespec(int64(d))
 	for {
 		_, _, e := syscall.Syscall6(syscall.SYS_PPOLL, uintptr(unsafe.Pointer(&pfd)), 1,
 			uintptr(unsafe.Pointer(&ts)), 0, 0, 0)
 		if e == syscall.EINTR {
-			continue
+			continue // the kernel updated ts to the time left
 		}
 		if e != 0 {
-			return true // cannot tell; let write(2) decide
+			return 0, e
 		}
-		return pfd.revents&pollHup == 0
+		return pfd.revents, nil
 	}
+}
+
+// poll reports whether a read would return at once (data, EOF or error).
+func (p *Port) poll(d time.Duration) (bool, error) {
+	ev, err := p.ppoll(d)
+	return ev != 0, err
+}
+
+// hostConnected polls the port without blocking: virtio_console reports
+// POLLHUP exactly while no host is connected.
+func (p *Port) hostConnected() bool {
+	ev, err := p.ppoll(0)
+	if err != nil {
+		return true // cannot tell; let write(2) decide
+	}
+	return ev&pollHup == 0
 }

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 )
 
 // Agent holds what every session shares. Hooks that touch the machine
@@ -65,53 +66,104 @@ type Session struct {
 	endOnce sync.Once
 }
 
-// ServeSession serves one session on p until the host disconnects. It
-// returns nil on end-of-file and the read error otherwise. Every
-// non-detached process of the session is killed before it returns.
+// ServeSession serves sessions on p until the host disconnects. It returns
+// nil on end-of-file and the read error otherwise. Every non-detached process
+// of a session is killed when the session ends.
+//
+// A new session can also begin without a disconnect being seen: with a HELLO
+// in the middle of a session (virtio_console does not report a disconnect
+// followed by a reconnect before read(2) runs again), or with the HELLO that
+// the hunt finds after the framing broke (resync.go).
 func (a *Agent) ServeSession(p *Port) error {
-	s := newSession(a, p)
-	defer func() { s.end() }()
-	var dec Decoder
-	failed := false
+	l := &sessionLoop{a: a, p: p, s: newSession(a, p)}
+	defer func() { l.s.end() }()
 	for {
-		data, err := p.read()
-		if err == io.EOF {
-			return nil
+		gap := time.Duration(-1)
+		if l.hunt == nil && l.dec.Pending() > 0 {
+			gap = frameGap
 		}
-		if err != nil {
+		data, err := p.readWithin(gap)
+		switch {
+		case err == errStalled:
+			data = l.dec.Salvage()
+			l.lose(errProtocol("a frame stopped after %d bytes and nothing came for %v",
+				l.dec.Pending(), frameGap))
+		case err == io.EOF:
+			return nil
+		case err != nil:
 			return err
 		}
-		if failed {
-			continue // the session is over; drain until the host goes
-		}
-		frames, derr := dec.Feed(data)
-		var perr *protoError
-		for _, f := range frames {
-			perr = s.dispatch(f)
-			if perr == errNewHost {
-				// virtio_console does not report a disconnect that is
-				// followed by a reconnect before read(2) runs again; a
-				// HELLO is the only sign of the new host.
-				a.logf("session on %s: HELLO from a new host", p.name)
-				s.end()
-				s = newSession(a, p)
-				perr = s.dispatch(f)
+		l.take(data)
+	}
+}
+
+// sessionLoop is the reading side of one port: the current session, the
+// frame decoder and, while the framing is lost, the hunt for a HELLO.
+type sessionLoop struct {
+	a    *Agent
+	p    *Port
+	s    *Session
+	dec  Decoder
+	hunt *hunter
+}
+
+// take decodes and dispatches input, hunting first if the framing is lost.
+func (l *sessionLoop) take(data []byte) {
+	for {
+		if l.hunt != nil {
+			hello, rest, ok := l.hunt.feed(data)
+			if !ok {
+				return
 			}
-			if perr != nil {
-				break
-			}
+			l.a.logf("session on %s: found a HELLO, in sync again", l.p.name)
+			l.hunt = nil
+			l.s = newSession(l.a, l.p)
+			data = append(encodeFrame(tHello, 0, hello.Payload), rest...)
 		}
+		frames, derr := l.dec.Feed(data)
+		salvage, perr := l.dispatchAll(frames)
 		if perr == nil && derr != nil {
-			perr = derr.(*protoError)
+			perr, salvage = derr.(*protoError), l.dec.Salvage()
+		}
+		if perr == nil {
+			return
+		}
+		l.lose(perr)
+		data = salvage // the next host's HELLO may be in what followed the failure
+	}
+}
+
+// dispatchAll dispatches frames in order. On an error it returns the error
+// and the undispatched bytes: the frames after the failing one and whatever
+// the decoder holds.
+func (l *sessionLoop) dispatchAll(frames []Frame) ([]byte, *protoError) {
+	for i, f := range frames {
+		perr := l.s.dispatch(f)
+		if perr == errNewHost {
+			l.a.logf("session on %s: HELLO from a new host", l.p.name)
+			l.s.end()
+			l.s = newSession(l.a, l.p)
+			perr = l.s.dispatch(f)
 		}
 		if perr != nil {
-			a.logf("session on %s: %v", p.name, perr)
-			s.sendJSON(tError, 0, errorMsg{Kind: perr.kind, Message: perr.msg})
-			s.end()
-			failed = true
-			dec = Decoder{}
+			var rest []byte
+			for _, g := range frames[i+1:] {
+				rest = append(rest, encodeFrame(g.Type, g.Stream, g.Payload)...)
+			}
+			return append(rest, l.dec.buf...), perr
 		}
 	}
+	return nil, nil
+}
+
+// lose reports a protocol error to the host, ends the session and starts
+// the hunt for the next HELLO.
+func (l *sessionLoop) lose(perr *protoError) {
+	l.a.logf("session on %s: %v; waiting for a HELLO", l.p.name, perr)
+	l.s.sendJSON(tError, 0, errorMsg{Kind: perr.kind, Message: perr.msg})
+	l.s.end()
+	l.dec = Decoder{}
+	l.hunt = &hunter{}
 }
 
 func newSession(a *Agent, p *Port) *Session {

@@ -8,7 +8,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -69,9 +69,75 @@ def test_wrong_version_is_refused(tmp_path: Path) -> None:
         open_channel(tmp_path)
 
 
-def test_garbage_during_handshake_is_an_error_not_a_hang(tmp_path: Path) -> None:
-    serve(tmp_path, lambda conn, s: conn.sendall(HEADER.pack(0xFFFFFFF0, 2, 0)))
-    with pytest.raises(AgentError, match="malformed"):
+def test_torn_tail_and_garbage_before_the_reply_are_skipped(tmp_path: Path) -> None:
+    """What a session begins with may be the rest of a frame meant for a dead client."""
+    torn = encode(T.EXIT, 3, {"code": 0, "signal": None, "timed_out": False})[5:]
+
+    def peer(conn: socket.socket, session: str) -> None:
+        conn.sendall(torn + HEADER.pack(0xFFFFFFF0, 2, 0) + reply(session))
+        conn.recv(1)
+
+    serve(tmp_path, peer)
+    ch = open_channel(tmp_path)
+    assert ch.hello["session"]
+    ch.close()
+
+
+def test_garbage_alone_times_out(tmp_path: Path) -> None:
+    done = threading.Event()
+
+    def peer(conn: socket.socket, session: str) -> None:
+        conn.sendall(HEADER.pack(0xFFFFFFF0, 2, 0) + os.urandom(100_000))
+        done.wait(5)
+
+    serve(tmp_path, peer)
+    with pytest.raises(AgentTimeout):
+        open_channel(tmp_path, timeout=0.5)
+    done.set()
+
+
+def hellos(conn: socket.socket) -> Iterator[str]:
+    """The session nonce of each HELLO the host sends."""
+    dec = Decoder()
+    while data := conn.recv(4096):
+        for frame in dec.feed(data):
+            assert frame.type == T.HELLO
+            yield str(frame.json()["session"])
+
+
+def protocol_error() -> bytes:
+    return encode(T.ERROR, 0, {"kind": "protocol", "message": "a frame stopped"})
+
+
+def test_agent_out_of_sync_gets_a_new_hello(tmp_path: Path) -> None:
+    """The agent lost the framing (our HELLO went into a torn frame): it says so, we resend."""
+    def peer(conn: socket.socket, first: str) -> None:
+        conn.sendall(protocol_error())
+        second = next(hellos(conn))
+        assert second != first
+        conn.sendall(reply(first) + reply(second))  # a late answer to the first is skipped
+        conn.recv(1)
+
+    serve(tmp_path, peer)
+    ch = open_channel(tmp_path)
+    ch.close()
+
+
+def test_resends_are_bounded(tmp_path: Path) -> None:
+    def peer(conn: socket.socket, session: str) -> None:
+        conn.sendall(protocol_error())
+        for _ in hellos(conn):
+            conn.sendall(protocol_error())
+
+    serve(tmp_path, peer)
+    with pytest.raises(AgentError, match="refused the session: a frame stopped"):
+        open_channel(tmp_path)
+
+
+def test_other_errors_refuse_the_session(tmp_path: Path) -> None:
+    serve(tmp_path, lambda conn, s: conn.sendall(
+        encode(T.ERROR, 0, {"kind": "version", "message": "agent speaks 1"})))
+    with pytest.raises(AgentError, match="refused the session: agent speaks 1"):
         open_channel(tmp_path)
 
 

@@ -24,6 +24,7 @@ from typing import Any
 from microbox.errors import AgentError, AgentTimeout
 from microbox.guest.protocol import (
     VERSION,
+    ControlScanner,
     Decoder,
     Frame,
     ProtocolError,
@@ -114,7 +115,7 @@ class Channel:
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 try:
                     sock.connect(str(port_sock(n)))
-                    reply = _handshake(sock, hostname, deadline, abort_fd, abort_reason)
+                    reply = handshake(sock, hostname, deadline, abort_fd, abort_reason)
                 except OSError as exc:  # a VMM that dies resets the connection
                     sock.close()
                     if abort_fd is not None and select.select([abort_fd], [], [], 2.0)[0]:
@@ -212,18 +213,27 @@ def _message(frame: Frame) -> str:
         return "unreadable error frame"
 
 
-def _handshake(
+RESYNC_HELLOS = 3  # HELLOs re-sent when the agent says it lost the framing
+
+
+def handshake(
     sock: socket.socket,
     hostname: str,
     deadline: float,
     abort_fd: int | None,
     abort_reason: Callable[[], str],
 ) -> dict[str, Any]:
-    session = secrets.token_hex(8)
-    hello = {"version": VERSION, "session": session, "time_ns": time.time_ns(),
-             "hostname": hostname}
-    sock.sendall(encode(T.HELLO, 0, hello))
-    decoder = Decoder()
+    """Send HELLO and find the HELLO_REPLY with our session nonce.
+
+    Bytes before the reply may be the tail of a previous client's session;
+    they are skipped (docs/protocol.md, "Losing and regaining sync"). An
+    ERROR of kind "protocol" means the agent lost the framing, perhaps inside
+    a torn frame that swallowed our HELLO: it is hunting for one, so we send
+    another, with a new nonce.
+    """
+    resends = RESYNC_HELLOS
+    session = _send_hello(sock, hostname)
+    scanner = ControlScanner()
     watch: list[int] = [sock.fileno()] if abort_fd is None else [sock.fileno(), abort_fd]
     while True:
         left = deadline - time.monotonic()
@@ -237,23 +247,29 @@ def _handshake(
         data = sock.recv(_RECV)
         if not data:
             raise AgentError("the guest agent closed the connection during the handshake")
-        try:
-            for frame in decoder.feed(data):
-                if frame.stream != 0:
-                    continue  # whole frames left over from an earlier session
-                if frame.type == T.ERROR:
-                    raise AgentError(f"the guest agent refused the session: {_message(frame)}")
-                if frame.type == T.HELLO_REPLY:
-                    reply = frame.json()
-                    if reply.get("session") != session:
-                        continue
-                    if reply.get("version") != VERSION:
-                        raise AgentError(
-                            f"the guest agent speaks protocol {reply.get('version')!r}, "
-                            f"not {VERSION}"
-                        )
-                    if decoder.pending:
-                        raise AgentError("the guest agent sent data before the session began")
-                    return reply
-        except ProtocolError as exc:
-            raise AgentError(f"the guest agent sent a malformed frame ({exc})") from None
+        frames = scanner.feed(data)
+        for n, frame in enumerate(frames, 1):
+            body = frame.json()
+            if frame.type == T.ERROR:
+                if body.get("kind") == "protocol" and resends > 0:
+                    resends -= 1
+                    session = _send_hello(sock, hostname)
+                    continue
+                raise AgentError(f"the guest agent refused the session: {_message(frame)}")
+            if body.get("session") != session:
+                continue  # the reply to a HELLO we sent before re-sending
+            if body.get("version") != VERSION:
+                raise AgentError(
+                    f"the guest agent speaks protocol {body.get('version')!r}, not {VERSION}"
+                )
+            if n < len(frames) or scanner.pending:
+                raise AgentError("the guest agent sent data before the session began")
+            return body
+
+
+def _send_hello(sock: socket.socket, hostname: str) -> str:
+    session = secrets.token_hex(8)
+    hello = {"version": VERSION, "session": session, "time_ns": time.time_ns(),
+             "hostname": hostname}
+    sock.sendall(encode(T.HELLO, 0, hello))
+    return session

@@ -118,3 +118,58 @@ class Decoder:
     def pending(self) -> int:
         """Bytes buffered towards the next frame."""
         return len(self._buf)
+
+
+MAX_CONTROL = 64 * 1024  # bound on a HELLO_REPLY or ERROR found by scanning
+
+
+class ControlScanner:
+    """Finds stream-0 HELLO_REPLY and ERROR frames in a stream of unknown alignment.
+
+    A new session may begin with the tail of a frame the agent was writing to
+    a client that died (docs/protocol.md, "Losing and regaining sync"), so the
+    handshake cannot decode from its first byte. The agent writes whole
+    frames, and its JSON payloads start with '{': a header whose type, stream
+    and first payload byte fit, and whose payload is a JSON object, is taken
+    as a frame boundary. Holds at most one control frame's worth of bytes.
+    """
+
+    _MARKS = tuple(bytes([t]) + b"\0\0\0\0{" for t in (T.HELLO_REPLY, T.ERROR))
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[Frame]:
+        buf = self._buf
+        buf += data
+        found: list[Frame] = []
+        pos = 0  # the scan resumes here
+        wait: int | None = None  # the first candidate whose payload is still arriving
+        while (mark := self._next_mark(pos)) >= 0:
+            start = mark - 4
+            pos = start + 1
+            length = int.from_bytes(buf[start:start + 4], "big")
+            end = start + 4 + length
+            if not 5 < length <= MAX_CONTROL + 5:
+                continue
+            if end > len(buf):
+                wait = start if wait is None else wait
+                continue
+            frame = Frame(T(buf[start + 4]), 0, bytes(buf[start + HEADER_SIZE:end]))
+            try:
+                frame.json()
+            except ProtocolError:
+                continue
+            found.append(frame)
+            pos, wait = end, None
+        cut = max(pos, len(buf) - HEADER_SIZE)  # the tail may begin a header
+        del buf[:cut if wait is None else min(wait, cut)]
+        return found
+
+    def _next_mark(self, pos: int) -> int:
+        hits = [i for i in (self._buf.find(m, pos + 4) for m in self._MARKS) if i >= 0]
+        return min(hits, default=-1)
+
+    @property
+    def pending(self) -> int:
+        return len(self._buf)

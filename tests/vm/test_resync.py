@@ -1,0 +1,75 @@
+"""A client SIGKILLed in the middle of a frame must not break the port for the next one.
+
+The next client connects before the first dies (it waits in QEMU's listen
+backlog), so the guest sees the disconnect and the reconnect back to back and
+the agent cannot tell them apart by an end-of-file: the framing itself has to
+recover (docs/protocol.md, "Losing and regaining sync").
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from microbox.guest import ops
+from microbox.guest.channel import Channel, handshake
+from tests.vm.helpers import mb
+
+# A client of port 0 that leaves a frame half-written ("torn") or an exec
+# flooding output it never reads ("flood"), says "ready" and waits to be killed.
+CLIENT = r"""
+import sys, time
+from pathlib import Path
+from microbox.guest.channel import Channel
+from microbox.guest.ops import ExecRequest
+from microbox.guest.protocol import T, encode
+d, mode = Path(sys.argv[1]), sys.argv[2]
+ch = Channel.open(lambda n: d / f"port{n}.sock", lambda n: d / f"port{n}.lock", 1,
+                  deadline=time.monotonic() + 60)
+if mode == "torn":
+    frame = encode(T.EXEC, 5, ExecRequest(argv=["sh", "-c", "echo never"]).payload())
+    ch.send(frame[: len(frame) // 2])
+else:
+    ch.send(encode(T.EXEC, 5, ExecRequest(argv=["yes", "stale output " * 100]).payload()))
+    time.sleep(1)  # the agent's writes fill the socket: one is cut when we die
+print("ready", flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize("mode", ["torn", "flood"])
+def test_client_killed_mid_frame(home: Path, mode: str) -> None:
+    assert mb("create", "--start", "--name", f"rs-{mode}", "busybox").returncode == 0
+    box_id = json.loads(mb("inspect", f"rs-{mode}", "--json").stdout)["data"]["id"]
+    d = home / "boxes" / box_id
+    client = subprocess.Popen([sys.executable, "-c", CLIENT, str(d), mode],
+                              stdout=subprocess.PIPE, env=os.environ.copy())
+    try:
+        assert client.stdout is not None and client.stdout.readline() == b"ready\n"
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.connect(str(d / "port0.sock"))  # queued behind the live client
+            os.kill(client.pid, signal.SIGKILL)
+            client.wait()
+            lock = os.open(d / "port0.lock", os.O_RDWR)
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the dead client's is free
+            reply = handshake(sock, "", time.monotonic() + 30, None, lambda: "")
+            ch = Channel(sock.dup(), lock, reply)
+            try:
+                ops.ping(ch, b"after the kill")
+            finally:
+                ch.close()
+    finally:
+        client.kill()
+        client.wait()
+    r = mb("exec", f"rs-{mode}", "--", "echo", "still fine")
+    assert r.returncode == 0 and r.stdout == b"still fine\n", r.stderr
+    assert mb("delete", "-f", f"rs-{mode}").returncode == 0
