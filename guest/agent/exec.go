@@ -15,17 +15,17 @@ import (
 const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 type execRequest struct {
-	Argv      []string `json:"argv"`
-	Env       []string `json:"env"`
-	Cwd       string   `json:"cwd"`
-	User      string   `json:"user"`
-	TTY       bool     `json:"tty"`
-	Rows      int      `json:"rows"`
-	Cols      int      `json:"cols"`
-	Stdin     bool     `json:"stdin"`
-	TimeoutMs int64    `json:"timeout_ms"`
-	Detach    bool     `json:"detach"`
-	Main      bool     `json:"main"` // with detach: the box ends when this process does
+	Argv      wireStrings `json:"argv"`
+	Env       wireStrings `json:"env"`
+	Cwd       wireString  `json:"cwd"`
+	User      string      `json:"user"`
+	TTY       bool        `json:"tty"`
+	Rows      int         `json:"rows"`
+	Cols      int         `json:"cols"`
+	Stdin     bool        `json:"stdin"`
+	TimeoutMs int64       `json:"timeout_ms"`
+	Detach    bool        `json:"detach"`
+	Main      bool        `json:"main"` // with detach: the box ends when this process does
 }
 
 // opError is an operation failure reported as ERROR on its stream.
@@ -70,16 +70,16 @@ func (a *Agent) prepareExec(payload []byte) (*execSpec, *opError) {
 		return nil, opErr("bad_user", err.Error())
 	}
 	sp.user = u
-	if r.Cwd == "" {
+	if cwd := string(r.Cwd); cwd == "" {
 		sp.cwd = "/"
 		if isDir(u.home) {
 			sp.cwd = u.home
 		}
 	} else {
-		if !isDir(r.Cwd) {
-			return nil, opErr("bad_cwd", "working directory is not a directory: "+r.Cwd)
+		if !isDir(cwd) {
+			return nil, opErr("bad_cwd", "working directory is not a directory: "+cwd)
 		}
-		sp.cwd = r.Cwd
+		sp.cwd = cwd
 	}
 	sp.env = execEnv(u, r.TTY, r.Env)
 	path, oe := lookPath(r.Argv[0], envValue(sp.env, "PATH"), sp.cwd)

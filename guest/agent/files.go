@@ -33,9 +33,9 @@ func fileErrKind(err error) string {
 }
 
 type putRequest struct {
-	Path   string  `json:"path"`
-	Mode   *uint32 `json:"mode"`
-	Mkdirs bool    `json:"mkdirs"`
+	Path   wireString `json:"path"`
+	Mode   *uint32    `json:"mode"`
+	Mkdirs bool       `json:"mkdirs"`
 }
 
 // putOp receives the DATA frames of one PUT into a temporary file beside the
@@ -54,11 +54,11 @@ func (s *Session) handlePut(stream uint32, payload []byte) {
 		s.sendError(stream, "invalid", "bad PUT request: %v", err)
 		return
 	}
-	if !filepath.IsAbs(r.Path) {
+	if !filepath.IsAbs(string(r.Path)) {
 		s.sendError(stream, "invalid", "path must be absolute: %q", r.Path)
 		return
 	}
-	path := filepath.Clean(r.Path)
+	path := filepath.Clean(string(r.Path))
 	mode := os.FileMode(0o644)
 	if r.Mode != nil {
 		mode = os.FileMode(*r.Mode & 0o7777)
@@ -119,7 +119,7 @@ func (op *putOp) abort() {
 }
 
 type getRequest struct {
-	Path string `json:"path"`
+	Path wireString `json:"path"`
 }
 
 // getOp streams one file; it takes no frames from the host.
@@ -134,7 +134,7 @@ func (s *Session) handleGet(stream uint32, payload []byte) {
 		s.sendError(stream, "invalid", "bad GET request")
 		return
 	}
-	f, err := os.Open(r.Path)
+	f, err := os.Open(string(r.Path))
 	if err != nil {
 		s.sendError(stream, fileErrKind(err), "%v", err)
 		return

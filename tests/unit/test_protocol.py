@@ -23,6 +23,7 @@ from microbox.guest.protocol import (
     T,
     encode,
     untrusted_text,
+    wire,
 )
 
 GOLDEN = Path(__file__).resolve().parents[2] / "docs" / "protocol-golden.json"
@@ -146,3 +147,15 @@ def test_scanner_stays_bounded(chunks: list[bytes]) -> None:
     for c in chunks:
         sc.feed(c)
         assert sc.pending <= MAX_CONTROL + HEADER_SIZE + len(c)
+
+
+def test_byte_strings_match_the_golden_exec() -> None:
+    """Arguments that are not UTF-8 (lone surrogates from surrogateescape) travel as base64."""
+    from microbox.guest.ops import ExecRequest
+
+    (entry,) = [e for e in golden() if e["name"] == "exec_bytes"]
+    req = ExecRequest(argv=["printf", "%s", "\udcff"], env={"B": "\udc80"})
+    assert req.payload() == entry["json"]
+    assert wire("plain é") == "plain é"
+    with pytest.raises(ValueError):
+        wire("\ud800")  # a surrogate no byte decodes to

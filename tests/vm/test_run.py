@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from microbox.store import boxes
 from microbox.store.db import Database
 from microbox.vmm import accel
 from tests.conftest import qemu_pids
-from tests.vm.helpers import mb, mb_tty, spawn
+from tests.vm.helpers import CLI, mb, mb_tty, spawn
 
 
 def test_stdout_stderr_and_exit_code() -> None:
@@ -65,6 +66,12 @@ def test_arguments_arrive_byte_for_byte() -> None:
     r = mb("run", "--rm", "busybox", "--", "printf", "[%s]\\n", *args)
     assert r.returncode == 0, r.stderr
     assert r.stdout.decode() == "".join(f"[{a}]\n" for a in args)
+    # Bytes that are not UTF-8, in an argument and in -e, arrive as they were.
+    raw = subprocess.run([*CLI, "run", "--rm", "-e", b"V=\x80\xfe", "busybox", "--", "sh", "-c",
+                          'printf "[%s][%s]" "$1" "$V"', "sh", b"\xffA\xc3"],
+                         capture_output=True, timeout=120)
+    assert raw.returncode == 0, raw.stderr
+    assert raw.stdout == b"[\xffA\xc3][\x80\xfe]"
 
 
 def test_env_workdir_user() -> None:

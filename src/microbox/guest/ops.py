@@ -7,9 +7,16 @@ from typing import IO, Any
 
 from microbox.errors import AgentError, ExecFailed, UsageError
 from microbox.guest.channel import Channel, Stream
-from microbox.guest.protocol import CHUNK, Frame, ProtocolError, T, untrusted_text
+from microbox.guest.protocol import CHUNK, Frame, ProtocolError, T, untrusted_text, wire
 
 DEFAULT_TIMEOUT = 30.0
+
+
+def _wire(text: str) -> str | dict[str, str]:
+    try:
+        return wire(text)
+    except ValueError as exc:
+        raise UsageError(f"argument {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -29,16 +36,12 @@ class ExecRequest:
     def payload(self) -> dict[str, Any]:
         if not self.argv:
             raise UsageError("no command given", "microbox run IMAGE -- CMD [ARG...]")
-        for arg in [*self.argv, *self.env, *self.env.values()]:
+        for arg in [*self.argv, *self.env, *self.env.values(), self.cwd or ""]:
             if "\0" in arg:
                 raise UsageError(f"argument {arg!r} contains a NUL byte, which execve cannot pass")
-            try:
-                arg.encode()
-            except UnicodeEncodeError:
-                raise UsageError(f"argument {arg!r} is not valid UTF-8") from None
         body: dict[str, Any] = {
-            "argv": list(self.argv),
-            "env": [f"{k}={v}" for k, v in self.env.items()],
+            "argv": [_wire(a) for a in self.argv],
+            "env": [_wire(f"{k}={v}") for k, v in self.env.items()],
             "tty": self.tty,
             "rows": self.rows,
             "cols": self.cols,
@@ -49,7 +52,7 @@ class ExecRequest:
         if self.main:
             body["main"] = True
         if self.cwd:
-            body["cwd"] = self.cwd
+            body["cwd"] = _wire(self.cwd)
         if self.user:
             body["user"] = self.user
         return body
@@ -163,7 +166,7 @@ def put_file(channel: Channel, src: IO[bytes], dest: str, mode: int, mkdirs: boo
              timeout: float = DEFAULT_TIMEOUT) -> None:
     stream = channel.stream()
     try:
-        stream.send(T.PUT, {"path": dest, "mode": mode & 0o7777, "mkdirs": mkdirs})
+        stream.send(T.PUT, {"path": _wire(dest), "mode": mode & 0o7777, "mkdirs": mkdirs})
         while chunk := src.read(CHUNK):
             stream.send(T.DATA, chunk)
         stream.send(T.DATA, b"")
@@ -178,7 +181,7 @@ def get_file(channel: Channel, src: str, dest: IO[bytes], max_bytes: int | None 
     stream = channel.stream()
     doing = f"reading {src}"
     try:
-        stream.send(T.GET, {"path": src})
+        stream.send(T.GET, {"path": _wire(src)})
         frame = _expect(stream, T.FILE, doing, timeout)
         mode = _int(frame.json().get("mode"), "file mode") & 0o7777
         total = 0

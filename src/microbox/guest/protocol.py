@@ -7,6 +7,7 @@ maximal frame.
 
 from __future__ import annotations
 
+import base64
 import enum
 import json
 import struct
@@ -74,6 +75,25 @@ def untrusted_text(text: str, limit: int = 1000) -> str:
     escape sequences), bounded length."""
     clean = "".join(ch if ch.isprintable() else "?" for ch in text[:limit])
     return clean + ("…" if len(text) > limit else "")
+
+
+def wire(text: str) -> str | dict[str, str]:
+    """A byte string (argv, env, cwd, path) for the wire (docs/protocol.md, "Byte strings").
+
+    Bytes that are not UTF-8 reach Python as lone surrogates (the
+    surrogateescape error handler of sys.argv and os.fsdecode); they travel as
+    {"b64": ...} so that the guest gets the original bytes.
+    """
+    try:
+        text.encode()
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raise ValueError(f"{text!r} holds characters that are neither text nor bytes") from None
+    return {"b64": base64.b64encode(raw).decode()}
 
 
 def encode(type_: T, stream: int, payload: bytes | dict[str, Any] = b"") -> bytes:
