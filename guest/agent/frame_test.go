@@ -33,7 +33,9 @@ func decodeUseNumber(t *testing.T, b []byte) interface{} {
 	return v
 }
 
-func TestGoldenFrames(t *testing.T) {
+// loadGolden reads docs/protocol-golden.json, shared with the Python tests.
+func loadGolden(t *testing.T) goldenFile {
+	t.Helper()
 	raw, err := os.ReadFile("../../docs/protocol-golden.json")
 	if err != nil {
 		t.Fatal(err)
@@ -42,6 +44,11 @@ func TestGoldenFrames(t *testing.T) {
 	if err := json.Unmarshal(raw, &g); err != nil {
 		t.Fatal(err)
 	}
+	return g
+}
+
+func TestGoldenFrames(t *testing.T) {
+	g := loadGolden(t)
 	if g.Version != protocolVersion || len(g.Frames) == 0 {
 		t.Fatalf("golden version %d with %d frames", g.Version, len(g.Frames))
 	}

@@ -38,11 +38,11 @@ var errStalled = errors.New("no data within the time limit")
 // within d (d < 0: wait for ever).
 func (p *Port) readWithin(d time.Duration) ([]byte, error) {
 	if d >= 0 {
-		ready, err := p.poll(d)
+		ev, err := p.ppoll(d)
 		if err != nil {
 			return nil, err
 		}
-		if !ready {
+		if ev == 0 {
 			return nil, errStalled
 		}
 	}
@@ -118,12 +118,6 @@ func (p *Port) ppoll(d time.Duration) (int16, error) {
 		}
 		return pfd.revents, nil
 	}
-}
-
-// poll reports whether a read would return at once (data, EOF or error).
-func (p *Port) poll(d time.Duration) (bool, error) {
-	ev, err := p.ppoll(d)
-	return ev != 0, err
 }
 
 // hostConnected polls the port without blocking: virtio_console reports

@@ -56,15 +56,7 @@ func encodeB64(s string) string { return base64.StdEncoding.EncodeToString([]byt
 
 // The golden EXEC with byte strings decodes to the bytes the host meant.
 func TestGoldenExecBytes(t *testing.T) {
-	raw, err := os.ReadFile("../../docs/protocol-golden.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var g goldenFile
-	if err := json.Unmarshal(raw, &g); err != nil {
-		t.Fatal(err)
-	}
-	for _, gf := range g.Frames {
+	for _, gf := range loadGolden(t).Frames {
 		if gf.Name != "exec_bytes" {
 			continue
 		}
