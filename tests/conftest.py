@@ -6,11 +6,14 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
+
+from microbox.vmm import process
 
 
 def qemu_pids(home: Path) -> set[int]:
@@ -24,6 +27,16 @@ def qemu_pids(home: Path) -> set[int]:
         if argv and "qemu-system" in argv[0] and any(str(home) in a for a in argv):
             found.add(p.pid)
     return found
+
+
+def still_running(pids: set[int], timeout: float) -> set[int]:
+    """Those of `pids` still running after up to `timeout` seconds (a zombie is dead)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = {pid for pid in pids if not process.exited(pid)}
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.05)
 
 
 @pytest.fixture(scope="session")

@@ -10,10 +10,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import psutil
 import pytest
 
-from tests.conftest import qemu_pids
+from tests.conftest import qemu_pids, still_running
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -22,21 +21,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.vm)
 
 
-def _still_alive(pids: set[int], timeout: float = 5.0) -> set[int]:
-    """Those of `pids` still alive after `timeout` (a killed VMM may be exiting)."""
-    procs = []
-    for pid in pids:
-        try:
-            procs.append(psutil.Process(pid))
-        except psutil.NoSuchProcess:
-            continue
-    _gone, alive = psutil.wait_procs(procs, timeout=timeout)
-    return {p.pid for p in alive}
-
-
 def _check(home: Path, before: set[int]) -> list[str]:
     problems = []
-    leaked = _still_alive(qemu_pids(home) - before)
+    leaked = still_running(qemu_pids(home) - before, 5.0)
     for pid in leaked:
         os.kill(pid, 9)
     if leaked:

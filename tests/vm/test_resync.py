@@ -27,20 +27,29 @@ from tests.vm.helpers import mb
 # A client of port 0 that leaves a frame half-written ("torn") or an exec
 # flooding output it never reads ("flood"), says "ready" and waits to be killed.
 CLIENT = r"""
-import sys, time
+import fcntl, os, socket, struct, sys, termios, time
 from pathlib import Path
-from microbox.guest.channel import Channel
+from microbox.guest.channel import handshake
 from microbox.guest.ops import ExecRequest
 from microbox.guest.protocol import T, encode
 d, mode = Path(sys.argv[1]), sys.argv[2]
-ch = Channel.open(lambda n: d / f"port{n}.sock", lambda n: d / f"port{n}.lock", 1,
-                  deadline=time.monotonic() + 60)
+lock = os.open(d / "port0.lock", os.O_RDWR)
+fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+sock.connect(str(d / "port0.sock"))
+handshake(sock, "", time.monotonic() + 60, None, lambda: "")
 if mode == "torn":
     frame = encode(T.EXEC, 5, ExecRequest(argv=["sh", "-c", "echo never"]).payload())
-    ch.send(frame[: len(frame) // 2])
+    sock.sendall(frame[: len(frame) // 2])
 else:
-    ch.send(encode(T.EXEC, 5, ExecRequest(argv=["yes", "stale output " * 100]).payload()))
-    time.sleep(1)  # the agent's writes fill the socket: one is cut when we die
+    sock.sendall(encode(T.EXEC, 5, ExecRequest(argv=["yes", "stale output " * 100]).payload()))
+    # Nothing reads the output: wait until it backs up in our socket, so that the
+    # agent is blocked in a write, which our death cuts.
+    deadline = time.monotonic() + 60
+    while struct.unpack("i", fcntl.ioctl(sock, termios.FIONREAD, bytes(4)))[0] < 65536:
+        if time.monotonic() > deadline:
+            sys.exit("the flood never filled the socket")
+        time.sleep(0.01)
 print("ready", flush=True)
 time.sleep(600)
 """

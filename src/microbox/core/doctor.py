@@ -1,7 +1,9 @@
 """`doctor`: strictly read-only checks of everything microbox depends on.
 
-Nothing here creates, writes or starts anything: no database is created, no
-KVM probe is run, no cache is written.
+Nothing here creates or writes anything: no database is created, no cache is
+written. The one process it may start is the KVM probe (a QEMU that lives at
+most a few seconds), when no verdict is cached, so that the accelerator line can
+name which case the host is in.
 """
 
 from __future__ import annotations
@@ -69,18 +71,26 @@ def _agent() -> Check:
 
 
 def _accel() -> Check:
-    missing = accel.kvm_usable_device()
+    """Names the host's KVM case (works, hangs, fails, denied, absent) in one line.
+
+    With /dev/kvm usable and no cached verdict this runs the probe (a QEMU of
+    at most accel.PROBE_TIMEOUT seconds that touches no file) and caches nothing.
+    """
+    missing = accel.device_state()
     if missing is not None:
-        return Check("accelerator", "WARN", f"{missing}: boxes run under TCG (slow)")
-    cached = accel.cached_verdict()
-    if cached is not None:
-        if cached.accel == "kvm":
-            return Check("accelerator", "PASS", cached.reason)
-        return Check("accelerator", "WARN", f"KVM unusable, boxes use TCG: {cached.reason}")
-    if os.path.exists("/sys/module/kvm_pvm"):
-        return Check("accelerator", "WARN", "/dev/kvm belongs to a nested PVM hypervisor, which "
-                     "cannot run an unmodified guest: boxes will use TCG")
-    return Check("accelerator", "PASS", "/dev/kvm present; the first box probes it (<= 4 s)")
+        return Check("accelerator", "WARN", missing.sentence(), missing.fix())
+    qemu = shutil.which("qemu-system-x86_64")
+    try:
+        kernel_path = default_kernel()
+    except kernel.KernelBuildError:
+        kernel_path = None
+    if qemu is None or kernel_path is None or not kernel_path.exists():
+        return Check("accelerator", "WARN", f"{accel.KVM_DEVICE} opens, but it cannot be probed "
+                     "before QEMU and the guest kernel are installed; boxes use TCG until then")
+    verdict, cached = accel.assess(qemu, kernel_path, remember=False)
+    status = "PASS" if verdict.state == "works" else "WARN"
+    return Check("accelerator", status, verdict.sentence() + (" (cached)" if cached else ""),
+                 verdict.fix())
 
 
 def _data_dir() -> Check:

@@ -150,12 +150,12 @@ def _kill_vmm(record: BoxRecord, running: vm.Running | None = None) -> None:
     if record.status in LIVE and record.pid is not None:
         if process.same_process(record.pid, record.pid_start):
             process.kill_group(record.pid)
-            vm.wait_exit(record.pid, 10.0)
+            process.wait_exit(record.pid, 10.0)
         return
     for v in scan():
         if v.box_id == record.id and process.same_process(v.pid, v.started):
             process.kill_group(v.pid)
-            vm.wait_exit(v.pid, 10.0)
+            process.wait_exit(v.pid, 10.0)
 
 
 def destroy(db: Database, record: BoxRecord, running: vm.Running | None = None) -> None:

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from microbox import paths
-from microbox.core import vm
 from microbox.core.boxdir import BoxDir, creating
 from microbox.core.orphans import VMM
 from microbox.core.reconcile import reconcile, vanishes
@@ -84,7 +83,7 @@ def kill_vmm(target: VMM) -> bool:
         return True
     except PermissionError:
         raise StateError(f"not allowed to kill process {target.pid}") from None
-    vm.wait_exit(target.pid, 10.0)
+    process.wait_exit(target.pid, 10.0)
     d = BoxDir(Path(target.box_dir))
     if not d.alive():  # no owner left: its sockets and client locks are stale
         d.remove_runtime_files()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import select
 import shutil
 import signal
 import socket
@@ -155,19 +154,6 @@ def _died(box: BoxDir, proc: subprocess.Popen[bytes]) -> str:
     return f"the VM exited during boot with status {code} ({detail})"
 
 
-def wait_exit(pid: int, timeout: float) -> bool:
-    """Wait up to `timeout` for process `pid` to exit, without polling."""
-    try:
-        pidfd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    try:
-        ready, _, _ = select.select([pidfd], [], [], max(0.0, timeout))
-        return bool(ready)
-    finally:
-        os.close(pidfd)
-
-
 def stop_gracefully(pid: int, channel: Channel | None, timeout: float) -> bool:
     """Ask the agent to sync and power off, then wait for the VMM to exit."""
     if channel is None:
@@ -177,13 +163,13 @@ def stop_gracefully(pid: int, channel: Channel | None, timeout: float) -> bool:
         ops.shutdown(channel, timeout=timeout)
     except AgentError:
         return False
-    return wait_exit(pid, deadline - time.monotonic())
+    return process.wait_exit(pid, deadline - time.monotonic())
 
 
 def terminate(pid: int, grace: float) -> None:
     """SIGTERM the VMM (QEMU exits cleanly on it), then SIGKILL its group."""
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
-    if not wait_exit(pid, grace):
+    if not process.wait_exit(pid, grace):
         process.kill_group(pid)
-        wait_exit(pid, grace)
+        process.wait_exit(pid, grace)

@@ -12,6 +12,7 @@ import contextlib
 import ctypes
 import os
 import queue
+import select
 import signal
 import subprocess
 import threading
@@ -103,12 +104,34 @@ def start_time(pid: int) -> float | None:
         return None
 
 
+def wait_exit(pid: int, timeout: float) -> bool:
+    """Wait up to `timeout` for every thread of `pid` to exit, without polling.
+
+    A zombie is dead (on some hosts PID 1 reaps orphans late), but a zombie
+    group leader whose other threads are still exiting may still hold files,
+    such as the box lock: the pidfd becomes readable only after the last one.
+    """
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        ready, _, _ = select.select([fd], [], [], max(0.0, timeout))
+        return bool(ready)
+    finally:
+        os.close(fd)
+
+
+def exited(pid: int) -> bool:
+    return wait_exit(pid, 0)
+
+
 def same_process(pid: int, started: float | None) -> bool:
     """True if `pid` is alive and is the process that started at `started`."""
     if started is None:
         return False
     now = start_time(pid)
-    return now is not None and abs(now - started) < 0.01
+    return now is not None and abs(now - started) < 0.01 and not exited(pid)
 
 
 def kill_group(pid: int) -> None:
