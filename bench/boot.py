@@ -24,10 +24,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from microbox.artifacts.initramfs import Entry, archive
 from microbox.core import vm
-from microbox.host import tsc
-from microbox.host.initramfs import Entry, archive
 from microbox.sdk import Runtime
+from microbox.vmm import tsc
 from microbox.vmm.qemu_argv import kernel_cmdline
 
 FLOOR_LINE = b"microbox-floor-ready"

@@ -12,14 +12,14 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from microbox.agent.ops import ExitStatus
     from microbox.aio import AsyncBox, AsyncExecution, AsyncRuntime
     from microbox.errors import MicroboxError
-    from microbox.guest.ops import ExitStatus
     from microbox.sdk import Box, Execution, Result, Runtime
 
 _LAZY = {
     "AsyncBox": "microbox.aio", "AsyncExecution": "microbox.aio", "AsyncRuntime": "microbox.aio",
-    "MicroboxError": "microbox.errors", "ExitStatus": "microbox.guest.ops",
+    "MicroboxError": "microbox.errors", "ExitStatus": "microbox.agent.ops",
     "Box": "microbox.sdk", "Execution": "microbox.sdk", "Result": "microbox.sdk",
     "Runtime": "microbox.sdk",
 }

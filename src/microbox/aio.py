@@ -15,7 +15,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-from microbox.guest.ops import ExitStatus
+from microbox.agent.ops import ExitStatus
 from microbox.sdk import Box, Execution, Result, Runtime
 
 

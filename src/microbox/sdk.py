@@ -22,13 +22,13 @@ from types import TracebackType
 from typing import IO
 
 from microbox import paths
+from microbox.agent import ops
+from microbox.agent.channel import Channel, Stream
+from microbox.agent.ops import ExecRequest, ExitStatus
+from microbox.agent.protocol import CHUNK, T
 from microbox.core import control, lifecycle, reconcile, vm
 from microbox.core.spec import DEFAULT_MEMORY_MIB, BoxSpec
 from microbox.errors import AgentError
-from microbox.guest import ops
-from microbox.guest.channel import Channel, Stream
-from microbox.guest.ops import ExecRequest, ExitStatus
-from microbox.guest.protocol import CHUNK, T
 from microbox.store.boxes import BoxRecord
 from microbox.store.db import Database
 
@@ -230,9 +230,9 @@ class Runtime:
     def run_spec(self, spec: BoxSpec, *, name: str | None = None, rm: bool = True,
                  detach: bool = False) -> Box:
         """run() for a ready-made BoxSpec."""
-        record, lock_fd = lifecycle.create(self.db, spec, name=name, auto_remove=rm,
+        record, lock = lifecycle.create(self.db, spec, name=name, auto_remove=rm,
                                            start_next=True)
-        started = lifecycle.start(self.db, record, lock_fd, attached=not detach, log=self.log)
+        started = lifecycle.start(self.db, record, lock, attached=not detach, log=self.log)
         return Box(self, started, remove=rm)
 
     def resolve(self, ref: str) -> BoxRecord:

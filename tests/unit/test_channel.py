@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from microbox.agent.channel import Channel
+from microbox.agent.protocol import HEADER, Decoder, Frame, T, encode
 from microbox.errors import AgentError, AgentTimeout
-from microbox.guest.channel import Channel
-from microbox.guest.protocol import HEADER, Decoder, Frame, T, encode
 
 Peer = Callable[[socket.socket, str], object]
 

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from microbox.guest.protocol import (
+from microbox.agent.protocol import (
     HEADER,
     HEADER_SIZE,
     MAX_CONTROL,
@@ -151,7 +151,7 @@ def test_scanner_stays_bounded(chunks: list[bytes]) -> None:
 
 def test_byte_strings_match_the_golden_exec() -> None:
     """Arguments that are not UTF-8 (lone surrogates from surrogateescape) travel as base64."""
-    from microbox.guest.ops import ExecRequest
+    from microbox.agent.ops import ExecRequest
 
     (entry,) = [e for e in golden() if e["name"] == "exec_bytes"]
     req = ExecRequest(argv=["printf", "%s", "\udcff"], env={"B": "\udc80"})

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import os
+import gc
 import shutil
 import sqlite3
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -85,8 +86,8 @@ def test_gc_spares_held_dirs_and_dirs_whose_row_appeared(monkeypatch: pytest.Mon
     monkeypatch.setenv("MICROBOX_HOME", str(home))
     db = Database(home / "m.db")
     held, late, stray = (BoxDir(paths.boxes_dir() / (c * 32)) for c in "abc")
-    fd = held.create()  # a create in progress: dir made, lock held, no row yet
-    os.close(late.create())
+    lock = held.create()  # a create in progress: dir made, lock held, no row yet
+    late.create().close()
     stray.path.mkdir()  # left by a crash between mkdir and flock
     # A create that finished after gc listed the rows: its row is read again under the lock.
     boxes.insert(db, rec(late.path.name, "late"))
@@ -94,6 +95,44 @@ def test_gc_spares_held_dirs_and_dirs_whose_row_appeared(monkeypatch: pytest.Mon
     report = maintenance.gc(db)
     assert report.dirs == [str(stray.path)]
     assert held.exists() and late.exists() and not stray.exists()
-    os.close(fd)
+    lock.close()
     db.close()
     shutil.rmtree(home)
+
+
+@pytest.mark.parametrize("threads", [4, 16])
+def test_one_database_from_many_threads_loses_no_write(tmp_path: Path, threads: int) -> None:
+    """A shared connection interleaved BEGIN/COMMITs and lost 927 of 1,200 inserts."""
+    db = Database(tmp_path / "m.db")
+    per_thread = 1200 // threads
+    errors: list[BaseException] = []
+    start = threading.Barrier(threads)
+
+    def work(t: int) -> None:
+        try:
+            start.wait()
+            for i in range(per_thread):
+                boxes.insert(db, rec(f"{t:04x}{i:028x}", f"t{t}-{i}"))
+                assert boxes.get(db, f"{t:04x}{i:028x}") is not None
+        except BaseException as exc:
+            errors.append(exc)
+
+    workers = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert errors == []
+    assert len(boxes.all_boxes(db)) == per_thread * threads
+    db.close()
+
+
+def test_a_finished_thread_closes_its_connection(tmp_path: Path) -> None:
+    db = Database(tmp_path / "m.db")
+    t = threading.Thread(target=lambda: boxes.all_boxes(db))
+    t.start()
+    t.join()
+    gc.collect()
+    assert len(db._held) == 1  # only the main thread's (the migration's) is left
+    db.close()
+    assert len(db._held) == 0

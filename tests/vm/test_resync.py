@@ -8,7 +8,6 @@ recover (docs/protocol.md, "Losing and regaining sync").
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import signal
@@ -20,8 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from microbox.guest import ops
-from microbox.guest.channel import Channel, handshake
+from microbox import locks
+from microbox.agent import ops
+from microbox.agent.channel import Channel, handshake
 from tests.vm.helpers import mb
 
 # A client of port 0 that leaves a frame half-written ("torn") or an exec
@@ -29,9 +29,9 @@ from tests.vm.helpers import mb
 CLIENT = r"""
 import fcntl, os, socket, struct, sys, termios, time
 from pathlib import Path
-from microbox.guest.channel import handshake
-from microbox.guest.ops import ExecRequest
-from microbox.guest.protocol import T, encode
+from microbox.agent.channel import handshake
+from microbox.agent.ops import ExecRequest
+from microbox.agent.protocol import T, encode
 d, mode = Path(sys.argv[1]), sys.argv[2]
 lock = os.open(d / "port0.lock", os.O_RDWR)
 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -68,8 +68,8 @@ def test_client_killed_mid_frame(home: Path, mode: str) -> None:
             sock.connect(str(d / "port0.sock"))  # queued behind the live client
             os.kill(client.pid, signal.SIGKILL)
             client.wait()
-            lock = os.open(d / "port0.lock", os.O_RDWR)
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the dead client's is free
+            lock = locks.try_acquire(d / "port0.lock")  # the dead client's is free
+            assert lock is not None
             reply = handshake(sock, "", time.monotonic() + 30, None, lambda: "")
             ch = Channel(sock.dup(), lock, reply)
             try:

@@ -13,9 +13,9 @@ import tty
 from collections.abc import Callable, Iterator
 from types import FrameType
 
+from microbox.agent.ops import ExitStatus
 from microbox.cli.output import Out, envelope
 from microbox.errors import ExecFailed, MicroboxError
-from microbox.guest.ops import ExitStatus
 from microbox.sdk import Box, Execution
 
 TIMEOUT_EXIT = 124  # a command killed by --timeout, as timeout(1)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
 import click
@@ -31,13 +30,13 @@ def create(name: str | None, cpus: int, memory: int, env: tuple[str, ...],
     def body() -> None:
         with Runtime(log=out.log) as rt:
             spec = spec_from(image, cpus, memory, env, workdir, user, accel, kernel)
-            record, lock_fd = lifecycle.create(rt.db, spec, name=name, start_next=start_now)
+            record, lock = lifecycle.create(rt.db, spec, name=name, start_next=start_now)
             if start_now:
-                started = lifecycle.start(rt.db, record, lock_fd, attached=False, log=out.log)
+                started = lifecycle.start(rt.db, record, lock, attached=False, log=out.log)
                 started.channel.close()
                 record = started.record
             else:
-                os.close(lock_fd)
+                lock.close()
             out.result(record_json(record), record.id)
 
     guarded(out, body)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import click
 
+from microbox.artifacts import agent as agent_build
+from microbox.artifacts import kernel as kernel_build
 from microbox.cli.common import common_options, guarded
 from microbox.cli.output import Out
 from microbox.core.lifecycle import BUILTIN_IMAGES
 from microbox.errors import BuildError
-from microbox.host import agent as agent_build
-from microbox.host import kernel as kernel_build
 from microbox.images import busybox, store
 from microbox.sdk import Runtime
 

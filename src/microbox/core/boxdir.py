@@ -13,15 +13,13 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import shutil
 import socket
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from microbox import paths
+from microbox import locks, paths
 from microbox.errors import UsageError
 
 # sockaddr_un.sun_path holds 108 bytes including the terminating NUL.
@@ -62,8 +60,8 @@ class BoxDir:
     def disk(self) -> Path:
         return self.path / "disk.qcow2"
 
-    def create(self) -> int:
-        """Make the dir with its lock held; returns the lock fd.
+    def create(self) -> locks.Lock:
+        """Make the dir with its lock held; returns the lock.
 
         Both steps happen under a shared hold of the boxes lock, which
         `gc` takes exclusively: gc never sees a dir that is made but not yet locked.
@@ -75,13 +73,15 @@ class BoxDir:
                 "export MICROBOX_HOME=<a shorter path>",
             )
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        with creating(fcntl.LOCK_SH):
+        with creating(shared=True):
             self.path.mkdir(mode=0o700)
             try:
-                return self.take_lock()
+                lock = self.take_lock()
             except BaseException:
                 self.remove()
                 raise
+            assert lock is not None  # the dir is new: nobody else can hold its lock
+            return lock
 
     def remove(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
@@ -95,29 +95,13 @@ class BoxDir:
     def exists(self) -> bool:
         return self.path.is_dir()
 
-    def take_lock(self) -> int:
-        """Open and exclusively lock the box lock; returns the fd (to pass to QEMU)."""
-        fd = os.open(self.lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise
-        return fd
+    def take_lock(self) -> locks.Lock | None:
+        """The box lock (to pass to QEMU), or None while another process holds it."""
+        return locks.try_acquire(self.lock)
 
     def alive(self) -> bool:
         """True while some process (the VMM, or a command creating the box) holds the lock."""
-        try:
-            fd = os.open(self.lock, os.O_RDWR | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)
-        return False
+        return locks.is_held(self.lock)
 
     def listen(self, path: Path) -> socket.socket:
         """Bind a Unix socket at `path` with mode 0600 and start listening."""
@@ -129,15 +113,9 @@ class BoxDir:
         return sock
 
 
-@contextlib.contextmanager
-def creating(how: int) -> Iterator[None]:
-    """Hold the boxes lock: LOCK_SH while making a box dir, LOCK_EX while sweeping them."""
-    fd = os.open(paths.boxes_lock(), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, how)
-        yield
-    finally:
-        os.close(fd)
+def creating(*, shared: bool) -> contextlib.AbstractContextManager[locks.Lock]:
+    """Hold the boxes lock: shared while making a box dir, exclusive while sweeping them."""
+    return locks.held(paths.boxes_lock(), shared=shared)
 
 
 def for_box(box_id: str) -> BoxDir:

@@ -9,12 +9,12 @@ from __future__ import annotations
 import contextlib
 import time
 
+from microbox.agent.channel import Channel
 from microbox.core import lifecycle, vm
 from microbox.core.lifecycle import box_dir
 from microbox.core.reconcile import require
 from microbox.core.spec import BoxSpec
 from microbox.errors import AgentError, StateError, VMError
-from microbox.guest.channel import Channel
 from microbox.store import boxes
 from microbox.store.boxes import BoxRecord
 from microbox.store.db import Database
@@ -27,12 +27,11 @@ def start(db: Database, record: BoxRecord, log: vm.Log = vm._quiet) -> BoxRecord
     """Boot a created, stopped or crashed box, detached from this process."""
     require(record, "created", "stopped", "error")
     d = box_dir(record)
-    try:
-        lock_fd = d.take_lock()
-    except BlockingIOError:
+    lock = d.take_lock()
+    if lock is None:
         raise StateError(f"box '{record.name}' is being started or stopped by another "
-                         "command") from None
-    started = lifecycle.start(db, record, lock_fd, attached=False, log=log)
+                         "command")
+    started = lifecycle.start(db, record, lock, attached=False, log=log)
     started.channel.close()
     return started.record
 

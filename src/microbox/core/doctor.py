@@ -18,10 +18,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from microbox import paths
+from microbox.artifacts import agent, kernel
 from microbox.core import orphans
 from microbox.core.boxdir import BoxDir, for_box
 from microbox.core.vm import default_kernel
-from microbox.host import agent, kernel
+from microbox.store import readonly
 from microbox.store.migrations import MIGRATIONS
 from microbox.vmm import accel
 
@@ -112,19 +113,14 @@ def _database() -> Check:
     if not path.exists():
         return Check("database", "PASS", f"{path} does not exist yet; it will be created")
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            ok = conn.execute("PRAGMA quick_check").fetchone()[0]
-            version = conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()[0]
-        finally:
-            conn.close()
+        ok, version = readonly.health(path)
     except sqlite3.DatabaseError as exc:
         return Check("database", "FAIL", f"{path} is unreadable ({exc})",
                      f"mv {path} {path}.corrupt")
     if ok != "ok":
         return Check("database", "FAIL", f"{path} failed its integrity check: {ok}",
                      f"mv {path} {path}.corrupt")
-    if (version or 0) > len(MIGRATIONS):
+    if version > len(MIGRATIONS):
         return Check("database", "FAIL", f"{path} has schema {version}, newer than this "
                      f"microbox ({len(MIGRATIONS)})", "pip install --upgrade microbox")
     return Check("database", "PASS", f"{path} (schema {version})")
@@ -147,11 +143,7 @@ def _rows() -> list[tuple[str, str, str]] | None:
     if not path.exists():
         return []
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            return [(r[0], r[1], r[2]) for r in conn.execute("SELECT id, name, status FROM boxes")]
-        finally:
-            conn.close()
+        return readonly.box_summaries(path)
     except sqlite3.DatabaseError:
         return None
 

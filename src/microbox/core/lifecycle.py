@@ -13,12 +13,13 @@ import time
 import uuid
 from dataclasses import dataclass
 
+from microbox import locks
+from microbox.agent.channel import Channel
 from microbox.core import vm
 from microbox.core.boxdir import BoxDir, for_box
 from microbox.core.orphans import scan
 from microbox.core.spec import BoxSpec, validate_name
 from microbox.errors import NotFound
-from microbox.guest.channel import Channel
 from microbox.images import busybox, store
 from microbox.store import boxes
 from microbox.store.boxes import BoxRecord
@@ -52,10 +53,10 @@ def _starter() -> dict[str, object]:
 
 
 def create(db: Database, spec: BoxSpec, *, name: str | None = None,
-           auto_remove: bool = False, start_next: bool = False) -> tuple[BoxRecord, int]:
+           auto_remove: bool = False, start_next: bool = False) -> tuple[BoxRecord, locks.Lock]:
     """Validate, then make the dir, the disk and the row; or nothing at all.
 
-    Returns the record and the fd of the box lock, held so that no other
+    Returns the record and the box lock, held so that no other
     process mistakes the half-made box for a dead one. Pass it to start(), or
     close it to release the box. With start_next, the row is `starting` and
     the box is rolled back entirely if its first start fails.
@@ -70,15 +71,15 @@ def create(db: Database, spec: BoxSpec, *, name: str | None = None,
     if start_next:
         record = record.with_(spec={**record.spec, PENDING: True}, **_starter())
     d = box_dir(record)
-    lock_fd = d.create()
+    lock = d.create()
     try:
         vm.create_disk(image.path, d.disk)
         boxes.insert(db, record)
     except BaseException:
-        os.close(lock_fd)
+        lock.close()
         d.remove()
         raise
-    return record, lock_fd
+    return record, lock
 
 
 @dataclass
@@ -88,9 +89,9 @@ class Started:
     channel: Channel
 
 
-def start(db: Database, record: BoxRecord, lock_fd: int, *, attached: bool,
+def start(db: Database, record: BoxRecord, lock: locks.Lock, *, attached: bool,
           log: vm.Log = vm._quiet) -> Started:
-    """Boot the box; `lock_fd` (the held box lock) passes to the VMM and is closed here.
+    """Boot the box; `lock` (the held box lock) passes to the VMM and is closed here.
 
     On failure the box returns to where it was: a pending create is removed,
     an existing box goes back to its previous status with the error recorded.
@@ -100,7 +101,7 @@ def start(db: Database, record: BoxRecord, lock_fd: int, *, attached: bool,
         record = record.with_(**_starter())
         boxes.update(db, record)
     try:
-        running, channel = vm.boot(box_dir(record), BoxSpec.from_json(record.spec), lock_fd,
+        running, channel = vm.boot(box_dir(record), BoxSpec.from_json(record.spec), lock,
                                    attached=attached, hostname=record.name, log=log)
     except BaseException as exc:
         _roll_back(db, record, before, str(exc))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
 import signal
 from dataclasses import dataclass, field
@@ -36,7 +35,7 @@ def gc(db: Database, dry_run: bool = False) -> GcReport:
                 reconcile(db, record)
     root = paths.boxes_dir()
     if root.is_dir():
-        with creating(fcntl.LOCK_EX):  # no create is between mkdir and flock now
+        with creating(shared=False):  # no create is between mkdir and flock now
             for d in sorted(root.iterdir()):
                 if d.name not in known and d.is_dir() and _remove_unowned(db, BoxDir(d), dry_run):
                     report.dirs.append(str(d))
@@ -49,18 +48,15 @@ def _remove_unowned(db: Database, d: BoxDir, dry_run: bool) -> bool:
     The row is read again after taking the lock: a create that finished after
     gc listed the rows has released the lock by now, and its row is visible.
     """
-    try:
-        fd = d.take_lock()
-    except BlockingIOError:
+    lock = d.take_lock()
+    if lock is None:
         return False  # a VMM, or a command making or starting this box
-    try:
+    with lock:
         if boxes.get(db, d.path.name) is not None:
             return False
         if not dry_run:
             d.remove()
         return True
-    finally:
-        os.close(fd)
 
 
 def cleanup_candidates(records: list[BoxRecord], include_running: bool) -> list[BoxRecord]:

@@ -13,14 +13,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from microbox import locks
+from microbox.agent import ops
+from microbox.agent.channel import Channel
+from microbox.agent.protocol import untrusted_text
+from microbox.artifacts import agent, kernel
 from microbox.core.boxdir import BoxDir
 from microbox.core.spec import BoxSpec
 from microbox.errors import AgentError, AgentTimeout, HostError, VMError
-from microbox.guest import ops
-from microbox.guest.channel import Channel
-from microbox.guest.protocol import untrusted_text
-from microbox.host import agent, kernel, tsc
-from microbox.vmm import accel, process
+from microbox.vmm import accel, process, tsc
 from microbox.vmm.qemu_argv import VMConfig, qemu_argv
 
 PORTS = 4
@@ -95,11 +96,11 @@ def _tail(path: Path, lines: int = 5) -> str:
     return untrusted_text(" | ".join(kept), 500)  # the console is written by the guest
 
 
-def boot(box: BoxDir, spec: BoxSpec, lock_fd: int, *, attached: bool, hostname: str,
+def boot(box: BoxDir, spec: BoxSpec, lock: locks.Lock, *, attached: bool, hostname: str,
          log: Log = _quiet) -> tuple[Running, Channel]:
     """Start QEMU for `box` and return once the agent answered the handshake.
 
-    `lock_fd` holds the box lock; QEMU inherits it and this function closes it.
+    `lock` is the held box lock; QEMU inherits it and this function closes it.
     On any failure the VMM is killed before the error propagates.
     """
     socks: list[socket.socket] = []
@@ -118,11 +119,11 @@ def boot(box: BoxDir, spec: BoxSpec, lock_fd: int, *, attached: bool, hostname: 
         log("qemu: " + " ".join(argv))
         started = time.monotonic()
         proc = process.spawn(argv, log=box.qemu_log, attached=attached,
-                             pass_fds=[lock_fd, *(s.fileno() for s in socks)])
+                             pass_fds=[lock.fileno(), *(s.fileno() for s in socks)])
     finally:
         for s in socks:
             s.close()
-        os.close(lock_fd)
+        lock.close()
     vm = Running(proc.pid, process.start_time(proc.pid), choice.accel, proc)
     pidfd = os.pidfd_open(proc.pid)
     try:

@@ -1,38 +1,20 @@
-"""Content-addressed image store: read-only ext4 files named by their sha256,
-and a name -> digest table in the database."""
+"""Content-addressed image store: read-only ext4 files named by their sha256;
+the name -> digest rows live in store/images.py."""
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
-import sqlite3
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import AbstractContextManager
 from pathlib import Path
 
-from microbox import paths
+from microbox import locks, paths
 from microbox.errors import NotFound
+from microbox.store import images as rows
 from microbox.store.db import Database
-
-
-@dataclass(frozen=True)
-class Image:
-    name: str
-    digest: str
-    size: int
-    source: str
-    created_at: float
-
-    @property
-    def path(self) -> Path:
-        return blob_path(self.digest)
-
-
-def blob_path(digest: str) -> Path:
-    return paths.images_dir() / "blobs" / f"{digest}.ext4"
+from microbox.store.images import Image as Image
+from microbox.store.images import blob_path as blob_path
 
 
 def _digest(path: Path) -> str:
@@ -50,15 +32,9 @@ def staging_dir() -> Path:
     return d
 
 
-@contextmanager
-def build_lock(name: str) -> Iterator[None]:
+def build_lock(name: str) -> AbstractContextManager[locks.Lock]:
     """Serialize builds of one image name across processes."""
-    fd = os.open(staging_dir() / f".{name}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
+    return locks.held(staging_dir() / f".{name}.lock")
 
 
 def add(db: Database, name: str, built: Path, source: str) -> Image:
@@ -72,26 +48,14 @@ def add(db: Database, name: str, built: Path, source: str) -> Image:
         os.chmod(built, 0o444)
         os.replace(built, dest)
     image = Image(name, digest, dest.stat().st_size, source, time.time())
-    with db.tx() as c:
-        c.execute(
-            "INSERT INTO images (name, digest, size, source, created_at) VALUES (?,?,?,?,?)"
-            " ON CONFLICT(name) DO UPDATE SET digest=excluded.digest, size=excluded.size,"
-            " source=excluded.source, created_at=excluded.created_at",
-            (image.name, image.digest, image.size, image.source, image.created_at),
-        )
+    rows.upsert(db, image)
     return image
 
 
-def _row(row: sqlite3.Row) -> Image:
-    return Image(row["name"], row["digest"], row["size"], row["source"], row["created_at"])
-
-
 def find(db: Database, name: str) -> Image | None:
-    row = db.conn.execute("SELECT * FROM images WHERE name=?", (name,)).fetchone()
-    if row is None:
-        return None
-    image = _row(row)
-    return image if image.path.exists() else None
+    """The image `name` if its row exists and its file is in the store."""
+    image = rows.get(db, name)
+    return image if image is not None and image.path.exists() else None
 
 
 def get(db: Database, name: str) -> Image:
@@ -102,4 +66,4 @@ def get(db: Database, name: str) -> Image:
 
 
 def all_images(db: Database) -> list[Image]:
-    return [_row(r) for r in db.conn.execute("SELECT * FROM images ORDER BY name")]
+    return rows.all_images(db)

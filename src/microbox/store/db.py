@@ -6,8 +6,11 @@ asked for). Whether a box's VM is alive is read from the OS, never from here.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+import threading
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,12 +32,33 @@ def _connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
+class _Held:
+    """A thread's connection; closed when the thread ends (its locals are freed)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __del__(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self.conn.close()
+
+
 class Database:
+    """One database file, safe to use from any number of threads.
+
+    Each thread gets its own connection: a sqlite3 connection carries one
+    transaction at a time, so sharing one between threads interleaves their
+    BEGIN/COMMITs ("cannot start a transaction within a transaction") and loses
+    writes. Writers queue on SQLite's own lock (BEGIN IMMEDIATE, busy timeout).
+    """
+
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._local = threading.local()
+        self._held: weakref.WeakSet[_Held] = weakref.WeakSet()
+        self._held_lock = threading.Lock()
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         try:
-            self.conn = _connect(path)
             self._migrate()
         except sqlite3.DatabaseError as exc:
             raise HostError(
@@ -42,16 +66,28 @@ class Database:
                 "microbox doctor",
             ) from None
 
+    @property
+    def conn(self) -> sqlite3.Connection:
+        """This thread's connection."""
+        held: _Held | None = getattr(self._local, "held", None)
+        if held is None:
+            held = _Held(_connect(self.path))
+            self._local.held = held
+            with self._held_lock:
+                self._held.add(held)
+        return held.conn
+
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
         """One write transaction, taken up front so concurrent writers queue on the lock."""
-        self.conn.execute("BEGIN IMMEDIATE")
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
         try:
-            yield self.conn
+            yield conn
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            conn.execute("ROLLBACK")
             raise
-        self.conn.execute("COMMIT")
+        conn.execute("COMMIT")
 
     def _migrate(self) -> None:
         with self.tx() as c:
@@ -84,4 +120,11 @@ class Database:
         return int(row[0] or 0)
 
     def close(self) -> None:
-        self.conn.close()
+        """Close every thread's connection (a thread that uses it again reopens)."""
+        with self._held_lock:
+            held = list(self._held)
+            self._held.clear()
+        for h in held:
+            with contextlib.suppress(sqlite3.Error):
+                h.conn.close()
+        self._local = threading.local()

@@ -8,13 +8,12 @@ flock on `qmp.lock` in the box dir first.
 
 from __future__ import annotations
 
-import fcntl
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from microbox import locks
 from microbox.errors import VMError
 
 TIMEOUT = 10.0
@@ -25,9 +24,7 @@ def session(sock: Path, lock: Path, timeout: float = TIMEOUT) -> Iterator[Any]:
     """A negotiated QMP connection (qemu.qmp.legacy.QEMUMonitorProtocol)."""
     from qemu.qmp import legacy  # imported lazily: asyncio is heavy for short commands
 
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)  # short critical sections only; waits are brief
+    with locks.held(lock):  # short critical sections only; waits are brief
         qmp = legacy.QEMUMonitorProtocol(str(sock))
         try:
             qmp.settimeout(timeout)
@@ -37,8 +34,6 @@ def session(sock: Path, lock: Path, timeout: float = TIMEOUT) -> Iterator[Any]:
             raise VMError(f"QMP to the box's VMM failed: {exc}") from None
         finally:
             qmp.close()
-    finally:
-        os.close(fd)
 
 
 def command(sock: Path, lock: Path, name: str, **args: Any) -> Any:

@@ -9,7 +9,6 @@ kernel source version and the fragment, so editing either gives a new kernel.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 import platform
@@ -17,11 +16,10 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
-from microbox import paths
+from microbox import locks, paths
 
 SOURCE_DIR = Path("/usr/src")
 SOURCE_GLOB = "linux-source-*.tar.xz"
@@ -131,17 +129,6 @@ def missing_options(final: str, fragment: str) -> list[str]:
     return missing
 
 
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _install_atomically(src: Path, dest: Path) -> None:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
     os.close(fd)
@@ -185,7 +172,8 @@ def build_kernel(
         return target
     key_dir = target.parent
     kernel_dir = key_dir.parent
-    with _locked(kernel_dir / f".{key_dir.name}.lock"):
+    kernel_dir.mkdir(parents=True, exist_ok=True)
+    with locks.held(kernel_dir / f".{key_dir.name}.lock"):
         if target.is_file() and not force:  # another process built it meanwhile
             return target
         _check_host()

@@ -14,8 +14,8 @@ import tempfile
 from pathlib import Path
 
 from microbox import paths
+from microbox.artifacts.initramfs import agent_initramfs
 from microbox.errors import BuildError, HostError
-from microbox.host.initramfs import agent_initramfs
 
 _PACKAGED = Path(__file__).resolve().parent.parent / "_guest" / "agent"
 _REPO = Path(__file__).resolve().parents[3] / "guest" / "agent"

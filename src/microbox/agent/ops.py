@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from microbox.agent.channel import Channel, Stream
+from microbox.agent.protocol import CHUNK, Frame, ProtocolError, T, untrusted_text, wire
 from microbox.errors import AgentError, ExecFailed, UsageError
-from microbox.guest.channel import Channel, Stream
-from microbox.guest.protocol import CHUNK, Frame, ProtocolError, T, untrusted_text, wire
 
 DEFAULT_TIMEOUT = 30.0
 

@@ -8,9 +8,7 @@ writes block: memory stays bounded whatever the guest sends.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import itertools
-import os
 import queue
 import secrets
 import select
@@ -21,8 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from microbox.errors import AgentError, AgentTimeout
-from microbox.guest.protocol import (
+from microbox import locks
+from microbox.agent.protocol import (
     VERSION,
     ControlScanner,
     Decoder,
@@ -32,6 +30,7 @@ from microbox.guest.protocol import (
     encode,
     untrusted_text,
 )
+from microbox.errors import AgentError, AgentTimeout
 
 STREAM_QUEUE = 256
 _RECV = 256 * 1024
@@ -73,9 +72,10 @@ class Stream:
 class Channel:
     """A connected, handshaken session on one agent port."""
 
-    def __init__(self, sock: socket.socket, lock_fd: int, reply: dict[str, Any]) -> None:
+    def __init__(self, sock: socket.socket, lock: locks.Lock | None,
+                 reply: dict[str, Any]) -> None:
         self._sock = sock
-        self._lock_fd = lock_fd
+        self._lock = lock  # the port's client lock, held while this session lives
         self.hello = reply
         self._send_lock = threading.Lock()
         self._streams: dict[int, Stream] = {}
@@ -105,11 +105,8 @@ class Channel:
         `abort_fd` (a pidfd of the VMM) ends the wait early when it becomes readable.
         """
         for n in range(ports):
-            fd = os.open(port_lock(n), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
+            lock = locks.try_acquire(port_lock(n))
+            if lock is None:
                 continue
             try:
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -125,9 +122,9 @@ class Channel:
                     sock.close()
                     raise
             except BaseException:
-                os.close(fd)
+                lock.close()
                 raise
-            return cls(sock, fd, reply)
+            return cls(sock, lock, reply)
         raise AgentError(f"all {ports} agent ports of the box are in use by other clients")
 
     # -- sending -----------------------------------------------------------
@@ -159,9 +156,8 @@ class Channel:
             self._sock.shutdown(socket.SHUT_RDWR)
         self._reader.join(timeout=5)
         self._sock.close()
-        if self._lock_fd >= 0:
-            os.close(self._lock_fd)
-            self._lock_fd = -1
+        if self._lock is not None:
+            self._lock.close()
 
     @property
     def closed(self) -> bool:
