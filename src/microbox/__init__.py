@@ -15,12 +15,13 @@ if TYPE_CHECKING:
     from microbox.agent.ops import ExitStatus
     from microbox.aio import AsyncBox, AsyncExecution, AsyncRuntime
     from microbox.errors import MicroboxError
-    from microbox.sdk import Box, Execution, Result, Runtime
+    from microbox.execution import Execution, Result
+    from microbox.sdk import Box, Runtime
 
 _LAZY = {
     "AsyncBox": "microbox.aio", "AsyncExecution": "microbox.aio", "AsyncRuntime": "microbox.aio",
     "MicroboxError": "microbox.errors", "ExitStatus": "microbox.agent.ops",
-    "Box": "microbox.sdk", "Execution": "microbox.sdk", "Result": "microbox.sdk",
+    "Box": "microbox.sdk", "Execution": "microbox.execution", "Result": "microbox.execution",
     "Runtime": "microbox.sdk",
 }
 

@@ -1,27 +1,81 @@
-"""The asyncio twin of the SDK. It wraps the sync implementation, one blocking
-call per worker-thread hop, so both share every line of behaviour.
+"""The asyncio face of the SDK. It wraps the thread-safe sync implementation,
+so both share every line of behaviour (docs/architecture.md says why).
 
     async with AsyncRuntime() as rt:
         async with await rt.run("busybox") as box:
             result = await box.run(["uname", "-a"])
 
+Blocking calls run on the runtime's own thread pool (`max_threads`, default
+256), not on the event loop's default executor, whose handful of threads would
+let a few long `box.run` calls stall every other coroutine. Cancelling an await
+never leaves work behind: a cancelled exec or run kills the guest process group,
+and a box whose boot completes after its `run` was cancelled is torn down.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+import builtins
+import functools
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from microbox.agent.ops import ExitStatus
-from microbox.sdk import Box, Execution, Result, Runtime
+from microbox.core.doctor import Check
+from microbox.sdk import VMM, Box, Execution, GcReport, Image, Result, Runtime
+from microbox.spec import BoxSpec
+
+T = TypeVar("T")
+MAX_THREADS = 256
+_END = object()
+
+
+class _Pool:
+    """The thread pool every blocking call of one AsyncRuntime runs on."""
+
+    def __init__(self, max_threads: int) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=max_threads,
+                                            thread_name_prefix="microbox-aio")
+
+    async def call(self, fn: Callable[..., T], *args: Any,
+                   on_orphan: Callable[[T], object] | None = None, **kw: Any) -> T:
+        """`fn(*args, **kw)` on the pool. If the await is cancelled while `fn`
+        runs, `on_orphan` gets its result when it finishes (to undo it)."""
+        fut: Future[T] = self._executor.submit(functools.partial(fn, *args, **kw))
+        try:
+            return await asyncio.wrap_future(fut)
+        except asyncio.CancelledError:
+            if on_orphan is not None:
+                fut.add_done_callback(functools.partial(_orphaned, on_orphan))
+            raise
+
+    async def iterate(self, it: Iterator[T], on_cancel: Callable[[], object]) -> AsyncIterator[T]:
+        while True:
+            try:
+                item = await self.call(next, it, _END)
+            except asyncio.CancelledError:
+                on_cancel()
+                raise
+            if item is _END:
+                return
+            yield item
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _orphaned(undo: Callable[[T], object], fut: Future[T]) -> None:
+    if not fut.cancelled() and fut.exception() is None:
+        undo(fut.result())
 
 
 class AsyncExecution:
-    def __init__(self, ex: Execution) -> None:
+    def __init__(self, ex: Execution, pool: _Pool) -> None:
         self._ex = ex
+        self._pool = pool
         self.pid = ex.pid
 
     @property
@@ -29,34 +83,49 @@ class AsyncExecution:
         return self._ex.status
 
     async def write(self, data: bytes) -> None:
-        await asyncio.to_thread(self._ex.write, data)
+        await self._pool.call(self._ex.write, data)
 
     async def close_stdin(self) -> None:
-        await asyncio.to_thread(self._ex.close_stdin)
+        await self._pool.call(self._ex.close_stdin)
 
     async def signal(self, sig: int = 15) -> None:
-        await asyncio.to_thread(self._ex.signal, sig)
+        await self._pool.call(self._ex.signal, sig)
+
+    async def kill(self) -> None:
+        await self._pool.call(self._ex.kill)
 
     async def resize(self, rows: int, cols: int) -> None:
-        await asyncio.to_thread(self._ex.resize, rows, cols)
+        await self._pool.call(self._ex.resize, rows, cols)
 
-    async def events(self) -> AsyncIterator[tuple[str, bytes]]:
-        it = self._ex.events()
-        end = object()
-        while True:
-            item = await asyncio.to_thread(next, it, end)
-            if item is end:
-                return
-            assert isinstance(item, tuple)
-            yield item
+    def events(self) -> AsyncIterator[tuple[str, bytes]]:
+        """Output as it comes; cancelling the consumer kills the process."""
+        return self._pool.iterate(self._ex.events(), self._ex.kill)
 
     async def wait(self) -> ExitStatus:
-        return await asyncio.to_thread(self._ex.wait)
+        """The exit status; a cancelled wait kills the process."""
+        try:
+            return await self._pool.call(self._ex.wait)
+        except asyncio.CancelledError:
+            self._ex.kill()
+            raise
+
+    async def collect(self, input: bytes | None = None) -> Result:
+        try:
+            return await self._pool.call(self._ex.collect, input)
+        except asyncio.CancelledError:
+            self._ex.kill()
+            raise
 
 
 class AsyncBox:
-    def __init__(self, box: Box) -> None:
+    def __init__(self, box: Box, pool: _Pool) -> None:
         self._box = box
+        self._pool = pool
+
+    @property
+    def sync(self) -> Box:
+        """The underlying sync handle."""
+        return self._box
 
     @property
     def id(self) -> str:
@@ -66,24 +135,76 @@ class AsyncBox:
     def name(self) -> str:
         return self._box.name
 
-    async def exec(self, argv: Sequence[str], **kw: Any) -> AsyncExecution:
-        return AsyncExecution(await asyncio.to_thread(self._box.exec, argv, **kw))
+    @property
+    def status(self) -> str:
+        return self._box.status
 
-    async def run(self, argv: Sequence[str], **kw: Any) -> Result:
-        return await asyncio.to_thread(self._box.run, argv, **kw)
+    @property
+    def spec(self) -> BoxSpec:
+        return self._box.spec
+
+    async def _do(self, fn: Callable[..., object], *args: Any, **kw: Any) -> AsyncBox:
+        await self._pool.call(fn, *args, **kw)
+        return self
+
+    async def reload(self) -> AsyncBox:
+        return await self._do(self._box.reload)
+
+    async def info(self) -> dict[str, Any]:
+        return await self._pool.call(self._box.info)
+
+    async def start(self) -> AsyncBox:
+        return await self._do(self._box.start)
+
+    async def stop(self, timeout: float = 10.0) -> AsyncBox:
+        return await self._do(self._box.stop, timeout)
+
+    async def restart(self, timeout: float = 10.0) -> AsyncBox:
+        return await self._do(self._box.restart, timeout)
+
+    async def pause(self) -> AsyncBox:
+        return await self._do(self._box.pause)
+
+    async def resume(self) -> AsyncBox:
+        return await self._do(self._box.resume)
+
+    async def set(self, *, cpus: int | None = None, memory_mib: int | None = None) -> AsyncBox:
+        return await self._do(self._box.set, cpus=cpus, memory_mib=memory_mib)
+
+    async def delete(self, force: bool = False) -> None:
+        await self._pool.call(self._box.delete, force)
+
+    async def exec(self, argv: Sequence[str], **kw: Any) -> AsyncExecution:
+        ex = await self._pool.call(self._box.exec, argv, on_orphan=Execution.kill, **kw)
+        return AsyncExecution(ex, self._pool)
+
+    async def run(self, argv: Sequence[str], *, input: bytes | None = None,
+                  **kw: Any) -> Result:
+        """Run to completion; cancelling it kills the process group in the guest."""
+        ex = await self.exec(argv, stdin=input is not None, **kw)
+        return await ex.collect(input)
 
     async def put(self, local: str | Path | IO[bytes], remote: str,
                   mode: int | None = None) -> None:
-        await asyncio.to_thread(self._box.put, local, remote, mode)
+        await self._pool.call(self._box.put, local, remote, mode)
 
     async def get(self, remote: str, local: str | Path | IO[bytes]) -> None:
-        await asyncio.to_thread(self._box.get, remote, local)
+        await self._pool.call(self._box.get, remote, local)
 
     async def ping(self) -> None:
-        await asyncio.to_thread(self._box.ping)
+        await self._pool.call(self._box.ping)
+
+    async def logs(self, tail: int | None = None) -> bytes:
+        return await self._pool.call(self._box.logs, tail)
+
+    def follow_logs(self, tail: int | None = None) -> AsyncIterator[bytes]:
+        return self._pool.iterate(self._box.follow_logs(tail), lambda: None)
+
+    async def release(self) -> None:
+        await self._pool.call(self._box.release)
 
     async def close(self) -> None:
-        await asyncio.to_thread(self._box.close)
+        await self._pool.call(self._box.close)
 
     async def __aenter__(self) -> AsyncBox:
         return self
@@ -94,14 +215,66 @@ class AsyncBox:
 
 
 class AsyncRuntime:
-    def __init__(self, runtime: Runtime | None = None) -> None:
+    def __init__(self, runtime: Runtime | None = None, *, max_threads: int = MAX_THREADS) -> None:
         self._rt = runtime or Runtime()
+        self._pool = _Pool(max_threads)
 
-    async def run(self, image: str, **kw: Any) -> AsyncBox:
-        return AsyncBox(await asyncio.to_thread(self._rt.run, image, **kw))
+    @property
+    def sync(self) -> Runtime:
+        return self._rt
+
+    def _box(self, box: Box) -> AsyncBox:
+        return AsyncBox(box, self._pool)
+
+    async def create(self, image: str = "busybox", **kw: Any) -> AsyncBox:
+        return self._box(await self._pool.call(self._rt.create, image, on_orphan=Box.close,
+                                               **kw))
+
+    async def run(self, image: str = "busybox", **kw: Any) -> AsyncBox:
+        """Create and start a box; a cancelled run tears down the box it was making."""
+        return self._box(await self._pool.call(self._rt.run, image, on_orphan=Box.close, **kw))
+
+    async def run_spec(self, spec: BoxSpec, **kw: Any) -> AsyncBox:
+        return self._box(await self._pool.call(self._rt.run_spec, spec, on_orphan=Box.close,
+                                               **kw))
+
+    async def get(self, ref: str) -> AsyncBox:
+        return self._box(await self._pool.call(self._rt.get, ref))
+
+    async def list(self, *, all: bool = False, status: str | None = None
+                   ) -> builtins.list[AsyncBox]:
+        found = await self._pool.call(self._rt.list, all=all, status=status)
+        return [self._box(b) for b in found]
+
+    async def cleanup_candidates(self, include_running: bool = False
+                                 ) -> builtins.list[AsyncBox]:
+        found = await self._pool.call(self._rt.cleanup_candidates, include_running)
+        return [self._box(b) for b in found]
+
+    async def cleanup(self, boxes: Sequence[AsyncBox]) -> builtins.list[str]:
+        return await self._pool.call(self._rt.cleanup, [b.sync for b in boxes])
+
+    async def gc(self, dry_run: bool = False) -> GcReport:
+        return await self._pool.call(self._rt.gc, dry_run)
+
+    async def find_vmm(self, box_id: str) -> VMM:
+        return await self._pool.call(self._rt.find_vmm, box_id)
+
+    async def kill_vmm(self, target: VMM) -> None:
+        await self._pool.call(self._rt.kill_vmm, target)
+
+    async def doctor(self) -> builtins.list[Check]:
+        return await self._pool.call(self._rt.doctor)
+
+    async def images(self) -> builtins.list[Image]:
+        return await self._pool.call(self._rt.images)
+
+    async def build_image(self, name: str = "busybox", *, force: bool = False) -> Image:
+        return await self._pool.call(self._rt.build_image, name, force=force)
 
     async def close(self) -> None:
-        await asyncio.to_thread(self._rt.close)
+        await self._pool.call(self._rt.close)
+        self._pool.shutdown()
 
     async def __aenter__(self) -> AsyncRuntime:
         return self

@@ -1,102 +1,73 @@
-"""The Python SDK: Runtime, Box, Execution. The CLI is a thin layer over it.
+"""The Python SDK: Runtime and Box. The CLI, the HTTP API and the MCP server are
+thin layers over it; none of them orchestrates anything of its own.
 
     import microbox
-    rt = microbox.Runtime()
-    with rt.run("busybox") as box:
+    with microbox.Runtime() as rt, rt.run("busybox") as box:
         result = box.run(["echo", "hello"])
         print(result.exit_code, result.stdout)
 
 Leaving the `with` block always tears the VM down, and a box started by this
 process dies with it even if the process is SIGKILLed (PR_SET_PDEATHSIG).
+
+Everything here is safe to call from many threads at once: the database gives
+each thread its own connection, and a Box's agent session multiplexes any
+number of concurrent executions. `microbox.aio` is the asyncio face.
 """
 
 from __future__ import annotations
 
+import builtins
 import contextlib
-import signal as _signal
 import threading
+import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, Any
 
 from microbox import paths
 from microbox.agent import ops
-from microbox.agent.channel import Channel, Stream
-from microbox.agent.ops import ExecRequest, ExitStatus
-from microbox.agent.protocol import CHUNK, T
-from microbox.core import control, lifecycle, reconcile, vm
-from microbox.core.spec import DEFAULT_MEMORY_MIB, BoxSpec
-from microbox.errors import AgentError
-from microbox.store.boxes import BoxRecord
+from microbox.agent.channel import Channel
+from microbox.agent.ops import ExecRequest
+from microbox.artifacts import agent as agent_build
+from microbox.artifacts import kernel as kernel_build
+from microbox.core import control, doctor, lifecycle, maintenance, orphans, reconcile, vm
+from microbox.core.lifecycle import BUILTIN_IMAGES, box_dir
+from microbox.core.maintenance import GcReport
+from microbox.core.orphans import VMM
+from microbox.errors import BuildError, NotFound, Refused
+from microbox.execution import Execution, Result
+from microbox.images import busybox, store
+from microbox.spec import DEFAULT_MEMORY_MIB, BoxSpec
+from microbox.store.boxes import STATUSES, BoxRecord
 from microbox.store.db import Database
+from microbox.store.images import Image
 
+__all__ = ["STATUSES", "VMM", "Box", "Execution", "GcReport", "Image", "Result", "Runtime"]
 
-@dataclass(frozen=True)
-class Result:
-    exit_code: int
-    stdout: bytes
-    stderr: bytes
-    status: ExitStatus
-
-
-class Execution:
-    """A process running in a box: stream its output, feed its stdin, signal it."""
-
-    def __init__(self, stream: Stream, pid: int) -> None:
-        self._stream = stream
-        self.pid = pid
-        self.status: ExitStatus | None = None
-
-    def write(self, data: bytes) -> None:
-        for i in range(0, len(data), CHUNK):
-            self._stream.send(T.STDIN, data[i:i + CHUNK])
-
-    def close_stdin(self) -> None:
-        self._stream.send(T.STDIN, b"")
-
-    def signal(self, sig: int = _signal.SIGTERM) -> None:
-        self._stream.send(T.SIGNAL, {"signal": int(sig)})
-
-    def resize(self, rows: int, cols: int) -> None:
-        self._stream.send(T.RESIZE, {"rows": rows, "cols": cols})
-
-    def events(self) -> Iterator[tuple[str, bytes]]:
-        """("stdout"|"stderr", bytes) as the process writes; ends when it exits."""
-        while self.status is None:
-            event = ops.next_event(self._stream)
-            if isinstance(event, ExitStatus):
-                self.status = event
-                self._stream.close()
-                return
-            yield ("stdout" if event[0] == T.STDOUT else "stderr"), event[1]
-
-    def wait(self) -> ExitStatus:
-        """Wait for the exit, discarding output not yet read."""
-        for _ in self.events():
-            pass
-        assert self.status is not None
-        return self.status
-
-
-def _feed(ex: Execution, data: bytes) -> None:
-    with contextlib.suppress(AgentError):  # the process may exit before reading it all
-        ex.write(data)
-        ex.close_stdin()
+FOLLOW_INTERVAL = 0.2  # logs(follow=True) polls the console like tail -f
 
 
 class Box:
-    """A box with a running VM and a session with its agent."""
+    """A handle on one box, like docker-py's Container: lifecycle actions, exec,
+    files, logs. A Box from `Runtime.run` owns its VM (closing it tears the VM
+    down); one from `get`/`list` does not (closing it ends only its session)."""
 
-    def __init__(self, runtime: Runtime, started: lifecycle.Started, remove: bool,
-                 owned: bool = True) -> None:
+    def __init__(self, runtime: Runtime, record: BoxRecord, *,
+                 started: lifecycle.Started | None = None, remove: bool = False,
+                 owned: bool = False) -> None:
         self.runtime = runtime
-        self.record: BoxRecord = started.record
-        self._vm = started.vm
-        self._channel: Channel | None = started.channel
+        self.record = record
+        self._vm = started.vm if started is not None else None
+        self._channel: Channel | None = started.channel if started is not None else None
+        self._session_lock = threading.Lock()
         self._remove = remove
-        self._owned = owned  # closing an owned box tears its VM down
+        self._owned = owned
+
+    def __repr__(self) -> str:
+        return f"<Box {self.name} {self.id[:12]} {self.status}>"
+
+    # -- what it is ----------------------------------------------------------
 
     @property
     def id(self) -> str:
@@ -107,15 +78,87 @@ class Box:
         return self.record.name
 
     @property
-    def ready_after(self) -> float:
-        """Seconds from spawning the VMM to the agent's handshake."""
-        return self._vm.ready_after if self._vm is not None else 0.0
+    def status(self) -> str:
+        return self.record.status
 
     @property
-    def channel(self) -> Channel:
-        if self._channel is None:
-            raise AgentError(f"box {self.name!r} is closed")
-        return self._channel
+    def spec(self) -> BoxSpec:
+        return self.record.spec
+
+    @property
+    def ready_after(self) -> float:
+        """Seconds from spawning the VMM to the agent's handshake (0 if not started here)."""
+        return self._vm.ready_after if self._vm is not None else 0.0
+
+    def reload(self) -> Box:
+        """Re-read the box, reconciled with reality (a crashed VMM shows as `error`)."""
+        self.record = self.runtime._resolve(self.id)
+        return self
+
+    def info(self) -> dict[str, Any]:
+        """Everything known about the box, as JSON-ready values."""
+        r = self.record
+        d = box_dir(r)
+        return {
+            "id": r.id, "name": r.name, "image": r.image, "status": r.status,
+            "cpus": r.spec.cpus, "memory_mib": r.spec.memory_mib,
+            "auto_remove": r.auto_remove, "created_at": r.created_at,
+            "started_at": r.started_at, "finished_at": r.finished_at, "pid": r.pid,
+            "last_error": r.last_error, "image_digest": r.image_digest,
+            "spec": r.spec.to_json(), "dir": str(d.path), "alive": d.alive(),
+        }
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def start(self) -> Box:
+        """Boot a created, stopped or crashed box, detached from this process."""
+        self.record = control.start(self._db, self.reload().record, self.runtime.log)
+        return self
+
+    def stop(self, timeout: float = 10.0) -> Box:
+        """Graceful: the guest syncs its disk and powers off; then SIGTERM, SIGKILL."""
+        channel = self._take_session()
+        if self._vm is not None:
+            self.record = lifecycle.stop(self._db, self.record, self._vm, channel, timeout)
+            self._vm = None
+        else:
+            if channel is not None:
+                channel.close()
+            self.record = control.stop(self._db, self.reload().record, timeout)
+        return self
+
+    def restart(self, timeout: float = 10.0) -> Box:
+        self.stop(timeout)
+        return self.start()
+
+    def pause(self) -> Box:
+        """Freeze the vCPUs (QMP stop)."""
+        self.record = control.pause(self._db, self.reload().record)
+        return self
+
+    def resume(self) -> Box:
+        """Thaw the vCPUs (QMP cont)."""
+        self.record = control.resume(self._db, self.reload().record)
+        return self
+
+    def set(self, *, cpus: int | None = None, memory_mib: int | None = None) -> Box:
+        """Change a stopped box's CPUs or memory; applied at its next start."""
+        self.record = control.set_resources(self._db, self.reload().record, cpus=cpus,
+                                            memory_mib=memory_mib)
+        return self
+
+    def delete(self, force: bool = False) -> None:
+        """Remove the box; a running one needs force (it is killed)."""
+        channel = self._take_session()
+        if channel is not None:
+            channel.close()
+        if self._vm is not None:
+            lifecycle.destroy(self._db, self.record, self._vm)
+            self._vm = None
+            return
+        control.delete(self._db, self.reload().record, force)
+
+    # -- inside --------------------------------------------------------------
 
     def exec(self, argv: Sequence[str], *, env: dict[str, str] | None = None,
              cwd: str | None = None, user: str | None = None, stdin: bool = False,
@@ -124,12 +167,12 @@ class Box:
              main: bool = False) -> Execution:
         """Start a process. With detach it outlives this session (output to the
         console log); with main as well, the box stops when it exits."""
-        spec = BoxSpec.from_json(self.record.spec)
+        spec = self.record.spec
         req = ExecRequest(argv=list(argv), env={**spec.env, **(env or {})},
                           cwd=cwd or spec.workdir, user=user or spec.user, tty=tty, rows=rows,
                           cols=cols, stdin=stdin, timeout=timeout, detach=detach,
                           main=main)
-        stream, pid = ops.start_exec(self.channel, req)
+        stream, pid = ops.start_exec(self._session(), req)
         return Execution(stream, pid)
 
     def run(self, argv: Sequence[str], *, input: bytes | None = None,
@@ -138,64 +181,98 @@ class Box:
         """Run a command to completion and collect its output."""
         ex = self.exec(argv, env=env, cwd=cwd, user=user, stdin=input is not None,
                        timeout=timeout)
-        feeder = None
-        if input is not None:
-            # fed from a thread: a large input and a large output cannot wait on each other
-            feeder = threading.Thread(target=_feed, args=(ex, input), daemon=True)
-            feeder.start()
-        out, err = bytearray(), bytearray()
-        for name, data in ex.events():
-            (out if name == "stdout" else err).extend(data)
-        if feeder is not None:
-            feeder.join()
-        assert ex.status is not None
-        return Result(ex.status.exit_code, bytes(out), bytes(err), ex.status)
+        return ex.collect(input)
 
     def put(self, local: str | Path | IO[bytes], remote: str, mode: int | None = None) -> None:
+        """Copy a local file (path or binary file object) to `remote`, mode kept."""
         if isinstance(local, (str, Path)):
             path = Path(local)
             with open(path, "rb") as f:
-                ops.put_file(self.channel, f, remote, path.stat().st_mode if mode is None
-                             else mode)
+                ops.put_file(self._session(), f, remote,
+                             path.stat().st_mode if mode is None else mode)
         else:
-            ops.put_file(self.channel, local, remote, 0o644 if mode is None else mode)
+            ops.put_file(self._session(), local, remote, 0o644 if mode is None else mode)
 
     def get(self, remote: str, local: str | Path | IO[bytes]) -> None:
+        """Copy `remote` to a local path (written whole or not at all) or file object."""
         if isinstance(local, (str, Path)):
             path = Path(local)
             tmp = path.with_name(f".{path.name}.microbox-tmp")
             try:
                 with open(tmp, "wb") as f:
-                    mode = ops.get_file(self.channel, remote, f)
+                    mode = ops.get_file(self._session(), remote, f)
                 tmp.chmod(mode)
                 tmp.replace(path)
             finally:
                 tmp.unlink(missing_ok=True)
         else:
-            ops.get_file(self.channel, remote, local)
-
-    def release(self) -> None:
-        """Let go of a detached box: close the session, leave the VM running."""
-        channel, self._channel = self._channel, None
-        if channel is not None:
-            channel.close()
+            ops.get_file(self._session(), remote, local)
 
     def ping(self) -> None:
-        ops.ping(self.channel)
+        ops.ping(self._session())
+
+    def logs(self, tail: int | None = None) -> bytes:
+        """The console log (the last `tail` lines, if given)."""
+        return b"".join(self.follow_logs(tail, follow=False))
+
+    def follow_logs(self, tail: int | None = None, *, follow: bool = True) -> Iterator[bytes]:
+        """The console log (its last `tail` lines), then new output as it comes
+        until the VM exits."""
+        d = box_dir(self.record)
+        if not d.console_log.exists():
+            return
+        with open(d.console_log, "rb") as f:
+            data = f.read()
+            if tail is not None:
+                data = b"".join(data.splitlines(keepends=True)[-tail:]) if tail > 0 else b""
+            if data:
+                yield data
+            while follow:
+                chunk = f.read()
+                if chunk:
+                    yield chunk
+                elif not d.alive():
+                    return
+                else:
+                    time.sleep(FOLLOW_INTERVAL)  # like tail -f without inotify
+
+    # -- the session and the owned VM ----------------------------------------
+
+    def _session(self) -> Channel:
+        """This handle's agent session, opened on first use; shared by every
+        execution made through it (streams are multiplexed)."""
+        with self._session_lock:
+            if self._channel is None or self._channel.closed:
+                self._channel = control.connect(self.reload().record)
+            return self._channel
+
+    def _take_session(self) -> Channel | None:
+        with self._session_lock:
+            channel, self._channel = self._channel, None
+        return channel
+
+    @property
+    def _db(self) -> Database:
+        return self.runtime.db
+
+    def release(self) -> None:
+        """Let go of the box: close the session, leave the VM running."""
+        channel = self._take_session()
+        if channel is not None:
+            channel.close()
+        self._owned = False
 
     def close(self) -> None:
-        """Tear the VM down: removed if the box was started with rm, else stopped.
-        A box obtained with Runtime.attach() only closes its session."""
+        """Tear an owned VM down (removed if started with rm, else stopped);
+        for any other handle, close the session only."""
         if not self._owned:
             self.release()
             return
-        channel, self._channel = self._channel, None
+        self._owned = False
         if self._remove:
-            if channel is not None:
-                channel.close()
-            lifecycle.destroy(self.runtime.db, self.record, self._vm)
-            return
-        self.record = lifecycle.stop(self.runtime.db, self.record, self._vm, channel)
+            self.delete(force=True)
+        else:
+            self.stop()
 
     def __enter__(self) -> Box:
         return self
@@ -211,14 +288,32 @@ class Runtime:
     def __init__(self, *, log: vm.Log | None = None) -> None:
         self.log: vm.Log = log or vm._quiet
         self._db: Database | None = None
+        self._db_lock = threading.Lock()
 
     @property
     def db(self) -> Database:
-        if self._db is None:
-            self._db = Database(paths.home() / "microbox.db")
-        return self._db
+        with self._db_lock:
+            if self._db is None:
+                self._db = Database(paths.home() / "microbox.db")
+            return self._db
 
-    def run(self, image: str, *, name: str | None = None, cpus: int = 1,
+    # -- making boxes --------------------------------------------------------
+
+    def create(self, image: str = "busybox", *, name: str | None = None, start: bool = False,
+               **spec: Any) -> Box:
+        """Create a box (stopped unless start); spec keywords as in BoxSpec."""
+        return self.create_spec(BoxSpec(image=image, **spec), name=name, start=start)
+
+    def create_spec(self, spec: BoxSpec, *, name: str | None = None,
+                    start: bool = False) -> Box:
+        record, lock = lifecycle.create(self.db, spec, name=name, start_next=start)
+        if not start:
+            lock.close()
+            return Box(self, record)
+        started = lifecycle.start(self.db, record, lock, attached=False, log=self.log)
+        return Box(self, started.record, started=started)
+
+    def run(self, image: str = "busybox", *, name: str | None = None, cpus: int = 1,
             memory_mib: int = DEFAULT_MEMORY_MIB, env: dict[str, str] | None = None,
             workdir: str | None = None, user: str | None = None, accel: str = "auto",
             kernel: str | None = None, rm: bool = True, detach: bool = False) -> Box:
@@ -229,34 +324,103 @@ class Runtime:
 
     def run_spec(self, spec: BoxSpec, *, name: str | None = None, rm: bool = True,
                  detach: bool = False) -> Box:
-        """run() for a ready-made BoxSpec."""
+        """run() for a ready-made BoxSpec. Without detach the VM dies with this process."""
         record, lock = lifecycle.create(self.db, spec, name=name, auto_remove=rm,
-                                           start_next=True)
+                                        start_next=True)
         started = lifecycle.start(self.db, record, lock, attached=not detach, log=self.log)
-        return Box(self, started, remove=rm)
+        return Box(self, started.record, started=started, remove=rm, owned=True)
 
-    def resolve(self, ref: str) -> BoxRecord:
-        """A box by name, id or unique id prefix, reconciled with reality."""
+    # -- finding boxes -------------------------------------------------------
+
+    def _resolve(self, ref: str) -> BoxRecord:
         return reconcile.resolve(self.db, ref)
 
-    def boxes(self) -> list[BoxRecord]:
-        """Every box, reconciled (dead `--rm` boxes and abandoned creates are removed)."""
-        return reconcile.reconcile_all(self.db)
+    def get(self, ref: str) -> Box:
+        """A box by name, id or unique id prefix, reconciled with reality."""
+        return Box(self, self._resolve(ref))
 
-    def attach(self, ref: str) -> Box:
-        """A Box handle on a running box (a new agent session; the VM is not owned)."""
-        record = self.resolve(ref)
-        channel = control.connect(record)
-        return Box(self, lifecycle.Started(record, None, channel), remove=False, owned=False)
+    def list(self, *, all: bool = False, status: str | None = None) -> builtins.list[Box]:
+        """Boxes, reconciled (dead `--rm` boxes and abandoned creates are removed):
+        running, paused and crashed ones; with all, every box; or those in `status`."""
+        records = reconcile.reconcile_all(self.db)
+        if status is not None:
+            records = [r for r in records if r.status == status]
+        elif not all:
+            records = [r for r in records if r.status in ("running", "paused", "error")]
+        return [Box(self, r) for r in records]
+
+    # -- housekeeping --------------------------------------------------------
+
+    def cleanup_candidates(self, include_running: bool = False) -> builtins.list[Box]:
+        """Stopped and crashed boxes; with include_running, every box."""
+        records = maintenance.cleanup_candidates(reconcile.reconcile_all(self.db),
+                                                 include_running)
+        return [Box(self, r) for r in records]
+
+    def cleanup(self, boxes: Sequence[Box]) -> builtins.list[str]:
+        """Delete `boxes` (running ones are killed); returns their ids."""
+        for box in boxes:
+            lifecycle.destroy(self.db, box.record)
+        return [b.id for b in boxes]
+
+    def gc(self, dry_run: bool = False) -> GcReport:
+        """Remove what no live box owns: dead --rm boxes, stray box dirs."""
+        return maintenance.gc(self.db, dry_run)
+
+    def find_vmm(self, box_id: str) -> VMM:
+        """A box's VMM process, from /proc alone (works with the database gone)."""
+        return orphans.match(orphans.scan(), box_id)
+
+    def kill_vmm(self, target: VMM) -> None:
+        """SIGKILL a VMM found by find_vmm, after checking it is still that process."""
+        if not maintenance.kill_vmm(target):
+            raise Refused(f"pid {target.pid} is no longer box {target.box_id[:12]}'s VMM; "
+                          "nothing was killed")
+
+    @staticmethod
+    def doctor() -> builtins.list[doctor.Check]:
+        """Read-only checks of everything microbox depends on."""
+        return doctor.run_checks()
+
+    # -- images and artifacts ------------------------------------------------
+
+    def images(self) -> builtins.list[Image]:
+        return store.all_images(self.db)
+
+    def build_image(self, name: str = busybox.NAME, *, force: bool = False) -> Image:
+        """Build a built-in image (kept if already present, unless force)."""
+        builder = BUILTIN_IMAGES.get(name)
+        if builder is None:
+            raise NotFound(f"no built-in image named {name!r}", "microbox image list")
+        with store.build_lock(name):
+            return (None if force else store.find(self.db, name)) or builder(self.db)
+
+    @staticmethod
+    def builtin_images() -> builtins.list[str]:
+        return list(BUILTIN_IMAGES)
+
+    def build_kernel(self, *, force: bool = False) -> Path:
+        try:
+            return kernel_build.build_kernel(force=force, log=self.log)
+        except kernel_build.KernelBuildError as exc:
+            raise BuildError(str(exc)) from None
+
+    @staticmethod
+    def build_agent(*, force: bool = False) -> Path:
+        return agent_build.build_agent(force=force)
+
+    # -- the runtime itself --------------------------------------------------
 
     def close(self) -> None:
-        if self._db is not None:
+        with self._db_lock:
+            db, self._db = self._db, None
+        if db is not None:
             with contextlib.suppress(Exception):
-                self._db.close()
-            self._db = None
+                db.close()
 
     def __enter__(self) -> Runtime:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from microbox.agent import channel
 from microbox.agent.channel import Channel
 from microbox.agent.protocol import HEADER, Decoder, Frame, T, encode
 from microbox.errors import AgentError, AgentTimeout
@@ -116,6 +117,48 @@ def test_agent_out_of_sync_gets_a_new_hello(tmp_path: Path) -> None:
         second = next(hellos(conn))
         assert second != first
         conn.sendall(reply(first) + reply(second))  # a late answer to the first is skipped
+        conn.recv(1)
+
+    serve(tmp_path, peer)
+    ch = open_channel(tmp_path)
+    ch.close()
+
+
+def test_a_hello_with_no_answer_at_all_is_sent_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The swallowed HELLO's ERROR can be lost too (the agent drops writes while the
+    port still reports the dead client's hang-up): silence alone brings a new HELLO."""
+    monkeypatch.setattr(channel, "RESEND_AFTER", 0.2)
+
+    def peer(conn: socket.socket, first: str) -> None:
+        second = next(hellos(conn))  # the first went into a torn frame, unanswered
+        assert second != first
+        conn.sendall(reply(second))
+        conn.recv(1)
+
+    serve(tmp_path, peer)
+    started = time.monotonic()
+    ch = open_channel(tmp_path)
+    assert ch.hello["session"] and time.monotonic() - started < 2
+    ch.close()
+
+
+def test_stale_output_does_not_hold_back_the_resend(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(channel, "RESEND_AFTER", 0.3)
+    stop = threading.Event()
+
+    def peer(conn: socket.socket, first: str) -> None:
+        def flood() -> None:  # a dead client's exec keeps writing
+            while not stop.is_set():
+                conn.sendall(encode(T.STDOUT, 5, b"stale " * 100))
+                time.sleep(0.01)
+        flooder = threading.Thread(target=flood, daemon=True)
+        flooder.start()
+        second = next(hellos(conn))
+        stop.set()
+        flooder.join()
+        conn.sendall(reply(second))
         conn.recv(1)
 
     serve(tmp_path, peer)

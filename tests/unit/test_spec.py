@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from microbox.core.reconcile import require
-from microbox.core.spec import BoxSpec, parse_env, validate_name
 from microbox.errors import InvalidSpec, StateError
+from microbox.spec import BoxSpec, parse_env, validate_name
 from microbox.store.boxes import BoxRecord
 
 
@@ -42,7 +42,7 @@ def test_parse_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def box(status: str, **kw: object) -> BoxRecord:
-    return BoxRecord(id="a" * 32, name="X", image="busybox", spec={}, status=status,
+    return BoxRecord(id="a" * 32, name="X", image="busybox", spec=BoxSpec("busybox"), status=status,
                      **kw)  # type: ignore[arg-type]
 
 

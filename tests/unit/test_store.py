@@ -15,6 +15,7 @@ from microbox import paths
 from microbox.core import maintenance
 from microbox.core.boxdir import BoxDir
 from microbox.errors import HostError, NotFound, UsageError
+from microbox.spec import BoxSpec
 from microbox.store import boxes
 from microbox.store.boxes import BoxRecord
 from microbox.store.db import Database
@@ -22,7 +23,8 @@ from microbox.store.migrations import MIGRATIONS
 
 
 def rec(box_id: str, name: str) -> BoxRecord:
-    return BoxRecord(id=box_id, name=name, image="busybox", spec={"cpus": 1}, status="created")
+    return BoxRecord(id=box_id, name=name, image="busybox", spec=BoxSpec("busybox"),
+                     status="created")
 
 
 def test_fresh_database_is_migrated_in_wal_mode(tmp_path: Path) -> None:
@@ -72,9 +74,12 @@ def test_update_and_delete_roundtrip(tmp_path: Path) -> None:
     db = Database(tmp_path / "m.db")
     r = rec("d" * 32, "x")
     boxes.insert(db, r)
-    boxes.update(db, r.with_(status="running", pid=42, pid_start=1.5, spec={"cpus": 2}))
+    spec = BoxSpec("busybox", cpus=2, env={"K": "v"})
+    boxes.update(db, r.with_(status="running", pid=42, pid_start=1.5, spec=spec,
+                             image_digest="sha256-x", pending=True))
     got = boxes.resolve(db, "x")
-    assert (got.status, got.pid, got.pid_start, got.spec) == ("running", 42, 1.5, {"cpus": 2})
+    assert (got.status, got.pid, got.pid_start, got.spec) == ("running", 42, 1.5, spec)
+    assert (got.image_digest, got.pending) == ("sha256-x", True)
     boxes.delete(db, r.id)
     assert boxes.all_boxes(db) == []
     db.close()

@@ -210,6 +210,9 @@ def _message(frame: Frame) -> str:
 
 
 RESYNC_HELLOS = 3  # HELLOs re-sent when the agent says it lost the framing
+# A HELLO with no answer at all is sent again after this long: longer than the
+# agent's frame gap (3 s), after which it has either answered or is hunting.
+RESEND_AFTER = 4.0
 
 
 def handshake(
@@ -225,17 +228,23 @@ def handshake(
     they are skipped (docs/protocol.md, "Losing and regaining sync"). An
     ERROR of kind "protocol" means the agent lost the framing, perhaps inside
     a torn frame that swallowed our HELLO: it is hunting for one, so we send
-    another, with a new nonce.
+    another, with a new nonce. That ERROR itself can be lost (the agent drops
+    writes while the port still reports the previous client's hang-up), so a
+    HELLO that gets no answer within RESEND_AFTER is sent again too.
     """
     resends = RESYNC_HELLOS
     session = _send_hello(sock, hostname)
+    resend_at = time.monotonic() + RESEND_AFTER
     scanner = ControlScanner()
     watch: list[int] = [sock.fileno()] if abort_fd is None else [sock.fileno(), abort_fd]
     while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
+        now = time.monotonic()
+        if now >= deadline:
             raise AgentTimeout("the guest agent did not answer in time")
-        ready, _, _ = select.select(watch, [], [], left)
+        if now >= resend_at:
+            session = _send_hello(sock, hostname)
+            resend_at = now + RESEND_AFTER
+        ready, _, _ = select.select(watch, [], [], min(deadline, resend_at) - now)
         if abort_fd is not None and abort_fd in ready:
             raise AgentError(abort_reason())
         if sock.fileno() not in ready:

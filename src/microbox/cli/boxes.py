@@ -8,12 +8,7 @@ import click
 
 from microbox.cli.common import common_options, guarded, spec_from, spec_options
 from microbox.cli.output import Out
-from microbox.cli.render import record_json
-from microbox.core import control, lifecycle
-from microbox.core.vm import Log
-from microbox.sdk import Runtime
-from microbox.store.boxes import BoxRecord
-from microbox.store.db import Database
+from microbox.sdk import Box, Runtime
 
 
 @click.command()
@@ -30,23 +25,15 @@ def create(name: str | None, cpus: int, memory: int, env: tuple[str, ...],
     def body() -> None:
         with Runtime(log=out.log) as rt:
             spec = spec_from(image, cpus, memory, env, workdir, user, accel, kernel)
-            record, lock = lifecycle.create(rt.db, spec, name=name, start_next=start_now)
-            if start_now:
-                started = lifecycle.start(rt.db, record, lock, attached=False, log=out.log)
-                started.channel.close()
-                record = started.record
-            else:
-                lock.close()
-            out.result(record_json(record), record.id)
+            box = rt.create_spec(spec, name=name, start=start_now)
+            box.release()
+            out.result(box.info(), box.id)
 
     guarded(out, body)
 
 
-Action = Callable[[Database, BoxRecord, Log], BoxRecord]
-
-
-def _one(name: str, help_: str, action: Action) -> click.Command:
-    """A command that applies one control action to one box."""
+def _one(name: str, help_: str, action: Callable[[Box], object]) -> click.Command:
+    """A command that applies one action to one box and prints its name."""
 
     @click.command(name=name, help=help_)
     @common_options
@@ -56,50 +43,44 @@ def _one(name: str, help_: str, action: Action) -> click.Command:
 
         def body() -> None:
             with Runtime(log=out.log) as rt:
-                record = action(rt.db, rt.resolve(box), out.log)
-                out.result(record_json(record), record.name)
+                handle = rt.get(box)
+                action(handle)
+                out.result(handle.info(), handle.name)
 
         guarded(out, body)
 
     return cmd
 
 
-start = _one("start", "Start a stopped box (detached).", control.start)
-pause = _one("pause", "Freeze a running box's vCPUs.", lambda db, r, _log: control.pause(db, r))
-resume = _one("resume", "Thaw a paused box.", lambda db, r, _log: control.resume(db, r))
+start = _one("start", "Start a stopped box (detached).", Box.start)
+pause = _one("pause", "Freeze a running box's vCPUs.", Box.pause)
+resume = _one("resume", "Thaw a paused box.", Box.resume)
 
 
-@click.command()
-@click.option("-t", "--timeout", type=float, default=10.0, show_default=True,
-              help="Seconds to wait for a graceful stop before SIGTERM, then SIGKILL.")
-@common_options
-@click.argument("box")
-def stop(timeout: float, as_json: bool, verbose: bool, box: str) -> None:
-    """Stop a box: the guest syncs its disk and powers off."""
-    out = Out("stop", as_json, verbose)
+def _timed(name: str, help_: str, action: Callable[[Box, float], object]) -> click.Command:
+    """A command with a -t/--timeout that applies one action to one box."""
 
-    def body() -> None:
-        with Runtime(log=out.log) as rt:
-            record = control.stop(rt.db, rt.resolve(box), timeout)
-            out.result(record_json(record), record.name)
+    @click.command(name=name, help=help_)
+    @click.option("-t", "--timeout", type=float, default=10.0, show_default=True,
+                  help="Seconds to wait for a graceful stop before SIGTERM, then SIGKILL.")
+    @common_options
+    @click.argument("box")
+    def cmd(timeout: float, as_json: bool, verbose: bool, box: str) -> None:
+        out = Out(name, as_json, verbose)
 
-    guarded(out, body)
+        def body() -> None:
+            with Runtime(log=out.log) as rt:
+                handle = rt.get(box)
+                action(handle, timeout)
+                out.result(handle.info(), handle.name)
+
+        guarded(out, body)
+
+    return cmd
 
 
-@click.command()
-@click.option("-t", "--timeout", type=float, default=10.0, show_default=True)
-@common_options
-@click.argument("box")
-def restart(timeout: float, as_json: bool, verbose: bool, box: str) -> None:
-    """Stop a box, then start it again."""
-    out = Out("restart", as_json, verbose)
-
-    def body() -> None:
-        with Runtime(log=out.log) as rt:
-            record = control.restart(rt.db, rt.resolve(box), timeout, log=out.log)
-            out.result(record_json(record), record.name)
-
-    guarded(out, body)
+stop = _timed("stop", "Stop a box: the guest syncs its disk and powers off.", Box.stop)
+restart = _timed("restart", "Stop a box, then start it again.", Box.restart)
 
 
 @click.command()
@@ -114,11 +95,11 @@ def delete(force: bool, as_json: bool, verbose: bool, box: tuple[str, ...]) -> N
         deleted = []
         with Runtime(log=out.log) as rt:
             for ref in box:
-                record = rt.resolve(ref)
-                control.delete(rt.db, record, force)
-                deleted.append(record.id)
+                handle = rt.get(ref)
+                handle.delete(force)
+                deleted.append(handle.id)
                 if not out.as_json:
-                    click.echo(record.name)
+                    click.echo(handle.name)
         out.result({"deleted": deleted})
 
     guarded(out, body)
@@ -137,8 +118,7 @@ def set_(cpus: int | None, memory: int | None, as_json: bool, verbose: bool, box
         if cpus is None and memory is None:
             raise click.UsageError("give --cpus and/or --memory")
         with Runtime(log=out.log) as rt:
-            record = control.set_resources(rt.db, rt.resolve(box), cpus=cpus,
-                                           memory_mib=memory)
-            out.result(record_json(record), record.name)
+            handle = rt.get(box).set(cpus=cpus, memory_mib=memory)
+            out.result(handle.info(), handle.name)
 
     guarded(out, body)

@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import click
 
-from microbox.artifacts import agent as agent_build
-from microbox.artifacts import kernel as kernel_build
 from microbox.cli.common import common_options, guarded
 from microbox.cli.output import Out
-from microbox.core.lifecycle import BUILTIN_IMAGES
-from microbox.errors import BuildError
-from microbox.images import busybox, store
 from microbox.sdk import Runtime
 
 
@@ -27,10 +22,7 @@ def kernel_build_cmd(force: bool, as_json: bool, verbose: bool) -> None:
     out = Out("kernel build", as_json, verbose)
 
     def body() -> None:
-        try:
-            path = kernel_build.build_kernel(force=force, log=out.log)
-        except kernel_build.KernelBuildError as exc:
-            raise BuildError(str(exc)) from None
+        path = Runtime(log=out.log).build_kernel(force=force)
         out.result({"path": str(path)}, str(path))
 
     guarded(out, body)
@@ -49,7 +41,7 @@ def agent_build_cmd(force: bool, as_json: bool, verbose: bool) -> None:
     out = Out("agent build", as_json, verbose)
 
     def body() -> None:
-        path = agent_build.build_agent(force=force)
+        path = Runtime.build_agent(force=force)
         out.result({"path": str(path)}, str(path))
 
     guarded(out, body)
@@ -61,7 +53,7 @@ def image() -> None:
 
 
 @image.command("build")
-@click.argument("name", type=click.Choice([busybox.NAME]))
+@click.argument("name", type=click.Choice(Runtime.builtin_images()))
 @click.option("--force", is_flag=True, help="Rebuild even if present.")
 @common_options
 def image_build_cmd(name: str, force: bool, as_json: bool, verbose: bool) -> None:
@@ -70,7 +62,7 @@ def image_build_cmd(name: str, force: bool, as_json: bool, verbose: bool) -> Non
 
     def body() -> None:
         with Runtime() as rt:
-            img = (None if force else store.find(rt.db, name)) or busybox.build(rt.db)
+            img = rt.build_image(name, force=force)
         out.result({"name": img.name, "digest": img.digest, "size": img.size},
                    f"{img.name} {img.digest[:19]}")
 
@@ -85,12 +77,13 @@ def image_list_cmd(as_json: bool, verbose: bool) -> None:
 
     def body() -> None:
         with Runtime() as rt:
-            images = store.all_images(rt.db)
+            images = rt.images()
         rows = [{"name": i.name, "digest": i.digest, "size": i.size, "source": i.source}
                 for i in images]
         human = "\n".join(f"{i.name:<16} {i.digest[:19]}  {i.size >> 20} MiB  {i.source}"
                           for i in images)
-        builtin = ", ".join(n for n in BUILTIN_IMAGES if n not in {i.name for i in images})
+        builtin = ", ".join(n for n in Runtime.builtin_images()
+                            if n not in {i.name for i in images})
         if builtin:
             human += ("\n" if human else "") + f"(built on first use: {builtin})"
         out.result(rows, human)

@@ -9,8 +9,8 @@ from typing import Any, TypeVar
 import click
 
 from microbox.cli.output import Out
-from microbox.core.spec import ACCELS, DEFAULT_MEMORY_MIB, BoxSpec, parse_env
 from microbox.errors import HostError, MicroboxError
+from microbox.spec import ACCELS, DEFAULT_MEMORY_MIB, BoxSpec, parse_env
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -9,8 +9,6 @@ import click
 from microbox.cli.common import common_options, guarded
 from microbox.cli.output import Out, envelope
 from microbox.cli.render import print_table
-from microbox.core import doctor as doctor_checks
-from microbox.core import lifecycle, maintenance, orphans
 from microbox.errors import HostError, Refused
 from microbox.sdk import Runtime
 
@@ -34,7 +32,7 @@ def cleanup(include_running: bool, force: bool, dry_run: bool, as_json: bool,
 
     def body() -> None:
         with Runtime(log=out.log) as rt:
-            doomed = maintenance.cleanup_candidates(rt.boxes(), include_running)
+            doomed = rt.cleanup_candidates(include_running)
             names = [f"{r.name} ({r.id[:12]}, {r.status})" for r in doomed]
             if not doomed:
                 out.result({"deleted": [], "dry_run": dry_run}, "nothing to clean up")
@@ -51,9 +49,7 @@ def cleanup(include_running: bool, force: bool, dry_run: bool, as_json: bool,
             if not force and not _confirm(out, "delete them?", f"delete {len(doomed)} boxes"):
                 out.info("nothing deleted")
                 return
-            for r in doomed:
-                lifecycle.destroy(rt.db, r)
-            out.result({"deleted": [r.id for r in doomed], "dry_run": False},
+            out.result({"deleted": rt.cleanup(doomed), "dry_run": False},
                        f"deleted {len(doomed)}")
 
     guarded(out, body)
@@ -68,14 +64,13 @@ def kill(force: bool, as_json: bool, verbose: bool, box_id: str) -> None:
     out = Out("kill", as_json, verbose)
 
     def body() -> int:
-        target = orphans.match(orphans.scan(), box_id)
+        rt = Runtime()
+        target = rt.find_vmm(box_id)
         question = f"kill box {target.box_id[:12]} (VMM pid {target.pid})?"
         if not force and not _confirm(out, question, f"kill box {target.box_id[:12]}"):
             out.info("nothing killed")
             return 0
-        if not maintenance.kill_vmm(target):
-            raise Refused(f"pid {target.pid} is no longer box {target.box_id[:12]}'s VMM; "
-                          "nothing was killed")
+        rt.kill_vmm(target)
         out.result({"id": target.box_id, "pid": target.pid},
                    f"killed {target.box_id[:12]} (pid {target.pid})")
         return 0
@@ -92,7 +87,7 @@ def gc(dry_run: bool, as_json: bool, verbose: bool) -> None:
 
     def body() -> None:
         with Runtime(log=out.log) as rt:
-            report = maintenance.gc(rt.db, dry_run)
+            report = rt.gc(dry_run)
         verb = "would remove" if dry_run else "removed"
         lines = [f"{verb} box {i[:12]} (its owner died)" for i in report.rows]
         lines += [f"{verb} dir {d}" for d in report.dirs]
@@ -109,7 +104,7 @@ def doctor(as_json: bool, verbose: bool) -> None:
     out = Out("doctor", as_json, verbose)
 
     def body() -> int:
-        checks = doctor_checks.run_checks()
+        checks = Runtime.doctor()
         failed = any(c.status == "FAIL" for c in checks)
         if out.as_json:
             fails = [c for c in checks if c.status == "FAIL"]

@@ -5,20 +5,15 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 
 import click
 
 from microbox.cli.attach import exec_attached
 from microbox.cli.common import common_options, guarded
 from microbox.cli.output import Out
-from microbox.cli.render import boxes_table, record_json
-from microbox.core.lifecycle import box_dir
-from microbox.core.spec import parse_env
-from microbox.sdk import Runtime
-from microbox.store.boxes import STATUSES
-
-FOLLOW_INTERVAL = 0.2
+from microbox.cli.render import boxes_table
+from microbox.sdk import STATUSES, Runtime
+from microbox.spec import parse_env
 
 
 @click.command(name="list")
@@ -33,18 +28,14 @@ def list_(show_all: bool, status: str | None, quiet: bool, as_json: bool,
 
     def body() -> None:
         with Runtime(log=out.log) as rt:
-            records = rt.boxes()
-        if status:
-            records = [r for r in records if r.status == status]
-        elif not show_all:
-            records = [r for r in records if r.status in ("running", "paused", "error")]
-        if out.as_json:
-            out.result([record_json(r) for r in records])
-        elif quiet:
-            for r in records:
-                click.echo(r.id)
-        else:
-            boxes_table(records)
+            found = rt.list(all=show_all, status=status)
+            if out.as_json:
+                out.result([b.info() for b in found])
+            elif quiet:
+                for b in found:
+                    click.echo(b.id)
+            else:
+                boxes_table(found)
 
     guarded(out, body)
 
@@ -58,11 +49,7 @@ def inspect(as_json: bool, verbose: bool, box: str) -> None:
 
     def body() -> None:
         with Runtime(log=out.log) as rt:
-            record = rt.resolve(box)
-        data = record_json(record)
-        d = box_dir(record)
-        data["dir"] = str(d.path)
-        data["alive"] = d.alive()
+            data = rt.get(box).info()
         if out.as_json:
             out.result(data)
         else:
@@ -84,29 +71,13 @@ def logs(follow: bool, tail: int | None, as_json: bool, verbose: bool, box: str)
 
     def body() -> int:
         with Runtime() as rt:
-            record = rt.resolve(box)
-        d = box_dir(record)
-        if not d.console_log.exists():
-            return 0
-        with open(d.console_log, "rb") as f:
-            data = f.read()
-            if tail is not None:
-                lines = data.splitlines(keepends=True)
-                data = b"".join(lines[-tail:]) if tail > 0 else b""
+            handle = rt.get(box)
             if out.as_json:
-                out.result({"log": data.decode(errors="replace")})
+                out.result({"log": handle.logs(tail).decode(errors="replace")})
                 return 0
-            sys.stdout.buffer.write(data)
-            sys.stdout.flush()
-            while follow:
-                chunk = f.read()
-                if chunk:
-                    sys.stdout.buffer.write(chunk)
-                    sys.stdout.flush()
-                elif not d.alive():
-                    return 0
-                else:
-                    time.sleep(FOLLOW_INTERVAL)  # like tail -f without inotify
+            for chunk in handle.follow_logs(tail, follow=follow):
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.flush()
         return 0
 
     guarded(out, body)
@@ -138,7 +109,7 @@ def exec_(env: tuple[str, ...], workdir: str | None, user: str | None, interacti
 
     def body() -> int:
         with Runtime() as rt:
-            handle = rt.attach(box)
+            handle = rt.get(box)
             try:
                 return exec_attached(out, handle, list(command), env=parse_env(env),
                                      cwd=workdir, user=user, stdin=interactive,

@@ -4,19 +4,8 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any
 
-from microbox.store.boxes import BoxRecord
-
-
-def record_json(r: BoxRecord) -> dict[str, Any]:
-    return {
-        "id": r.id, "name": r.name, "image": r.image, "status": r.status,
-        "cpus": r.spec.get("cpus"), "memory_mib": r.spec.get("memory_mib"),
-        "auto_remove": r.auto_remove, "created_at": r.created_at, "started_at": r.started_at,
-        "finished_at": r.finished_at, "pid": r.pid, "last_error": r.last_error,
-        "spec": r.spec,
-    }
+from microbox.sdk import Box
 
 
 def ago(t: float | None) -> str:
@@ -43,9 +32,10 @@ def print_table(columns: list[str], rows: list[list[str]]) -> None:
     Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200).print(table)
 
 
-def boxes_table(records: list[BoxRecord]) -> None:
+def boxes_table(boxes: list[Box]) -> None:
     print_table(
         ["ID", "NAME", "IMAGE", "STATUS", "CPUS", "MEMORY", "CREATED"],
-        [[r.id[:12], r.name, r.image, r.status if r.status != "error" else "[red]error[/red]",
-          str(r.spec.get("cpus", "")), f"{r.spec.get('memory_mib', '')}M", ago(r.created_at)]
-         for r in records])
+        [[b.id[:12], b.name, b.record.image,
+          b.status if b.status != "error" else "[red]error[/red]",
+          str(b.spec.cpus), f"{b.spec.memory_mib}M", ago(b.record.created_at)]
+         for b in boxes])

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import time
+from dataclasses import replace
 
 from microbox.agent.channel import Channel
 from microbox.core import lifecycle, vm
 from microbox.core.lifecycle import box_dir
 from microbox.core.reconcile import require
-from microbox.core.spec import BoxSpec
 from microbox.errors import AgentError, StateError, VMError
 from microbox.store import boxes
 from microbox.store.boxes import BoxRecord
@@ -91,13 +91,10 @@ def set_resources(db: Database, record: BoxRecord, *, cpus: int | None,
                   memory_mib: int | None) -> BoxRecord:
     """Change CPUs or memory of a stopped box; applied at its next start."""
     require(record, "created", "stopped")
-    spec = BoxSpec.from_json(record.spec)
-    changed = BoxSpec.from_json({**spec.to_json(),
-                                 **({"cpus": cpus} if cpus is not None else {}),
-                                 **({"memory_mib": memory_mib} if memory_mib is not None
-                                    else {})}).validate()
-    record = record.with_(spec={**record.spec, "cpus": changed.cpus,
-                                "memory_mib": changed.memory_mib})
+    changed = replace(record.spec,
+                      cpus=record.spec.cpus if cpus is None else cpus,
+                      memory_mib=record.spec.memory_mib if memory_mib is None else memory_mib)
+    record = record.with_(spec=changed.validate())
     boxes.update(db, record)
     return record
 

@@ -18,16 +18,15 @@ from microbox.agent.channel import Channel
 from microbox.core import vm
 from microbox.core.boxdir import BoxDir, for_box
 from microbox.core.orphans import scan
-from microbox.core.spec import BoxSpec, validate_name
 from microbox.errors import NotFound
 from microbox.images import busybox, store
+from microbox.spec import BoxSpec, validate_name
 from microbox.store import boxes
 from microbox.store.boxes import BoxRecord
 from microbox.store.db import Database
 from microbox.vmm import process
 
 BUILTIN_IMAGES = {busybox.NAME: busybox.build}
-PENDING = "_pending_create"  # spec key: the box exists only if its first start succeeds
 LIVE = ("running", "paused")
 
 
@@ -66,10 +65,10 @@ def create(db: Database, spec: BoxSpec, *, name: str | None = None,
         boxes.check_name_free(db.conn, validate_name(name))
     image = resolve_image(db, spec.image)
     record = BoxRecord(id=uuid.uuid4().hex, name=name or f"box-{secrets.token_hex(4)}",
-                       image=image.name, spec={**spec.to_json(), "image_digest": image.digest},
+                       image=image.name, spec=spec, image_digest=image.digest,
                        status="created", auto_remove=auto_remove)
     if start_next:
-        record = record.with_(spec={**record.spec, PENDING: True}, **_starter())
+        record = record.with_(pending=True, **_starter())
     d = box_dir(record)
     lock = d.create()
     try:
@@ -101,13 +100,12 @@ def start(db: Database, record: BoxRecord, lock: locks.Lock, *, attached: bool,
         record = record.with_(**_starter())
         boxes.update(db, record)
     try:
-        running, channel = vm.boot(box_dir(record), BoxSpec.from_json(record.spec), lock,
+        running, channel = vm.boot(box_dir(record), record.spec, lock,
                                    attached=attached, hostname=record.name, log=log)
     except BaseException as exc:
         _roll_back(db, record, before, str(exc))
         raise
-    spec = {k: v for k, v in record.spec.items() if k != PENDING}
-    record = record.with_(status="running", spec=spec, started_at=time.time(),
+    record = record.with_(status="running", pending=False, started_at=time.time(),
                           pid=running.pid, pid_start=running.pid_start, last_error=None)
     try:
         boxes.update(db, record)
@@ -120,7 +118,7 @@ def start(db: Database, record: BoxRecord, lock: locks.Lock, *, attached: bool,
 
 
 def _roll_back(db: Database, record: BoxRecord, before: str, error: str) -> None:
-    if record.spec.get(PENDING):
+    if record.pending:
         destroy(db, record)
     else:
         status = before if before != "starting" else "stopped"
@@ -131,7 +129,7 @@ def _roll_back(db: Database, record: BoxRecord, before: str, error: str) -> None
 def abandon(db: Database, record: BoxRecord) -> BoxRecord | None:
     """Finish the rollback of a start whose starter died; None if the box is gone."""
     _kill_vmm(record)
-    if record.spec.get(PENDING) or record.auto_remove:
+    if record.pending or record.auto_remove:
         destroy(db, record)
         return None
     record = record.with_(status="stopped", pid=None, pid_start=None,

@@ -47,7 +47,7 @@ def vanishes(record: BoxRecord) -> bool:
     create whose starter died."""
     if record.status == "starting":
         return not starter_alive(record) and bool(
-            record.spec.get(lifecycle.PENDING) or record.auto_remove)
+            record.pending or record.auto_remove)
     return record.auto_remove and record.status in LIVE and not box_dir(record).alive()
 
 

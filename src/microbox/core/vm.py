@@ -19,8 +19,8 @@ from microbox.agent.channel import Channel
 from microbox.agent.protocol import untrusted_text
 from microbox.artifacts import agent, kernel
 from microbox.core.boxdir import BoxDir
-from microbox.core.spec import BoxSpec
 from microbox.errors import AgentError, AgentTimeout, HostError, VMError
+from microbox.spec import BoxSpec
 from microbox.vmm import accel, process, tsc
 from microbox.vmm.qemu_argv import VMConfig, qemu_argv
 

@@ -9,17 +9,25 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from microbox.errors import NotFound, UsageError
+from microbox.spec import BoxSpec
 from microbox.store.db import Database
 
 STATUSES = ("created", "running", "paused", "stopped", "error")
 
 
+_PENDING = "_pending_create"  # stored beside the spec fields (schema 1 keeps them together)
+_DIGEST = "image_digest"
+
+
 @dataclass(frozen=True)
 class BoxRecord:
+    """One box as the database knows it. `spec` is what the user asked for;
+    `pending` marks a create that exists only if its first start succeeds."""
+
     id: str
     name: str
     image: str
-    spec: dict[str, Any]
+    spec: BoxSpec
     status: str
     auto_remove: bool = False
     created_at: float = field(default_factory=time.time)
@@ -28,14 +36,18 @@ class BoxRecord:
     pid: int | None = None
     pid_start: float | None = None
     last_error: str | None = None
+    image_digest: str | None = None
+    pending: bool = False
 
     def with_(self, **changes: Any) -> BoxRecord:
         return replace(self, **changes)
 
 
 def _from_row(row: sqlite3.Row) -> BoxRecord:
+    stored = json.loads(row["spec"])
     return BoxRecord(
-        id=row["id"], name=row["name"], image=row["image"], spec=json.loads(row["spec"]),
+        id=row["id"], name=row["name"], image=row["image"], spec=BoxSpec.from_json(stored),
+        image_digest=stored.get(_DIGEST), pending=bool(stored.get(_PENDING)),
         status=row["status"], auto_remove=bool(row["auto_remove"]),
         created_at=row["created_at"], started_at=row["started_at"],
         finished_at=row["finished_at"], pid=row["pid"], pid_start=row["pid_start"],
@@ -47,8 +59,17 @@ _COLUMNS = ("id", "name", "image", "spec", "status", "auto_remove", "created_at"
             "started_at", "finished_at", "pid", "pid_start", "last_error")
 
 
+def _spec_json(r: BoxRecord) -> str:
+    stored: dict[str, Any] = r.spec.to_json()
+    if r.image_digest is not None:
+        stored[_DIGEST] = r.image_digest
+    if r.pending:
+        stored[_PENDING] = True
+    return json.dumps(stored, sort_keys=True)
+
+
 def _values(r: BoxRecord) -> tuple[Any, ...]:
-    return (r.id, r.name, r.image, json.dumps(r.spec, sort_keys=True), r.status,
+    return (r.id, r.name, r.image, _spec_json(r), r.status,
             int(r.auto_remove), r.created_at, r.started_at, r.finished_at, r.pid,
             r.pid_start, r.last_error)
 
