@@ -241,9 +241,9 @@ class AsyncRuntime:
     async def get(self, ref: str) -> AsyncBox:
         return self._box(await self._pool.call(self._rt.get, ref))
 
-    async def list(self, *, all: bool = False, status: str | None = None
-                   ) -> builtins.list[AsyncBox]:
-        found = await self._pool.call(self._rt.list, all=all, status=status)
+    async def list(self, *, all: bool = False, status: str | None = None,
+                   labels: dict[str, str | None] | None = None) -> builtins.list[AsyncBox]:
+        found = await self._pool.call(self._rt.list, all=all, status=status, labels=labels)
         return [self._box(b) for b in found]
 
     async def cleanup_candidates(self, include_running: bool = False

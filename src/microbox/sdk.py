@@ -105,6 +105,7 @@ class Box:
             "auto_remove": r.auto_remove, "created_at": r.created_at,
             "started_at": r.started_at, "finished_at": r.finished_at, "pid": r.pid,
             "last_error": r.last_error, "image_digest": r.image_digest,
+            "labels": dict(r.spec.labels),
             "spec": r.spec.to_json(), "dir": str(d.path), "alive": d.alive(),
         }
 
@@ -316,10 +317,12 @@ class Runtime:
     def run(self, image: str = "busybox", *, name: str | None = None, cpus: int = 1,
             memory_mib: int = DEFAULT_MEMORY_MIB, env: dict[str, str] | None = None,
             workdir: str | None = None, user: str | None = None, accel: str = "auto",
-            kernel: str | None = None, rm: bool = True, detach: bool = False) -> Box:
+            kernel: str | None = None, labels: dict[str, str] | None = None,
+            rm: bool = True, detach: bool = False) -> Box:
         """Create and start a box; use it as a context manager to tear it down."""
         spec = BoxSpec(image=image, cpus=cpus, memory_mib=memory_mib, env=env or {},
-                       workdir=workdir, user=user, accel=accel, kernel=kernel)
+                       workdir=workdir, user=user, accel=accel, kernel=kernel,
+                       labels=labels or {})
         return self.run_spec(spec, name=name, rm=rm, detach=detach)
 
     def run_spec(self, spec: BoxSpec, *, name: str | None = None, rm: bool = True,
@@ -339,14 +342,19 @@ class Runtime:
         """A box by name, id or unique id prefix, reconciled with reality."""
         return Box(self, self._resolve(ref))
 
-    def list(self, *, all: bool = False, status: str | None = None) -> builtins.list[Box]:
+    def list(self, *, all: bool = False, status: str | None = None,
+             labels: dict[str, str | None] | None = None) -> builtins.list[Box]:
         """Boxes, reconciled (dead `--rm` boxes and abandoned creates are removed):
-        running, paused and crashed ones; with all, every box; or those in `status`."""
+        running, paused and crashed ones; with all, every box; or those in `status`.
+        `labels` keeps boxes that carry each key (with that value, unless None)."""
         records = reconcile.reconcile_all(self.db)
         if status is not None:
             records = [r for r in records if r.status == status]
         elif not all:
             records = [r for r in records if r.status in ("running", "paused", "error")]
+        for key, value in (labels or {}).items():
+            records = [r for r in records if key in r.spec.labels
+                       and (value is None or r.spec.labels[key] == value)]
         return [Box(self, r) for r in records]
 
     # -- housekeeping --------------------------------------------------------

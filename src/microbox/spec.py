@@ -16,6 +16,7 @@ DEFAULT_MEMORY_MIB = 256
 ACCELS = ("auto", "kvm", "tcg")
 # Docker's rule, capped at a hostname's 63 bytes: the name becomes the guest's hostname.
 _NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
+_LABEL = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_./-]{0,127}")
 
 
 def validate_name(name: str) -> str:
@@ -35,6 +36,7 @@ class BoxSpec:
     user: str | None = None
     accel: str = "auto"
     kernel: str | None = None  # a user's own vmlinux instead of the built one
+    labels: dict[str, str] = field(default_factory=dict)  # the user's own tags, as Docker's
 
     def validate(self) -> BoxSpec:
         host_cpus = os.cpu_count() or 1
@@ -49,6 +51,10 @@ class BoxSpec:
         for key in self.env:
             if not key or "=" in key or "\0" in key:
                 raise InvalidSpec(f"bad environment variable name {key!r}; use -e KEY=VALUE")
+        for key in self.labels:
+            if not _LABEL.fullmatch(key):
+                raise InvalidSpec(f"bad label name {key!r}; use --label KEY=VALUE with a key of "
+                                  "letters, digits, '.', '-', '_' or '/'")
         if self.workdir is not None and not self.workdir.startswith("/"):
             raise InvalidSpec(f"--workdir must be an absolute path, not {self.workdir!r}")
         if self.kernel is not None and not os.path.isfile(self.kernel):
@@ -62,6 +68,15 @@ class BoxSpec:
     def from_json(cls, data: dict[str, Any]) -> BoxSpec:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         return cls(**known)
+
+
+def parse_labels(pairs: list[str] | tuple[str, ...]) -> dict[str, str]:
+    """--label KEY=VALUE (or KEY alone, for an empty value), as Docker does."""
+    labels: dict[str, str] = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        labels[key] = value
+    return labels
 
 
 def parse_env(pairs: list[str] | tuple[str, ...]) -> dict[str, str]:

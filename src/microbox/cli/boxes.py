@@ -17,14 +17,15 @@ from microbox.sdk import Box, Runtime
 @common_options
 @click.argument("image")
 def create(name: str | None, cpus: int, memory: int, env: tuple[str, ...],
-           workdir: str | None, user: str | None, accel: str, kernel: str | None,
-           start_now: bool, as_json: bool, verbose: bool, image: str) -> None:
+           workdir: str | None, user: str | None, labels: tuple[str, ...], accel: str,
+           kernel: str | None, start_now: bool, as_json: bool, verbose: bool,
+           image: str) -> None:
     """Create a box from IMAGE (stopped unless --start)."""
     out = Out("create", as_json, verbose)
 
     def body() -> None:
         with Runtime(log=out.log) as rt:
-            spec = spec_from(image, cpus, memory, env, workdir, user, accel, kernel)
+            spec = spec_from(image, cpus, memory, env, workdir, user, labels, accel, kernel)
             box = rt.create_spec(spec, name=name, start=start_now)
             box.release()
             out.result(box.info(), box.id)

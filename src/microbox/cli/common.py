@@ -10,7 +10,7 @@ import click
 
 from microbox.cli.output import Out
 from microbox.errors import HostError, MicroboxError
-from microbox.spec import ACCELS, DEFAULT_MEMORY_MIB, BoxSpec, parse_env
+from microbox.spec import ACCELS, DEFAULT_MEMORY_MIB, BoxSpec, parse_env, parse_labels
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -32,6 +32,8 @@ def spec_options(f: F) -> F:
                      help="Environment variable (-e KEY copies it from here)."),
         click.option("-w", "--workdir", help="Working directory inside the box."),
         click.option("-u", "--user", help="User name or uid[:gid] inside the box."),
+        click.option("-l", "--label", "labels", multiple=True, metavar="KEY=VALUE",
+                     help="A label to find the box by (list --filter label=KEY=VALUE)."),
         click.option("--accel", type=click.Choice(ACCELS), default="auto", show_default=True,
                      help="auto uses KVM only where a probe showed it runs a guest."),
         click.option("--kernel", type=click.Path(dir_okay=False), help="Boot this vmlinux."),
@@ -41,9 +43,11 @@ def spec_options(f: F) -> F:
 
 
 def spec_from(image: str, cpus: int, memory: int, env: tuple[str, ...], workdir: str | None,
-              user: str | None, accel: str, kernel: str | None) -> BoxSpec:
+              user: str | None, labels: tuple[str, ...], accel: str,
+              kernel: str | None) -> BoxSpec:
     return BoxSpec(image=image, cpus=cpus, memory_mib=memory, env=parse_env(env),
-                   workdir=workdir, user=user, accel=accel, kernel=kernel)
+                   workdir=workdir, user=user, accel=accel, kernel=kernel,
+                   labels=parse_labels(labels))
 
 
 def guarded(out: Out, body: Callable[[], int | None]) -> None:

@@ -20,15 +20,17 @@ from microbox.spec import parse_env
 @click.option("-a", "--all", "show_all", is_flag=True, help="Show stopped boxes too.")
 @click.option("--status", type=click.Choice(STATUSES), help="Only boxes in this state.")
 @click.option("-q", "--quiet", is_flag=True, help="Print ids only.")
+@click.option("-f", "--filter", "filters", multiple=True, metavar="label=KEY[=VALUE]",
+              help="Only boxes with this label (Docker's filter syntax).")
 @common_options
-def list_(show_all: bool, status: str | None, quiet: bool, as_json: bool,
-          verbose: bool) -> None:
+def list_(show_all: bool, status: str | None, quiet: bool, filters: tuple[str, ...],
+          as_json: bool, verbose: bool) -> None:
     """List boxes (running and paused ones unless --all)."""
     out = Out("list", as_json, verbose)
 
     def body() -> None:
         with Runtime(log=out.log) as rt:
-            found = rt.list(all=show_all, status=status)
+            found = rt.list(all=show_all, status=status, labels=_label_filters(filters))
             if out.as_json:
                 out.result([b.info() for b in found])
             elif quiet:
@@ -38,6 +40,17 @@ def list_(show_all: bool, status: str | None, quiet: bool, as_json: bool,
                 boxes_table(found)
 
     guarded(out, body)
+
+
+def _label_filters(filters: tuple[str, ...]) -> dict[str, str | None]:
+    wanted: dict[str, str | None] = {}
+    for f in filters:
+        kind, _, rest = f.partition("=")
+        if kind != "label" or not rest:
+            raise click.UsageError(f"bad filter {f!r}; use --filter label=KEY or label=KEY=VALUE")
+        key, sep, value = rest.partition("=")
+        wanted[key] = value if sep else None
+    return wanted
 
 
 @click.command()

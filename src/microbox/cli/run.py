@@ -34,7 +34,8 @@ DEFAULT_CMD = ["/bin/sh"]
 @click.argument("image")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def run(remove: bool, detach: bool, name: str | None, cpus: int, memory: int,
-        env: tuple[str, ...], workdir: str | None, user: str | None, interactive: bool,
+        env: tuple[str, ...], workdir: str | None, user: str | None,
+        labels: tuple[str, ...], interactive: bool,
         use_tty: bool, timeout: float | None, entrypoint: str | None, accel: str,
         kernel: str | None, as_json: bool, verbose: bool, image: str,
         command: tuple[str, ...]) -> None:
@@ -60,7 +61,8 @@ def run(remove: bool, detach: bool, name: str | None, cpus: int, memory: int,
         rt = Runtime(log=out.log)
         with signals_abort():
             try:
-                spec = spec_from(image, cpus, memory, env, workdir, user, accel, kernel)
+                spec = spec_from(image, cpus, memory, env, workdir, user, labels, accel,
+                                 kernel)
                 box = rt.run_spec(spec, name=name, rm=remove, detach=detach)
             except Interrupted as sig:
                 return 128 + sig.signum
