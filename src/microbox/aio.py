@@ -64,7 +64,8 @@ class _Pool:
             yield item
 
     def shutdown(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        """Drop queued calls; wait for running ones (and the teardown of their orphans)."""
+        self._executor.shutdown(wait=True, cancel_futures=True)
 
 
 def _orphaned(undo: Callable[[T], object], fut: Future[T]) -> None:
@@ -109,9 +110,9 @@ class AsyncExecution:
             self._ex.kill()
             raise
 
-    async def collect(self, input: bytes | None = None) -> Result:
+    async def collect(self, input: bytes | None = None, limit: int | None = None) -> Result:
         try:
-            return await self._pool.call(self._ex.collect, input)
+            return await self._pool.call(self._ex.collect, input, limit)
         except asyncio.CancelledError:
             self._ex.kill()
             raise
@@ -179,17 +180,18 @@ class AsyncBox:
         return AsyncExecution(ex, self._pool)
 
     async def run(self, argv: Sequence[str], *, input: bytes | None = None,
-                  **kw: Any) -> Result:
+                  limit: int | None = None, **kw: Any) -> Result:
         """Run to completion; cancelling it kills the process group in the guest."""
         ex = await self.exec(argv, stdin=input is not None, **kw)
-        return await ex.collect(input)
+        return await ex.collect(input, limit)
 
     async def put(self, local: str | Path | IO[bytes], remote: str,
                   mode: int | None = None) -> None:
         await self._pool.call(self._box.put, local, remote, mode)
 
-    async def get(self, remote: str, local: str | Path | IO[bytes]) -> None:
-        await self._pool.call(self._box.get, remote, local)
+    async def get(self, remote: str, local: str | Path | IO[bytes],
+                  max_bytes: int | None = None) -> int:
+        return await self._pool.call(self._box.get, remote, local, max_bytes)
 
     async def ping(self) -> None:
         await self._pool.call(self._box.ping)
@@ -273,8 +275,10 @@ class AsyncRuntime:
         return await self._pool.call(self._rt.build_image, name, force=force)
 
     async def close(self) -> None:
-        await self._pool.call(self._rt.close)
-        self._pool.shutdown()
+        """Wait for calls still running (a cancelled boot's teardown among them),
+        then close the runtime."""
+        await asyncio.get_running_loop().run_in_executor(None, self._pool.shutdown)
+        self._rt.close()
 
     async def __aenter__(self) -> AsyncRuntime:
         return self

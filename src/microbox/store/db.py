@@ -7,6 +7,7 @@ asked for). Whether a box's VM is alive is read from the OS, never from here.
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import threading
 import time
@@ -33,12 +34,20 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 
 class _Held:
-    """A thread's connection; closed when the thread ends (its locals are freed)."""
+    """A thread's connection; closed when the thread ends (its locals are freed).
+
+    Not in a forked child: fork copies SQLite's mutexes as other threads held
+    them, and the child frees those threads' locals, so closing there can wait
+    for ever (seen: a VMM fork hung in sqlite3_finalize while 20 boxes booted).
+    """
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
+        self.pid = os.getpid()
 
     def __del__(self) -> None:
+        if os.getpid() != self.pid:
+            return
         with contextlib.suppress(sqlite3.Error):
             self.conn.close()
 

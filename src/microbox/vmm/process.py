@@ -25,11 +25,14 @@ import psutil
 
 PR_SET_PDEATHSIG = 1
 T = TypeVar("T")
+# Loaded here, not in the forked child: dlopen there could wait for ever on a
+# loader lock that another thread held at the moment of the fork.
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def _die_with_parent(parent: int) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+    """Runs in the forked child before exec: async-signal-safe calls only."""
+    if _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
         os._exit(126)
     if os.getppid() != parent:  # the owner died before prctl took effect
         os._exit(126)
