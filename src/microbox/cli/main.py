@@ -20,9 +20,15 @@ for command in (boxes.create, boxes.start, boxes.stop, boxes.restart, boxes.paus
                 query.exec_, maint.cleanup, maint.kill, maint.gc, maint.doctor):
     cli.add_command(command)
 cli.add_command(query.list_, name="ls")
+# Docker's verbs, the same commands under the names Docker users type first.
+cli.add_command(query.list_, name="ps")
+cli.add_command(boxes.delete, name="rm")
+cli.add_command(build.image_list_cmd, name="images")
 cli.add_command(build.kernel)
 cli.add_command(build.agent)
 cli.add_command(build.image)
+cli.add_command(__import__("microbox.cli.serve", fromlist=["serve"]).serve)  # FastAPI loads lazily
+cli.add_command(__import__("microbox.cli.mcp", fromlist=["mcp"]).mcp)  # the SDK loads lazily
 
 
 def main() -> None:
