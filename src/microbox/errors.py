@@ -73,6 +73,12 @@ class AgentTimeout(AgentError):
     type = "timeout"
 
 
+class GuestNotFound(AgentError):
+    """A path the guest agent was asked to read does not exist in the box."""
+
+    type = "not_found"
+
+
 class ExecFailed(MicroboxError):
     """A guest command could not be started (not found, not executable, bad user...)."""
 

@@ -21,6 +21,12 @@ class Result:
     stdout: bytes
     stderr: bytes
     status: ExitStatus
+    stdout_dropped: int = 0  # bytes past collect()'s limit, counted and discarded
+    stderr_dropped: int = 0
+
+    @property
+    def truncated(self) -> bool:
+        return bool(self.stdout_dropped or self.stderr_dropped)
 
 
 class Execution:
@@ -72,20 +78,27 @@ class Execution:
         assert self.status is not None
         return self.status
 
-    def collect(self, input: bytes | None = None) -> Result:
-        """Feed `input` (if any) and gather all output until the exit."""
+    def collect(self, input: bytes | None = None, limit: int | None = None) -> Result:
+        """Feed `input` (if any) and gather all output until the exit. With a
+        limit, keep the first `limit` bytes of each stream and count the rest
+        (Result.stdout_dropped, stderr_dropped)."""
         feeder = None
         if input is not None:
             # fed from a thread: a large input and a large output cannot wait on each other
             feeder = threading.Thread(target=_feed, args=(self, input), daemon=True)
             feeder.start()
-        out, err = bytearray(), bytearray()
+        kept = {"stdout": bytearray(), "stderr": bytearray()}
+        dropped = {"stdout": 0, "stderr": 0}
         for name, data in self.events():
-            (out if name == "stdout" else err).extend(data)
+            buf = kept[name]
+            room = len(data) if limit is None else max(0, min(len(data), limit - len(buf)))
+            buf.extend(data[:room])
+            dropped[name] += len(data) - room
         if feeder is not None:
             feeder.join()
         assert self.status is not None
-        return Result(self.status.exit_code, bytes(out), bytes(err), self.status)
+        return Result(self.status.exit_code, bytes(kept["stdout"]), bytes(kept["stderr"]),
+                      self.status, dropped["stdout"], dropped["stderr"])
 
 
 def _feed(ex: Execution, data: bytes) -> None:

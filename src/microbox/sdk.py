@@ -150,6 +150,7 @@ class Box:
 
     def delete(self, force: bool = False) -> None:
         """Remove the box; a running one needs force (it is killed)."""
+        self.runtime._forget_shared(self)
         channel = self._take_session()
         if channel is not None:
             channel.close()
@@ -178,11 +179,13 @@ class Box:
 
     def run(self, argv: Sequence[str], *, input: bytes | None = None,
             env: dict[str, str] | None = None, cwd: str | None = None,
-            user: str | None = None, timeout: float | None = None) -> Result:
-        """Run a command to completion and collect its output."""
+            user: str | None = None, timeout: float | None = None,
+            limit: int | None = None) -> Result:
+        """Run a command to completion and collect its output (at most `limit`
+        bytes of each stream kept; see Execution.collect)."""
         ex = self.exec(argv, env=env, cwd=cwd, user=user, stdin=input is not None,
                        timeout=timeout)
-        return ex.collect(input)
+        return ex.collect(input, limit)
 
     def put(self, local: str | Path | IO[bytes], remote: str, mode: int | None = None) -> None:
         """Copy a local file (path or binary file object) to `remote`, mode kept."""
@@ -194,20 +197,22 @@ class Box:
         else:
             ops.put_file(self._session(), local, remote, 0o644 if mode is None else mode)
 
-    def get(self, remote: str, local: str | Path | IO[bytes]) -> None:
-        """Copy `remote` to a local path (written whole or not at all) or file object."""
+    def get(self, remote: str, local: str | Path | IO[bytes],
+            max_bytes: int | None = None) -> int:
+        """Copy `remote` to a local path (written whole or not at all) or file
+        object; returns its mode. A file over max_bytes is refused (AgentError)."""
         if isinstance(local, (str, Path)):
             path = Path(local)
             tmp = path.with_name(f".{path.name}.microbox-tmp")
             try:
                 with open(tmp, "wb") as f:
-                    mode = ops.get_file(self._session(), remote, f)
+                    mode = ops.get_file(self._session(), remote, f, max_bytes)
                 tmp.chmod(mode)
                 tmp.replace(path)
             finally:
                 tmp.unlink(missing_ok=True)
-        else:
-            ops.get_file(self._session(), remote, local)
+            return mode
+        return ops.get_file(self._session(), remote, local, max_bytes)
 
     def ping(self) -> None:
         ops.ping(self._session())
@@ -216,9 +221,10 @@ class Box:
         """The console log (the last `tail` lines, if given)."""
         return b"".join(self.follow_logs(tail, follow=False))
 
-    def follow_logs(self, tail: int | None = None, *, follow: bool = True) -> Iterator[bytes]:
+    def follow_logs(self, tail: int | None = None, *, follow: bool = True,
+                    stop: threading.Event | None = None) -> Iterator[bytes]:
         """The console log (its last `tail` lines), then new output as it comes
-        until the VM exits."""
+        until the VM exits or `stop` is set (checked every FOLLOW_INTERVAL)."""
         d = box_dir(self.record)
         if not d.console_log.exists():
             return
@@ -228,12 +234,14 @@ class Box:
                 data = b"".join(data.splitlines(keepends=True)[-tail:]) if tail > 0 else b""
             if data:
                 yield data
-            while follow:
+            while follow and not (stop is not None and stop.is_set()):
                 chunk = f.read()
                 if chunk:
                     yield chunk
                 elif not d.alive():
                     return
+                elif stop is not None:
+                    stop.wait(FOLLOW_INTERVAL)
                 else:
                     time.sleep(FOLLOW_INTERVAL)  # like tail -f without inotify
 
@@ -244,6 +252,9 @@ class Box:
         execution made through it (streams are multiplexed)."""
         with self._session_lock:
             if self._channel is None or self._channel.closed:
+                if self._channel is not None:
+                    self._channel.close()  # frees its port lock for the next session
+                    self._channel = None
                 self._channel = control.connect(self.reload().record)
             return self._channel
 
@@ -290,6 +301,8 @@ class Runtime:
         self.log: vm.Log = log or vm._quiet
         self._db: Database | None = None
         self._db_lock = threading.Lock()
+        self._shared: dict[str, Box] = {}
+        self._shared_lock = threading.Lock()
 
     @property
     def db(self) -> Database:
@@ -341,6 +354,26 @@ class Runtime:
     def get(self, ref: str) -> Box:
         """A box by name, id or unique id prefix, reconciled with reality."""
         return Box(self, self._resolve(ref))
+
+    def shared(self, ref: str) -> Box:
+        """A handle on the box shared by every caller of this Runtime (a server's
+        requests): its one agent session carries all their executions and copies,
+        where separate handles would each take one of the box's few agent ports.
+        Do not release or close it; `delete` through any handle forgets it."""
+        record = self._resolve(ref)
+        with self._shared_lock:
+            box = self._shared.get(record.id)
+            if box is None:
+                box = self._shared[record.id] = Box(self, record)
+            else:
+                box.record = record
+            return box
+
+    def _forget_shared(self, box: Box) -> None:
+        with self._shared_lock:
+            shared = self._shared.pop(box.id, None)
+        if shared is not None and shared is not box:
+            shared.release()
 
     def list(self, *, all: bool = False, status: str | None = None,
              labels: dict[str, str | None] | None = None) -> builtins.list[Box]:
@@ -420,6 +453,10 @@ class Runtime:
     # -- the runtime itself --------------------------------------------------
 
     def close(self) -> None:
+        with self._shared_lock:
+            shared, self._shared = list(self._shared.values()), {}
+        for box in shared:
+            box.release()
         with self._db_lock:
             db, self._db = self._db, None
         if db is not None:

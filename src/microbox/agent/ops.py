@@ -7,7 +7,7 @@ from typing import IO, Any
 
 from microbox.agent.channel import Channel, Stream
 from microbox.agent.protocol import CHUNK, Frame, ProtocolError, T, untrusted_text, wire
-from microbox.errors import AgentError, ExecFailed, UsageError
+from microbox.errors import AgentError, ExecFailed, GuestNotFound, UsageError
 
 DEFAULT_TIMEOUT = 30.0
 
@@ -145,7 +145,8 @@ def _expect(stream: Stream, want: T, doing: str, timeout: float) -> Frame:
     frame = stream.recv(timeout)
     if frame.type == T.ERROR:
         kind, message = _error(frame)
-        raise AgentError(f"{doing} failed in the box ({kind}): {message}")
+        error = GuestNotFound if kind == "not_found" else AgentError
+        raise error(f"{doing} failed in the box ({kind}): {message}")
     if frame.type != want:
         raise AgentError(f"{doing}: the guest agent sent {frame.type.name}, not {want.name}")
     return frame

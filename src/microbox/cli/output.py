@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from microbox.envelope import envelope as build_envelope
 from microbox.errors import MicroboxError
 
 
@@ -42,9 +43,6 @@ class Out:
 
 
 def envelope(command: str, exit_code: int, data: Any, err: MicroboxError | None = None) -> None:
-    body: dict[str, Any] = {"ok": err is None, "command": command, "exit_code": exit_code,
-                            "data": data, "error": None}
-    if err is not None:
-        body["error"] = {"type": err.type, "message": err.message, "recovery": err.recovery}
+    body = build_envelope(command, exit_code, data, err)
     sys.stdout.write(json.dumps(body) + "\n")
     sys.stdout.flush()

@@ -1,0 +1,141 @@
+"""Box lifecycle and image routes: each is one or two SDK calls."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+
+from microbox.api.guard import Invalid
+from microbox.api.models import BoxInfo, CreateBox, Deleted, Envelope, ImageInfo, SetBox
+from microbox.envelope import envelope
+from microbox.errors import UsageError
+from microbox.sdk import STATUSES, Box, Runtime
+from microbox.spec import BoxSpec
+
+router = APIRouter()
+
+
+def runtime_of(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+RT = Annotated[Runtime, Depends(runtime_of)]
+Timeout = Annotated[float, Query(gt=0, le=3600, description="Seconds to wait for a graceful "
+                                 "stop before SIGTERM, then SIGKILL.")]
+
+
+def _ok(command: str, data: Any) -> dict[str, Any]:
+    return envelope(command, 0, data)
+
+
+@router.get("/boxes", name="list", tags=["boxes"], response_model=Envelope[list[BoxInfo]],
+            summary="List boxes: running, paused and crashed ones unless all or status.")
+def list_boxes(rt: RT, all: bool = False, status: str | None = None,
+               label: Annotated[list[str], Query(description="KEY or KEY=VALUE; repeat "
+                                                 "to require several.")] = []  # noqa: B006
+               ) -> dict[str, Any]:
+    if status is not None and status not in STATUSES:
+        raise Invalid(f"bad status {status!r}; use one of {', '.join(STATUSES)}")
+    labels: dict[str, str | None] = {}
+    for item in label:
+        key, sep, value = item.partition("=")
+        labels[key] = value if sep else None
+    return _ok("list", [b.info() for b in rt.list(all=all, status=status, labels=labels)])
+
+
+@router.post("/boxes", name="create", tags=["boxes"], status_code=201,
+             response_model=Envelope[BoxInfo],
+             summary="Create a box; with start (the default) boot it, detached from the server.")
+def create(body: CreateBox, rt: RT) -> dict[str, Any]:
+    spec = BoxSpec(image=body.image, cpus=body.cpus, memory_mib=body.memory_mib, env=body.env,
+                   workdir=body.workdir, user=body.user, accel=body.accel, labels=body.labels)
+    if not body.start:
+        if body.rm or body.command:
+            raise UsageError("rm and command need a started box; send start: true")
+        box = rt.create_spec(spec, name=body.name)
+        return _ok("create", box.info())
+    box = rt.run_spec(spec, name=body.name, rm=body.rm, detach=True)
+    try:
+        if body.command:
+            box.exec(body.command, detach=True, main=True)
+    except BaseException:
+        box.close()  # the box was made for this command: removed or stopped, as `run -d`
+        raise
+    box.release()  # it outlives this request and the server
+    return _ok("create", box.info())
+
+
+@router.get("/boxes/{ref}", name="inspect", tags=["boxes"], response_model=Envelope[BoxInfo],
+            summary="Everything known about a box (by name, id or unique id prefix).")
+def inspect(ref: str, rt: RT) -> dict[str, Any]:
+    return _ok("inspect", rt.get(ref).info())
+
+
+def _action(ref: str, rt: Runtime, command: str, act: Any) -> dict[str, Any]:
+    box: Box = rt.shared(ref)
+    act(box)
+    return _ok(command, box.info())
+
+
+@router.post("/boxes/{ref}/start", name="start", tags=["boxes"],
+             response_model=Envelope[BoxInfo], summary="Boot a stopped or crashed box.")
+def start(ref: str, rt: RT) -> dict[str, Any]:
+    return _action(ref, rt, "start", Box.start)
+
+
+@router.post("/boxes/{ref}/stop", name="stop", tags=["boxes"], response_model=Envelope[BoxInfo],
+             summary="Stop a box: the guest syncs its disk and powers off.")
+def stop(ref: str, rt: RT, timeout: Timeout = 10.0) -> dict[str, Any]:
+    return _action(ref, rt, "stop", lambda b: b.stop(timeout))
+
+
+@router.post("/boxes/{ref}/restart", name="restart", tags=["boxes"],
+             response_model=Envelope[BoxInfo], summary="Stop a box, then start it again.")
+def restart(ref: str, rt: RT, timeout: Timeout = 10.0) -> dict[str, Any]:
+    return _action(ref, rt, "restart", lambda b: b.restart(timeout))
+
+
+@router.post("/boxes/{ref}/pause", name="pause", tags=["boxes"],
+             response_model=Envelope[BoxInfo], summary="Freeze a running box's vCPUs.")
+def pause(ref: str, rt: RT) -> dict[str, Any]:
+    return _action(ref, rt, "pause", Box.pause)
+
+
+@router.post("/boxes/{ref}/resume", name="resume", tags=["boxes"],
+             response_model=Envelope[BoxInfo], summary="Thaw a paused box.")
+def resume(ref: str, rt: RT) -> dict[str, Any]:
+    return _action(ref, rt, "resume", Box.resume)
+
+
+@router.patch("/boxes/{ref}", name="set", tags=["boxes"], response_model=Envelope[BoxInfo],
+              summary="Change a stopped box's CPUs or memory (applied at its next start).")
+def set_(ref: str, body: SetBox, rt: RT) -> dict[str, Any]:
+    if body.cpus is None and body.memory_mib is None:
+        raise Invalid("give cpus and/or memory_mib")
+    return _action(ref, rt, "set", lambda b: b.set(cpus=body.cpus, memory_mib=body.memory_mib))
+
+
+@router.delete("/boxes/{ref}", name="delete", tags=["boxes"], response_model=Envelope[Deleted],
+               summary="Delete a box; a running one needs force (it is killed).")
+def delete(ref: str, rt: RT, force: bool = False) -> dict[str, Any]:
+    box = rt.shared(ref)
+    box.delete(force)
+    return _ok("delete", {"deleted": box.id})
+
+
+@router.get("/images", name="image list", tags=["images"],
+            response_model=Envelope[list[ImageInfo]], summary="Images in the store.")
+def images(rt: RT) -> dict[str, Any]:
+    return _ok("image list", [{"name": i.name, "digest": i.digest, "size": i.size,
+                               "source": i.source} for i in rt.images()])
+
+
+@router.post("/images/{name}/build", name="image build", tags=["images"],
+             response_model=Envelope[ImageInfo],
+             summary="Build a built-in image (kept if present, unless force).")
+def build_image(name: str, rt: RT, force: bool = False) -> dict[str, Any]:
+    img = rt.build_image(name, force=force)
+    return _ok("image build", {"name": img.name, "digest": img.digest, "size": img.size,
+                               "source": img.source})

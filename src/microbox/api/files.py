@@ -1,0 +1,108 @@
+"""Files in and out of a box, and its console log."""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+from collections.abc import AsyncIterator
+from typing import IO, Annotated, Any
+
+import anyio.from_thread
+import anyio.to_thread
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from microbox.api.boxes import RT
+from microbox.api.models import Envelope, Logs, Uploaded
+from microbox.api.streams import pull
+from microbox.envelope import envelope
+
+SPOOL_MEMORY = 1 << 20  # a download past this much goes to a temporary file, not memory
+READ_CHUNK = 64 * 1024
+
+router = APIRouter(tags=["files"])
+GuestPath = Annotated[str, Query(min_length=1, description="Absolute path in the box.")]
+
+
+class _BodyReader:
+    """The request body as a blocking binary file for Box.put, read on a worker
+    thread (anyio.to_thread) from the event loop's stream."""
+
+    def __init__(self, chunks: AsyncIterator[bytes]) -> None:
+        self._chunks = chunks
+        self._buf = bytearray()
+        self._done = False
+        self.size = 0
+
+    async def _next(self) -> bytes:
+        return await self._chunks.__anext__()
+
+    def read(self, n: int = -1) -> bytes:
+        while not self._done and (n < 0 or len(self._buf) < n):
+            try:
+                self._buf += anyio.from_thread.run(self._next)
+            except StopAsyncIteration:
+                self._done = True
+        n = len(self._buf) if n < 0 else n
+        out = bytes(self._buf[:n])
+        del self._buf[:n]
+        self.size += len(out)
+        return out
+
+
+@router.put("/boxes/{ref}/files", name="cp", response_model=Envelope[Uploaded],
+            summary="Upload the request body (streamed) to `path` in the box.",
+            openapi_extra={"requestBody": {"required": True, "content": {
+                "application/octet-stream": {"schema": {"type": "string",
+                                                        "format": "binary"}}}}})
+async def upload(ref: str, path: GuestPath, request: Request, rt: RT,
+                 mode: Annotated[str, Query(pattern=r"^0?[0-7]{1,4}$",
+                                            description="Octal, e.g. 0755.")] = "0644",
+                 ) -> dict[str, Any]:
+    box = await anyio.to_thread.run_sync(rt.shared, ref)
+    reader = _BodyReader(request.stream())
+    bits = int(mode, 8) & 0o7777
+    await anyio.to_thread.run_sync(box.put, reader, path, bits)  # type: ignore[arg-type]
+    return envelope("cp", 0, {"path": path, "size": reader.size, "mode": bits})
+
+
+@router.get("/boxes/{ref}/files", name="cp", response_class=StreamingResponse,
+            summary="Download `path` from the box; its mode is in X-Microbox-Mode (octal).",
+            responses={200: {"content": {"application/octet-stream": {}},
+                             "description": "The file's bytes."}})
+async def download(ref: str, path: GuestPath, request: Request, rt: RT) -> Response:
+    box = await anyio.to_thread.run_sync(rt.shared, ref)
+    spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY)  # noqa: SIM115
+    try:
+        mode = await anyio.to_thread.run_sync(box.get, path, spool,
+                                              request.app.state.upload_limit)
+        size = spool.tell()
+        spool.seek(0)
+    except BaseException:
+        spool.close()
+        raise
+    return StreamingResponse(_spooled(spool), media_type="application/octet-stream",
+                             headers={"X-Microbox-Mode": f"{mode:04o}",
+                                      "Content-Length": str(size)})
+
+
+async def _spooled(spool: IO[bytes]) -> AsyncIterator[bytes]:
+    try:
+        while chunk := await anyio.to_thread.run_sync(spool.read, READ_CHUNK):
+            yield chunk
+    finally:
+        spool.close()
+
+
+@router.get("/boxes/{ref}/logs", name="logs", response_model=Envelope[Logs],
+            summary="The console log (last `tail` lines); with follow, a live text stream.",
+            responses={200: {"content": {"text/plain": {}}}})
+async def logs(ref: str, rt: RT, tail: Annotated[int | None, Query(ge=0)] = None,
+               follow: bool = False) -> Response:
+    box = await anyio.to_thread.run_sync(rt.get, ref)
+    if not follow:
+        data = await anyio.to_thread.run_sync(box.logs, tail)
+        return JSONResponse(envelope("logs", 0, {"log": data.decode(errors="replace")}))
+    stop = threading.Event()
+    return StreamingResponse(pull(box.follow_logs(tail, stop=stop), stop.set),
+                             media_type="text/plain; charset=utf-8")

@@ -1,0 +1,135 @@
+"""Request and response bodies of the HTTP API (they make /openapi.json)."""
+
+from __future__ import annotations
+
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from microbox.spec import DEFAULT_MEMORY_MIB
+
+T = TypeVar("T")
+Encoding = Literal["auto", "base64"]
+
+
+class ErrorBody(BaseModel):
+    type: str
+    message: str
+    recovery: str | None = None
+
+
+class Envelope(BaseModel, Generic[T]):
+    """Every JSON answer, as the CLI's --json prints it."""
+
+    ok: bool
+    command: str
+    exit_code: int
+    data: T | None = None
+    error: ErrorBody | None = None
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BoxInfo(BaseModel):
+    id: str
+    name: str
+    image: str
+    status: str
+    cpus: int
+    memory_mib: int
+    auto_remove: bool
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    pid: int | None
+    last_error: str | None
+    image_digest: str | None
+    labels: dict[str, str]
+    spec: dict[str, Any]
+    dir: str
+    alive: bool
+
+
+class CreateBox(_Strict):
+    image: str = "busybox"
+    name: str | None = None
+    cpus: int = 1
+    memory_mib: int = DEFAULT_MEMORY_MIB
+    env: dict[str, str] = Field(default_factory=dict)
+    workdir: str | None = None
+    user: str | None = None
+    accel: Literal["auto", "kvm", "tcg"] = "auto"
+    labels: dict[str, str] = Field(default_factory=dict)
+    start: bool = Field(True, description="Boot it now (detached from the server).")
+    rm: bool = Field(False, description="Remove the box when its VM exits by itself "
+                     "(its command ended, or it crashed); needs start.")
+    command: list[str] | None = Field(
+        None, description="Run as the box's main process: the box powers off when it exits, "
+        "as with `microbox run -d IMAGE -- CMD`.")
+
+
+class SetBox(_Strict):
+    cpus: int | None = None
+    memory_mib: int | None = None
+
+
+class Deleted(BaseModel):
+    deleted: str
+
+
+class ExecBody(_Strict):
+    command: list[str] = Field(min_length=1)
+    env: dict[str, str] = Field(default_factory=dict)
+    cwd: str | None = None
+    user: str | None = None
+    timeout: float | None = Field(None, gt=0, description="Kill it after this many seconds "
+                                  "(exit code 124).")
+    encoding: Encoding = Field("auto", description="Output as UTF-8 text where it decodes "
+                               "(auto), or always base64.")
+
+
+class RunBody(ExecBody):
+    stdin: str | None = Field(None, description="Fed to the command, then end of file.")
+    stdin_encoding: Literal["utf-8", "base64"] = "utf-8"
+
+
+class WsStart(ExecBody):
+    tty: bool = False
+    rows: int = Field(24, ge=1, le=1000)
+    cols: int = Field(80, ge=1, le=1000)
+
+
+class RunResult(BaseModel):
+    exit_code: int = Field(description="The code; 128+N for signal N; 124 on timeout.")
+    code: int | None
+    signal: int | None
+    timed_out: bool
+    encoding: Literal["utf-8", "base64"]
+    stdout: str
+    stderr: str
+    stdout_dropped: int = 0
+    stderr_dropped: int = 0
+
+
+class Uploaded(BaseModel):
+    path: str
+    size: int
+    mode: int
+
+
+class Logs(BaseModel):
+    log: str
+
+
+class ImageInfo(BaseModel):
+    name: str
+    digest: str
+    size: int
+    source: str
+
+
+class Health(BaseModel):
+    status: str
+    version: str
