@@ -64,10 +64,10 @@ def _error(r: httpx.Response, status: int, type_: str) -> dict[str, Any]:
     return body
 
 
-def _ok(r: httpx.Response, status: int = 200) -> Any:
+def _ok(r: httpx.Response, status: int = 200, exit_code: int = 0) -> Any:
     assert r.status_code == status, r.text
     body = r.json()
-    assert body["ok"] is True and body["error"] is None and body["exit_code"] == 0
+    assert body["ok"] is True and body["error"] is None and body["exit_code"] == exit_code
     return body["data"]
 
 
@@ -187,7 +187,7 @@ def _lifecycle(api: Served, ref: str) -> None:
     assert _ok(api.client.get("/boxes?label=team=other")) == []
 
     run = _ok(api.client.post(f"/boxes/{ref}/run", json={
-        "command": ["sh", "-c", "cat; echo err >&2; exit 3"], "stdin": "in put"}))
+        "command": ["sh", "-c", "cat; echo err >&2; exit 3"], "stdin": "in put"}), exit_code=3)
     assert (run["exit_code"], run["stdout"], run["stderr"]) == (3, "in put", "err\n")
     raw = _ok(api.client.post(f"/boxes/{ref}/run", json={"command": ["printf", "\\377"]}))
     assert (raw["encoding"], raw["stdout"]) == ("base64", "/w==")

@@ -58,6 +58,9 @@ class ExecRequest:
         return body
 
 
+TIMEOUT_EXIT = 124
+
+
 @dataclass(frozen=True)
 class ExitStatus:
     code: int | None
@@ -70,6 +73,12 @@ class ExitStatus:
         if self.code is not None:
             return self.code
         return 128 + (self.signal or 0)
+
+    @property
+    def reported_code(self) -> int:
+        """What `run` and `exec` report: 124 for a command its timeout killed (as
+        timeout(1) does), else exit_code. Every front end uses this one rule."""
+        return TIMEOUT_EXIT if self.timed_out else self.exit_code
 
 
 def _int(value: Any, what: str) -> int:

@@ -32,7 +32,6 @@ from microbox.errors import AgentError, MicroboxError
 from microbox.execution import Execution
 from microbox.sdk import Box, Runtime
 
-TIMEOUT_EXIT = 124  # a command killed by its timeout, as timeout(1) and the CLI
 RUN_LIMIT = 8 << 20  # bytes of each stream /run keeps (the rest is counted as dropped)
 STDOUT, STDERR = 1, 2  # first byte of a binary WebSocket message from the server
 
@@ -41,7 +40,7 @@ ws_router = APIRouter(tags=["exec"])
 
 
 def exit_fields(status: ExitStatus) -> dict[str, Any]:
-    return {"exit_code": TIMEOUT_EXIT if status.timed_out else status.exit_code,
+    return {"exit_code": status.reported_code,
             "code": status.code, "signal": status.signal, "timed_out": status.timed_out}
 
 
@@ -84,9 +83,9 @@ def run(ref: str, body: RunBody, rt: RT) -> dict[str, Any]:
     if "base64" in (enc_out, enc_err):  # one encoding for both: base64 unless both decode
         out, enc_out = encode(r.stdout, "base64")
         err, _ = encode(r.stderr, "base64")
-    return envelope("run", 0, {**exit_fields(r.status), "encoding": enc_out, "stdout": out,
-                               "stderr": err, "stdout_dropped": r.stdout_dropped,
-                               "stderr_dropped": r.stderr_dropped})
+    return envelope("run", r.status.reported_code, {
+        **exit_fields(r.status), "encoding": enc_out, "stdout": out, "stderr": err,
+        "stdout_dropped": r.stdout_dropped, "stderr_dropped": r.stderr_dropped})
 
 
 @router.post("/boxes/{ref}/exec", name="exec", response_class=StreamingResponse,

@@ -18,7 +18,6 @@ from microbox.cli.output import Out, envelope
 from microbox.errors import ExecFailed, MicroboxError
 from microbox.sdk import Box, Execution
 
-TIMEOUT_EXIT = 124  # a command killed by --timeout, as timeout(1)
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 
 
@@ -117,7 +116,7 @@ def complete(out: Out, ex: Execution, *, stdin: bool, use_tty: bool,
     captured: dict[str, bytearray] = {"stdout": bytearray(), "stderr": bytearray()}
     sink = (lambda name, data: captured[name].extend(data)) if out.as_json else None
     status = attach(ex, stdin=stdin, use_tty=use_tty, sink=sink)
-    code = TIMEOUT_EXIT if status.timed_out else status.exit_code
+    code = status.reported_code
     if out.as_json:
         envelope(out.command, code, {
             "exit_code": code, "signal": status.signal, "timed_out": status.timed_out,

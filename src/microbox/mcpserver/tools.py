@@ -18,6 +18,7 @@ from mcp_types import ToolAnnotations
 from pydantic import BaseModel, Field
 
 from microbox import __version__
+from microbox.agent.ops import TIMEOUT_EXIT
 from microbox.aio import AsyncBox
 from microbox.errors import MicroboxError
 from microbox.mcpserver.sandbox import MAX_BOXES, Sandbox
@@ -31,7 +32,6 @@ OUTPUT_CAP, OUTPUT_CAP_MAX = 64 * KIB, 1 * MIB  # bytes kept per stream
 READ_CAP, READ_CAP_MAX = 1 * MIB, 4 * MIB
 WRITE_MAX = 4 * MIB
 AGENT_GRACE = 30.0  # host-side bound past a command's own timeout, for a box that stops answering
-TIMEOUT_EXIT = 124  # a command killed by its timeout, as timeout(1) and `microbox exec --timeout`
 
 INSTRUCTIONS = """\
 Disposable Linux sandboxes (microVMs). Call create_box to get a box, then exec,
@@ -201,7 +201,7 @@ def build(sandbox: Sandbox) -> MCPServer[Any]:
         totals = {"stdout": (len(r.stdout), len(r.stdout) + r.stdout_dropped),
                   "stderr": (len(r.stderr), len(r.stderr) + r.stderr_dropped)}
         return ExecResult(
-            exit_code=TIMEOUT_EXIT if timed_out else r.exit_code, timed_out=timed_out,
+            exit_code=r.status.reported_code, timed_out=timed_out,
             stdout=r.stdout.decode("utf-8", "replace"), stderr=r.stderr.decode("utf-8", "replace"),
             stdout_bytes=totals["stdout"][1], stderr_bytes=totals["stderr"][1],
             stdout_truncated=r.stdout_dropped > 0, stderr_truncated=r.stderr_dropped > 0,
