@@ -60,3 +60,4 @@ test: setup lint typecheck gotest pytest
 
 bench: setup
 	$(PY) bench/boot.py
+	$(PY) bench/api.py
