@@ -19,7 +19,6 @@ from __future__ import annotations
 import builtins
 import contextlib
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -234,16 +233,15 @@ class Box:
                 data = b"".join(data.splitlines(keepends=True)[-tail:]) if tail > 0 else b""
             if data:
                 yield data
-            while follow and not (stop is not None and stop.is_set()):
+            stop = stop or threading.Event()
+            while follow and not stop.is_set():
                 chunk = f.read()
                 if chunk:
                     yield chunk
                 elif not d.alive():
                     return
-                elif stop is not None:
-                    stop.wait(FOLLOW_INTERVAL)
                 else:
-                    time.sleep(FOLLOW_INTERVAL)  # like tail -f without inotify
+                    stop.wait(FOLLOW_INTERVAL)  # like tail -f without inotify
 
     # -- the session and the owned VM ----------------------------------------
 
