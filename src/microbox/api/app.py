@@ -34,8 +34,11 @@ _bearer = HTTPBearer(auto_error=False, description="The token `microbox serve` w
                      "into its token file.")
 
 
-def require_token(conn: HTTPConnection,
-                  _: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)]) -> None:
+async def require_token(
+    conn: HTTPConnection,
+    _: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+) -> None:
+    # async: a sync dependency costs each request a hop through the thread pool
     check_token(conn, conn.app.state.token)
 
 
@@ -64,7 +67,7 @@ def create_app(runtime: Runtime, token: str | None, *, json_limit: int = JSON_LI
 
     @app.get("/health", name="health", summary="Liveness; needs no token.",
              response_model=Envelope[Health])
-    def health() -> dict[str, Any]:
+    async def health() -> dict[str, Any]:
         return envelope("health", 0, {"status": "ok", "version": __version__})
 
     @app.get("/openapi.json", include_in_schema=False, dependencies=guarded)

@@ -16,7 +16,7 @@ from microbox.spec import BoxSpec
 router = APIRouter()
 
 
-def runtime_of(request: Request) -> Runtime:
+async def runtime_of(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 

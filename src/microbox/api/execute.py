@@ -17,7 +17,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 from fastapi import APIRouter, WebSocket
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 from starlette.websockets import WebSocketDisconnect
 
@@ -75,7 +75,7 @@ def _feed(ex: Execution, data: bytes) -> None:
 
 @router.post("/boxes/{ref}/run", name="run", response_model=Envelope[RunResult],
              summary="Run a command to completion; its stdout, stderr and exit code.")
-def run(ref: str, body: RunBody, rt: RT) -> dict[str, Any]:
+def run(ref: str, body: RunBody, rt: RT) -> JSONResponse:
     r = rt.shared(ref).run(body.command, input=_stdin(body), env=body.env, cwd=body.cwd,
                            user=body.user, timeout=body.timeout, limit=RUN_LIMIT)
     out, enc_out = encode(r.stdout, body.encoding)
@@ -83,9 +83,9 @@ def run(ref: str, body: RunBody, rt: RT) -> dict[str, Any]:
     if "base64" in (enc_out, enc_err):  # one encoding for both: base64 unless both decode
         out, enc_out = encode(r.stdout, "base64")
         err, _ = encode(r.stderr, "base64")
-    return envelope("run", r.status.reported_code, {
+    return JSONResponse(envelope("run", r.status.reported_code, {
         **exit_fields(r.status), "encoding": enc_out, "stdout": out, "stderr": err,
-        "stdout_dropped": r.stdout_dropped, "stderr_dropped": r.stderr_dropped})
+        "stdout_dropped": r.stdout_dropped, "stderr_dropped": r.stderr_dropped}))
 
 
 @router.post("/boxes/{ref}/exec", name="exec", response_class=StreamingResponse,
