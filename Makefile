@@ -7,7 +7,11 @@ PY      := $(VENV)/bin/python
 MB      := $(VENV)/bin/microbox
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := qemu-system-x86 qemu-utils e2fsprogs busybox-static golang-go \
-	linux-source-6.1 build-essential flex bison bc libelf-dev libssl-dev cpio xz-utils
+	linux-source-6.1 build-essential flex bison bc libelf-dev libssl-dev cpio xz-utils \
+	skopeo mmdebstrap uidmap libarchive13 docker-registry apache2-utils
+# `mke2fs -d -` (a tar stream on stdin) needs e2fsprogs >= 1.47.1: bookworm-backports has it.
+E2FS_MIN := 1.47.1
+BACKPORTS_LIST := /etc/apt/sources.list.d/microbox-backports.sources
 
 .PHONY: setup system-packages python-env compile artifacts run test lint typecheck gotest pytest bench
 
@@ -23,6 +27,19 @@ system-packages:
 		$(SUDO) apt-get update -q && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $$missing; \
 	fi
+	@have=$$(dpkg-query -W -f='$${Version}' e2fsprogs 2>/dev/null); \
+	if ! dpkg --compare-versions "$$have" ge $(E2FS_MIN); then \
+		if [ ! -e $(BACKPORTS_LIST) ]; then \
+			mirror=$$(sed -n 's/^URIs:[[:space:]]*//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -n1); \
+			mirror=$${mirror:-http://deb.debian.org/debian}; \
+			echo "adding bookworm-backports from $$mirror for e2fsprogs >= $(E2FS_MIN)"; \
+			printf 'Types: deb\nURIs: %s\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+				"$$mirror" | $(SUDO) tee $(BACKPORTS_LIST) >/dev/null; \
+		fi; \
+		$(SUDO) apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends \
+			-t bookworm-backports e2fsprogs; \
+	fi
 
 python-env: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -35,14 +52,16 @@ $(VENV)/.installed: pyproject.toml
 compile: python-env
 	@$(PY) -m compileall -q src >/dev/null
 
-# Kernel (minutes, once), agent and busybox image (seconds): all cached.
+# Kernel (minutes, once), agent and busybox image (seconds), debian image (about a
+# minute, once: later data dirs reuse the build cached in ~/.cache/microbox/images).
 artifacts: python-env
 	$(MB) kernel build
 	$(MB) agent build
 	$(MB) image build busybox >/dev/null
+	$(MB) image build debian >/dev/null
 
 run: setup
-	$(MB) run --rm busybox -- sh -c 'echo "hello from $$(uname -sr) in a microbox"'
+	$(MB) run --rm -- sh -c 'echo "hello from $$(uname -sr) in a microbox ($$(. /etc/os-release; echo $$PRETTY_NAME))"'
 
 lint: python-env
 	$(VENV)/bin/ruff check src tests bench
@@ -61,3 +80,4 @@ test: setup lint typecheck gotest pytest
 bench: setup
 	$(PY) bench/boot.py
 	$(PY) bench/api.py
+	$(PY) bench/images.py

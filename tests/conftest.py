@@ -9,6 +9,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -55,3 +56,24 @@ def microbox_home() -> Iterator[Path]:
 @pytest.fixture
 def home(microbox_home: Path) -> Path:
     return microbox_home
+
+
+@pytest.fixture(scope="session")
+def registries(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """Real registries on 127.0.0.1 (anonymous, basic auth, bearer tokens), each
+    holding the test images test/app:1, test/zstd:1 and test/multi:1."""
+    from tests.registry import session_registries
+
+    yield from session_registries(tmp_path_factory.mktemp("registries"))
+
+
+@pytest.fixture
+def own_home(microbox_home: Path) -> Iterator[Path]:
+    """A fresh MICROBOX_HOME for one test (short path: it holds Unix sockets)."""
+    fresh = Path(tempfile.mkdtemp(prefix="mbi-", dir="/tmp"))
+    os.environ["MICROBOX_HOME"] = str(fresh)
+    try:
+        yield fresh
+    finally:
+        os.environ["MICROBOX_HOME"] = str(microbox_home)
+        shutil.rmtree(fresh, ignore_errors=True)

@@ -271,8 +271,27 @@ class AsyncRuntime:
     async def images(self) -> builtins.list[Image]:
         return await self._pool.call(self._rt.images)
 
-    async def build_image(self, name: str = "busybox", *, force: bool = False) -> Image:
-        return await self._pool.call(self._rt.build_image, name, force=force)
+    async def build_image(self, name: str = "busybox", *, force: bool = False,
+                          include: builtins.list[str] | None = None) -> Image:
+        return await self._pool.call(self._rt.build_image, name, force=force, include=include)
+
+    async def image(self, name: str) -> Image:
+        return await self._pool.call(self._rt.image, name)
+
+    async def pull(self, ref: str, *, insecure: bool = False) -> Image:
+        return await self._pool.call(self._rt.pull, ref, insecure=insecure)
+
+    async def import_image(self, source: str | Path, name: str) -> Image:
+        return await self._pool.call(self._rt.import_image, source, name)
+
+    async def remove_image(self, name: str, *, force: bool = False) -> Image:
+        return await self._pool.call(self._rt.remove_image, name, force=force)
+
+    async def prune_images(self, *, all: bool = False) -> builtins.list[str]:
+        return await self._pool.call(self._rt.prune_images, all=all)
+
+    async def tag_image(self, source: str, target: str) -> Image:
+        return await self._pool.call(self._rt.tag_image, source, target)
 
     async def close(self) -> None:
         """Wait for calls still running (a cancelled boot's teardown among them),

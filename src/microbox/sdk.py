@@ -20,6 +20,7 @@ import builtins
 import contextlib
 import threading
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -31,12 +32,15 @@ from microbox.agent.ops import ExecRequest
 from microbox.artifacts import agent as agent_build
 from microbox.artifacts import kernel as kernel_build
 from microbox.core import control, doctor, lifecycle, maintenance, orphans, reconcile, vm
-from microbox.core.lifecycle import BUILTIN_IMAGES, box_dir
+from microbox.core.lifecycle import box_dir
 from microbox.core.maintenance import GcReport
 from microbox.core.orphans import VMM
-from microbox.errors import BuildError, NotFound, Refused
+from microbox.errors import BuildError, Refused
 from microbox.execution import Execution, Result
-from microbox.images import busybox, store
+from microbox.images import auth, builtin, importer, reference, skopeo, store
+from microbox.images import config as image_config
+from microbox.images import pull as image_pull
+from microbox.images.progress import QUIET, Progress
 from microbox.spec import DEFAULT_MEMORY_MIB, BoxSpec
 from microbox.store.boxes import STATUSES, BoxRecord
 from microbox.store.db import Database
@@ -88,6 +92,14 @@ class Box:
     def ready_after(self) -> float:
         """Seconds from spawning the VMM to the agent's handshake (0 if not started here)."""
         return self._vm.ready_after if self._vm is not None else 0.0
+
+    def command(self, args: Sequence[str] = (), entrypoint: str | None = None
+                ) -> builtins.list[str]:
+        """What Docker would run here: the image's Entrypoint (or `entrypoint`) and then
+        `args`, or the image's Cmd when there are none ([] if the image names neither)."""
+        image = store.find(self._db, self.record.image)
+        config = image.config if image is not None else image_config.ImageConfig()
+        return config.command(entrypoint, list(args))
 
     def reload(self) -> Box:
         """Re-read the box, reconciled with reality (a crashed VMM shows as `error`)."""
@@ -317,8 +329,10 @@ class Runtime:
         return self.create_spec(BoxSpec(image=image, **spec), name=name, start=start)
 
     def create_spec(self, spec: BoxSpec, *, name: str | None = None,
-                    start: bool = False) -> Box:
-        record, lock = lifecycle.create(self.db, spec, name=name, start_next=start)
+                    start: bool = False, progress: Progress = QUIET) -> Box:
+        spec = self._with_image(spec, progress)
+        with store.using():  # `image rm` cannot take the file between resolve and disk
+            record, lock = lifecycle.create(self.db, spec, name=name, start_next=start)
         if not start:
             lock.close()
             return Box(self, record)
@@ -337,12 +351,20 @@ class Runtime:
         return self.run_spec(spec, name=name, rm=rm, detach=detach)
 
     def run_spec(self, spec: BoxSpec, *, name: str | None = None, rm: bool = True,
-                 detach: bool = False) -> Box:
+                 detach: bool = False, progress: Progress = QUIET) -> Box:
         """run() for a ready-made BoxSpec. Without detach the VM dies with this process."""
-        record, lock = lifecycle.create(self.db, spec, name=name, auto_remove=rm,
-                                        start_next=True)
+        spec = self._with_image(spec, progress)
+        with store.using():
+            record, lock = lifecycle.create(self.db, spec, name=name, auto_remove=rm,
+                                            start_next=True)
         started = lifecycle.start(self.db, record, lock, attached=not detach, log=self.log)
         return Box(self, started.record, started=started, remove=rm, owned=True)
+
+    def _with_image(self, spec: BoxSpec, progress: Progress) -> BoxSpec:
+        """Make sure the image exists (built-in ones are built, registry references
+        pulled), then fill the spec's defaults from its config (Env, WorkingDir, User)."""
+        image = builtin.ensure(self.db, spec.validate().image, progress=progress)
+        return image_config.apply(image.config, replace(spec, image=image.name))
 
     # -- finding boxes -------------------------------------------------------
 
@@ -426,17 +448,53 @@ class Runtime:
     def images(self) -> builtins.list[Image]:
         return store.all_images(self.db)
 
-    def build_image(self, name: str = busybox.NAME, *, force: bool = False) -> Image:
-        """Build a built-in image (kept if already present, unless force)."""
-        builder = BUILTIN_IMAGES.get(name)
-        if builder is None:
-            raise NotFound(f"no built-in image named {name!r}", "microbox image list")
-        with store.build_lock(name):
-            return (None if force else store.find(self.db, name)) or builder(self.db)
+    def image(self, name: str) -> Image:
+        """An image in the store by name (`NAME` also finds `NAME:latest`)."""
+        return store.get(self.db, name)
+
+    def build_image(self, name: str = "busybox", *, force: bool = False,
+                    include: builtins.list[str] | None = None,
+                    progress: Progress = QUIET) -> Image:
+        """Build a built-in image, busybox or debian[:SUITE] (kept if already present,
+        unless force, or extra packages to include)."""
+        return builtin.build(self.db, name, force=force, include=include, progress=progress)
 
     @staticmethod
     def builtin_images() -> builtins.list[str]:
-        return list(BUILTIN_IMAGES)
+        return list(builtin.NAMES)
+
+    def pull(self, ref: str, *, insecure: bool = False, progress: Progress = QUIET) -> Image:
+        """Pull an OCI image (`[REGISTRY/]NAME[:TAG][@DIGEST]`) into the store."""
+        return image_pull.pull(self.db, ref, insecure=insecure, progress=progress)
+
+    def import_image(self, source: str | Path | IO[bytes], name: str, *,
+                     progress: Progress = QUIET) -> Image:
+        """A root filesystem from a directory, a tarball (gzip, zstd or plain) or a
+        binary stream of one, stored as `name`."""
+        return importer.import_rootfs(self.db, source, name, progress=progress)
+
+    def remove_image(self, name: str, *, force: bool = False) -> Image:
+        """Remove an image name; refused while a box uses it unless force (the box
+        keeps its disk's backing file: it is unlinked only once nothing uses it)."""
+        return store.remove(self.db, name, force)
+
+    def prune_images(self, *, all: bool = False) -> builtins.list[str]:
+        """Remove unnamed image files, unused cached layers, abandoned work; with all,
+        also every image no box uses."""
+        return store.prune(self.db, all)
+
+    def image_users(self, name: str) -> builtins.list[str]:
+        """Names of the boxes whose disk is backed by the image `name`."""
+        return store.boxes_using(self.db, self.image(name).digest)
+
+    def tag_image(self, source: str, target: str) -> Image:
+        return store.tag(self.db, source, importer.valid_name(target))
+
+    @staticmethod
+    def login(registry: str, username: str, password: str, *, insecure: bool = False) -> None:
+        """Check credentials with the registry and keep them (0600) for pulls."""
+        skopeo.login(registry, username, password, auth.prepare_own_file(),
+                     plain_http=insecure or reference.is_loopback(registry))
 
     def build_kernel(self, *, force: bool = False) -> Path:
         try:

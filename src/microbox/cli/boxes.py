@@ -6,8 +6,9 @@ from collections.abc import Callable
 
 import click
 
-from microbox.cli.common import common_options, guarded, spec_from, spec_options
+from microbox.cli.common import DEFAULT_IMAGE, common_options, guarded, spec_from, spec_options
 from microbox.cli.output import Out
+from microbox.cli.progress import CliProgress
 from microbox.sdk import Box, Runtime
 
 
@@ -15,18 +16,20 @@ from microbox.sdk import Box, Runtime
 @spec_options
 @click.option("--start", "start_now", is_flag=True, help="Start the box right away.")
 @common_options
-@click.argument("image")
+@click.argument("image", required=False)
 def create(name: str | None, cpus: int, memory: int, env: tuple[str, ...],
            workdir: str | None, user: str | None, labels: tuple[str, ...], accel: str,
            kernel: str | None, start_now: bool, as_json: bool, verbose: bool,
-           image: str) -> None:
-    """Create a box from IMAGE (stopped unless --start)."""
+           image: str | None) -> None:
+    """Create a box from IMAGE (default: debian; stopped unless --start). A missing
+    image is built or pulled; its Env, WorkingDir and User become the box's defaults."""
     out = Out("create", as_json, verbose)
 
     def body() -> None:
-        with Runtime(log=out.log) as rt:
-            spec = spec_from(image, cpus, memory, env, workdir, user, labels, accel, kernel)
-            box = rt.create_spec(spec, name=name, start=start_now)
+        with Runtime(log=out.log) as rt, CliProgress(out) as progress:
+            spec = spec_from(image or DEFAULT_IMAGE, cpus, memory, env, workdir, user, labels,
+                             accel, kernel)
+            box = rt.create_spec(spec, name=name, start=start_now, progress=progress)
             box.release()
             out.result(box.info(), box.id)
 

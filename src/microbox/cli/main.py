@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from microbox import __version__
-from microbox.cli import boxes, build, maint, query, run
+from microbox.cli import boxes, build, images, maint, query, run
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -23,10 +23,11 @@ cli.add_command(query.list_, name="ls")
 # Docker's verbs, the same commands under the names Docker users type first.
 cli.add_command(query.list_, name="ps")
 cli.add_command(boxes.delete, name="rm")
-cli.add_command(build.image_list_cmd, name="images")
+cli.add_command(images.list_cmd, name="images")
+cli.add_command(images.pull_cmd, name="pull")
 cli.add_command(build.kernel)
 cli.add_command(build.agent)
-cli.add_command(build.image)
+cli.add_command(images.image)
 cli.add_command(__import__("microbox.cli.serve", fromlist=["serve"]).serve)  # FastAPI loads lazily
 cli.add_command(__import__("microbox.cli.mcp", fromlist=["mcp"]).mcp)  # the SDK loads lazily
 

@@ -13,14 +13,34 @@ from microbox.cli.attach import (
     ignore_signals,
     signals_abort,
 )
-from microbox.cli.common import common_options, guarded, spec_from, spec_options
+from microbox.cli.common import DEFAULT_IMAGE, common_options, guarded, spec_from, spec_options
 from microbox.cli.output import Out
+from microbox.cli.progress import CliProgress
 from microbox.sdk import Box, Runtime
 
 DEFAULT_CMD = ["/bin/sh"]
 
 
-@click.command(context_settings={"allow_interspersed_args": False})
+class DefaultImage(click.Command):
+    """`run [OPTIONS] -- COMMAND` names no image: the default one is meant. (click
+    drops a `--` met before any argument, so it is looked for here.)"""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        i = 0
+        while i < len(args) and args[i].startswith("-") and args[i] != "--":
+            i += 2 if self._takes_value(args[i]) else 1
+        if i < len(args) and args[i] == "--":
+            args = [*args[:i], DEFAULT_IMAGE, *args[i:]]
+        return super().parse_args(ctx, args)
+
+    def _takes_value(self, token: str) -> bool:
+        for p in self.params:
+            if isinstance(p, click.Option) and token in (*p.opts, *p.secondary_opts):
+                return not p.is_flag and not p.count
+        return False  # --opt=value, -eVALUE, flags
+
+
+@click.command(cls=DefaultImage, context_settings={"allow_interspersed_args": False})
 @click.option("--rm", "remove", is_flag=True, help="Remove the box when the command exits.")
 @click.option("-d", "--detach", is_flag=True,
               help="Run in the background and print the box id; the box lives as long as "
@@ -29,17 +49,23 @@ DEFAULT_CMD = ["/bin/sh"]
 @click.option("-i", "--interactive", is_flag=True, help="Forward stdin to the command.")
 @click.option("-t", "--tty", "use_tty", is_flag=True, help="Give the command a terminal.")
 @click.option("--timeout", type=float, help="Kill the command after this many seconds.")
-@click.option("--entrypoint", help="Program to run, with CMD as its arguments.")
+@click.option("--entrypoint", help="Program to run instead of the image's entrypoint, with "
+              "COMMAND as its arguments.")
 @common_options
-@click.argument("image")
+@click.argument("image", required=False)
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def run(remove: bool, detach: bool, name: str | None, cpus: int, memory: int,
         env: tuple[str, ...], workdir: str | None, user: str | None,
         labels: tuple[str, ...], interactive: bool,
         use_tty: bool, timeout: float | None, entrypoint: str | None, accel: str,
-        kernel: str | None, as_json: bool, verbose: bool, image: str,
+        kernel: str | None, as_json: bool, verbose: bool, image: str | None,
         command: tuple[str, ...]) -> None:
-    """Run COMMAND in a new box made from IMAGE.
+    """Run COMMAND in a new box made from IMAGE (default: debian).
+
+    As in Docker, COMMAND replaces the image's Cmd, --entrypoint its Entrypoint,
+    -e adds to its Env, and its WorkingDir and User apply unless -w/-u are given.
+    An image that is missing is built (busybox, debian) or pulled (a registry
+    reference).
 
     The exit code is the command's: 128+N if a signal N killed it, 127 if it
     was not found, 126 if it could not be executed.
@@ -53,19 +79,25 @@ def run(remove: bool, detach: bool, name: str | None, cpus: int, memory: int,
         raise click.UsageError("--json cannot be combined with -t")
     if command[:1] == ("--",):  # options ended at IMAGE, so click kept the separator
         command = command[1:]
-    argv = ([entrypoint] if entrypoint else []) + list(command)
-    if not argv and not detach:
-        argv = list(DEFAULT_CMD)
 
     def body() -> int:
         rt = Runtime(log=out.log)
         with signals_abort():
             try:
-                spec = spec_from(image, cpus, memory, env, workdir, user, labels, accel,
-                                 kernel)
-                box = rt.run_spec(spec, name=name, rm=remove, detach=detach)
+                spec = spec_from(image or DEFAULT_IMAGE, cpus, memory, env, workdir, user,
+                                 labels, accel, kernel)
+                with CliProgress(out) as progress:
+                    box = rt.run_spec(spec, name=name, rm=remove, detach=detach,
+                                      progress=progress)
             except Interrupted as sig:
                 return 128 + sig.signum
+        try:
+            argv = box.command(command, entrypoint)
+        except BaseException:
+            box.close()
+            raise
+        if not argv and not detach:
+            argv = list(DEFAULT_CMD)
         if detach:
             return _detached(out, box, argv)
         return _attached(out, box, argv, interactive, use_tty, timeout)

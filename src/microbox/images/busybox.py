@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 from microbox.errors import BuildError, HostError
@@ -60,11 +59,11 @@ def populate(root: Path, busybox: Path) -> None:
 
 def build(db: Database) -> store.Image:
     busybox = _find_busybox()
-    with tempfile.TemporaryDirectory(dir=store.staging_dir()) as tmp:
-        root = Path(tmp) / "root"
+    with store.staging() as tmp:
+        root = tmp / "root"
         root.mkdir()
         populate(root, busybox)
-        out = Path(tmp) / "image.ext4"
+        out = tmp / "image.ext4"
         cmd = ["mkfs.ext4", "-q", "-F", "-L", NAME, "-b", "4096", "-J", "size=4",
                "-E", "lazy_itable_init=1,lazy_journal_init=1", "-d", str(root), str(out), SIZE]
         try:

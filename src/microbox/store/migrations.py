@@ -27,4 +27,11 @@ MIGRATIONS: list[str] = [
         created_at  REAL NOT NULL
     );
     """,
+    # 2: what an image runs (OCI config: Env, Entrypoint, Cmd, WorkingDir, User), the
+    # layer digests it was made of (kept while an image uses them) and its config digest
+    """
+    ALTER TABLE images ADD COLUMN config TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE images ADD COLUMN layers TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE images ADD COLUMN image_id TEXT
+    """,
 ]

@@ -1,0 +1,225 @@
+"""`microbox image ...`: build, pull, login, import, list, inspect, rm, prune, tag;
+and Docker's `pull` and `images`."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from microbox.cli.common import common_options, guarded
+from microbox.cli.output import Out
+from microbox.cli.progress import CliProgress
+from microbox.cli.render import ago, print_table
+from microbox.sdk import Image, Runtime
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+def _row(i: Image) -> dict[str, Any]:
+    c = i.config
+    return {"name": i.name, "digest": i.digest, "size": i.size, "disk_bytes": i.disk_bytes,
+            "layers_bytes": i.layers_bytes, "source": i.source, "created_at": i.created_at,
+            "image_id": i.image_id, "layers": list(i.layers),
+            "config": {"Env": [f"{k}={v}" for k, v in c.env.items()],
+                       "Entrypoint": c.entrypoint, "Cmd": c.cmd,
+                       "WorkingDir": c.workdir or "", "User": c.user or ""}}
+
+
+def _done(out: Out, img: Image) -> None:
+    out.result(_row(img), f"{img.name} {img.digest[:19]}")
+
+
+@click.group()
+def image() -> None:
+    """Images: build, pull, import, list, inspect, rm, prune, tag, login."""
+
+
+@image.command("build")
+@click.argument("name")
+@click.option("--force", is_flag=True, help="Rebuild even if present.")
+@click.option("--include", "include", metavar="PKG,...",
+              help="More Debian packages in a debian image.")
+@common_options
+def build_cmd(name: str, force: bool, include: str | None, as_json: bool,
+              verbose: bool) -> None:
+    """Build a built-in image: busybox, or debian[:SUITE] (kept if already present)."""
+    out = Out("image build", as_json, verbose)
+
+    def body() -> None:
+        extra = [p for p in (include or "").split(",") if p]
+        with Runtime() as rt, CliProgress(out) as progress:
+            img = rt.build_image(name, force=force, include=extra, progress=progress)
+        _done(out, img)
+
+    guarded(out, body)
+
+
+@image.command("pull")
+@click.argument("ref")
+@click.option("--insecure", is_flag=True,
+              help="Plain HTTP to this registry (loopback registries never need it).")
+@common_options
+def pull_cmd(ref: str, insecure: bool, as_json: bool, verbose: bool) -> None:
+    """Pull REF ([REGISTRY/]NAME[:TAG][@DIGEST]) from an OCI registry."""
+    out = Out("image pull", as_json, verbose)
+
+    def body() -> None:
+        with Runtime() as rt, CliProgress(out) as progress:
+            img = rt.pull(ref, insecure=insecure, progress=progress)
+        _done(out, img)
+
+    guarded(out, body)
+
+
+@image.command("login")
+@click.argument("registry")
+@click.option("-u", "--username", help="User name (asked on a terminal if not given).")
+@click.option("--password-stdin", is_flag=True, help="Read the password from stdin.")
+@click.option("--insecure", is_flag=True, help="Plain HTTP to this registry.")
+@common_options
+def login_cmd(registry: str, username: str | None, password_stdin: bool, insecure: bool,
+              as_json: bool, verbose: bool) -> None:
+    """Check credentials with REGISTRY and keep them (0600) for pulls."""
+    out = Out("image login", as_json, verbose)
+
+    def body() -> None:
+        user = username
+        if password_stdin:
+            password = sys.stdin.readline().rstrip("\r\n")
+        elif sys.stdin.isatty():
+            user = user or click.prompt("Username", err=True)
+            password = click.prompt("Password", hide_input=True, err=True)
+        else:
+            raise click.UsageError("no terminal to ask for the password; use --password-stdin")
+        if not user:
+            raise click.UsageError("give a user name with -u")
+        Runtime.login(registry, user, password, insecure=insecure)
+        out.result({"registry": registry, "username": user}, "Login Succeeded")
+
+    guarded(out, body)
+
+
+@image.command("import")
+@click.argument("source")
+@click.option("--name", "name", required=True, help="Name of the new image.")
+@common_options
+def import_cmd(source: str, name: str, as_json: bool, verbose: bool) -> None:
+    """Make an image from a root filesystem: a directory, a tarball, or - for stdin."""
+    out = Out("image import", as_json, verbose)
+
+    def body() -> None:
+        with Runtime() as rt, CliProgress(out) as progress:
+            src = sys.stdin.buffer if source == "-" else source
+            img = rt.import_image(src, name, progress=progress)
+        _done(out, img)
+
+    guarded(out, body)
+
+
+@image.command("list")
+@click.option("-q", "--quiet", is_flag=True, help="Print names only.")
+@common_options
+def list_cmd(quiet: bool, as_json: bool, verbose: bool) -> None:
+    """List images with the disk they use (built-in ones are built on first use)."""
+    out = Out("image list", as_json, verbose)
+
+    def body() -> None:
+        with Runtime() as rt:
+            images = rt.images()
+        if out.as_json:
+            out.result([_row(i) for i in images])
+            return
+        if quiet:
+            for i in images:
+                click.echo(i.name)
+            return
+        print_table(["NAME", "DIGEST", "DISK", "LAYERS", "CREATED", "SOURCE"],
+                    [[i.name, i.digest[7:19], _size(i.disk_bytes),
+                      _size(i.layers_bytes) if i.layers else "-", ago(i.created_at), i.source]
+                     for i in images])
+        missing = [n for n in Runtime.builtin_images() if n not in {i.name for i in images}]
+        if missing:
+            click.echo(f"(built on first use: {', '.join(missing)})")
+
+    guarded(out, body)
+
+
+@image.command("inspect")
+@click.argument("name")
+@common_options
+def inspect_cmd(name: str, as_json: bool, verbose: bool) -> None:
+    """Everything known about an image, as JSON."""
+    import json
+
+    out = Out("image inspect", as_json, verbose)
+
+    def body() -> None:
+        with Runtime() as rt:
+            img = rt.image(name)
+            data = {**_row(img), "boxes": rt.image_users(img.name)}
+        out.result(data, json.dumps(data, indent=2))
+
+    guarded(out, body)
+
+
+@image.command("rm")
+@click.option("-f", "--force", is_flag=True, help="Remove even while boxes use it "
+              "(they keep working; the file goes once nothing uses it).")
+@click.argument("names", nargs=-1, required=True)
+@common_options
+def rm_cmd(force: bool, names: tuple[str, ...], as_json: bool, verbose: bool) -> None:
+    """Remove images."""
+    out = Out("image rm", as_json, verbose)
+
+    def body() -> None:
+        removed = []
+        with Runtime() as rt:
+            for n in names:
+                removed.append(rt.remove_image(n, force=force).name)
+                if not out.as_json:
+                    click.echo(removed[-1])
+        out.result({"removed": removed})
+
+    guarded(out, body)
+
+
+@image.command("prune")
+@click.option("-a", "--all", "every", is_flag=True, help="Also remove images no box uses.")
+@common_options
+def prune_cmd(every: bool, as_json: bool, verbose: bool) -> None:
+    """Remove unused image files, cached layers and abandoned work."""
+    out = Out("image prune", as_json, verbose)
+
+    def body() -> None:
+        with Runtime() as rt:
+            removed = rt.prune_images(all=every)
+        out.result({"removed": removed}, "\n".join(removed) if removed else None)
+
+    guarded(out, body)
+
+
+@image.command("tag")
+@click.argument("source")
+@click.argument("target")
+@common_options
+def tag_cmd(source: str, target: str, as_json: bool, verbose: bool) -> None:
+    """Give image SOURCE a second name TARGET."""
+    out = Out("image tag", as_json, verbose)
+
+    def body() -> None:
+        with Runtime() as rt:
+            _done(out, rt.tag_image(source, target))
+
+    guarded(out, body)
+
+
+image.add_command(list_cmd, name="ls")
+image.add_command(rm_cmd, name="remove")
