@@ -214,6 +214,6 @@ type errorMsg struct {
 
 var (
 	agentName    = "microbox-agent 1"
-	capabilities = []string{"exec", "tty", "signal", "files", "ping", "shutdown"}
+	capabilities = []string{"exec", "tty", "signal", "files", "ping", "shutdown", "identity"}
 	doneJSON     = []byte("{}")
 )

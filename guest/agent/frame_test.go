@@ -173,3 +173,17 @@ func TestCheckObject(t *testing.T) {
 		t.Error("valid object rejected")
 	}
 }
+
+// goldenByName: each golden frame's wire bytes by its name.
+func goldenByName(t *testing.T) map[string][]byte {
+	t.Helper()
+	out := map[string][]byte{}
+	for _, gf := range loadGolden(t).Frames {
+		wire, err := hex.DecodeString(gf.Hex)
+		if err != nil {
+			t.Fatalf("%s: %v", gf.Name, err)
+		}
+		out[gf.Name] = wire
+	}
+	return out
+}

@@ -29,6 +29,10 @@ func main() {
 		ConsoleFd:   1,
 		SetClock:    setClock,
 		SetHostname: func(name string) error { return syscall.Sethostname([]byte(name)) },
+		AddEntropy:  addEntropy,
+		SetMachineID: func(id string) error {
+			return writeMachineID("/etc/machine-id", id)
+		},
 	}
 	a.Shutdown = a.powerOff
 	a.MainExited = a.mainExited

@@ -22,11 +22,13 @@ type Agent struct {
 	GroupPath  string
 	ConsoleFd  int // stdout/stderr of detached processes
 
-	SetClock    func(ns int64) error
-	SetHostname func(name string) error
-	Shutdown    func(s *Session, stream uint32)
-	MainExited  func(ws syscall.WaitStatus) // a detached EXEC with "main" ended
-	Logf        func(format string, args ...interface{})
+	SetClock     func(ns int64) error
+	SetHostname  func(name string) error
+	AddEntropy   func(b []byte) error
+	SetMachineID func(id string) error
+	Shutdown     func(s *Session, stream uint32)
+	MainExited   func(ws syscall.WaitStatus) // a detached EXEC with "main" ended
+	Logf         func(format string, args ...interface{})
 
 	devNullOnce sync.Once
 	devNull     int
@@ -299,10 +301,12 @@ func (s *Session) dispatch(f Frame) *protoError {
 }
 
 type helloMsg struct {
-	Version  *int64  `json:"version"`
-	Session  *string `json:"session"`
-	TimeNs   int64   `json:"time_ns"`
-	Hostname string  `json:"hostname"`
+	Version   *int64  `json:"version"`
+	Session   *string `json:"session"`
+	TimeNs    int64   `json:"time_ns"`
+	Hostname  string  `json:"hostname"`
+	Entropy   []byte  `json:"entropy"`    // base64 in JSON
+	MachineID string  `json:"machine_id"` // 32 lowercase hex digits
 }
 
 func (s *Session) handleHello(f Frame) *protoError {
@@ -322,6 +326,23 @@ func (s *Session) handleHello(f Frame) *protoError {
 	}
 	if len(*h.Session) > 64 {
 		return errProtocol("session nonce longer than 64 characters")
+	}
+	if len(h.Entropy) > maxEntropy {
+		return errProtocol("entropy longer than %d bytes", maxEntropy)
+	}
+	if h.MachineID != "" && !validMachineID(h.MachineID) {
+		return errProtocol("machine_id is not 32 lowercase hex digits")
+	}
+	// Identity before the reply: the host runs nothing until it has it.
+	if len(h.Entropy) > 0 && s.a.AddEntropy != nil {
+		if err := s.a.AddEntropy(h.Entropy); err != nil {
+			s.a.logf("add entropy: %v", err)
+		}
+	}
+	if h.MachineID != "" && s.a.SetMachineID != nil {
+		if err := s.a.SetMachineID(h.MachineID); err != nil {
+			s.a.logf("set machine-id: %v", err)
+		}
 	}
 	if h.TimeNs > 0 && s.a.SetClock != nil {
 		if err := s.a.SetClock(h.TimeNs); err != nil {

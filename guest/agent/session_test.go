@@ -30,6 +30,8 @@ type testHost struct {
 	mu        sync.Mutex
 	clock     []int64
 	hostnames []string
+	entropy   [][]byte
+	machineID []string
 	closed    bool
 }
 
@@ -62,6 +64,18 @@ func newHostPort(t *testing.T, virtio bool) *testHost {
 		SetHostname: func(n string) error {
 			h.mu.Lock()
 			h.hostnames = append(h.hostnames, n)
+			h.mu.Unlock()
+			return nil
+		},
+		AddEntropy: func(b []byte) error {
+			h.mu.Lock()
+			h.entropy = append(h.entropy, append([]byte(nil), b...))
+			h.mu.Unlock()
+			return nil
+		},
+		SetMachineID: func(id string) error {
+			h.mu.Lock()
+			h.machineID = append(h.machineID, id)
 			h.mu.Unlock()
 			return nil
 		},
@@ -235,7 +249,7 @@ func TestHelloReplyExact(t *testing.T) {
 	h := newHost(t)
 	h.sendJSON(tHello, 0, map[string]interface{}{"version": 1, "session": "s1"})
 	f := h.expect(tHelloReply, 0)
-	want := `{"version":1,"session":"s1","agent":"microbox-agent 1","capabilities":["exec","tty","signal","files","ping","shutdown"]}`
+	want := `{"version":1,"session":"s1","agent":"microbox-agent 1","capabilities":["exec","tty","signal","files","ping","shutdown","identity"]}`
 	if string(f.Payload) != want {
 		t.Fatalf("HELLO_REPLY %s", f.Payload)
 	}
@@ -243,6 +257,53 @@ func TestHelloReplyExact(t *testing.T) {
 	defer h.mu.Unlock()
 	if len(h.clock) != 0 || len(h.hostnames) != 0 {
 		t.Fatalf("clock/hostname set without time_ns/hostname: %v %v", h.clock, h.hostnames)
+	}
+}
+
+// The golden HELLO with identity fields: entropy and machine-id are applied
+// before the reply, so nothing the host runs afterwards sees the old ones.
+func TestHelloAppliesIdentity(t *testing.T) {
+	h := newHost(t)
+	g := goldenByName(t)["hello_identity"]
+	if _, err := h.conn.Write(g); err != nil {
+		t.Fatal(err)
+	}
+	h.expect(tHelloReply, 0)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.entropy) != 1 || len(h.entropy[0]) != 32 || h.entropy[0][31] != 31 {
+		t.Errorf("entropy %v", h.entropy)
+	}
+	if len(h.machineID) != 1 || h.machineID[0] != "0123456789abcdef0123456789abcdef" {
+		t.Errorf("machine-id %v", h.machineID)
+	}
+}
+
+func TestHelloRejectsBadIdentity(t *testing.T) {
+	for _, body := range []map[string]interface{}{
+		{"version": 1, "session": "s", "machine_id": "../../etc/passwd"},
+		{"version": 1, "session": "s", "machine_id": "0123456789ABCDEF0123456789ABCDEF"},
+		{"version": 1, "session": "s", "entropy": make([]byte, maxEntropy+1)},
+	} {
+		h := newHost(t)
+		h.sendJSON(tHello, 0, body)
+		h.expectError(0, "protocol")
+		h.mu.Lock()
+		if len(h.machineID) != 0 || len(h.entropy) != 0 {
+			t.Errorf("applied %v %v from %v", h.machineID, h.entropy, body)
+		}
+		h.mu.Unlock()
+	}
+}
+
+func TestWriteMachineID(t *testing.T) {
+	path := t.TempDir() + "/machine-id"
+	if err := writeMachineID(path, "0123456789abcdef0123456789abcdef"); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil || string(b) != "0123456789abcdef0123456789abcdef\n" {
+		t.Fatalf("%q %v", b, err)
 	}
 }
 

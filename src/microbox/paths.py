@@ -38,3 +38,8 @@ def boxes_lock() -> Path:
 def images_dir() -> Path:
     return home() / "images"
 
+
+
+def templates_dir() -> Path:
+    """Warm-start templates: a booted guest's RAM, device state and disk."""
+    return home() / "templates"

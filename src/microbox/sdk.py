@@ -31,7 +31,17 @@ from microbox.agent.channel import Channel
 from microbox.agent.ops import ExecRequest
 from microbox.artifacts import agent as agent_build
 from microbox.artifacts import kernel as kernel_build
-from microbox.core import control, doctor, lifecycle, maintenance, orphans, reconcile, vm
+from microbox.core import (
+    control,
+    doctor,
+    lifecycle,
+    maintenance,
+    orphans,
+    reconcile,
+    templates,
+    vm,
+    warm,
+)
 from microbox.core.lifecycle import box_dir
 from microbox.core.maintenance import GcReport
 from microbox.core.orphans import VMM
@@ -118,6 +128,7 @@ class Box:
             "last_error": r.last_error, "image_digest": r.image_digest,
             "labels": dict(r.spec.labels),
             "spec": r.spec.to_json(), "dir": str(d.path), "alive": d.alive(),
+            "template": templates.used_by(d),
         }
 
     # -- lifecycle -----------------------------------------------------------
@@ -343,11 +354,12 @@ class Runtime:
             memory_mib: int = DEFAULT_MEMORY_MIB, env: dict[str, str] | None = None,
             workdir: str | None = None, user: str | None = None, accel: str = "auto",
             kernel: str | None = None, labels: dict[str, str] | None = None,
-            rm: bool = True, detach: bool = False) -> Box:
-        """Create and start a box; use it as a context manager to tear it down."""
+            rm: bool = True, detach: bool = False, cold: bool = False) -> Box:
+        """Create and start a box; use it as a context manager to tear it down.
+        It is restored from its image's warm-start template unless `cold`."""
         spec = BoxSpec(image=image, cpus=cpus, memory_mib=memory_mib, env=env or {},
                        workdir=workdir, user=user, accel=accel, kernel=kernel,
-                       labels=labels or {})
+                       labels=labels or {}, cold=cold)
         return self.run_spec(spec, name=name, rm=rm, detach=detach)
 
     def run_spec(self, spec: BoxSpec, *, name: str | None = None, rm: bool = True,
@@ -458,6 +470,16 @@ class Runtime:
         """Build a built-in image, busybox or debian[:SUITE] (kept if already present,
         unless force, or extra packages to include)."""
         return builtin.build(self.db, name, force=force, include=include, progress=progress)
+
+    def warm(self, image: str = "busybox", *, cpus: int = 1,
+             memory_mib: int = DEFAULT_MEMORY_MIB, accel: str = "auto") -> str:
+        """Make the warm-start template of boxes of `image` with this shape ahead of
+        their first start (which would make it otherwise); returns its key."""
+        spec = self._with_image(BoxSpec(image=image, cpus=cpus, memory_mib=memory_mib,
+                                        accel=accel), QUIET)
+        found = store.get(self.db, spec.image)
+        with store.using():
+            return warm.warm_image(spec, found.path, found.digest, self.log).path.name
 
     @staticmethod
     def builtin_images() -> builtins.list[str]:

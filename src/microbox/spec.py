@@ -37,6 +37,7 @@ class BoxSpec:
     accel: str = "auto"
     kernel: str | None = None  # a user's own vmlinux instead of the built one
     labels: dict[str, str] = field(default_factory=dict)  # the user's own tags, as Docker's
+    cold: bool = False  # boot the kernel even when a template could restore the box
 
     def validate(self) -> BoxSpec:
         host_cpus = os.cpu_count() or 1

@@ -37,7 +37,7 @@ lock = os.open(d / "port0.lock", os.O_RDWR)
 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
 sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 sock.connect(str(d / "port0.sock"))
-handshake(sock, "", time.monotonic() + 60, None, lambda: "")
+handshake(sock, None, time.monotonic() + 60, None, lambda: "")
 if mode == "torn":
     frame = encode(T.EXEC, 5, ExecRequest(argv=["sh", "-c", "echo never"]).payload())
     sock.sendall(frame[: len(frame) // 2])
@@ -70,7 +70,7 @@ def test_client_killed_mid_frame(home: Path, mode: str) -> None:
             client.wait()
             lock = locks.try_acquire(d / "port0.lock")  # the dead client's is free
             assert lock is not None
-            reply = handshake(sock, "", time.monotonic() + 30, None, lambda: "")
+            reply = handshake(sock, None, time.monotonic() + 30, None, lambda: "")
             ch = Channel(sock.dup(), lock, reply)
             try:
                 ops.ping(ch, b"after the kill")

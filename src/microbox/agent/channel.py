@@ -7,8 +7,10 @@ writes block: memory stays bounded whatever the guest sends.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import itertools
+import os
 import queue
 import secrets
 import select
@@ -16,6 +18,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +37,16 @@ from microbox.errors import AgentError, AgentTimeout
 
 STREAM_QUEUE = 256
 _RECV = 256 * 1024
+ENTROPY_BYTES = 64
+
+
+@dataclass(frozen=True)
+class Identity:
+    """What makes a booted or restored guest this box (HELLO, docs/protocol.md):
+    its hostname and machine-id; fresh entropy goes with them every time."""
+
+    hostname: str
+    machine_id: str  # 32 lowercase hex digits (a box id)
 
 
 class _Closed:
@@ -96,7 +109,7 @@ class Channel:
         ports: int,
         *,
         deadline: float,
-        hostname: str = "",
+        identity: Identity | None = None,
         abort_fd: int | None = None,
         abort_reason: Callable[[], str] = lambda: "the VM exited",
     ) -> Channel:
@@ -112,7 +125,7 @@ class Channel:
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 try:
                     sock.connect(str(port_sock(n)))
-                    reply = handshake(sock, hostname, deadline, abort_fd, abort_reason)
+                    reply = handshake(sock, identity, deadline, abort_fd, abort_reason)
                 except OSError as exc:  # a VMM that dies resets the connection
                     sock.close()
                     if abort_fd is not None and select.select([abort_fd], [], [], 2.0)[0]:
@@ -217,7 +230,7 @@ RESEND_AFTER = 4.0
 
 def handshake(
     sock: socket.socket,
-    hostname: str,
+    identity: Identity | None,
     deadline: float,
     abort_fd: int | None,
     abort_reason: Callable[[], str],
@@ -233,7 +246,7 @@ def handshake(
     HELLO that gets no answer within RESEND_AFTER is sent again too.
     """
     resends = RESYNC_HELLOS
-    session = _send_hello(sock, hostname)
+    session = _send_hello(sock, identity)
     resend_at = time.monotonic() + RESEND_AFTER
     scanner = ControlScanner()
     watch: list[int] = [sock.fileno()] if abort_fd is None else [sock.fileno(), abort_fd]
@@ -242,7 +255,7 @@ def handshake(
         if now >= deadline:
             raise AgentTimeout("the guest agent did not answer in time")
         if now >= resend_at:
-            session = _send_hello(sock, hostname)
+            session = _send_hello(sock, identity)
             resend_at = now + RESEND_AFTER
         ready, _, _ = select.select(watch, [], [], min(deadline, resend_at) - now)
         if abort_fd is not None and abort_fd in ready:
@@ -258,7 +271,7 @@ def handshake(
             if frame.type == T.ERROR:
                 if body.get("kind") == "protocol" and resends > 0:
                     resends -= 1
-                    session = _send_hello(sock, hostname)
+                    session = _send_hello(sock, identity)
                     continue
                 raise AgentError(f"the guest agent refused the session: {_message(frame)}")
             if body.get("session") != session:
@@ -272,9 +285,11 @@ def handshake(
             return body
 
 
-def _send_hello(sock: socket.socket, hostname: str) -> str:
+def _send_hello(sock: socket.socket, identity: Identity | None) -> str:
     session = secrets.token_hex(8)
-    hello = {"version": VERSION, "session": session, "time_ns": time.time_ns(),
-             "hostname": hostname}
+    hello: dict[str, Any] = {"version": VERSION, "session": session, "time_ns": time.time_ns()}
+    if identity is not None:
+        hello.update(hostname=identity.hostname, machine_id=identity.machine_id,
+                     entropy=base64.b64encode(os.urandom(ENTROPY_BYTES)).decode())
     sock.sendall(encode(T.HELLO, 0, hello))
     return session

@@ -50,6 +50,7 @@ class BoxInfo(BaseModel):
     spec: dict[str, Any]
     dir: str
     alive: bool
+    template: str | None = None  # the warm-start template its disk is backed by
 
 
 class CreateBox(_Strict):

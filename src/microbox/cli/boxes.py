@@ -19,7 +19,7 @@ from microbox.sdk import Box, Runtime
 @click.argument("image", required=False)
 def create(name: str | None, cpus: int, memory: int, env: tuple[str, ...],
            workdir: str | None, user: str | None, labels: tuple[str, ...], accel: str,
-           kernel: str | None, start_now: bool, as_json: bool, verbose: bool,
+           kernel: str | None, cold: bool, start_now: bool, as_json: bool, verbose: bool,
            image: str | None) -> None:
     """Create a box from IMAGE (default: debian; stopped unless --start). A missing
     image is built or pulled; its Env, WorkingDir and User become the box's defaults."""
@@ -28,7 +28,7 @@ def create(name: str | None, cpus: int, memory: int, env: tuple[str, ...],
     def body() -> None:
         with Runtime(log=out.log) as rt, CliProgress(out) as progress:
             spec = spec_from(image or DEFAULT_IMAGE, cpus, memory, env, workdir, user, labels,
-                             accel, kernel)
+                             accel, kernel, cold)
             box = rt.create_spec(spec, name=name, start=start_now, progress=progress)
             box.release()
             out.result(box.info(), box.id)

@@ -38,6 +38,8 @@ def spec_options(f: F) -> F:
         click.option("--accel", type=click.Choice(ACCELS), default="auto", show_default=True,
                      help="auto uses KVM only where a probe showed it runs a guest."),
         click.option("--kernel", type=click.Path(dir_okay=False), help="Boot this vmlinux."),
+        click.option("--cold", is_flag=True, help="Boot the kernel instead of restoring the "
+                     "image's warm-start template."),
     ]):
         f = opt(f)
     return f
@@ -45,10 +47,10 @@ def spec_options(f: F) -> F:
 
 def spec_from(image: str, cpus: int, memory: int, env: tuple[str, ...], workdir: str | None,
               user: str | None, labels: tuple[str, ...], accel: str,
-              kernel: str | None) -> BoxSpec:
+              kernel: str | None, cold: bool) -> BoxSpec:
     return BoxSpec(image=image, cpus=cpus, memory_mib=memory, env=parse_env(env),
                    workdir=workdir, user=user, accel=accel, kernel=kernel,
-                   labels=parse_labels(labels))
+                   labels=parse_labels(labels), cold=cold)
 
 
 def guarded(out: Out, body: Callable[[], int | None]) -> None:

@@ -91,7 +91,9 @@ def gc(dry_run: bool, as_json: bool, verbose: bool) -> None:
         verb = "would remove" if dry_run else "removed"
         lines = [f"{verb} box {i[:12]} (its owner died)" for i in report.rows]
         lines += [f"{verb} dir {d}" for d in report.dirs]
-        out.result({"rows": report.rows, "dirs": report.dirs, "dry_run": dry_run},
+        lines += [f"{verb} template {t}" for t in report.templates]
+        out.result({"rows": report.rows, "dirs": report.dirs, "templates": report.templates,
+                    "dry_run": dry_run},
                    "\n".join(lines) or "nothing to collect")
 
     guarded(out, body)

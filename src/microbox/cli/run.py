@@ -58,7 +58,7 @@ def run(remove: bool, detach: bool, name: str | None, cpus: int, memory: int,
         env: tuple[str, ...], workdir: str | None, user: str | None,
         labels: tuple[str, ...], interactive: bool,
         use_tty: bool, timeout: float | None, entrypoint: str | None, accel: str,
-        kernel: str | None, as_json: bool, verbose: bool, image: str | None,
+        kernel: str | None, cold: bool, as_json: bool, verbose: bool, image: str | None,
         command: tuple[str, ...]) -> None:
     """Run COMMAND in a new box made from IMAGE (default: debian).
 
@@ -85,7 +85,7 @@ def run(remove: bool, detach: bool, name: str | None, cpus: int, memory: int,
         with signals_abort():
             try:
                 spec = spec_from(image or DEFAULT_IMAGE, cpus, memory, env, workdir, user,
-                                 labels, accel, kernel)
+                                 labels, accel, kernel, cold)
                 with CliProgress(out) as progress:
                     box = rt.run_spec(spec, name=name, rm=remove, detach=detach,
                                       progress=progress)

@@ -42,7 +42,7 @@ def connect(record: BoxRecord, timeout: float = CONNECT_TIMEOUT) -> Channel:
     d = box_dir(record)
     try:
         return Channel.open(d.port, d.port_lock, vm.PORTS,
-                            deadline=time.monotonic() + timeout, hostname="")
+                            deadline=time.monotonic() + timeout)
     except AgentError as exc:
         raise VMError(f"box '{record.name}' does not answer: {exc.message}",
                       f"microbox restart {record.name}") from None

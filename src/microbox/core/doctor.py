@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from microbox import paths
 from microbox.artifacts import agent, kernel
-from microbox.core import orphans
+from microbox.core import orphans, templates
 from microbox.core.boxdir import BoxDir, for_box
 from microbox.core.vm import default_kernel
 from microbox.store import readonly
@@ -188,8 +188,20 @@ def _orphans() -> Check:
     return Check("orphans", "PASS", f"{len(vmms)} VMM processes, all known; no stray dirs")
 
 
+def _templates() -> Check:
+    root = paths.templates_dir()
+    ready = [d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")] \
+        if root.is_dir() else []
+    failed = templates.failures()
+    text = f"{len(ready)} warm-start template(s)"
+    if failed:
+        return Check("templates", "WARN", f"{text}; {failed} restore(s) failed and booted cold "
+                     f"(see {root / templates.FAILURES})", "microbox gc")
+    return Check("templates", "PASS", f"{text}; no restore failed")
+
+
 CHECKS: tuple[Callable[[], Check], ...] = (_qemu, _kernel, _agent, _accel, _data_dir,
-                                           _database, _disk, _crashed, _orphans)
+                                           _database, _disk, _crashed, _orphans, _templates)
 
 
 def run_checks() -> list[Check]:

@@ -14,36 +14,22 @@ import uuid
 from dataclasses import dataclass
 
 from microbox import locks
-from microbox.agent.channel import Channel
-from microbox.core import vm
+from microbox.agent.channel import Channel, Identity
+from microbox.core import vm, warm
 from microbox.core.boxdir import BoxDir, for_box
 from microbox.core.orphans import scan
-from microbox.errors import NotFound
-from microbox.images import busybox, store
+from microbox.images import builtin, store
 from microbox.spec import BoxSpec, validate_name
 from microbox.store import boxes
 from microbox.store.boxes import BoxRecord
 from microbox.store.db import Database
 from microbox.vmm import process
 
-BUILTIN_IMAGES = {busybox.NAME: busybox.build}
 LIVE = ("running", "paused")
 
 
 def box_dir(record: BoxRecord) -> BoxDir:
     return for_box(record.id)
-
-
-def resolve_image(db: Database, name: str) -> store.Image:
-    """The named image; a built-in one is built on first use, once across processes."""
-    image = store.find(db, name)
-    if image is not None:
-        return image
-    builder = BUILTIN_IMAGES.get(name)
-    if builder is None:
-        raise NotFound(f"no image named {name!r}", "microbox image list")
-    with store.build_lock(name):
-        return store.find(db, name) or builder(db)
 
 
 def _starter() -> dict[str, object]:
@@ -63,7 +49,7 @@ def create(db: Database, spec: BoxSpec, *, name: str | None = None,
     spec.validate()
     if name is not None:
         boxes.check_name_free(db.conn, validate_name(name))
-    image = resolve_image(db, spec.image)
+    image = builtin.ensure(db, spec.image)
     record = BoxRecord(id=uuid.uuid4().hex, name=name or f"box-{secrets.token_hex(4)}",
                        image=image.name, spec=spec, image_digest=image.digest,
                        status="created", auto_remove=auto_remove)
@@ -100,8 +86,7 @@ def start(db: Database, record: BoxRecord, lock: locks.Lock, *, attached: bool,
         record = record.with_(**_starter())
         boxes.update(db, record)
     try:
-        running, channel = vm.boot(box_dir(record), record.spec, lock,
-                                   attached=attached, hostname=record.name, log=log)
+        running, channel = _boot(record, lock, attached=attached, log=log)
     except BaseException as exc:
         _roll_back(db, record, before, str(exc))
         raise
@@ -115,6 +100,19 @@ def start(db: Database, record: BoxRecord, lock: locks.Lock, *, attached: bool,
         _roll_back(db, record, before, str(exc))
         raise
     return Started(record, running, channel)
+
+
+def _boot(record: BoxRecord, lock: locks.Lock, *, attached: bool,
+          log: vm.Log) -> tuple[vm.Running, Channel]:
+    """Warm (restored from a template) on a box's first start, unless it asks to
+    boot cold; cold from its own disk on every later start."""
+    d = box_dir(record)
+    identity = Identity(record.name, record.id)
+    if record.started_at is None and not record.spec.cold and record.image_digest:
+        return warm.start(d, record.spec, store.blob_path(record.image_digest),
+                          record.image_digest, lock, attached=attached, identity=identity,
+                          log=log)
+    return vm.boot(d, record.spec, lock, attached=attached, identity=identity, log=log)
 
 
 def _roll_back(db: Database, record: BoxRecord, before: str, error: str) -> None:

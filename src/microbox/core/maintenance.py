@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from microbox import paths
+from microbox.artifacts import agent
+from microbox.core import templates, vm
 from microbox.core.boxdir import BoxDir, creating
 from microbox.core.orphans import VMM
 from microbox.core.reconcile import reconcile, vanishes
 from microbox.errors import StateError
 from microbox.store import boxes
+from microbox.store import images as image_rows
 from microbox.store.boxes import BoxRecord
 from microbox.store.db import Database
 from microbox.vmm import process
@@ -22,6 +26,7 @@ from microbox.vmm import process
 class GcReport:
     rows: list[str] = field(default_factory=list)  # ids of --rm boxes whose VM is gone
     dirs: list[str] = field(default_factory=list)  # box dirs that belong to no box
+    templates: list[str] = field(default_factory=list)  # stale templates no box uses
 
 
 def gc(db: Database, dry_run: bool = False) -> GcReport:
@@ -39,7 +44,28 @@ def gc(db: Database, dry_run: bool = False) -> GcReport:
             for d in sorted(root.iterdir()):
                 if d.name not in known and d.is_dir() and _remove_unowned(db, BoxDir(d), dry_run):
                     report.dirs.append(str(d))
+    report.templates = _sweep_templates(db, dry_run)
     return report
+
+
+def _sweep_templates(db: Database, dry_run: bool) -> list[str]:
+    """Templates that are stale (or discarded) and back no box's disk.
+
+    Under the boxes lock, shared by commands making a box: none can start
+    using a template while the sweep decides.
+    """
+    root = paths.boxes_dir()
+    with creating(shared=False):
+        referenced = set()
+        if root.is_dir():
+            for d in root.iterdir():
+                name = templates.used_by(BoxDir(d))
+                if name is not None:
+                    referenced.add(name)
+        digests = {image.digest for image in image_rows.all_images(db)}
+        current = templates.current_names(digests, shutil.which("qemu-system-x86_64"),
+                                          vm.default_kernel(), agent.initramfs_path())
+        return templates.sweep(referenced, current, dry_run)
 
 
 def _remove_unowned(db: Database, d: BoxDir, dry_run: bool) -> bool:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from microbox import locks
 from microbox.agent import ops
-from microbox.agent.channel import Channel
+from microbox.agent.channel import Channel, Identity
 from microbox.agent.protocol import untrusted_text
 from microbox.artifacts import agent, kernel
 from microbox.core.boxdir import BoxDir
@@ -60,10 +60,13 @@ def artifacts(spec: BoxSpec) -> Artifacts:
     return Artifacts(qemu, vmlinux, initrd)
 
 
-def create_disk(image: Path, disk: Path) -> None:
-    """A qcow2 overlay backed by the read-only image: O(1) in the image's size."""
+def create_disk(backing: Path, disk: Path, backing_format: str = "raw") -> None:
+    """A qcow2 overlay backed by a read-only image (or a template's disk): O(1)
+    in the backing file's size."""
+    disk.unlink(missing_ok=True)
     done = subprocess.run(
-        ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(image), str(disk)],
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-F", backing_format, "-b", str(backing),
+         str(disk)],
         capture_output=True, text=True,
     )
     if done.returncode != 0:
@@ -79,6 +82,7 @@ class Running:
     accel: str
     proc: subprocess.Popen[bytes] | None = None
     ready_after: float = 0.0  # seconds from spawning QEMU to the agent's handshake
+    spawned_at: float = 0.0  # time.monotonic() when QEMU was spawned
 
     def kill(self) -> None:
         """SIGKILL the VMM's process group and reap it if it is our child."""
@@ -96,17 +100,24 @@ def _tail(path: Path, lines: int = 5) -> str:
     return untrusted_text(" | ".join(kept), 500)  # the console is written by the guest
 
 
-def boot(box: BoxDir, spec: BoxSpec, lock: locks.Lock, *, attached: bool, hostname: str,
-         log: Log = _quiet) -> tuple[Running, Channel]:
-    """Start QEMU for `box` and return once the agent answered the handshake.
+@dataclass(frozen=True)
+class Memory:
+    """Guest RAM in a file: a template's (shared: QEMU writes it) or a clone's
+    (private: the template's pages, copy-on-write)."""
 
-    `lock` is the held box lock; QEMU inherits it and this function closes it.
-    On any failure the VMM is killed before the error propagates.
-    """
+    path: Path
+    shared: bool
+
+
+def launch(box: BoxDir, spec: BoxSpec, lock: locks.Lock, *, attached: bool, log: Log,
+           memory: Memory | None = None, incoming: bool = False,
+           art: Artifacts | None = None, choice: accel.Choice | None = None) -> Running:
+    """Spawn QEMU for `box`. `lock` (the held box lock) passes to QEMU and is
+    closed here; the sockets are listening before QEMU starts."""
     socks: list[socket.socket] = []
     try:
-        art = artifacts(spec)
-        choice = accel.choose(spec.accel, art.qemu, art.kernel)
+        art = art or artifacts(spec)
+        choice = choice or accel.choose(spec.accel, art.qemu, art.kernel)
         log(f"accelerator: {choice.accel} ({choice.reason})")
         socks = [box.listen(box.qmp), *(box.listen(box.port(n)) for n in range(PORTS))]
         cfg = VMConfig(
@@ -114,6 +125,8 @@ def boot(box: BoxDir, spec: BoxSpec, lock: locks.Lock, *, attached: bool, hostna
             kernel=art.kernel, initrd=art.initrd, disk=box.disk, console_log=box.console_log,
             qmp_fd=socks[0].fileno(), port_fds=tuple(s.fileno() for s in socks[1:]),
             tsc_khz=tsc.host_tsc_khz() if choice.accel == "tcg" else None,
+            memory_file=memory.path if memory else None,
+            memory_shared=memory.shared if memory else False, incoming=incoming,
         )
         argv = qemu_argv(cfg)
         log("qemu: " + " ".join(argv))
@@ -124,17 +137,25 @@ def boot(box: BoxDir, spec: BoxSpec, lock: locks.Lock, *, attached: bool, hostna
         for s in socks:
             s.close()
         lock.close()
-    vm = Running(proc.pid, process.start_time(proc.pid), choice.accel, proc)
-    pidfd = os.pidfd_open(proc.pid)
+    return Running(proc.pid, process.start_time(proc.pid), choice.accel, proc,
+                   spawned_at=started)
+
+
+def await_agent(box: BoxDir, vm: Running, identity: Identity | None, timeout: float,
+                log: Log) -> Channel:
+    """The handshaken session with the agent of a just-launched VMM; on any
+    failure the VMM is killed before the error propagates."""
+    assert vm.proc is not None
+    proc = vm.proc
+    pidfd = os.pidfd_open(vm.pid)
     try:
         channel = Channel.open(
-            box.port, box.port_lock, PORTS,
-            deadline=started + BOOT_TIMEOUT[choice.accel], hostname=hostname,
-            abort_fd=pidfd, abort_reason=lambda: _died(box, proc),
+            box.port, box.port_lock, PORTS, deadline=vm.spawned_at + timeout,
+            identity=identity, abort_fd=pidfd, abort_reason=lambda: _died(box, proc),
         )
     except AgentTimeout:
         vm.kill()
-        raise VMError(f"the box did not become ready within {BOOT_TIMEOUT[choice.accel]:g} s "
+        raise VMError(f"the box did not become ready within {timeout:g} s "
                       f"(console: {_tail(box.console_log) or 'empty'})") from None
     except AgentError as exc:
         vm.kill()
@@ -144,9 +165,17 @@ def boot(box: BoxDir, spec: BoxSpec, lock: locks.Lock, *, attached: bool, hostna
         raise
     finally:
         os.close(pidfd)
-    vm.ready_after = time.monotonic() - started
+    vm.ready_after = time.monotonic() - vm.spawned_at
     log(f"agent ready after {vm.ready_after:.3f} s")
-    return vm, channel
+    return channel
+
+
+def boot(box: BoxDir, spec: BoxSpec, lock: locks.Lock, *, attached: bool,
+         identity: Identity | None, log: Log = _quiet,
+         memory: Memory | None = None) -> tuple[Running, Channel]:
+    """Start QEMU for `box` and return once the agent answered the handshake."""
+    vm = launch(box, spec, lock, attached=attached, log=log, memory=memory)
+    return vm, await_agent(box, vm, identity, BOOT_TIMEOUT[vm.accel], log)
 
 
 def _died(box: BoxDir, proc: subprocess.Popen[bytes]) -> str:

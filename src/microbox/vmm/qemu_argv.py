@@ -15,6 +15,7 @@ from pathlib import Path
 # reboot (QEMU runs with -no-reboot, so any reset ends the VM; reboot=t makes
 # the reset immediate).
 BASE_CMDLINE = "console=ttyS0 quiet reboot=t panic=-1"
+RAM_ID = "mem0"  # the RAM block's name: a template's and its clones' must match
 
 
 def kernel_cmdline(accel: str, cpus: int, tsc_khz: int | None, extra: str = "") -> str:
@@ -48,6 +49,12 @@ class VMConfig:
     port_fds: tuple[int, ...]  # one listening socket per virtio-serial port
     tsc_khz: int | None = None  # the host TSC rate, used under TCG
     extra_cmdline: str = ""
+    # Guest RAM in a file (templates and their clones, docs/snapshots.md):
+    # shared (a template writes its RAM there) or private (a clone maps the
+    # template's RAM copy-on-write).
+    memory_file: Path | None = None
+    memory_shared: bool = False
+    incoming: bool = False  # wait for a migration stream (QMP migrate-incoming)
 
 
 def qemu_argv(cfg: VMConfig) -> list[str]:
@@ -55,10 +62,18 @@ def qemu_argv(cfg: VMConfig) -> list[str]:
     if cfg.accel not in ("kvm", "tcg"):
         raise ValueError(f"accel must be kvm or tcg, not {cfg.accel!r}")
     cmdline = kernel_cmdline(cfg.accel, cfg.cpus, cfg.tsc_khz, cfg.extra_cmdline)
+    machine = "microvm,acpi=off,x-option-roms=off,isa-serial=on"
+    memory: list[str] = []
+    if cfg.memory_file is not None:
+        machine += f",memory-backend={RAM_ID}"
+        share = "on" if cfg.memory_shared else "off"
+        memory = ["-object", f"memory-backend-file,id={RAM_ID},size={cfg.memory_mib}M,"
+                  f"mem-path={_escape(cfg.memory_file)},share={share}"]
     accel = cfg.accel
     argv = [
         cfg.qemu,
-        "-M", "microvm,acpi=off,x-option-roms=off,isa-serial=on",
+        "-M", machine,
+        *memory,
         "-accel", accel,
         "-cpu", "host" if cfg.accel == "kvm" else "max",
         "-smp", str(cfg.cpus),
@@ -67,11 +82,11 @@ def qemu_argv(cfg: VMConfig) -> list[str]:
         "-kernel", str(cfg.kernel),
         "-initrd", str(cfg.initrd),
         "-append", cmdline,
-        "-chardev", f"file,id=console,path={cfg.console_log}",
+        "-chardev", f"file,id=console,path={_escape(cfg.console_log)}",
         "-serial", "chardev:console",
         "-chardev", f"socket,id=qmp,fd={cfg.qmp_fd},server=on,wait=off",
         "-mon", "chardev=qmp,mode=control",
-        "-drive", f"id=root,file={cfg.disk},format=qcow2,if=none,discard=unmap",
+        "-drive", f"id=root,file={_escape(cfg.disk)},format=qcow2,if=none,discard=unmap",
         "-device", "virtio-blk-device,drive=root",
         "-device", "virtio-rng-device",
         "-device", f"virtio-serial-device,max_ports={len(cfg.port_fds) + 1}",
@@ -81,4 +96,11 @@ def qemu_argv(cfg: VMConfig) -> list[str]:
             "-chardev", f"socket,id=port{n},fd={fd},server=on,wait=off",
             "-device", f"virtserialport,chardev=port{n},name=microbox.{n}",
         ]
+    if cfg.incoming:
+        argv += ["-incoming", "defer"]
     return argv
+
+
+def _escape(path: Path) -> str:
+    """A path as one QemuOpts value (a comma is written twice)."""
+    return str(path).replace(",", ",,")

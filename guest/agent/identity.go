@@ -1,0 +1,74 @@
+package main
+
+// Machine identity applied at every HELLO (capability "identity"): a clone
+// restored from a template starts with the template's clock, entropy pool and
+// machine-id, so the host hands each box its own before any command runs.
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"syscall"
+	"unsafe"
+)
+
+const (
+	maxEntropy = 512 // bytes of host entropy one HELLO may carry
+	// linux/random.h
+	rndAddEntropy = 0x40085203 // _IOW('R', 0x03, int[2])
+	rndReseedCRNG = 0x5207     // _IO('R', 0x07)
+)
+
+// validMachineID: 32 lowercase hex digits, as machine-id(5) requires.
+func validMachineID(id string) bool {
+	if len(id) != 32 {
+		return false
+	}
+	for _, c := range id {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// addEntropy mixes b into the kernel's pool, credits it, and makes the CRNG
+// reseed from it at once, so the next read of /dev/urandom differs from any
+// other clone's.
+func addEntropy(b []byte) error {
+	fd, err := syscall.Open("/dev/urandom", syscall.O_WRONLY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer syscall.Close(fd)
+	// struct rand_pool_info { int entropy_count; int buf_size; __u32 buf[]; }
+	info := make([]byte, 8+len(b)+3)
+	*(*int32)(unsafe.Pointer(&info[0])) = int32(len(b) * 8)
+	*(*int32)(unsafe.Pointer(&info[4])) = int32(len(b))
+	copy(info[8:], b)
+	if _, _, e := syscall.Syscall(syscall.SYS_IOCTL, uintptr(fd), rndAddEntropy,
+		uintptr(unsafe.Pointer(&info[0]))); e != 0 {
+		return fmt.Errorf("RNDADDENTROPY: %v", e)
+	}
+	if _, _, e := syscall.Syscall(syscall.SYS_IOCTL, uintptr(fd), rndReseedCRNG, 0); e != 0 {
+		return fmt.Errorf("RNDRESEEDCRNG: %v", e)
+	}
+	return nil
+}
+
+// writeMachineID makes path hold id (and a newline), writing only when it differs.
+func writeMachineID(path, id string) error {
+	want := []byte(id + "\n")
+	if cur, err := os.ReadFile(path); err == nil && bytes.Equal(cur, want) {
+		return nil
+	}
+	tmp := path + ".microbox-tmp"
+	if err := os.WriteFile(tmp, want, 0o444); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return nil
+}

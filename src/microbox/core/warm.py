@@ -1,0 +1,109 @@
+"""Starting a box: restored from its template when one fits, booted otherwise.
+
+The first start of a box (its disk still pristine) restores from the template
+of its (image, kernel, agent, QEMU, accelerator, shape), making that template
+first if there is none. A restore that fails discards the template and the box
+boots cold; later starts always boot from the box's own disk.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from microbox import locks
+from microbox.agent.channel import Channel, Identity
+from microbox.core import templates, vm
+from microbox.core.boxdir import BoxDir
+from microbox.core.templates import Template
+from microbox.errors import VMError
+from microbox.spec import BoxSpec
+from microbox.vmm import accel, qmp
+
+RESTORE_TIMEOUT = {"kvm": 5.0, "tcg": 10.0}
+
+
+def start(box: BoxDir, spec: BoxSpec, image: Path, image_digest: str, lock: locks.Lock, *,
+          attached: bool, identity: Identity, log: vm.Log) -> tuple[vm.Running, Channel]:
+    """Restore the box from its template (made now if missing), or boot it cold
+    if the restore fails. `lock` is the held box lock; it passes to the VMM."""
+    art = vm.artifacts(spec)
+    choice = accel.choose(spec.accel, art.qemu, art.kernel)
+    t = prepare(spec, image, image_digest, art, choice, log)
+    vm.create_disk(t.disk, box.disk, "qcow2")
+    templates.mark(box, t)
+    try:
+        return restore(box, spec, t, lock, art, choice, attached=attached,
+                       identity=identity, log=log)
+    except VMError as exc:
+        templates.discard(t, exc.message)
+        log(f"warm start failed, booting cold: {exc.message}")
+    again = box.take_lock()  # the VMM that held it is dead
+    if again is None:
+        raise VMError("the box is held by another process after a failed restore")
+    vm.create_disk(image, box.disk)
+    templates.mark(box, None)
+    return vm.boot(box, spec, again, attached=attached, identity=identity, log=log)
+
+
+def prepare(spec: BoxSpec, image: Path, image_digest: str, art: vm.Artifacts,
+            choice: accel.Choice, log: vm.Log) -> Template:
+    """The template boxes of this spec restore from (made now if missing)."""
+    parts = templates.key_parts(spec, image_digest, art.qemu, art.kernel, art.initrd,
+                                choice.accel, vm.PORTS)
+    return make(templates.key_of(parts), parts, spec, image, art, choice, log)
+
+
+def warm_image(spec: BoxSpec, image: Path, image_digest: str, log: vm.Log) -> Template:
+    """`image warm`: make the template of `spec` ahead of the first box."""
+    art = vm.artifacts(spec)
+    return prepare(spec, image, image_digest, art,
+                   accel.choose(spec.accel, art.qemu, art.kernel), log)
+
+
+def make(key: str, parts: dict[str, object], spec: BoxSpec, image: Path, art: vm.Artifacts,
+         choice: accel.Choice, log: vm.Log) -> Template:
+    """The template `key`, booted and saved now if it does not exist yet (once
+    across processes: others wait for it and use it)."""
+    with templates.lock(key):
+        found = templates.find(key)
+        if found is not None:
+            return found
+        log(f"making warm-start template {key}")
+        d, held = templates.staging()
+        try:
+            vm.create_disk(image, d.disk)
+            running = vm.launch(d, spec, held, attached=True, log=log, art=art, choice=choice,
+                                memory=vm.Memory(d.path / "mem", shared=True))
+            channel = vm.await_agent(d, running, None, vm.BOOT_TIMEOUT[running.accel], log)
+            channel.close()  # clones start with no session: the agent waits for a host
+            try:
+                templates.save(d, running.pid)
+            finally:
+                running.kill()
+            return templates.publish(d, key, parts)
+        except BaseException:
+            shutil.rmtree(d.path, ignore_errors=True)
+            raise
+
+
+def restore(box: BoxDir, spec: BoxSpec, t: Template, lock: locks.Lock, art: vm.Artifacts,
+            choice: accel.Choice, *, attached: bool, identity: Identity,
+            log: vm.Log) -> tuple[vm.Running, Channel]:
+    """A VMM on the template's RAM (copy-on-write) loading its device state; the
+    guest goes on from agent-ready and takes the box's identity in the handshake."""
+    running = vm.launch(box, spec, lock, attached=attached, log=log, art=art, choice=choice,
+                        memory=vm.Memory(t.mem, shared=False), incoming=True)
+    try:
+        with qmp.session(box.qmp, box.qmp_lock) as mon:
+            templates.restore(mon, t, RESTORE_TIMEOUT[running.accel])
+    except BaseException:
+        running.kill()
+        raise
+    channel = vm.await_agent(box, running, identity, RESTORE_TIMEOUT[running.accel], log)
+    if "identity" not in channel.hello.get("capabilities", []):
+        channel.close()
+        running.kill()
+        raise VMError("the template's agent cannot take a box's identity")
+    log(f"restored from template {t.path.name}")
+    return running, channel

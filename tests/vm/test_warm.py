@@ -1,0 +1,110 @@
+"""Warm start: boxes restored from a template behave as booted ones, each is its
+own machine, and a template that cannot be used is never silently trusted."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+import microbox
+from microbox.artifacts import agent
+from microbox.core import templates
+from microbox.errors import ExecFailed
+from tests.conftest import qemu_pids, still_running
+from tests.vm.conftest import wait_for
+from tests.vm.helpers import mb, spawn
+
+
+def _template_dirs(home: Path) -> list[str]:
+    root = home / "templates"
+    return sorted(d.name for d in root.iterdir() if d.is_dir()) if root.is_dir() else []
+
+
+@pytest.mark.parametrize("cold", [False, True], ids=["warm", "cold"])
+def test_warm_and_cold_boxes_answer_alike(cold: bool) -> None:
+    with microbox.Runtime() as rt, rt.run("busybox", cold=cold) as box:
+        assert (box.info()["template"] is None) == cold
+        r = box.run(["sh", "-c", "cat; echo err >&2; exit 3"], input=b"in")
+        assert (r.exit_code, r.stdout, r.stderr) == (3, b"in", b"err\n")
+        assert box.run(["sh", "-c", "kill -TERM $$"]).exit_code == 128 + signal.SIGTERM
+        with pytest.raises(ExecFailed) as err:
+            box.exec(["no-such-command"])
+        assert err.value.exit_code == 127
+        r = box.run(["sleep", "10"], timeout=0.5)
+        assert r.status.timed_out and r.status.reported_code == 124
+        t = box.exec(["sh", "-c", "stty size"], tty=True, rows=33, cols=101)
+        assert b"33 101" in b"".join(d for _, d in t.events())
+
+
+def test_clones_are_each_their_own_machine() -> None:
+    """Distinct entropy, hostname, machine-id and a correct clock; private disks."""
+    probe = ["sh", "-c", "head -c 16 /dev/urandom | od -An -tx1; hostname; "
+             "cat /etc/machine-id; date +%s"]
+    with microbox.Runtime() as rt:
+        rt.warm("busybox")
+        with rt.run("busybox", name="clone-a") as a, rt.run("busybox", name="clone-b") as b:
+            seen = {}
+            for box in (a, b):
+                assert box.info()["template"] is not None
+                rnd, host, mid, clock = box.run(probe).stdout.decode().splitlines()
+                assert host == box.name and mid == box.id
+                assert abs(int(clock) - time.time()) < 5
+                seen[box.name] = rnd
+                box.run(["sh", "-c", f"echo {box.name} > /root/who"])
+            assert seen["clone-a"] != seen["clone-b"]
+            for box in (a, b):
+                assert box.run(["cat", "/root/who"]).stdout == f"{box.name}\n".encode()
+
+
+def test_a_changed_agent_gets_a_new_template_and_gc_removes_the_old(fresh_home: Path) -> None:
+    initrd = agent.initramfs_path()
+    st = initrd.stat()
+    with microbox.Runtime() as rt:
+        old = rt.warm("busybox")
+        try:
+            # A rebuilt agent replaces the file: its identity (here its mtime) changes.
+            os.utime(initrd, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+            with rt.run("busybox") as box:
+                new = box.info()["template"]
+                assert new is not None and new != old
+                assert box.run(["true"]).exit_code == 0
+                report = rt.gc()
+                assert [Path(p).name for p in report.templates] == [old]
+            assert _template_dirs(fresh_home) == [new]
+        finally:
+            os.utime(initrd, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_a_corrupt_template_is_discarded_and_the_box_boots_cold(fresh_home: Path) -> None:
+    with microbox.Runtime() as rt:
+        key = rt.warm("busybox")
+        state = fresh_home / "templates" / key / "state"
+        state.chmod(0o644)
+        state.write_bytes(b"\0garbage" * 1000)
+        with rt.run("busybox") as box:
+            assert box.info()["template"] is None
+            assert box.run(["echo", "ok"]).stdout == b"ok\n"
+        assert templates.failures() == 1
+        assert [d for d in _template_dirs(fresh_home) if d.startswith(".discarded-")]
+        doctor = json.loads(mb("doctor", "--json").stdout)["data"]
+        (line,) = [c for c in doctor if c["name"] == "templates"]
+        assert line["status"] == "WARN" and "1 restore(s) failed" in line["detail"]
+        assert rt.gc().templates
+        assert _template_dirs(fresh_home) == []
+
+
+def test_sigkill_of_the_cli_during_a_restore_leaves_nothing(home: Path) -> None:
+    mb("image", "warm", "busybox")
+    before = qemu_pids(home)
+    p = spawn("run", "--rm", "busybox", "--", "sleep", "100")
+    wait_for(lambda: qemu_pids(home) - before, 30, "the clone's VMM")
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert not still_running(qemu_pids(home) - before, 10), "the clone outlived its owner"
+    assert mb("gc").returncode == 0
+    assert not list((home / "boxes").iterdir())
