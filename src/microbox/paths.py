@@ -43,3 +43,8 @@ def images_dir() -> Path:
 def templates_dir() -> Path:
     """Warm-start templates: a booted guest's RAM, device state and disk."""
     return home() / "templates"
+
+
+def snapshots_dir() -> Path:
+    """Snapshots of boxes, each in the form of a template plus its metadata."""
+    return home() / "snapshots"

@@ -20,6 +20,7 @@ import builtins
 import contextlib
 import threading
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
@@ -38,6 +39,7 @@ from microbox.core import (
     maintenance,
     orphans,
     reconcile,
+    snapshots,
     templates,
     vm,
     warm,
@@ -45,18 +47,22 @@ from microbox.core import (
 from microbox.core.lifecycle import box_dir
 from microbox.core.maintenance import GcReport
 from microbox.core.orphans import VMM
-from microbox.errors import BuildError, Refused
+from microbox.core.snapshots import Snapshot
+from microbox.errors import BuildError, InvalidSpec, Refused
 from microbox.execution import Execution, Result
 from microbox.images import auth, builtin, importer, reference, skopeo, store
 from microbox.images import config as image_config
 from microbox.images import pull as image_pull
 from microbox.images.progress import QUIET, Progress
-from microbox.spec import DEFAULT_MEMORY_MIB, BoxSpec
+from microbox.spec import DEFAULT_MEMORY_MIB, BoxSpec, validate_name
+from microbox.store import boxes as boxes_store
 from microbox.store.boxes import STATUSES, BoxRecord
 from microbox.store.db import Database
 from microbox.store.images import Image
 
-__all__ = ["STATUSES", "VMM", "Box", "Execution", "GcReport", "Image", "Result", "Runtime"]
+__all__ = ["STATUSES", "VMM", "Box", "Execution", "GcReport", "Image", "Result", "Runtime",
+           "Snapshot"]
+FORK_PARALLEL = 4  # restores at once: QEMU's start-up is CPU-bound
 
 FOLLOW_INTERVAL = 0.2  # logs(follow=True) polls the console like tail -f
 
@@ -163,6 +169,39 @@ class Box:
         """Thaw the vCPUs (QMP cont)."""
         self.record = control.resume(self._db, self.reload().record)
         return self
+
+    def snapshot(self, name: str | None = None) -> Snapshot:
+        """Snapshot this running (or paused) box: memory, devices and disk, taken
+        consistently while its vCPUs stop for a moment; it keeps running."""
+        record = self.reload().record
+        reconcile.require(record, "running", "paused")
+        return snapshots.create(record, name, log=self.runtime.log)
+
+    def fork(self, n: int = 1, *, name_prefix: str | None = None) -> builtins.list[Box]:
+        """`n` running clones of this running box, made through a snapshot (removed
+        by gc once the clones are gone); each clone is its own machine."""
+        if not 1 <= n <= 256:
+            raise InvalidSpec(f"fork makes 1 to 256 clones, not {n}")
+        prefix = name_prefix or f"{self.name}-fork"
+        names = [f"{prefix}-{i}" for i in range(1, n + 1)]
+        for name in names:
+            boxes_store.check_name_free(self._db.conn, validate_name(name))
+        snap = snapshots.create(self.reload().record, auto=True, log=self.runtime.log)
+        made: builtins.list[Box] = []
+        try:
+            with ThreadPoolExecutor(min(n, FORK_PARALLEL)) as pool:
+                futures = [pool.submit(self.runtime.restore, snap.id, name=name)
+                           for name in names]
+                for f in futures:
+                    with contextlib.suppress(Exception):
+                        made.append(f.result())
+                for f in futures:
+                    f.result()  # the first failure, after every restore ended
+        except BaseException:
+            for box in made:
+                box.delete(force=True)
+            raise
+        return made
 
     def set(self, *, cpus: int | None = None, memory_mib: int | None = None) -> Box:
         """Change a stopped box's CPUs or memory; applied at its next start."""
@@ -470,6 +509,29 @@ class Runtime:
         """Build a built-in image, busybox or debian[:SUITE] (kept if already present,
         unless force, or extra packages to include)."""
         return builtin.build(self.db, name, force=force, include=include, progress=progress)
+
+    def restore(self, snapshot: str, *, name: str | None = None) -> Box:
+        """A new running box (detached) from a snapshot, by name or id."""
+        snap = snapshots.get(snapshot)
+        with store.using():
+            record, lock = lifecycle.create(self.db, snap.spec, name=name, start_next=True,
+                                            snapshot=snap.template)
+        started = lifecycle.start(self.db, record, lock, attached=False, log=self.log)
+        box = Box(self, started.record, started=started)
+        box.release()
+        return box
+
+    def snapshots(self) -> builtins.list[Snapshot]:
+        return snapshots.all_snapshots()
+
+    def snapshot(self, ref: str) -> Snapshot:
+        """A snapshot by name, id or unique id prefix."""
+        return snapshots.get(ref)
+
+    def remove_snapshot(self, ref: str, force: bool = False) -> None:
+        """Delete a snapshot; one that boxes were restored from needs force (they
+        keep working: its files stay until gc finds them unused)."""
+        snapshots.remove(snapshots.get(ref), force)
 
     def warm(self, image: str = "busybox", *, cpus: int = 1,
              memory_mib: int = DEFAULT_MEMORY_MIB, accel: str = "auto") -> str:

@@ -13,11 +13,12 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from microbox import locks
+from microbox import locks, paths
 from microbox.agent.channel import Channel, Identity
-from microbox.core import vm, warm
+from microbox.core import snapshots, templates, vm, warm
 from microbox.core.boxdir import BoxDir, for_box
 from microbox.core.orphans import scan
+from microbox.core.templates import Template
 from microbox.images import builtin, store
 from microbox.spec import BoxSpec, validate_name
 from microbox.store import boxes
@@ -38,7 +39,8 @@ def _starter() -> dict[str, object]:
 
 
 def create(db: Database, spec: BoxSpec, *, name: str | None = None,
-           auto_remove: bool = False, start_next: bool = False) -> tuple[BoxRecord, locks.Lock]:
+           auto_remove: bool = False, start_next: bool = False,
+           snapshot: Template | None = None) -> tuple[BoxRecord, locks.Lock]:
     """Validate, then make the dir, the disk and the row; or nothing at all.
 
     Returns the record and the box lock, held so that no other
@@ -59,6 +61,7 @@ def create(db: Database, spec: BoxSpec, *, name: str | None = None,
     lock = d.create()
     try:
         vm.create_disk(image.path, d.disk)
+        templates.mark(d, snapshot)  # its first start restores the snapshot
         boxes.insert(db, record)
     except BaseException:
         lock.close()
@@ -108,6 +111,10 @@ def _boot(record: BoxRecord, lock: locks.Lock, *, attached: bool,
     boot cold; cold from its own disk on every later start."""
     d = box_dir(record)
     identity = Identity(record.name, record.id)
+    backing = templates.used_by(d)
+    if record.started_at is None and backing and backing.startswith(snapshots.PREFIX):
+        return warm.restore_snapshot(d, record.spec, Template(paths.home() / backing), lock,
+                                     attached=attached, identity=identity, log=log)
     if record.started_at is None and not record.spec.cold and record.image_digest:
         return warm.start(d, record.spec, store.blob_path(record.image_digest),
                           record.image_digest, lock, attached=attached, identity=identity,

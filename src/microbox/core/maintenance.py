@@ -10,10 +10,11 @@ from pathlib import Path
 
 from microbox import paths
 from microbox.artifacts import agent
-from microbox.core import templates, vm
+from microbox.core import snapshots, templates, vm
 from microbox.core.boxdir import BoxDir, creating
 from microbox.core.orphans import VMM
 from microbox.core.reconcile import reconcile, vanishes
+from microbox.core.templates import Template
 from microbox.errors import StateError
 from microbox.store import boxes
 from microbox.store import images as image_rows
@@ -26,7 +27,8 @@ from microbox.vmm import process
 class GcReport:
     rows: list[str] = field(default_factory=list)  # ids of --rm boxes whose VM is gone
     dirs: list[str] = field(default_factory=list)  # box dirs that belong to no box
-    templates: list[str] = field(default_factory=list)  # stale templates no box uses
+    # stale templates, removed or fork-made snapshots, that no box uses
+    templates: list[str] = field(default_factory=list)
 
 
 def gc(db: Database, dry_run: bool = False) -> GcReport:
@@ -48,24 +50,35 @@ def gc(db: Database, dry_run: bool = False) -> GcReport:
     return report
 
 
+def _backings() -> set[str]:
+    """What box disks and snapshots are backed by (`templates/K`, `snapshots/I`)."""
+    found = set()
+    root = paths.boxes_dir()
+    if root.is_dir():
+        for d in root.iterdir():
+            name = templates.used_by(BoxDir(d))
+            if name is not None:
+                found.add(name)
+    for snap in snapshots.all_snapshots():
+        backing = Template(snap.path).meta.get("backing")
+        if isinstance(backing, str):
+            found.add(backing)
+    return found
+
+
 def _sweep_templates(db: Database, dry_run: bool) -> list[str]:
     """Templates that are stale (or discarded) and back no box's disk.
 
     Under the boxes lock, shared by commands making a box: none can start
     using a template while the sweep decides.
     """
-    root = paths.boxes_dir()
     with creating(shared=False):
-        referenced = set()
-        if root.is_dir():
-            for d in root.iterdir():
-                name = templates.used_by(BoxDir(d))
-                if name is not None:
-                    referenced.add(name)
+        snaps = snapshots.sweep(_backings(), dry_run)
+        referenced = _backings()  # without the snapshots just removed
         digests = {image.digest for image in image_rows.all_images(db)}
         current = templates.current_names(digests, shutil.which("qemu-system-x86_64"),
                                           vm.default_kernel(), agent.initramfs_path())
-        return templates.sweep(referenced, current, dry_run)
+        return snaps + templates.sweep(referenced, current, dry_run)
 
 
 def _remove_unowned(db: Database, d: BoxDir, dry_run: bool) -> bool:

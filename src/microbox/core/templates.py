@@ -174,7 +174,8 @@ def failures() -> int:
 
 
 def used_by(box: BoxDir) -> str | None:
-    """The name of the template dir the box's disk is backed by, if any."""
+    """What the box's disk is backed by besides its image, if anything:
+    `templates/<key>` or `snapshots/<id>` (relative to the data dir)."""
     try:
         return (box.path / BOX_FILE).read_text().strip() or None
     except OSError:
@@ -186,7 +187,7 @@ def mark(box: BoxDir, t: Template | None) -> None:
     if t is None:
         f.unlink(missing_ok=True)
     else:
-        f.write_text(t.path.name + "\n")
+        f.write_text(f"{t.path.parent.name}/{t.path.name}\n")
 
 
 def current_names(image_digests: set[str], qemu: str | None, kernel: Path,
@@ -220,7 +221,7 @@ def sweep(referenced: set[str], current: set[str], dry_run: bool) -> list[str]:
     if not root.is_dir():
         return removed
     for d in sorted(root.iterdir()):
-        if not d.is_dir() or d.name in referenced or d.name in current:
+        if not d.is_dir() or f"templates/{d.name}" in referenced or d.name in current:
             continue
         held = locks.try_acquire(d / "lock") if d.name.startswith(".tmp-") else None
         if d.name.startswith(".tmp-") and held is None:

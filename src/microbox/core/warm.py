@@ -46,6 +46,21 @@ def start(box: BoxDir, spec: BoxSpec, image: Path, image_digest: str, lock: lock
     return vm.boot(box, spec, again, attached=attached, identity=identity, log=log)
 
 
+def restore_snapshot(box: BoxDir, spec: BoxSpec, t: Template, lock: locks.Lock, *,
+                     attached: bool, identity: Identity,
+                     log: vm.Log) -> tuple[vm.Running, Channel]:
+    """A box's first start from a snapshot: no cold fallback (its disk is the
+    snapshot's); a snapshot that cannot be restored fails the start."""
+    art = vm.artifacts(spec)
+    choice = accel.choose(spec.accel, art.qemu, art.kernel)
+    vm.create_disk(t.disk, box.disk, "qcow2")
+    try:
+        return restore(box, spec, t, lock, art, choice, attached=attached,
+                       identity=identity, log=log)
+    except VMError as exc:
+        raise VMError(f"the snapshot cannot be restored: {exc.message}") from None
+
+
 def prepare(spec: BoxSpec, image: Path, image_digest: str, art: vm.Artifacts,
             choice: accel.Choice, log: vm.Log) -> Template:
     """The template boxes of this spec restore from (made now if missing)."""

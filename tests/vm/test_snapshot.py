@@ -1,0 +1,88 @@
+"""Snapshots and fork on real boxes: state carried over, each clone its own
+machine, and a snapshot that cannot be restored creates nothing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import microbox
+from tests.vm.conftest import wait_for
+from tests.vm.helpers import mb
+
+LOOP = "n=0; while true; do n=$((n+1)); echo $n > /root/count; sleep 0.1; done"
+PROBE = ["sh", "-c", "head -c 16 /dev/urandom | od -An -tx1; hostname; cat /etc/machine-id"]
+
+
+def _count(box: microbox.Box) -> int:
+    return int(box.run(["cat", "/root/count"]).stdout)
+
+
+def test_fork_carries_running_state_into_clones_that_are_their_own_machines() -> None:
+    with microbox.Runtime() as rt, rt.run("busybox", name="forked") as src:
+        src.run(["sh", "-c", "echo before > /root/mark"])
+        src.exec(["sh", "-c", LOOP], detach=True)
+        wait_for(lambda: src.run(["test", "-s", "/root/count"]).exit_code == 0, 30, "the loop")
+        clones = src.fork(2, name_prefix="kid")
+        try:
+            assert [c.name for c in clones] == ["kid-1", "kid-2"]
+            seen = set()
+            for c in clones:
+                start = _count(c)
+                assert start >= 1  # the loop's counter came along
+                wait_for(lambda c=c, start=start: _count(c) > start, 30, "the loop in a clone")
+                rnd, host, mid = c.run(PROBE).stdout.decode().splitlines()
+                assert (host, mid) == (c.name, c.id)
+                seen.add(rnd)
+                assert c.run(["cat", "/root/mark"]).stdout == b"before\n"
+                c.run(["sh", "-c", f"echo {c.name} > /root/mark"])
+            assert len(seen) == 2
+            for c in clones:
+                assert c.run(["cat", "/root/mark"]).stdout == f"{c.name}\n".encode()
+            assert src.run(["cat", "/root/mark"]).stdout == b"before\n"
+        finally:
+            for c in clones:
+                c.delete(force=True)
+    assert rt.gc().templates  # fork's own snapshot goes once its clones are gone
+
+
+def test_snapshot_commands_round_trip(home: Path) -> None:
+    r = mb("create", "--start", "--name", "snapsrc", "busybox")
+    assert r.returncode == 0, r.stderr
+    try:
+        assert mb("exec", "snapsrc", "--", "sh", "-c", "echo kept > /root/f").returncode == 0
+        r = mb("snapshot", "create", "snapsrc", "s1")
+        assert r.returncode == 0, r.stderr
+        assert mb("exec", "snapsrc", "--", "true").returncode == 0  # it kept running
+        listed = json.loads(mb("snapshot", "ls", "--json").stdout)["data"]
+        assert [s["name"] for s in listed] == ["s1"]
+        r = mb("snapshot", "restore", "s1", "--name", "back")
+        assert r.returncode == 0, r.stderr
+        assert mb("exec", "back", "--", "cat", "/root/f").stdout == b"kept\n"
+        r = mb("snapshot", "rm", "s1")
+        assert r.returncode == 1 and b"snapshot rm -f s1" in r.stderr
+        assert mb("snapshot", "rm", "-f", "s1").returncode == 0
+        assert mb("exec", "back", "--", "cat", "/root/f").stdout == b"kept\n"
+        assert mb("delete", "-f", "back").returncode == 0
+        gc = json.loads(mb("gc", "--json").stdout)["data"]
+        assert any(".removed-" in t for t in gc["templates"])
+        assert not any(d.name.startswith(".removed-") for d in (home / "snapshots").iterdir())
+    finally:
+        mb("delete", "-f", "snapsrc")
+        mb("delete", "-f", "back")
+
+
+def test_a_corrupt_snapshot_fails_in_one_sentence_and_creates_nothing(home: Path) -> None:
+    with microbox.Runtime() as rt, rt.run("busybox") as src:
+        snap = src.snapshot("broken")
+    state = snap.path / "state"
+    state.chmod(0o644)
+    state.write_bytes(b"\0not a migration stream" * 100)
+    before = {b["id"] for b in json.loads(mb("list", "--all", "--json").stdout)["data"]}
+    r = mb("snapshot", "restore", "broken", "--name", "never")
+    assert r.returncode == 1
+    assert r.stderr.decode().startswith("microbox: the snapshot cannot be restored")
+    assert len(r.stderr.decode().strip().splitlines()) == 1
+    after = {b["id"] for b in json.loads(mb("list", "--all", "--json").stdout)["data"]}
+    assert after == before and not list((home / "boxes").iterdir())
+    assert mb("snapshot", "rm", "broken").returncode == 0
