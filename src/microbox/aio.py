@@ -25,7 +25,7 @@ from typing import IO, Any, TypeVar
 
 from microbox.agent.ops import ExitStatus
 from microbox.core.doctor import Check
-from microbox.sdk import VMM, Box, Execution, GcReport, Image, Result, Runtime
+from microbox.sdk import VMM, Box, Execution, GcReport, Image, Result, Runtime, Snapshot
 from microbox.spec import BoxSpec
 
 T = TypeVar("T")
@@ -118,6 +118,15 @@ class AsyncExecution:
             raise
 
 
+def _delete_all(boxes: builtins.list[Box]) -> None:
+    for b in boxes:
+        b.delete(force=True)
+
+
+def _delete_one(box: Box) -> None:
+    box.delete(force=True)
+
+
 class AsyncBox:
     def __init__(self, box: Box, pool: _Pool) -> None:
         self._box = box
@@ -201,6 +210,16 @@ class AsyncBox:
 
     def follow_logs(self, tail: int | None = None) -> AsyncIterator[bytes]:
         return self._pool.iterate(self._box.follow_logs(tail), lambda: None)
+
+    async def snapshot(self, name: str | None = None) -> Snapshot:
+        return await self._pool.call(self._box.snapshot, name)
+
+    async def fork(self, n: int = 1, *, name_prefix: str | None = None
+                   ) -> builtins.list[AsyncBox]:
+        """Clones of this box; a cancelled fork deletes the clones it made."""
+        clones = await self._pool.call(self._box.fork, n, name_prefix=name_prefix,
+                                       on_orphan=_delete_all)
+        return [AsyncBox(c, self._pool) for c in clones]
 
     async def release(self) -> None:
         await self._pool.call(self._box.release)
@@ -289,6 +308,20 @@ class AsyncRuntime:
 
     async def prune_images(self, *, all: bool = False) -> builtins.list[str]:
         return await self._pool.call(self._rt.prune_images, all=all)
+
+    async def restore(self, snapshot: str, *, name: str | None = None) -> AsyncBox:
+        """A new running box from a snapshot; a cancelled restore deletes it."""
+        return self._box(await self._pool.call(self._rt.restore, snapshot, name=name,
+                                               on_orphan=_delete_one))
+
+    async def snapshots(self) -> builtins.list[Snapshot]:
+        return await self._pool.call(self._rt.snapshots)
+
+    async def remove_snapshot(self, ref: str, force: bool = False) -> None:
+        await self._pool.call(self._rt.remove_snapshot, ref, force)
+
+    async def warm(self, image: str = "busybox", **kw: Any) -> str:
+        return await self._pool.call(self._rt.warm, image, **kw)
 
     async def tag_image(self, source: str, target: str) -> Image:
         return await self._pool.call(self._rt.tag_image, source, target)

@@ -19,339 +19,42 @@ from __future__ import annotations
 import builtins
 import contextlib
 import threading
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Any
 
 from microbox import paths
-from microbox.agent import ops
-from microbox.agent.channel import Channel
-from microbox.agent.ops import ExecRequest
 from microbox.artifacts import agent as agent_build
 from microbox.artifacts import kernel as kernel_build
+from microbox.box import Box
 from microbox.core import (
-    control,
     doctor,
     lifecycle,
     maintenance,
     orphans,
     reconcile,
     snapshots,
-    templates,
     vm,
     warm,
 )
-from microbox.core.lifecycle import box_dir
 from microbox.core.maintenance import GcReport
 from microbox.core.orphans import VMM
 from microbox.core.snapshots import Snapshot
-from microbox.errors import BuildError, InvalidSpec, Refused
+from microbox.errors import BuildError, Refused
 from microbox.execution import Execution, Result
 from microbox.images import auth, builtin, importer, reference, skopeo, store
 from microbox.images import config as image_config
 from microbox.images import pull as image_pull
 from microbox.images.progress import QUIET, Progress
-from microbox.spec import DEFAULT_MEMORY_MIB, BoxSpec, validate_name
-from microbox.store import boxes as boxes_store
+from microbox.spec import DEFAULT_MEMORY_MIB, BoxSpec
 from microbox.store.boxes import STATUSES, BoxRecord
 from microbox.store.db import Database
 from microbox.store.images import Image
 
 __all__ = ["STATUSES", "VMM", "Box", "Execution", "GcReport", "Image", "Result", "Runtime",
            "Snapshot"]
-FORK_PARALLEL = 4  # restores at once: QEMU's start-up is CPU-bound
 
-FOLLOW_INTERVAL = 0.2  # logs(follow=True) polls the console like tail -f
-
-
-class Box:
-    """A handle on one box, like docker-py's Container: lifecycle actions, exec,
-    files, logs. A Box from `Runtime.run` owns its VM (closing it tears the VM
-    down); one from `get`/`list` does not (closing it ends only its session)."""
-
-    def __init__(self, runtime: Runtime, record: BoxRecord, *,
-                 started: lifecycle.Started | None = None, remove: bool = False,
-                 owned: bool = False) -> None:
-        self.runtime = runtime
-        self.record = record
-        self._vm = started.vm if started is not None else None
-        self._channel: Channel | None = started.channel if started is not None else None
-        self._session_lock = threading.Lock()
-        self._remove = remove
-        self._owned = owned
-
-    def __repr__(self) -> str:
-        return f"<Box {self.name} {self.id[:12]} {self.status}>"
-
-    # -- what it is ----------------------------------------------------------
-
-    @property
-    def id(self) -> str:
-        return self.record.id
-
-    @property
-    def name(self) -> str:
-        return self.record.name
-
-    @property
-    def status(self) -> str:
-        return self.record.status
-
-    @property
-    def spec(self) -> BoxSpec:
-        return self.record.spec
-
-    @property
-    def ready_after(self) -> float:
-        """Seconds from spawning the VMM to the agent's handshake (0 if not started here)."""
-        return self._vm.ready_after if self._vm is not None else 0.0
-
-    def command(self, args: Sequence[str] = (), entrypoint: str | None = None
-                ) -> builtins.list[str]:
-        """What Docker would run here: the image's Entrypoint (or `entrypoint`) and then
-        `args`, or the image's Cmd when there are none ([] if the image names neither)."""
-        image = store.find(self._db, self.record.image)
-        config = image.config if image is not None else image_config.ImageConfig()
-        return config.command(entrypoint, list(args))
-
-    def reload(self) -> Box:
-        """Re-read the box, reconciled with reality (a crashed VMM shows as `error`)."""
-        self.record = self.runtime._resolve(self.id)
-        return self
-
-    def info(self) -> dict[str, Any]:
-        """Everything known about the box, as JSON-ready values."""
-        r = self.record
-        d = box_dir(r)
-        return {
-            "id": r.id, "name": r.name, "image": r.image, "status": r.status,
-            "cpus": r.spec.cpus, "memory_mib": r.spec.memory_mib,
-            "auto_remove": r.auto_remove, "created_at": r.created_at,
-            "started_at": r.started_at, "finished_at": r.finished_at, "pid": r.pid,
-            "last_error": r.last_error, "image_digest": r.image_digest,
-            "labels": dict(r.spec.labels),
-            "spec": r.spec.to_json(), "dir": str(d.path), "alive": d.alive(),
-            "template": templates.used_by(d),
-        }
-
-    # -- lifecycle -----------------------------------------------------------
-
-    def start(self) -> Box:
-        """Boot a created, stopped or crashed box, detached from this process."""
-        self.record = control.start(self._db, self.reload().record, self.runtime.log)
-        return self
-
-    def stop(self, timeout: float = 10.0) -> Box:
-        """Graceful: the guest syncs its disk and powers off; then SIGTERM, SIGKILL."""
-        channel = self._take_session()
-        if self._vm is not None:
-            self.record = lifecycle.stop(self._db, self.record, self._vm, channel, timeout)
-            self._vm = None
-        else:
-            if channel is not None:
-                channel.close()
-            self.record = control.stop(self._db, self.reload().record, timeout)
-        return self
-
-    def restart(self, timeout: float = 10.0) -> Box:
-        self.stop(timeout)
-        return self.start()
-
-    def pause(self) -> Box:
-        """Freeze the vCPUs (QMP stop)."""
-        self.record = control.pause(self._db, self.reload().record)
-        return self
-
-    def resume(self) -> Box:
-        """Thaw the vCPUs (QMP cont)."""
-        self.record = control.resume(self._db, self.reload().record)
-        return self
-
-    def snapshot(self, name: str | None = None) -> Snapshot:
-        """Snapshot this running (or paused) box: memory, devices and disk, taken
-        consistently while its vCPUs stop for a moment; it keeps running."""
-        record = self.reload().record
-        reconcile.require(record, "running", "paused")
-        return snapshots.create(record, name, log=self.runtime.log)
-
-    def fork(self, n: int = 1, *, name_prefix: str | None = None) -> builtins.list[Box]:
-        """`n` running clones of this running box, made through a snapshot (removed
-        by gc once the clones are gone); each clone is its own machine."""
-        if not 1 <= n <= 256:
-            raise InvalidSpec(f"fork makes 1 to 256 clones, not {n}")
-        prefix = name_prefix or f"{self.name}-fork"
-        names = [f"{prefix}-{i}" for i in range(1, n + 1)]
-        for name in names:
-            boxes_store.check_name_free(self._db.conn, validate_name(name))
-        snap = snapshots.create(self.reload().record, auto=True, log=self.runtime.log)
-        made: builtins.list[Box] = []
-        try:
-            with ThreadPoolExecutor(min(n, FORK_PARALLEL)) as pool:
-                futures = [pool.submit(self.runtime.restore, snap.id, name=name)
-                           for name in names]
-                for f in futures:
-                    with contextlib.suppress(Exception):
-                        made.append(f.result())
-                for f in futures:
-                    f.result()  # the first failure, after every restore ended
-        except BaseException:
-            for box in made:
-                box.delete(force=True)
-            raise
-        return made
-
-    def set(self, *, cpus: int | None = None, memory_mib: int | None = None) -> Box:
-        """Change a stopped box's CPUs or memory; applied at its next start."""
-        self.record = control.set_resources(self._db, self.reload().record, cpus=cpus,
-                                            memory_mib=memory_mib)
-        return self
-
-    def delete(self, force: bool = False) -> None:
-        """Remove the box; a running one needs force (it is killed)."""
-        self.runtime._forget_shared(self)
-        channel = self._take_session()
-        if channel is not None:
-            channel.close()
-        if self._vm is not None:
-            lifecycle.destroy(self._db, self.record, self._vm)
-            self._vm = None
-            return
-        control.delete(self._db, self.reload().record, force)
-
-    # -- inside --------------------------------------------------------------
-
-    def exec(self, argv: Sequence[str], *, env: dict[str, str] | None = None,
-             cwd: str | None = None, user: str | None = None, stdin: bool = False,
-             tty: bool = False, rows: int = 24, cols: int = 80,
-             timeout: float | None = None, detach: bool = False,
-             main: bool = False) -> Execution:
-        """Start a process. With detach it outlives this session (output to the
-        console log); with main as well, the box stops when it exits."""
-        spec = self.record.spec
-        req = ExecRequest(argv=list(argv), env={**spec.env, **(env or {})},
-                          cwd=cwd or spec.workdir, user=user or spec.user, tty=tty, rows=rows,
-                          cols=cols, stdin=stdin, timeout=timeout, detach=detach,
-                          main=main)
-        stream, pid = ops.start_exec(self._session(), req)
-        return Execution(stream, pid)
-
-    def run(self, argv: Sequence[str], *, input: bytes | None = None,
-            env: dict[str, str] | None = None, cwd: str | None = None,
-            user: str | None = None, timeout: float | None = None,
-            limit: int | None = None) -> Result:
-        """Run a command to completion and collect its output (at most `limit`
-        bytes of each stream kept; see Execution.collect)."""
-        ex = self.exec(argv, env=env, cwd=cwd, user=user, stdin=input is not None,
-                       timeout=timeout)
-        return ex.collect(input, limit)
-
-    def put(self, local: str | Path | IO[bytes], remote: str, mode: int | None = None) -> None:
-        """Copy a local file (path or binary file object) to `remote`, mode kept."""
-        if isinstance(local, (str, Path)):
-            path = Path(local)
-            with open(path, "rb") as f:
-                ops.put_file(self._session(), f, remote,
-                             path.stat().st_mode if mode is None else mode)
-        else:
-            ops.put_file(self._session(), local, remote, 0o644 if mode is None else mode)
-
-    def get(self, remote: str, local: str | Path | IO[bytes],
-            max_bytes: int | None = None) -> int:
-        """Copy `remote` to a local path (written whole or not at all) or file
-        object; returns its mode. A file over max_bytes is refused (AgentError)."""
-        if isinstance(local, (str, Path)):
-            path = Path(local)
-            tmp = path.with_name(f".{path.name}.microbox-tmp")
-            try:
-                with open(tmp, "wb") as f:
-                    mode = ops.get_file(self._session(), remote, f, max_bytes)
-                tmp.chmod(mode)
-                tmp.replace(path)
-            finally:
-                tmp.unlink(missing_ok=True)
-            return mode
-        return ops.get_file(self._session(), remote, local, max_bytes)
-
-    def ping(self) -> None:
-        ops.ping(self._session())
-
-    def logs(self, tail: int | None = None) -> bytes:
-        """The console log (the last `tail` lines, if given)."""
-        return b"".join(self.follow_logs(tail, follow=False))
-
-    def follow_logs(self, tail: int | None = None, *, follow: bool = True,
-                    stop: threading.Event | None = None) -> Iterator[bytes]:
-        """The console log (its last `tail` lines), then new output as it comes
-        until the VM exits or `stop` is set (checked every FOLLOW_INTERVAL)."""
-        d = box_dir(self.record)
-        if not d.console_log.exists():
-            return
-        with open(d.console_log, "rb") as f:
-            data = f.read()
-            if tail is not None:
-                data = b"".join(data.splitlines(keepends=True)[-tail:]) if tail > 0 else b""
-            if data:
-                yield data
-            stop = stop or threading.Event()
-            while follow and not stop.is_set():
-                chunk = f.read()
-                if chunk:
-                    yield chunk
-                elif not d.alive():
-                    return
-                else:
-                    stop.wait(FOLLOW_INTERVAL)  # like tail -f without inotify
-
-    # -- the session and the owned VM ----------------------------------------
-
-    def _session(self) -> Channel:
-        """This handle's agent session, opened on first use; shared by every
-        execution made through it (streams are multiplexed)."""
-        with self._session_lock:
-            if self._channel is None or self._channel.closed:
-                if self._channel is not None:
-                    self._channel.close()  # frees its port lock for the next session
-                    self._channel = None
-                self._channel = control.connect(self.reload().record)
-            return self._channel
-
-    def _take_session(self) -> Channel | None:
-        with self._session_lock:
-            channel, self._channel = self._channel, None
-        return channel
-
-    @property
-    def _db(self) -> Database:
-        return self.runtime.db
-
-    def release(self) -> None:
-        """Let go of the box: close the session, leave the VM running."""
-        channel = self._take_session()
-        if channel is not None:
-            channel.close()
-        self._owned = False
-
-    def close(self) -> None:
-        """Tear an owned VM down (removed if started with rm, else stopped);
-        for any other handle, close the session only."""
-        if not self._owned:
-            self.release()
-            return
-        self._owned = False
-        if self._remove:
-            self.delete(force=True)
-        else:
-            self.stop()
-
-    def __enter__(self) -> Box:
-        return self
-
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
 
 
 class Runtime:

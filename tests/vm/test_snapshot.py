@@ -86,3 +86,23 @@ def test_a_corrupt_snapshot_fails_in_one_sentence_and_creates_nothing(home: Path
     after = {b["id"] for b in json.loads(mb("list", "--all", "--json").stdout)["data"]}
     assert after == before and not list((home / "boxes").iterdir())
     assert mb("snapshot", "rm", "broken").returncode == 0
+
+
+def test_async_fork_and_restore() -> None:
+    import asyncio
+
+    from microbox.aio import AsyncRuntime
+
+    async def main() -> None:
+        async with AsyncRuntime() as rt, await rt.run("busybox") as box:
+            await box.run(["sh", "-c", "echo a > /root/a"])
+            (clone,) = await box.fork(1)
+            assert (await clone.run(["cat", "/root/a"])).stdout == b"a\n"
+            await clone.delete(force=True)
+            snap = await box.snapshot("async-snap")
+            back = await rt.restore(snap.name)
+            assert (await back.run(["cat", "/root/a"])).stdout == b"a\n"
+            await back.delete(force=True)
+            await rt.remove_snapshot(snap.id)
+
+    asyncio.run(main())
