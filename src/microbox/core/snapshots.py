@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shlex
 import shutil
 import time
 import uuid
@@ -152,7 +151,7 @@ def _save_full(box: BoxDir, dest: Path) -> None:
             mon.execute("migrate-set-capabilities", capabilities=[
                 {"capability": "x-ignore-shared", "state": False},
                 {"capability": "events", "state": True}])
-            mon.execute("migrate", uri=f"exec:cat > {shlex.quote(str(dest / 'full'))}")
+            templates.migrate_to(mon, dest / "full")
             _completed(mon, "saving the box's state")
             shutil.copyfile(box.disk, dest / "disk.qcow2")
         finally:
@@ -175,11 +174,11 @@ def _to_template_form(spec: BoxSpec, d: Path, log: vm.Log) -> None:
         with qmp.session(conv.qmp, conv.qmp_lock, SAVE_TIMEOUT) as mon:
             mon.execute("migrate-set-capabilities", capabilities=[
                 {"capability": "events", "state": True}])
-            mon.execute("migrate-incoming", uri=f"exec:cat {shlex.quote(str(d / 'full'))}")
+            templates.migrate_from(mon, d / "full")
             _completed(mon, "loading the box's state")
             mon.execute("migrate-set-capabilities", capabilities=[
                 {"capability": "x-ignore-shared", "state": True}])
-            mon.execute("migrate", uri=f"exec:cat > {shlex.quote(str(d / 'state'))}")
+            templates.migrate_to(mon, d / "state")
             _completed(mon, "saving the snapshot")
             with contextlib.suppress(VMError):
                 mon.execute("quit")

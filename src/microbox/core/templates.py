@@ -23,7 +23,6 @@ import hashlib
 import json
 import os
 import secrets
-import shlex
 import shutil
 import time
 from dataclasses import dataclass
@@ -116,7 +115,7 @@ def save(d: BoxDir, pid: int) -> None:
         mon.execute("migrate-set-capabilities", capabilities=[
             {"capability": "x-ignore-shared", "state": True},
             {"capability": "events", "state": True}])
-        mon.execute("migrate", uri=f"exec:cat > {shlex.quote(str(state))}")
+        migrate_to(mon, state)
         ev = mon.wait_event("MIGRATION", lambda data: data.get("status") in
                             ("completed", "failed", "cancelled"), SAVE_TIMEOUT)
         status = (ev.get("data") or {}).get("status")
@@ -127,6 +126,27 @@ def save(d: BoxDir, pid: int) -> None:
     if not process.wait_exit(pid, SAVE_TIMEOUT):
         process.kill_group(pid)
         raise VMError("the template's VMM did not exit after saving")
+
+
+def migrate_to(mon: qmp.Monitor, path: Path) -> None:
+    """Start streaming the VM's state into a new file at `path` (QEMU gets the
+    open file: no shell or `cat` in between)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        mon.pass_fd("microbox-out", fd)
+    finally:
+        os.close(fd)
+    mon.execute("migrate", uri="fd:microbox-out")
+
+
+def migrate_from(mon: qmp.Monitor, path: Path) -> None:
+    """Start loading the VM's state from the file at `path` (-incoming defer)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        mon.pass_fd("microbox-in", fd)
+    finally:
+        os.close(fd)
+    mon.execute("migrate-incoming", uri="fd:microbox-in")
 
 
 def publish(d: BoxDir, key: str, parts: dict[str, Any]) -> Template:
@@ -142,13 +162,14 @@ def publish(d: BoxDir, key: str, parts: dict[str, Any]) -> Template:
     return Template(dest)
 
 
-def restore(mon: qmp.Monitor, t: Template, timeout: float) -> None:
-    """Load a template into a VMM started with `-incoming defer` on its RAM file
-    and run it (the stream says the guest was stopped, so QEMU does not)."""
+def restore(mon: qmp.Monitor, state_fd: int, timeout: float) -> None:
+    """Load a template into a VMM started with `-incoming defer` on its RAM file,
+    from the state file open on `state_fd` (inherited by QEMU), and run it (the
+    stream says the guest was stopped, so QEMU does not)."""
     mon.execute("migrate-set-capabilities", capabilities=[
         {"capability": "x-ignore-shared", "state": True},
         {"capability": "events", "state": True}])
-    mon.execute("migrate-incoming", uri=f"exec:cat {shlex.quote(str(t.state))}")
+    mon.execute("migrate-incoming", uri=f"fd:{state_fd}")
     ev = mon.wait_event("MIGRATION", lambda data: data.get("status") in
                         ("completed", "failed", "cancelled"), timeout)
     status = (ev.get("data") or {}).get("status")

@@ -111,9 +111,11 @@ class Memory:
 
 def launch(box: BoxDir, spec: BoxSpec, lock: locks.Lock, *, attached: bool, log: Log,
            memory: Memory | None = None, incoming: bool = False,
-           art: Artifacts | None = None, choice: accel.Choice | None = None) -> Running:
+           art: Artifacts | None = None, choice: accel.Choice | None = None,
+           inherit: tuple[int, ...] = ()) -> Running:
     """Spawn QEMU for `box`. `lock` (the held box lock) passes to QEMU and is
-    closed here; the sockets are listening before QEMU starts."""
+    closed here; the sockets are listening before QEMU starts. QEMU also
+    inherits the fds in `inherit` (a migration stream to load, say)."""
     socks: list[socket.socket] = []
     try:
         art = art or artifacts(spec)
@@ -132,7 +134,7 @@ def launch(box: BoxDir, spec: BoxSpec, lock: locks.Lock, *, attached: bool, log:
         log("qemu: " + " ".join(argv))
         started = time.monotonic()
         proc = process.spawn(argv, log=box.qemu_log, attached=attached,
-                             pass_fds=[lock.fileno(), *(s.fileno() for s in socks)])
+                             pass_fds=[lock.fileno(), *(s.fileno() for s in socks), *inherit])
     finally:
         for s in socks:
             s.close()

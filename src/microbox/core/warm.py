@@ -8,15 +8,17 @@ boots cold; later starts always boot from the box's own disk.
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 from microbox import locks
+from microbox.agent import ops
 from microbox.agent.channel import Channel, Identity
 from microbox.core import templates, vm
 from microbox.core.boxdir import BoxDir
 from microbox.core.templates import Template
-from microbox.errors import VMError
+from microbox.errors import MicroboxError, VMError
 from microbox.spec import BoxSpec
 from microbox.vmm import accel, qmp
 
@@ -91,6 +93,7 @@ def make(key: str, parts: dict[str, object], spec: BoxSpec, image: Path, art: vm
             running = vm.launch(d, spec, held, attached=True, log=log, art=art, choice=choice,
                                 memory=vm.Memory(d.path / "mem", shared=True))
             channel = vm.await_agent(d, running, None, vm.BOOT_TIMEOUT[running.accel], log)
+            _warm_up(channel)
             channel.close()  # clones start with no session: the agent waits for a host
             try:
                 templates.save(d, running.pid)
@@ -102,19 +105,43 @@ def make(key: str, parts: dict[str, object], spec: BoxSpec, image: Path, art: vm
             raise
 
 
+def _warm_up(channel: Channel) -> None:
+    """Run one short command before saving, so every clone starts with the exec
+    path (the image's shell and libc) already in the guest's page cache."""
+    req = ops.ExecRequest(argv=["sh", "-c", "true"], cwd="/", timeout=10.0)
+    try:
+        stream, _ = ops.start_exec(channel, req)
+        try:
+            while not isinstance(ops.next_event(stream), ops.ExitStatus):
+                pass
+        finally:
+            stream.close()
+    except MicroboxError:
+        pass  # an image without a shell: clones read it from disk, no harm done
+
+
 def restore(box: BoxDir, spec: BoxSpec, t: Template, lock: locks.Lock, art: vm.Artifacts,
             choice: accel.Choice, *, attached: bool, identity: Identity,
             log: vm.Log) -> tuple[vm.Running, Channel]:
     """A VMM on the template's RAM (copy-on-write) loading its device state; the
     guest goes on from agent-ready and takes the box's identity in the handshake."""
-    running = vm.launch(box, spec, lock, attached=attached, log=log, art=art, choice=choice,
-                        memory=vm.Memory(t.mem, shared=False), incoming=True)
     try:
-        with qmp.session(box.qmp, box.qmp_lock) as mon:
-            templates.restore(mon, t, RESTORE_TIMEOUT[running.accel])
-    except BaseException:
-        running.kill()
-        raise
+        state = os.open(t.state, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        lock.close()
+        raise VMError(f"cannot read {t.state}: {exc.strerror}") from None
+    try:
+        running = vm.launch(box, spec, lock, attached=attached, log=log, art=art,
+                            choice=choice, memory=vm.Memory(t.mem, shared=False),
+                            incoming=True, inherit=(state,))
+        try:
+            with qmp.session(box.qmp, box.qmp_lock) as mon:
+                templates.restore(mon, state, RESTORE_TIMEOUT[running.accel])
+        except BaseException:
+            running.kill()
+            raise
+    finally:
+        os.close(state)
     channel = vm.await_agent(box, running, identity, RESTORE_TIMEOUT[running.accel], log)
     if "identity" not in channel.hello.get("capabilities", []):
         channel.close()

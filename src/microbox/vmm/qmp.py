@@ -72,6 +72,16 @@ class Monitor:
             raise VMError(f"QMP {name} failed: {exc}") from None
         return self._ids
 
+    def pass_fd(self, fdname: str, fd: int) -> None:
+        """Hand QEMU an open file (SCM_RIGHTS with `getfd`), for `fd:NAME` URIs."""
+        self._ids += 1
+        msg = {"execute": "getfd", "arguments": {"fdname": fdname}, "id": self._ids}
+        try:
+            socket.send_fds(self._sock, [json.dumps(msg).encode() + b"\n"], [fd])
+        except OSError as exc:
+            raise VMError(f"QMP getfd failed: {exc}") from None
+        self.reply("getfd", self._ids)
+
     def reply(self, name: str, cid: int, timeout: float | None = None) -> Any:
         """The return value of command `cid`; VMError if QEMU refused it."""
         deadline = time.monotonic() + (timeout or self._deadline_default)
