@@ -43,7 +43,7 @@ def test_fork_carries_running_state_into_clones_that_are_their_own_machines() ->
         finally:
             for c in clones:
                 c.delete(force=True)
-    assert rt.gc().templates  # fork's own snapshot goes once its clones are gone
+    assert rt.gc().snapshots  # fork's own snapshot goes once its clones are gone
 
 
 def test_snapshot_commands_round_trip(home: Path) -> None:
@@ -65,7 +65,7 @@ def test_snapshot_commands_round_trip(home: Path) -> None:
         assert mb("exec", "back", "--", "cat", "/root/f").stdout == b"kept\n"
         assert mb("delete", "-f", "back").returncode == 0
         gc = json.loads(mb("gc", "--json").stdout)["data"]
-        assert any(".removed-" in t for t in gc["templates"])
+        assert any(".removed-" in t for t in gc["snapshots"])
         assert not any(d.name.startswith(".removed-") for d in (home / "snapshots").iterdir())
     finally:
         mb("delete", "-f", "snapsrc")

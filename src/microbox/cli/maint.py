@@ -92,8 +92,9 @@ def gc(dry_run: bool, as_json: bool, verbose: bool) -> None:
         lines = [f"{verb} box {i[:12]} (its owner died)" for i in report.rows]
         lines += [f"{verb} dir {d}" for d in report.dirs]
         lines += [f"{verb} template {t}" for t in report.templates]
+        lines += [f"{verb} snapshot {t}" for t in report.snapshots]
         out.result({"rows": report.rows, "dirs": report.dirs, "templates": report.templates,
-                    "dry_run": dry_run},
+                    "snapshots": report.snapshots, "dry_run": dry_run},
                    "\n".join(lines) or "nothing to collect")
 
     guarded(out, body)

@@ -27,8 +27,8 @@ from microbox.vmm import process
 class GcReport:
     rows: list[str] = field(default_factory=list)  # ids of --rm boxes whose VM is gone
     dirs: list[str] = field(default_factory=list)  # box dirs that belong to no box
-    # stale templates, removed or fork-made snapshots, that no box uses
-    templates: list[str] = field(default_factory=list)
+    templates: list[str] = field(default_factory=list)  # stale ones that no box uses
+    snapshots: list[str] = field(default_factory=list)  # removed or fork's own, unused
 
 
 def gc(db: Database, dry_run: bool = False) -> GcReport:
@@ -46,7 +46,7 @@ def gc(db: Database, dry_run: bool = False) -> GcReport:
             for d in sorted(root.iterdir()):
                 if d.name not in known and d.is_dir() and _remove_unowned(db, BoxDir(d), dry_run):
                     report.dirs.append(str(d))
-    report.templates = _sweep_templates(db, dry_run)
+    report.snapshots, report.templates = _sweep_templates(db, dry_run)
     return report
 
 
@@ -66,7 +66,7 @@ def _backings() -> set[str]:
     return found
 
 
-def _sweep_templates(db: Database, dry_run: bool) -> list[str]:
+def _sweep_templates(db: Database, dry_run: bool) -> tuple[list[str], list[str]]:
     """Templates that are stale (or discarded) and back no box's disk.
 
     Under the boxes lock, shared by commands making a box: none can start
@@ -78,7 +78,7 @@ def _sweep_templates(db: Database, dry_run: bool) -> list[str]:
         digests = {image.digest for image in image_rows.all_images(db)}
         current = templates.current_names(digests, shutil.which("qemu-system-x86_64"),
                                           vm.default_kernel(), agent.initramfs_path())
-        return snaps + templates.sweep(referenced, current, dry_run)
+        return snaps, templates.sweep(referenced, current, dry_run)
 
 
 def _remove_unowned(db: Database, d: BoxDir, dry_run: bool) -> bool:
