@@ -296,3 +296,26 @@ def test_rm_box_outlives_the_request_and_goes_when_its_command_ends(api: Served)
         return api.client.get(f"/boxes/{ref}").status_code == 404
 
     wait_for(removed, 60, "the --rm box to be removed after its command ended")
+
+
+def test_snapshot_fork_and_restore_routes(api: Served) -> None:
+    box = _create(api, name="api-snap")
+    try:
+        c = api.client
+        _ok(c.post(f"/boxes/{box['id']}/run", json={"command": ["sh", "-c", "echo s > /root/s"]}))
+        snap = _ok(c.post(f"/boxes/{box['id']}/snapshots", json={"name": "api-s1"}), 201)
+        assert snap["name"] == "api-s1" and snap["box"] == "api-snap"
+        assert [s["name"] for s in _ok(c.get("/snapshots"))] == ["api-s1"]
+        back = _ok(c.post("/snapshots/api-s1/restore", json={"name": "api-back"}), 201)
+        (kid,) = _ok(c.post(f"/boxes/{box['id']}/fork", json={"count": 1}), 201)
+        for ref in (back["id"], kid["id"]):
+            r = _ok(c.post(f"/boxes/{ref}/run", json={"command": ["cat", "/root/s"]}))
+            assert r["stdout"] == "s\n"
+        err = _error(c.delete("/snapshots/api-s1"), 409, "state")
+        assert "-f" in err["error"]["recovery"]
+        for ref in (back["id"], kid["id"]):
+            _ok(c.delete(f"/boxes/{ref}", params={"force": True}))
+        assert _ok(c.delete("/snapshots/api-s1"))["deleted"] == snap["id"]
+        _error(c.get("/snapshots/api-s1"), 404, "not_found")
+    finally:
+        api.client.delete(f"/boxes/{box['id']}", params={"force": True})

@@ -50,7 +50,8 @@ def list_boxes(rt: RT, all: bool = False, status: str | None = None,
              summary="Create a box; with start (the default) boot it, detached from the server.")
 def create(body: CreateBox, rt: RT) -> dict[str, Any]:
     spec = BoxSpec(image=body.image, cpus=body.cpus, memory_mib=body.memory_mib, env=body.env,
-                   workdir=body.workdir, user=body.user, accel=body.accel, labels=body.labels)
+                   workdir=body.workdir, user=body.user, accel=body.accel, labels=body.labels,
+                   cold=body.cold)
     if not body.start:
         if body.rm or body.command:
             raise UsageError("rm and command need a started box; send start: true")

@@ -63,12 +63,41 @@ class CreateBox(_Strict):
     user: str | None = None
     accel: Literal["auto", "kvm", "tcg"] = "auto"
     labels: dict[str, str] = Field(default_factory=dict)
+    cold: bool = Field(False, description="Boot the kernel instead of restoring the image's "
+                       "warm-start template.")
     start: bool = Field(True, description="Boot it now (detached from the server).")
     rm: bool = Field(False, description="Remove the box when its VM exits by itself "
                      "(its command ended, or it crashed); needs start.")
     command: list[str] | None = Field(
         None, description="Run as the box's main process: the box powers off when it exits, "
         "as with `microbox run -d IMAGE -- CMD`.")
+
+
+class SnapshotInfo(BaseModel):
+    id: str
+    name: str
+    box: str
+    created_at: float
+    image: str
+    image_digest: str
+    auto: bool = Field(description="Made by fork: removed by gc once no box uses it.")
+    size: int = Field(description="Bytes on disk.")
+    cpus: int
+    memory_mib: int
+    used_by: list[str] = Field(description="Ids of boxes restored from it.")
+
+
+class NewSnapshot(_Strict):
+    name: str | None = None
+
+
+class ForkBody(_Strict):
+    count: int = Field(1, ge=1, le=256)
+    name_prefix: str | None = None
+
+
+class RestoreBody(_Strict):
+    name: str | None = None
 
 
 class SetBox(_Strict):
