@@ -11,7 +11,8 @@ import click
 from microbox.cli.common import common_options, guarded
 from microbox.cli.output import Out
 from microbox.cli.progress import CliProgress
-from microbox.cli.render import ago, human_size, print_table
+from microbox.cli.render import ago, print_table
+from microbox.images.progress import human
 from microbox.sdk import Image, Runtime
 from microbox.spec import ACCELS, DEFAULT_MEMORY_MIB
 
@@ -156,8 +157,8 @@ def list_cmd(quiet: bool, as_json: bool, verbose: bool) -> None:
                 click.echo(i.name)
             return
         print_table(["NAME", "DIGEST", "DISK", "LAYERS", "CREATED", "SOURCE"],
-                    [[i.name, i.digest[7:19], human_size(i.disk_bytes),
-                      human_size(i.layers_bytes) if i.layers else "-", ago(i.created_at), i.source]
+                    [[i.name, i.digest[7:19], human(i.disk_bytes),
+                      human(i.layers_bytes) if i.layers else "-", ago(i.created_at), i.source]
                      for i in images])
         missing = [n for n in Runtime.builtin_images() if n not in {i.name for i in images}]
         if missing:

@@ -40,11 +40,3 @@ def boxes_table(boxes: list[Box]) -> None:
           str(b.spec.cpus), f"{b.spec.memory_mib}M", ago(b.record.created_at)]
          for b in boxes])
 
-
-def human_size(n: float) -> str:
-    """Bytes in decimal units, as Docker prints them."""
-    for unit in ("B", "kB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} GB"

@@ -6,7 +6,8 @@ import click
 
 from microbox.cli.common import common_options, guarded
 from microbox.cli.output import Out
-from microbox.cli.render import ago, human_size, print_table
+from microbox.cli.render import ago, print_table
+from microbox.images.progress import human
 from microbox.sdk import Runtime
 
 
@@ -44,7 +45,7 @@ def ls_cmd(as_json: bool, verbose: bool) -> None:
             out.result(snaps)
             return
         print_table(["NAME", "ID", "BOX", "IMAGE", "SIZE", "USED BY", "CREATED"],
-                    [[s["name"], s["id"][:12], s["box"], s["image"], human_size(s["size"]),
+                    [[s["name"], s["id"][:12], s["box"], s["image"], human(s["size"]),
                       str(len(s["used_by"])), ago(s["created_at"])] for s in snaps])
 
     guarded(out, body)

@@ -31,27 +31,19 @@ class Reference:
     @property
     def docker(self) -> str:
         """What skopeo's docker:// transport takes (fully qualified)."""
-        text = f"{self.registry}/{self.repository}"
-        if self.tag:
-            text += f":{self.tag}"
-        if self.digest:
-            text += f"@{self.digest}"
-        return text
+        return f"{self.registry}/{self.repository}{self._suffix}"
 
     @property
     def familiar(self) -> str:
         """The short name Docker shows (`alpine:3`, `ghcr.io/o/r:tag`): the stored name."""
-        repo = self.repository
         if self.registry == DOCKER_HUB:
-            repo = repo.removeprefix("library/")
-            text = repo
-        else:
-            text = f"{self.registry}/{repo}"
-        if self.tag:
-            text += f":{self.tag}"
-        if self.digest:
-            text += f"@{self.digest}"
-        return text
+            return self.repository.removeprefix("library/") + self._suffix
+        return f"{self.registry}/{self.repository}{self._suffix}"
+
+    @property
+    def _suffix(self) -> str:
+        """`:TAG`, `@DIGEST`, both or neither, as given."""
+        return (f":{self.tag}" if self.tag else "") + (f"@{self.digest}" if self.digest else "")
 
     @property
     def plain_http(self) -> bool:
