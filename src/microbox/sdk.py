@@ -283,9 +283,15 @@ class Runtime:
         skopeo.login(registry, username, password, auth.prepare_own_file(),
                      plain_http=insecure or reference.is_loopback(registry))
 
-    def build_kernel(self, *, force: bool = False) -> Path:
+    def build_kernel(self, *, force: bool = False, progress: Progress = QUIET) -> Path:
+        """Build the guest kernel (minutes, once; cached), saying each step."""
+
+        def say(text: str) -> None:
+            self.log(text)
+            progress.step(text)
+
         try:
-            return kernel_build.build_kernel(force=force, log=self.log)
+            return kernel_build.build_kernel(force=force, log=say)
         except kernel_build.KernelBuildError as exc:
             raise BuildError(str(exc)) from None
 

@@ -207,7 +207,7 @@ def build_kernel(
                     + ", ".join(missing)
                 )
             say(f"compiling vmlinux with {njobs} jobs (a few minutes)")
-            _make([f"-j{njobs}", "vmlinux"], tree, logs)
+            _make([f"-j{njobs}", "vmlinux"], tree, logs, on_line=Counter(say).line)
             key_dir.mkdir(parents=True, exist_ok=True)
             _install_atomically(dot_config, key_dir / "config")
             _install_atomically(tree / "vmlinux", target)
@@ -228,29 +228,48 @@ def _keep_log(build_log: Path, dest: Path) -> None:
         shutil.copyfile(build_log, dest)
 
 
-def _make(args: list[str], tree: Path, logs: tuple[Path, Path]) -> None:
-    _run(["make", "ARCH=x86_64", *args], tree, logs)
+class Counter:
+    """Says how far a compile got: one line every EVERY files kbuild compiled
+    (its quiet output names each, `  CC      kernel/fork.o`)."""
+
+    EVERY = 200
+
+    def __init__(self, say: Callable[[str], None]) -> None:
+        self.say = say
+        self.files = 0
+
+    def line(self, text: bytes) -> None:
+        if text.startswith((b"  CC ", b"  AS ")):
+            self.files += 1
+            if self.files % self.EVERY == 0:
+                self.say(f"compiling vmlinux: {self.files} files compiled")
 
 
-def _run(argv: list[str], cwd: Path, logs: tuple[Path, Path]) -> None:
-    """Run argv appending its output to logs[0]; on failure name logs[1] (the kept copy)."""
+def _make(args: list[str], tree: Path, logs: tuple[Path, Path],
+          on_line: Callable[[bytes], None] | None = None) -> None:
+    _run(["make", "ARCH=x86_64", *args], tree, logs, on_line)
+
+
+def _run(argv: list[str], cwd: Path, logs: tuple[Path, Path],
+         on_line: Callable[[bytes], None] | None = None) -> None:
+    """Run argv appending its output to logs[0] (each line also to `on_line`);
+    on failure name logs[1] (the kept copy)."""
     build_log, kept_log = logs
     env = dict(os.environ, LC_ALL="C", KBUILD_BUILD_USER="microbox", KBUILD_BUILD_HOST="microbox")
     with build_log.open("ab") as out:
         out.write(f"$ {' '.join(argv)}\n".encode())
         out.flush()
-        result = subprocess.run(
-            argv,
-            cwd=cwd,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            check=False,
-        )
-    if result.returncode != 0:
+        with subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as proc:
+            assert proc.stdout is not None
+            for text in proc.stdout:
+                out.write(text)
+                if on_line is not None:
+                    on_line(text)
+        returncode = proc.returncode
+    if returncode != 0:
         raise KernelBuildError(
-            f"`{' '.join(argv)}` failed with exit code {result.returncode}; "
+            f"`{' '.join(argv)}` failed with exit code {returncode}; "
             f"the build log is kept at {kept_log}",
             detail=_tail(build_log),
         )

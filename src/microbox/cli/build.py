@@ -6,6 +6,7 @@ import click
 
 from microbox.cli.common import common_options, guarded
 from microbox.cli.output import Out
+from microbox.cli.progress import CliProgress
 from microbox.sdk import Runtime
 
 
@@ -22,7 +23,8 @@ def kernel_build_cmd(force: bool, as_json: bool, verbose: bool) -> None:
     out = Out("kernel build", as_json, verbose)
 
     def body() -> None:
-        path = Runtime(log=out.log).build_kernel(force=force)
+        with CliProgress(out) as progress:
+            path = Runtime().build_kernel(force=force, progress=progress)
         out.result({"path": str(path)}, str(path))
 
     guarded(out, body)
