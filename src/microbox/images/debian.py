@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pwd
 import shutil
 import subprocess
 import tempfile
@@ -40,12 +41,31 @@ def mmdebstrap_argv(suite: str, include: list[str], out: Path) -> list[str]:
     exe = shutil.which("mmdebstrap")
     if exe is None:
         raise HostError("mmdebstrap is not installed", "apt-get install -y mmdebstrap uidmap")
+    if os.geteuid() != 0:
+        _check_subids()
     argv = [exe, "--variant=minbase", f"--mode={'root' if os.geteuid() == 0 else 'unshare'}",
             "--include=" + ",".join([*PACKAGES, *include]), "--format=tar",
             "--customize-hook=" + CUSTOMIZE]
     argv += [f"--dpkgopt=path-exclude={p}" for p in EXCLUDES]
     argv += [f"--dpkgopt=path-include={p}" for p in KEEP]
     return [*argv, suite, str(out)]
+
+
+def _check_subids() -> None:
+    """mmdebstrap's unshare mode maps the tree's owners to the user's subordinate
+    ids: without them it fails deep inside; say so first, with the fix."""
+    user = pwd.getpwuid(os.getuid()).pw_name
+    for table in ("/etc/subuid", "/etc/subgid"):
+        try:
+            lines = Path(table).read_text().splitlines()
+        except OSError:
+            lines = []
+        owners = {ln.split(":", 1)[0] for ln in lines if ":" in ln}
+        if user not in owners and str(os.getuid()) not in owners:
+            raise HostError(f"building the debian image without root needs subordinate ids "
+                            f"for {user} in {table}",
+                            f"usermod --add-subuids 100000-165535 --add-subgids 100000-165535 "
+                            f"{user}", "as root, or build it as root once: the build is cached")
 
 
 def _cache_prefix(suite: str, include: list[str]) -> str:
