@@ -22,7 +22,8 @@ from microbox.vmm import process
 from tests.vm.conftest import wait_for
 
 LABEL = "microbox.mcp"
-TOOLS = {"create_box", "exec", "read_file", "write_file", "list_dir", "delete_box", "list_boxes"}
+TOOLS = {"create_box", "exec", "read_file", "write_file", "list_dir", "delete_box", "fork_box",
+         "list_boxes"}
 
 
 @asynccontextmanager
@@ -130,6 +131,12 @@ def test_tools_scope_and_cleanup_on_exit(tmp_path: Path) -> None:
                                                         timeout_seconds=10_000)
 
                 await ok(s, "create_box", name="mcp-b")
+                kids = (await ok(s, "fork_box", box="mcp-a"))["boxes"]
+                assert [k["name"] for k in kids] == ["mcp-a-fork-1"]
+                r = await ok(s, "exec", box="mcp-a-fork-1", argv=["cat", "/root/d/note.txt"])
+                assert r["stdout"] == "héllo\n"
+                assert "limit" in await error(s, "fork_box", box="mcp-a", count=8)
+                assert (await ok(s, "delete_box", box="mcp-a-fork-1"))["name"] == "mcp-a-fork-1"
                 names = {b["name"] for b in (await ok(s, "list_boxes"))["boxes"]}
                 assert names == {"mcp-a", "mcp-b"}
                 assert (await ok(s, "delete_box", box="mcp-b"))["name"] == "mcp-b"

@@ -52,6 +52,22 @@ class Sandbox:
         self._boxes[box.id] = box
         return box
 
+    async def fork(self, ref: str, count: int) -> list[AsyncBox]:
+        """Running clones of one of this server's boxes (its labels go with them, so
+        they are this server's too, and go when it exits unless keep)."""
+        if len(self._boxes) + self._pending + count > MAX_BOXES:
+            raise Refused(f"{count} more boxes would pass this server's limit of {MAX_BOXES}; "
+                          "delete some with delete_box first")
+        source = self.find(ref)
+        self._pending += count
+        try:
+            clones = await source.fork(count)
+        finally:
+            self._pending -= count
+        for clone in clones:
+            self._boxes[clone.id] = clone
+        return clones
+
     def find(self, ref: str) -> AsyncBox:
         """One of this server's boxes by name, id or unique id prefix."""
         for box in self._boxes.values():

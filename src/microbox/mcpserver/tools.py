@@ -278,6 +278,18 @@ def build(sandbox: Sandbox) -> MCPServer[Any]:
             gone = await sandbox.delete(box)
         return Deleted(id=gone.id, name=gone.name)
 
+    @_tool(app, ToolAnnotations(read_only_hint=False, destructive_hint=False))
+    async def fork_box(
+        box: BoxRef,
+        count: Annotated[int, Field(ge=1, le=MAX_BOXES, description="Clones to make.")] = 1,
+    ) -> BoxList:
+        """Clone a running box: each clone continues from this moment (files, running
+        background processes) but is its own machine from then on. Use it to try
+        several approaches from one prepared state. Takes about a second."""
+        with _errors():
+            clones = await sandbox.fork(box, count)
+        return BoxList(boxes=[_info(c) for c in clones], max_boxes=MAX_BOXES)
+
     @_tool(app, READ_ONLY)
     async def list_boxes() -> BoxList:
         """The boxes this server created that still exist, with their status."""
