@@ -61,12 +61,16 @@ def test_snapshot_commands_round_trip(home: Path) -> None:
         assert mb("exec", "back", "--", "cat", "/root/f").stdout == b"kept\n"
         r = mb("snapshot", "rm", "s1")
         assert r.returncode == 1 and b"snapshot rm -f s1" in r.stderr
+        s1 = json.loads(mb("snapshot", "inspect", "--json", "s1").stdout)["data"]["id"]
         assert mb("snapshot", "rm", "-f", "s1").returncode == 0
+        assert mb("snapshot", "inspect", "s1").returncode == 1
+        assert mb("exec", "back", "--", "cat", "/root/f").stdout == b"kept\n"
+        assert mb("restart", "back").returncode == 0  # its disk's backing file is still there
         assert mb("exec", "back", "--", "cat", "/root/f").stdout == b"kept\n"
         assert mb("delete", "-f", "back").returncode == 0
         gc = json.loads(mb("gc", "--json").stdout)["data"]
-        assert any(".removed-" in t for t in gc["snapshots"])
-        assert not any(d.name.startswith(".removed-") for d in (home / "snapshots").iterdir())
+        assert [Path(p).name for p in gc["snapshots"]] == [s1]
+        assert not (home / "snapshots" / s1).exists()
     finally:
         mb("delete", "-f", "snapsrc")
         mb("delete", "-f", "back")

@@ -83,14 +83,19 @@ def test_a_changed_agent_gets_a_new_template_and_gc_removes_the_old(fresh_home: 
 def test_a_corrupt_template_is_discarded_and_the_box_boots_cold(fresh_home: Path) -> None:
     with microbox.Runtime() as rt:
         key = rt.warm("busybox")
+        earlier = rt.run("busybox", name="earlier", rm=False, detach=True)
         state = fresh_home / "templates" / key / "state"
         state.chmod(0o644)
         state.write_bytes(b"\0garbage" * 1000)
         with rt.run("busybox") as box:
             assert box.info()["template"] is None
             assert box.run(["echo", "ok"]).stdout == b"ok\n"
+        # a box made from the template before it was discarded still has its disk
+        earlier.restart()
+        assert earlier.run(["echo", "still"]).stdout == b"still\n"
+        earlier.delete(force=True)
         assert templates.failures() == 1
-        assert [d for d in _template_dirs(fresh_home) if d.startswith(".discarded-")]
+        assert (fresh_home / "templates" / key / "discarded").exists()
         doctor = json.loads(mb("doctor", "--json").stdout)["data"]
         (line,) = [c for c in doctor if c["name"] == "templates"]
         assert line["status"] == "WARN" and "1 restore(s) failed" in line["detail"]

@@ -190,7 +190,7 @@ def _orphans() -> Check:
 
 def _templates() -> Check:
     root = paths.templates_dir()
-    ready = [d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")] \
+    ready = [d for d in root.iterdir() if not d.name.startswith(".") and templates.usable(d)] \
         if root.is_dir() else []
     failed = templates.failures()
     text = f"{len(ready)} warm-start template(s)"

@@ -32,6 +32,7 @@ from microbox.vmm import accel, qmp
 
 SAVE_TIMEOUT = 60.0
 PREFIX = "snapshots/"  # how a box dir names the snapshot its disk is backed by
+REMOVED = "removed"  # in a snapshot dir: removed with -f, kept while boxes use it
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,8 @@ def all_snapshots() -> list[Snapshot]:
     root = paths.snapshots_dir()
     if not root.is_dir():
         return []
-    found = [_load(d) for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")]
+    found = [_load(d) for d in root.iterdir()
+             if d.is_dir() and not d.name.startswith(".") and not (d / REMOVED).exists()]
     return sorted((s for s in found if s is not None), key=lambda s: s.created_at)
 
 
@@ -207,8 +209,8 @@ def remove(snap: Snapshot, force: bool = False) -> None:
                          f"microbox snapshot rm -f {snap.name}",
                          "to remove it; those boxes keep working")
     with locks.held(paths.snapshots_dir() / ".lock"):
-        if used:
-            os.rename(snap.path, paths.snapshots_dir() / f".removed-{snap.id}")
+        if used:  # never moved: its disk is the backing file of theirs
+            (snap.path / REMOVED).write_text(f"{time.time():.0f}\n")
         else:
             shutil.rmtree(snap.path)
 
@@ -223,11 +225,10 @@ def sweep(referenced: set[str], dry_run: bool) -> list[str]:
     for d in sorted(root.iterdir()):
         if not d.is_dir():
             continue
-        sid = d.name.removeprefix(".removed-")
-        if PREFIX + sid in referenced:
+        if PREFIX + d.name in referenced:
             continue
         snap = _load(d)
-        doomed = d.name.startswith(".removed-") or (snap is not None and snap.auto)
+        doomed = (d / REMOVED).exists() or (snap is not None and snap.auto)
         if d.name.startswith(".tmp-"):
             doomed = not locks.is_held(d / "making.lock")  # an interrupted snapshot
         if doomed:

@@ -2,7 +2,7 @@
 later boxes of the same kind restore from it instead of booting
 (docs/snapshots.md).
 
-    <home>/templates/<key>/
+    <home>/templates/<key>.<n>/
         mem         the guest's RAM (QEMU memory-backend-file; clones map it
                     copy-on-write, so idle clones share its pages)
         state       the migration stream of everything but RAM (tens of KB)
@@ -10,10 +10,11 @@ later boxes of the same kind restore from it instead of booting
                     clones' overlays are backed by it)
         meta.json   what the key was made of
 
-A template is written in `.tmp-*` and renamed into place, never edited after:
-running clones map its files. One whose key no longer matches (new agent,
-kernel, image, QEMU) is never used again and `gc` removes it once no box's
-disk is backed by it. One that failed to restore is renamed `.discarded-*`.
+A template is written in `.tmp-*` and renamed into place, never edited or
+moved after: running clones map its files, and clones' disks name its disk as
+their backing file. One whose key no longer matches (new agent, kernel, image,
+QEMU) is never used again and `gc` removes it once no box's disk is backed by
+it. One that failed to restore gets a `discarded` file and is never used again.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from microbox.vmm import process, qmp
 FORMAT = 1  # bump when what a template holds, or the QEMU argv shape, changes
 SAVE_TIMEOUT = 30.0
 FAILURES = "restore-failures"  # one line per discarded template, read by doctor
+DISCARDED = "discarded"  # in a template dir: never restore from it again
 # A box dir names the template its disk is backed by in this file.
 BOX_FILE = "template"
 
@@ -86,8 +88,15 @@ def key_of(parts: dict[str, Any]) -> str:
 
 
 def find(key: str) -> Template | None:
-    t = Template(paths.templates_dir() / key)
-    return t if (t.path / "meta.json").exists() else None
+    """The usable template of `key`, if one was made (and not discarded)."""
+    for d in sorted(paths.templates_dir().glob(f"{key}.*")):
+        if usable(d):
+            return Template(d)
+    return None
+
+
+def usable(d: Path) -> bool:
+    return (d / "meta.json").exists() and not (d / DISCARDED).exists()
 
 
 def lock(key: str) -> contextlib.AbstractContextManager[locks.Lock]:
@@ -157,8 +166,8 @@ def publish(d: BoxDir, key: str, parts: dict[str, Any]) -> Template:
     for name in ("mem", "state", "disk.qcow2"):
         os.chmod(d.path / name, 0o444)
     (d.path / "meta.json").write_text(json.dumps({**parts, "created_at": time.time()}))
-    dest = paths.templates_dir() / key
-    os.rename(d.path, dest)  # under the key's lock: dest does not exist
+    dest = paths.templates_dir() / f"{key}.{secrets.token_hex(4)}"
+    os.rename(d.path, dest)  # under the key's lock
     return Template(dest)
 
 
@@ -179,10 +188,11 @@ def restore(mon: qmp.Monitor, state_fd: int, timeout: float) -> None:
 
 
 def discard(t: Template, reason: str) -> None:
-    """Never use `t` again (its clones keep working); counted for doctor."""
+    """Never use `t` again; counted for doctor. It stays where it is: boxes made
+    from it before keep their disks' backing file."""
     root = paths.templates_dir()
     with contextlib.suppress(OSError):
-        os.rename(t.path, root / f".discarded-{t.path.name}-{secrets.token_hex(4)}")
+        (t.path / DISCARDED).write_text(reason[:300] + "\n")
     with contextlib.suppress(OSError), open(root / FAILURES, "a") as f:
         f.write(f"{time.time():.0f} {t.path.name} {reason[:300]}\n")
 
@@ -227,7 +237,7 @@ def current_names(image_digests: set[str], qemu: str | None, kernel: Path,
     names = set()
     for d in root.iterdir():
         meta = Template(d).meta
-        if (not d.name.startswith(".") and meta.get("format") == FORMAT
+        if (not d.name.startswith(".") and usable(d) and meta.get("format") == FORMAT
                 and meta.get("image") in image_digests
                 and all(meta.get(k) == v for k, v in now.items()) and len(now) == 3):
             names.add(d.name)
@@ -236,7 +246,8 @@ def current_names(image_digests: set[str], qemu: str | None, kernel: Path,
 
 def sweep(referenced: set[str], current: set[str], dry_run: bool) -> list[str]:
     """Remove template dirs that no box's disk uses and that are not current
-    (stale keys, discarded ones, dead `.tmp-*` builds); returns their paths."""
+    (stale keys, discarded ones, dead `.tmp-*` builds); returns their paths.
+    `current` must not name discarded ones."""
     root = paths.templates_dir()
     removed: list[str] = []
     if not root.is_dir():
