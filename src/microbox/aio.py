@@ -25,7 +25,17 @@ from typing import IO, Any, TypeVar
 
 from microbox.agent.ops import ExitStatus
 from microbox.core.doctor import Check
-from microbox.sdk import VMM, Box, Execution, GcReport, Image, Result, Runtime, Snapshot
+from microbox.sdk import (
+    VMM,
+    Box,
+    Execution,
+    GcReport,
+    Image,
+    PackInfo,
+    Result,
+    Runtime,
+    Snapshot,
+)
 from microbox.spec import BoxSpec
 
 T = TypeVar("T")
@@ -214,6 +224,9 @@ class AsyncBox:
     async def snapshot(self, name: str | None = None) -> Snapshot:
         return await self._pool.call(self._box.snapshot, name)
 
+    async def pack(self, path: str | Path, *, stop: bool = False) -> PackInfo:
+        return await self._pool.call(self._box.pack, path, stop=stop)
+
     async def fork(self, n: int = 1, *, name_prefix: str | None = None
                    ) -> builtins.list[AsyncBox]:
         """Clones of this box; a cancelled fork deletes the clones it made."""
@@ -247,11 +260,11 @@ class AsyncRuntime:
     def _box(self, box: Box) -> AsyncBox:
         return AsyncBox(box, self._pool)
 
-    async def create(self, image: str = "busybox", **kw: Any) -> AsyncBox:
+    async def create(self, image: str | None = None, **kw: Any) -> AsyncBox:
         return self._box(await self._pool.call(self._rt.create, image, on_orphan=Box.close,
                                                **kw))
 
-    async def run(self, image: str = "busybox", **kw: Any) -> AsyncBox:
+    async def run(self, image: str | None = None, **kw: Any) -> AsyncBox:
         """Create and start a box; a cancelled run tears down the box it was making."""
         return self._box(await self._pool.call(self._rt.run, image, on_orphan=Box.close, **kw))
 
@@ -322,6 +335,15 @@ class AsyncRuntime:
 
     async def warm(self, image: str = "busybox", **kw: Any) -> str:
         return await self._pool.call(self._rt.warm, image, **kw)
+
+    async def pack_image(self, name: str, path: str | Path) -> PackInfo:
+        return await self._pool.call(self._rt.pack_image, name, path)
+
+    async def inspect_pack(self, path: str | Path) -> PackInfo:
+        return await self._pool.call(self._rt.inspect_pack, path)
+
+    async def import_pack(self, path: str | Path, **kw: Any) -> BoxSpec:
+        return await self._pool.call(self._rt.import_pack, path, **kw)
 
     async def tag_image(self, source: str, target: str) -> Image:
         return await self._pool.call(self._rt.tag_image, source, target)

@@ -6,12 +6,14 @@ from __future__ import annotations
 import builtins
 import contextlib
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any
 
+from microbox import locks
 from microbox.agent import ops
 from microbox.agent.channel import Channel
 from microbox.agent.ops import ExecRequest
@@ -22,12 +24,16 @@ from microbox.core import (
     snapshots,
     templates,
 )
-from microbox.core.lifecycle import box_dir
+from microbox.core.boxdir import BoxDir
+from microbox.core.lifecycle import LIVE, box_dir
 from microbox.core.snapshots import Snapshot
-from microbox.errors import InvalidSpec
+from microbox.errors import InvalidSpec, StateError
 from microbox.execution import Execution, Result
 from microbox.images import config as image_config
+from microbox.images import pack as packs
 from microbox.images import store
+from microbox.images.pack import PackInfo
+from microbox.images.progress import QUIET, Progress
 from microbox.spec import BoxSpec, validate_name
 from microbox.store import boxes as boxes_store
 from microbox.store.boxes import BoxRecord
@@ -39,6 +45,16 @@ if TYPE_CHECKING:
 FORK_PARALLEL = 4  # restores at once: QEMU's start-up is CPU-bound
 
 FOLLOW_INTERVAL = 0.2  # logs(follow=True) polls the console like tail -f
+LOCK_WAIT = 5.0  # a VMM that just exited may hold the box lock a moment longer
+
+
+def _box_lock(d: BoxDir, name: str) -> locks.Lock:
+    deadline = time.monotonic() + LOCK_WAIT
+    while (held := d.take_lock()) is None:
+        if time.monotonic() > deadline:
+            raise StateError(f"box '{name}' is being started or stopped by another command")
+        time.sleep(0.05)
+    return held
 
 
 class Box:
@@ -176,6 +192,32 @@ class Box:
                 box.delete(force=True)
             raise
         return made
+
+    def pack(self, path: str | Path, *, stop: bool = False,
+             progress: Progress = QUIET) -> PackInfo:
+        """Write this box to the pack file `path`: its disk flattened with its whole
+        backing chain (the pack needs no template or image store), its image's
+        config and its spec. A running or paused box is stopped first only with
+        `stop` (and stays stopped); otherwise that is refused."""
+        record = self.reload().record
+        if record.status in LIVE:
+            if not stop:
+                raise StateError(f"box '{self.name}' is {record.status} and is packed only "
+                                 "when stopped", f"microbox pack create --from-box "
+                                 f"{self.name} --stop -o {path}", "to stop it first")
+            progress.step(f"stopping box {self.name}")
+            record = self.stop().record
+        reconcile.require(record, "created", "stopped", "error")
+        d = box_dir(record)
+        held = _box_lock(d, self.name)
+        with held:  # no start while the disk is read
+            image = store.find(self._db, record.image)
+            source = {"box": record.name, "box_id": record.id, "image": record.image,
+                      "digest": record.image_digest}
+            return packs.write(Path(path), d.disk, disk_format="qcow2", kind="box",
+                               source=source, config=image.config if image else
+                               image_config.ImageConfig(), spec=record.spec,
+                               progress=progress)
 
     def set(self, *, cpus: int | None = None, memory_mib: int | None = None) -> Box:
         """Change a stopped box's CPUs or memory; applied at its next start."""

@@ -92,3 +92,15 @@ class ExecFailed(MicroboxError):
 
 class Refused(MicroboxError):
     type = "refused"
+
+
+class PackError(MicroboxError):
+    """A pack file is corrupt, truncated, or not for this machine."""
+
+    type = "pack"
+
+
+class NewerPack(PackError):
+    """A pack in a format version this microbox does not know yet."""
+
+    type = "pack_version"

@@ -41,19 +41,27 @@ from microbox.core import (
 from microbox.core.maintenance import GcReport
 from microbox.core.orphans import VMM
 from microbox.core.snapshots import Snapshot
-from microbox.errors import BuildError, Refused
+from microbox.errors import BuildError, Refused, UsageError
 from microbox.execution import Execution, Result
 from microbox.images import auth, builtin, importer, reference, skopeo, store
 from microbox.images import config as image_config
+from microbox.images import pack as packs
 from microbox.images import pull as image_pull
+from microbox.images.pack import PackInfo
 from microbox.images.progress import QUIET, Progress
-from microbox.spec import DEFAULT_MEMORY_MIB, BoxSpec
+from microbox.spec import DEFAULT_MEMORY_MIB, BoxSpec, validate_name
+from microbox.store import boxes as boxes_store
 from microbox.store.boxes import STATUSES, BoxRecord
 from microbox.store.db import Database
 from microbox.store.images import Image
 
-__all__ = ["STATUSES", "VMM", "Box", "Execution", "GcReport", "Image", "Result", "Runtime",
-           "Snapshot"]
+__all__ = ["STATUSES", "VMM", "Box", "Execution", "GcReport", "Image", "PackInfo", "Result",
+           "Runtime", "Snapshot"]
+
+
+def _one_source(image: str | None, pack: str | Path) -> None:
+    if image is not None:
+        raise UsageError(f"give an image or a pack ({pack}), not both")
 
 
 
@@ -76,10 +84,18 @@ class Runtime:
 
     # -- making boxes --------------------------------------------------------
 
-    def create(self, image: str = "busybox", *, name: str | None = None, start: bool = False,
-               **spec: Any) -> Box:
-        """Create a box (stopped unless start); spec keywords as in BoxSpec."""
-        return self.create_spec(BoxSpec(image=image, **spec), name=name, start=start)
+    def create(self, image: str | None = None, *, name: str | None = None,
+               start: bool = False, from_pack: str | Path | None = None,
+               progress: Progress = QUIET, **spec: Any) -> Box:
+        """Create a box (stopped unless start) of `image` (default busybox), or of the
+        pack `from_pack` with its spec; spec keywords as in BoxSpec (with a pack, env
+        and labels add to the pack's, the others replace its values)."""
+        if from_pack is not None:
+            _one_source(image, from_pack)
+            made = self.import_pack(from_pack, box_name=name, progress=progress, **spec)
+        else:
+            made = BoxSpec(image=image or "busybox", **spec)
+        return self.create_spec(made, name=name, start=start, progress=progress)
 
     def create_spec(self, spec: BoxSpec, *, name: str | None = None,
                     start: bool = False, progress: Progress = QUIET) -> Box:
@@ -92,16 +108,26 @@ class Runtime:
         started = lifecycle.start(self.db, record, lock, attached=False, log=self.log)
         return Box(self, started.record, started=started)
 
-    def run(self, image: str = "busybox", *, name: str | None = None, cpus: int = 1,
-            memory_mib: int = DEFAULT_MEMORY_MIB, env: dict[str, str] | None = None,
-            workdir: str | None = None, user: str | None = None, accel: str = "auto",
-            kernel: str | None = None, labels: dict[str, str] | None = None,
-            rm: bool = True, detach: bool = False, cold: bool = False) -> Box:
-        """Create and start a box; use it as a context manager to tear it down.
-        It is restored from its image's warm-start template unless `cold`."""
-        spec = BoxSpec(image=image, cpus=cpus, memory_mib=memory_mib, env=env or {},
-                       workdir=workdir, user=user, accel=accel, kernel=kernel,
-                       labels=labels or {}, cold=cold)
+    def run(self, image: str | None = None, *, name: str | None = None,
+            cpus: int | None = None, memory_mib: int | None = None,
+            env: dict[str, str] | None = None, workdir: str | None = None,
+            user: str | None = None, accel: str | None = None, kernel: str | None = None,
+            labels: dict[str, str] | None = None, rm: bool = True, detach: bool = False,
+            cold: bool = False, from_pack: str | Path | None = None) -> Box:
+        """Create and start a box of `image` (default busybox) or of the pack
+        `from_pack`; use it as a context manager to tear it down. It is restored
+        from its image's warm-start template unless `cold`. Values left None are
+        the pack's, else the defaults."""
+        given: dict[str, Any] = {
+            "cpus": cpus, "memory_mib": memory_mib, "env": env, "workdir": workdir,
+            "user": user, "accel": accel, "kernel": kernel, "labels": labels,
+            "cold": cold or None}
+        given = {k: v for k, v in given.items() if v is not None}
+        if from_pack is not None:
+            _one_source(image, from_pack)
+            spec = self.import_pack(from_pack, box_name=name, **given)
+        else:
+            spec = BoxSpec(image=image or "busybox", **given)
         return self.run_spec(spec, name=name, rm=rm, detach=detach)
 
     def run_spec(self, spec: BoxSpec, *, name: str | None = None, rm: bool = True,
@@ -113,6 +139,47 @@ class Runtime:
                                             start_next=True)
         started = lifecycle.start(self.db, record, lock, attached=not detach, log=self.log)
         return Box(self, started.record, started=started, remove=rm, owned=True)
+
+    # -- packs ---------------------------------------------------------------
+
+    def pack_image(self, name: str, path: str | Path, *,
+                   progress: Progress = QUIET) -> PackInfo:
+        """Write the image `name` (built or pulled if missing, as `run` does) to
+        the pack file `path`: its disk, its config, a default box spec."""
+        image = builtin.ensure(self.db, name, progress=progress)
+        with store.using():  # `image rm` cannot take the file while it is read
+            return packs.write(Path(path), image.path, disk_format="raw", kind="image",
+                               source={"image": image.name, "digest": image.digest},
+                               config=image.config, spec=BoxSpec(image=image.name),
+                               progress=progress)
+
+    @staticmethod
+    def inspect_pack(path: str | Path, *, progress: Progress = QUIET) -> PackInfo:
+        """Check a pack whole (every checksum) and read its manifest; writes nothing."""
+        return packs.verify(Path(path), progress)
+
+    def import_pack(self, path: str | Path, *, box_name: str | None = None,
+                    progress: Progress = QUIET, **overrides: Any) -> BoxSpec:
+        """Verify the pack (nothing is written unless all of it checks out), put its
+        disk in the store as an image (content-addressed) and return the spec of a
+        box of it: the pack's, with `overrides` (env and labels add to the pack's).
+        The spec and `box_name` are checked before the store is touched."""
+        info = packs.verify(Path(path), progress)
+        spec = packs.merge(info.spec(info.image_name), overrides).validate()
+        if box_name is not None:
+            boxes_store.check_name_free(self.db.conn, validate_name(box_name))
+        self._pack_requires(info)
+        packs.import_verified(self.db, info, progress)
+        return image_config.apply(info.config, spec)
+
+    def _pack_requires(self, info: PackInfo) -> None:
+        made = (info.manifest.get("requires") or {})
+        here = packs.requires(BoxSpec(image=info.image_name))
+        for what in ("kernel", "agent"):
+            theirs = (made.get(what) or {}).get("cache_key")
+            ours = here[what].get("cache_key")
+            if theirs and ours and theirs != ours:
+                self.log(f"the pack was made with {what} {theirs}; this host boots {ours}")
 
     def _with_image(self, spec: BoxSpec, progress: Progress) -> BoxSpec:
         """Make sure the image exists (built-in ones are built, registry references

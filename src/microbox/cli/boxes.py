@@ -6,7 +6,15 @@ from collections.abc import Callable
 
 import click
 
-from microbox.cli.common import DEFAULT_IMAGE, common_options, guarded, spec_from, spec_options
+from microbox.cli.common import (
+    DEFAULT_IMAGE,
+    common_options,
+    from_option,
+    given_spec,
+    guarded,
+    spec_from,
+    spec_options,
+)
 from microbox.cli.output import Out
 from microbox.cli.progress import CliProgress
 from microbox.sdk import Box, Runtime
@@ -14,22 +22,30 @@ from microbox.sdk import Box, Runtime
 
 @click.command()
 @spec_options
+@from_option
 @click.option("--start", "start_now", is_flag=True, help="Start the box right away.")
 @common_options
 @click.argument("image", required=False)
 def create(name: str | None, cpus: int, memory: int, env: tuple[str, ...],
            workdir: str | None, user: str | None, labels: tuple[str, ...], accel: str,
-           kernel: str | None, cold: bool, start_now: bool, as_json: bool, verbose: bool,
-           image: str | None) -> None:
-    """Create a box from IMAGE (default: debian; stopped unless --start). A missing
-    image is built or pulled; its Env, WorkingDir and User become the box's defaults."""
+           kernel: str | None, cold: bool, from_pack: str | None, start_now: bool,
+           as_json: bool, verbose: bool, image: str | None) -> None:
+    """Create a box from IMAGE (default: debian; stopped unless --start), or from a
+    pack with --from FILE. A missing image is built or pulled; its Env, WorkingDir
+    and User become the box's defaults."""
     out = Out("create", as_json, verbose)
+    if from_pack is not None and image is not None:
+        raise click.UsageError("give IMAGE or --from FILE, not both")
 
     def body() -> None:
+        spec = spec_from(image or DEFAULT_IMAGE, cpus, memory, env, workdir, user, labels,
+                         accel, kernel, cold)
         with Runtime(log=out.log) as rt, CliProgress(out) as progress:
-            spec = spec_from(image or DEFAULT_IMAGE, cpus, memory, env, workdir, user, labels,
-                             accel, kernel, cold)
-            box = rt.create_spec(spec, name=name, start=start_now, progress=progress)
+            if from_pack is not None:
+                box = rt.create(from_pack=from_pack, name=name, start=start_now,
+                                progress=progress, **given_spec(spec))
+            else:
+                box = rt.create_spec(spec, name=name, start=start_now, progress=progress)
             box.release()
             out.result(box.info(), box.id)
 

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
+from click.core import ParameterSource
 
 from microbox.cli.output import Out
 from microbox.errors import HostError, MicroboxError
@@ -51,6 +52,27 @@ def spec_from(image: str, cpus: int, memory: int, env: tuple[str, ...], workdir:
     return BoxSpec(image=image, cpus=cpus, memory_mib=memory, env=parse_env(env),
                    workdir=workdir, user=user, accel=accel, kernel=kernel,
                    labels=parse_labels(labels), cold=cold)
+
+
+# Each flag of spec_options and the BoxSpec field it sets.
+_SPEC_FIELDS = {"cpus": "cpus", "memory": "memory_mib", "env": "env", "workdir": "workdir",
+                "user": "user", "labels": "labels", "accel": "accel", "kernel": "kernel",
+                "cold": "cold"}
+
+
+def from_option(f: F) -> F:
+    return click.option("--from", "from_pack", metavar="FILE", type=click.Path(dir_okay=False),
+                        help="Make the box of a pack (microbox pack create) instead of an "
+                             "IMAGE: its disk, config and spec; flags given here override "
+                             "the spec (-e and -l add to it).")(f)
+
+
+def given_spec(spec: BoxSpec) -> dict[str, Any]:
+    """The fields of `spec` whose flags were given on this command line (over a pack's)."""
+    ctx = click.get_current_context()
+    given = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+    return {field: getattr(spec, field) for param, field in _SPEC_FIELDS.items()
+            if ctx.get_parameter_source(param) in given}
 
 
 def guarded(out: Out, body: Callable[[], int | None]) -> None:

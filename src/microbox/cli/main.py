@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from microbox import __version__
-from microbox.cli import boxes, build, images, maint, query, run, snapshots
+from microbox.cli import boxes, build, images, maint, packs, query, run, snapshots
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -29,6 +29,7 @@ cli.add_command(build.kernel)
 cli.add_command(build.agent)
 cli.add_command(images.image)
 cli.add_command(snapshots.snapshot)
+cli.add_command(packs.pack)
 cli.add_command(snapshots.fork)
 cli.add_command(__import__("microbox.cli.serve", fromlist=["serve"]).serve)  # FastAPI loads lazily
 cli.add_command(__import__("microbox.cli.mcp", fromlist=["mcp"]).mcp)  # the SDK loads lazily

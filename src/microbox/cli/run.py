@@ -13,7 +13,15 @@ from microbox.cli.attach import (
     ignore_signals,
     signals_abort,
 )
-from microbox.cli.common import DEFAULT_IMAGE, common_options, guarded, spec_from, spec_options
+from microbox.cli.common import (
+    DEFAULT_IMAGE,
+    common_options,
+    from_option,
+    given_spec,
+    guarded,
+    spec_from,
+    spec_options,
+)
 from microbox.cli.output import Out
 from microbox.cli.progress import CliProgress
 from microbox.sdk import Box, Runtime
@@ -22,15 +30,18 @@ DEFAULT_CMD = ["/bin/sh"]
 
 
 class DefaultImage(click.Command):
-    """`run [OPTIONS] -- COMMAND` names no image: the default one is meant. (click
-    drops a `--` met before any argument, so it is looked for here.)"""
+    """`run [OPTIONS] -- COMMAND` names no image: the default one is meant, unless
+    `--from FILE` names a pack. (click drops a `--` met before any argument, so it
+    is looked for here.)"""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         i = 0
+        from_pack = False
         while i < len(args) and args[i].startswith("-") and args[i] != "--":
+            from_pack = from_pack or args[i] == "--from" or args[i].startswith("--from=")
             i += 2 if self._takes_value(args[i]) else 1
         if i < len(args) and args[i] == "--":
-            args = [*args[:i], DEFAULT_IMAGE, *args[i:]]
+            args = [*args[:i], "" if from_pack else DEFAULT_IMAGE, *args[i:]]
         return super().parse_args(ctx, args)
 
     def _takes_value(self, token: str) -> bool:
@@ -46,6 +57,7 @@ class DefaultImage(click.Command):
               help="Run in the background and print the box id; the box lives as long as "
                    "COMMAND (without one, until stopped).")
 @spec_options
+@from_option
 @click.option("-i", "--interactive", is_flag=True, help="Forward stdin to the command.")
 @click.option("-t", "--tty", "use_tty", is_flag=True, help="Give the command a terminal.")
 @click.option("--timeout", type=float, help="Kill the command after this many seconds.")
@@ -58,9 +70,10 @@ def run(remove: bool, detach: bool, name: str | None, cpus: int, memory: int,
         env: tuple[str, ...], workdir: str | None, user: str | None,
         labels: tuple[str, ...], interactive: bool,
         use_tty: bool, timeout: float | None, entrypoint: str | None, accel: str,
-        kernel: str | None, cold: bool, as_json: bool, verbose: bool, image: str | None,
-        command: tuple[str, ...]) -> None:
-    """Run COMMAND in a new box made from IMAGE (default: debian).
+        kernel: str | None, cold: bool, from_pack: str | None, as_json: bool, verbose: bool,
+        image: str | None, command: tuple[str, ...]) -> None:
+    """Run COMMAND in a new box made from IMAGE (default: debian), or from a pack
+    with `run --from FILE [--] COMMAND` (no IMAGE then).
 
     As in Docker, COMMAND replaces the image's Cmd, --entrypoint its Entrypoint,
     -e adds to its Env, and its WorkingDir and User apply unless -w/-u are given.
@@ -79,6 +92,8 @@ def run(remove: bool, detach: bool, name: str | None, cpus: int, memory: int,
         raise click.UsageError("--json cannot be combined with -t")
     if command[:1] == ("--",):  # options ended at IMAGE, so click kept the separator
         command = command[1:]
+    if from_pack is not None and image:  # no IMAGE with a pack: it began COMMAND
+        command = (image, *command)
 
     def body() -> int:
         rt = Runtime(log=out.log)
@@ -87,6 +102,9 @@ def run(remove: bool, detach: bool, name: str | None, cpus: int, memory: int,
                 spec = spec_from(image or DEFAULT_IMAGE, cpus, memory, env, workdir, user,
                                  labels, accel, kernel, cold)
                 with CliProgress(out) as progress:
+                    if from_pack is not None:
+                        spec = rt.import_pack(from_pack, box_name=name, progress=progress,
+                                              **given_spec(spec))
                     box = rt.run_spec(spec, name=name, rm=remove, detach=detach,
                                       progress=progress)
             except Interrupted as sig:

@@ -102,17 +102,21 @@ def build_lock(name: str) -> AbstractContextManager[locks.Lock]:
     return locks.held(staging_dir() / f".{safe}.lock")
 
 
-def add(db: Database, name: str, built: Path, source: str, *, digest: str | None = None,
-        config: ImageConfig | None = None, layers: tuple[str, ...] = (),
-        image_id: str | None = None) -> Image:
+def add(db: Database, name: str, built: Path | None, source: str, *,
+        digest: str | None = None, config: ImageConfig | None = None,
+        layers: tuple[str, ...] = (), image_id: str | None = None) -> Image:
     """Move a freshly built ext4 file into the store under `name`. `digest` names the
-    content when the builder knows it (the sha256 of the tree it was made from)."""
-    digest = digest or _digest(built)
+    content when the builder knows it (the sha256 of the tree it was made from);
+    `built` may be None when the file with that digest is in the store already."""
+    if built is not None:
+        digest = digest or _digest(built)
+    if digest is None:
+        raise ValueError("add() without a built file needs the digest of a stored one")
     dest = blob_path(digest)
     dest.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if dest.exists():
+    if built is not None and dest.exists():
         built.unlink()
-    else:
+    elif built is not None:
         os.chmod(built, 0o444)
         os.replace(built, dest)
     image = Image(name, digest, dest.stat().st_size, source, time.time(),
