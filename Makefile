@@ -81,3 +81,4 @@ bench: setup
 	$(PY) bench/boot.py
 	$(PY) bench/api.py
 	$(PY) bench/images.py
+	$(PY) bench/snapshot.py

@@ -7,6 +7,9 @@ Figures:
   pull again      the same reference again (manifest checked, nothing made)
   pull cached     after `image rm`: layers cached, flattened and mke2fs'd again
   disk per box    bytes a new box of the image adds (its qcow2 overlay)
+  run            `run --rm debian -- python3 -c 'print(1)'` against `run --rm busybox
+                  -- true`, both --cold (the issue's target: within 1.5x) and both warm;
+                  medians of 5, interleaved
   debian build    `image build debian --force` (network; with --debian)
 """
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -76,6 +80,18 @@ def main() -> None:
         print(f"pull again:     {again:.2f} s")
         print(f"pull cached:    {cached:.2f} s   (target <= 1 s)")
         print(f"disk per box:   {per_box / 1024:.0f} KiB")
+        for mode in ("--cold", "--rm"):  # --rm twice is harmless: warm is the default
+            runs: dict[str, list[float]] = {"busybox": [], "debian": []}
+            timed("run", "--rm", "debian", "--", "true")  # image in this store, template made
+            timed("run", "--rm", "busybox", "--", "true")
+            for _ in range(5):
+                runs["busybox"].append(timed("run", "--rm", mode, "busybox", "--", "true"))
+                runs["debian"].append(timed("run", "--rm", mode, "debian", "--", "python3",
+                                            "-c", "print(1)"))
+            b, d = statistics.median(runs["busybox"]), statistics.median(runs["debian"])
+            kind = "cold" if mode == "--cold" else "warm"
+            print(f"run {kind}:       busybox true {b:.2f} s, debian python3 {d:.2f} s "
+                  f"({d / b:.2f}x)")
         if opts.debian:
             print(f"debian build:   {timed('image', 'build', 'debian', '--force'):.1f} s")
     finally:
