@@ -29,11 +29,15 @@ def start(box: BoxDir, spec: BoxSpec, image: Path, image_digest: str, lock: lock
           attached: bool, identity: Identity, log: vm.Log) -> tuple[vm.Running, Channel]:
     """Restore the box from its template (made now if missing), or boot it cold
     if the restore fails. `lock` is the held box lock; it passes to the VMM."""
-    art = vm.artifacts(spec)
-    choice = accel.choose(spec.accel, art.qemu, art.kernel)
-    t = prepare(spec, image, image_digest, art, choice, log)
-    vm.create_disk(t.disk, box.disk, "qcow2")
-    templates.mark(box, t)
+    try:
+        art = vm.artifacts(spec)
+        choice = accel.choose(spec.accel, art.qemu, art.kernel)
+        t = prepare(spec, image, image_digest, art, choice, log)
+        vm.create_disk(t.disk, box.disk, "qcow2")
+        templates.mark(box, t)
+    except BaseException:
+        lock.close()  # the VMM that was to inherit it never started
+        raise
     try:
         return restore(box, spec, t, lock, art, choice, attached=attached,
                        identity=identity, log=log)
@@ -53,9 +57,13 @@ def restore_snapshot(box: BoxDir, spec: BoxSpec, t: Template, lock: locks.Lock, 
                      log: vm.Log) -> tuple[vm.Running, Channel]:
     """A box's first start from a snapshot: no cold fallback (its disk is the
     snapshot's); a snapshot that cannot be restored fails the start."""
-    art = vm.artifacts(spec)
-    choice = accel.choose(spec.accel, art.qemu, art.kernel)
-    vm.create_disk(t.disk, box.disk, "qcow2")
+    try:
+        art = vm.artifacts(spec)
+        choice = accel.choose(spec.accel, art.qemu, art.kernel)
+        vm.create_disk(t.disk, box.disk, "qcow2")
+    except BaseException:
+        lock.close()
+        raise
     try:
         return restore(box, spec, t, lock, art, choice, attached=attached,
                        identity=identity, log=log)
@@ -101,6 +109,7 @@ def make(key: str, parts: dict[str, object], spec: BoxSpec, image: Path, art: vm
                 running.kill()
             return templates.publish(d, key, parts)
         except BaseException:
+            held.close()  # launched or not (close is idempotent)
             shutil.rmtree(d.path, ignore_errors=True)
             raise
 
