@@ -41,7 +41,8 @@ def _starter() -> dict[str, object]:
 def create(db: Database, spec: BoxSpec, *, name: str | None = None,
            auto_remove: bool = False, start_next: bool = False,
            snapshot: Template | None = None) -> tuple[BoxRecord, locks.Lock]:
-    """Validate, then make the dir, the disk and the row; or nothing at all.
+    """Validate, then make the dir, the disk (unless start_next: the start makes
+    it) and the row; or nothing at all.
 
     Returns the record and the box lock, held so that no other
     process mistakes the half-made box for a dead one. Pass it to start(), or
@@ -60,7 +61,8 @@ def create(db: Database, spec: BoxSpec, *, name: str | None = None,
     d = box_dir(record)
     lock = d.create()
     try:
-        vm.create_disk(image.path, d.disk)
+        if not start_next:  # else its first start makes it, over what it starts from
+            vm.create_disk(image.path, d.disk)
         templates.mark(d, snapshot)  # its first start restores the snapshot
         boxes.insert(db, record)
     except BaseException:
@@ -115,10 +117,13 @@ def _boot(record: BoxRecord, lock: locks.Lock, *, attached: bool,
     if record.started_at is None and backing and backing.startswith(snapshots.PREFIX):
         return warm.restore_snapshot(d, record.spec, Template(paths.home() / backing), lock,
                                      attached=attached, identity=identity, log=log)
-    if record.started_at is None and not record.spec.cold and record.image_digest:
+    first = record.started_at is None
+    if first and not record.spec.cold and record.image_digest:
         return warm.start(d, record.spec, store.blob_path(record.image_digest),
                           record.image_digest, lock, attached=attached, identity=identity,
                           log=log)
+    if first and not d.disk.exists() and record.image_digest:
+        vm.create_disk(store.blob_path(record.image_digest), d.disk)
     return vm.boot(d, record.spec, lock, attached=attached, identity=identity, log=log)
 
 

@@ -11,7 +11,6 @@ file is the snapshot's `mem`. The directory is renamed into place when whole.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -25,10 +24,10 @@ from microbox import locks, paths
 from microbox.core import templates, vm
 from microbox.core.boxdir import BoxDir, for_box
 from microbox.core.templates import Template
-from microbox.errors import InvalidSpec, NotFound, StateError, VMError
+from microbox.errors import InvalidSpec, NotFound, StateError
 from microbox.spec import BoxSpec, validate_name
 from microbox.store.boxes import BoxRecord
-from microbox.vmm import accel, qmp
+from microbox.vmm import accel, migration, qmp
 
 SAVE_TIMEOUT = 60.0
 PREFIX = "snapshots/"  # how a box dir names the snapshot its disk is backed by
@@ -150,11 +149,8 @@ def _save_full(box: BoxDir, dest: Path) -> None:
         if running:
             mon.execute("stop")  # QEMU drains and flushes the disk on stop
         try:
-            mon.execute("migrate-set-capabilities", capabilities=[
-                {"capability": "x-ignore-shared", "state": False},
-                {"capability": "events", "state": True}])
-            templates.migrate_to(mon, dest / "full")
-            _completed(mon, "saving the box's state")
+            migration.save(mon, dest / "full", ignore_shared=False,
+                           what="saving the box's state", timeout=SAVE_TIMEOUT)
             shutil.copyfile(box.disk, dest / "disk.qcow2")
         finally:
             if running:
@@ -170,34 +166,30 @@ def _to_template_form(spec: BoxSpec, d: Path, log: vm.Log) -> None:
     vm.create_disk(d / "disk.qcow2", conv.disk, "qcow2")
     art = vm.artifacts(spec)
     choice = accel.choose(spec.accel, art.qemu, art.kernel)
-    running = vm.launch(conv, spec, held, attached=True, log=log, art=art, choice=choice,
-                        memory=vm.Memory(d / "mem", shared=True), incoming=True)
     try:
-        with qmp.session(conv.qmp, conv.qmp_lock, SAVE_TIMEOUT) as mon:
-            mon.execute("migrate-set-capabilities", capabilities=[
-                {"capability": "events", "state": True}])
-            templates.migrate_from(mon, d / "full")
-            _completed(mon, "loading the box's state")
-            mon.execute("migrate-set-capabilities", capabilities=[
-                {"capability": "x-ignore-shared", "state": True}])
-            templates.migrate_to(mon, d / "state")
-            _completed(mon, "saving the snapshot")
-            with contextlib.suppress(VMError):
-                mon.execute("quit")
+        full = os.open(d / "full", os.O_RDONLY | os.O_CLOEXEC)
+    except BaseException:
+        held.close()
+        raise
+    try:
+        running = vm.launch(conv, spec, held, attached=True, log=log, art=art, choice=choice,
+                            memory=vm.Memory(d / "mem", shared=True), incoming=True,
+                            inherit=(full,))
+        try:
+            with qmp.session(conv.qmp, conv.qmp_lock, SAVE_TIMEOUT) as mon:
+                migration.load(mon, full, ignore_shared=False, what="loading the box's state",
+                               timeout=SAVE_TIMEOUT)
+                migration.save(mon, d / "state", ignore_shared=True,
+                               what="saving the snapshot", timeout=SAVE_TIMEOUT)
+                migration.quit(mon)
+        finally:
+            running.kill()
     finally:
-        running.kill()
+        os.close(full)
     (d / "full").unlink()
     shutil.rmtree(conv.path)
     for name in ("state", "disk.qcow2"):
         os.chmod(d / name, 0o444)
-
-
-def _completed(mon: qmp.Monitor, what: str) -> None:
-    ev = mon.wait_event("MIGRATION", lambda data: data.get("status") in
-                        ("completed", "failed", "cancelled"), SAVE_TIMEOUT)
-    status = (ev.get("data") or {}).get("status")
-    if status != "completed":
-        raise VMError(f"{what} failed (migration {status})")
 
 
 def remove(snap: Snapshot, force: bool = False) -> None:

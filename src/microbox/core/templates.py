@@ -34,7 +34,7 @@ from microbox import locks, paths
 from microbox.core.boxdir import BoxDir
 from microbox.errors import VMError
 from microbox.spec import BoxSpec
-from microbox.vmm import process, qmp
+from microbox.vmm import migration, process, qmp
 
 FORMAT = 1  # bump when what a template holds, or the QEMU argv shape, changes
 SAVE_TIMEOUT = 30.0
@@ -118,44 +118,14 @@ def staging() -> tuple[BoxDir, locks.Lock]:
 def save(d: BoxDir, pid: int) -> None:
     """Stop the guest, write its device state (RAM stays in the shared file) and
     end the VMM: a template must never run again after it is saved."""
-    state = d.path / "state"
     with qmp.session(d.qmp, d.qmp_lock, SAVE_TIMEOUT) as mon:
         mon.execute("stop")
-        mon.execute("migrate-set-capabilities", capabilities=[
-            {"capability": "x-ignore-shared", "state": True},
-            {"capability": "events", "state": True}])
-        migrate_to(mon, state)
-        ev = mon.wait_event("MIGRATION", lambda data: data.get("status") in
-                            ("completed", "failed", "cancelled"), SAVE_TIMEOUT)
-        status = (ev.get("data") or {}).get("status")
-        if status != "completed":
-            raise VMError(f"saving the template failed (migration {status})")
-        with contextlib.suppress(VMError):  # QEMU may close before it answers
-            mon.execute("quit")
+        migration.save(mon, d.path / "state", ignore_shared=True, what="saving the template",
+                       timeout=SAVE_TIMEOUT)
+        migration.quit(mon)
     if not process.wait_exit(pid, SAVE_TIMEOUT):
         process.kill_group(pid)
         raise VMError("the template's VMM did not exit after saving")
-
-
-def migrate_to(mon: qmp.Monitor, path: Path) -> None:
-    """Start streaming the VM's state into a new file at `path` (QEMU gets the
-    open file: no shell or `cat` in between)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    try:
-        mon.pass_fd("microbox-out", fd)
-    finally:
-        os.close(fd)
-    mon.execute("migrate", uri="fd:microbox-out")
-
-
-def migrate_from(mon: qmp.Monitor, path: Path) -> None:
-    """Start loading the VM's state from the file at `path` (-incoming defer)."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        mon.pass_fd("microbox-in", fd)
-    finally:
-        os.close(fd)
-    mon.execute("migrate-incoming", uri="fd:microbox-in")
 
 
 def publish(d: BoxDir, key: str, parts: dict[str, Any]) -> Template:
@@ -169,22 +139,6 @@ def publish(d: BoxDir, key: str, parts: dict[str, Any]) -> Template:
     dest = paths.templates_dir() / f"{key}.{secrets.token_hex(4)}"
     os.rename(d.path, dest)  # under the key's lock
     return Template(dest)
-
-
-def restore(mon: qmp.Monitor, state_fd: int, timeout: float) -> None:
-    """Load a template into a VMM started with `-incoming defer` on its RAM file,
-    from the state file open on `state_fd` (inherited by QEMU), and run it (the
-    stream says the guest was stopped, so QEMU does not)."""
-    mon.execute("migrate-set-capabilities", capabilities=[
-        {"capability": "x-ignore-shared", "state": True},
-        {"capability": "events", "state": True}])
-    mon.execute("migrate-incoming", uri=f"fd:{state_fd}")
-    ev = mon.wait_event("MIGRATION", lambda data: data.get("status") in
-                        ("completed", "failed", "cancelled"), timeout)
-    status = (ev.get("data") or {}).get("status")
-    if status != "completed":
-        raise VMError(f"QEMU could not load the template (migration {status})")
-    mon.execute("cont")
 
 
 def discard(t: Template, reason: str) -> None:

@@ -20,7 +20,7 @@ from microbox.core.boxdir import BoxDir
 from microbox.core.templates import Template
 from microbox.errors import MicroboxError, VMError
 from microbox.spec import BoxSpec
-from microbox.vmm import accel, qmp
+from microbox.vmm import accel, migration, qmp
 
 RESTORE_TIMEOUT = {"kvm": 5.0, "tcg": 10.0}
 
@@ -145,7 +145,9 @@ def restore(box: BoxDir, spec: BoxSpec, t: Template, lock: locks.Lock, art: vm.A
                             incoming=True, inherit=(state,))
         try:
             with qmp.session(box.qmp, box.qmp_lock) as mon:
-                templates.restore(mon, state, RESTORE_TIMEOUT[running.accel])
+                migration.load(mon, state, ignore_shared=True, what="loading the template",
+                               timeout=RESTORE_TIMEOUT[running.accel])
+                mon.execute("cont")  # the stream says the guest was stopped
         except BaseException:
             running.kill()
             raise

@@ -1,0 +1,57 @@
+"""QEMU migration streams to and from files, over QMP: how templates and
+snapshots are saved and loaded (docs/snapshots.md).
+
+QEMU is always handed an open file (`fd:`), never a shell command: saving passes
+it over QMP (`getfd`), loading passes the fd QEMU inherited at spawn. With
+`ignore_shared`, RAM in a shared memory-backend-file stays out of the stream.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+from microbox.errors import VMError
+from microbox.vmm.qmp import Monitor
+
+_ENDED = ("completed", "failed", "cancelled")
+
+
+def _capabilities(mon: Monitor, ignore_shared: bool) -> None:
+    mon.execute("migrate-set-capabilities", capabilities=[
+        {"capability": "x-ignore-shared", "state": ignore_shared},
+        {"capability": "events", "state": True}])
+
+
+def _wait(mon: Monitor, what: str, timeout: float) -> None:
+    ev = mon.wait_event("MIGRATION", lambda data: data.get("status") in _ENDED, timeout)
+    status = (ev.get("data") or {}).get("status")
+    if status != "completed":
+        raise VMError(f"{what} failed (migration {status})")
+
+
+def save(mon: Monitor, path: Path, *, ignore_shared: bool, what: str, timeout: float) -> None:
+    """Write the (stopped) VM's state into a new file at `path` and wait for it."""
+    _capabilities(mon, ignore_shared)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        mon.pass_fd("microbox-out", fd)
+    finally:
+        os.close(fd)
+    mon.execute("migrate", uri="fd:microbox-out")
+    _wait(mon, what, timeout)
+
+
+def load(mon: Monitor, fd: int, *, ignore_shared: bool, what: str, timeout: float) -> None:
+    """Load a state into a VMM started with `-incoming defer` that inherited the
+    open file as `fd`, and wait for it. The guest stays stopped."""
+    _capabilities(mon, ignore_shared)
+    mon.execute("migrate-incoming", uri=f"fd:{fd}")
+    _wait(mon, what, timeout)
+
+
+def quit(mon: Monitor) -> None:
+    """End the VMM; it may close the connection before it answers."""
+    with contextlib.suppress(VMError):
+        mon.execute("quit")
