@@ -71,6 +71,7 @@ typecheck: python-env
 
 gotest: system-packages
 	cd guest/agent && test -z "$$(gofmt -l .)" && go vet ./... && go test ./...
+	cd guest/shim && test -z "$$(gofmt -l .)" && go vet ./... && go test ./...
 
 pytest: setup
 	$(VENV)/bin/pytest -q

@@ -17,17 +17,23 @@ import pytest
 from microbox.vmm import process
 
 
-def qemu_pids(home: Path) -> set[int]:
-    """QEMU processes whose command line points into `home`."""
+def qemu_pids(home: Path, program: str = "qemu-system") -> set[int]:
+    """QEMU processes (or others named like `program`) whose command line
+    points into `home`."""
     found = set()
     for p in psutil.process_iter(["cmdline"]):
         try:
             argv = p.info["cmdline"] or []
         except psutil.Error:
             continue
-        if argv and "qemu-system" in argv[0] and any(str(home) in a for a in argv):
+        if argv and program in argv[0] and any(str(home) in a for a in argv):
             found.add(p.pid)
     return found
+
+
+def shim_pids(home: Path) -> set[int]:
+    """Box shims serving boxes under `home`."""
+    return qemu_pids(home, "microbox-shim")
 
 
 def still_running(pids: set[int], timeout: float) -> set[int]:

@@ -27,6 +27,7 @@ from typing import IO, Any
 from microbox import paths
 from microbox.artifacts import agent as agent_build
 from microbox.artifacts import kernel as kernel_build
+from microbox.artifacts import shim as shim_build
 from microbox.box import Box
 from microbox.core import (
     doctor,
@@ -364,6 +365,8 @@ class Runtime:
 
     @staticmethod
     def build_agent(*, force: bool = False) -> Path:
+        """The guest agent's initramfs, and the box shim beside it (host side)."""
+        shim_build.build_shim(force=force)
         return agent_build.build_agent(force=force)
 
     # -- the runtime itself --------------------------------------------------

@@ -1,5 +1,5 @@
-"""Every VM test runs under a leak guard: no QEMU process and no box dir may
-outlive it."""
+"""Every VM test runs under a leak guard: no QEMU process, box shim or box dir
+may outlive it."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import qemu_pids, still_running
+from tests.conftest import qemu_pids, shim_pids, still_running
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -28,6 +28,11 @@ def _check(home: Path, before: set[int]) -> list[str]:
         os.kill(pid, 9)
     if leaked:
         problems.append(f"QEMU processes outlived the test: {sorted(leaked)}")
+    shims = still_running(shim_pids(home) - before, 5.0)
+    for pid in shims:
+        os.kill(pid, 9)
+    if shims:
+        problems.append(f"box shims outlived the test: {sorted(shims)}")
     boxes = home / "boxes"
     dirs = sorted(p.name for p in boxes.iterdir()) if boxes.exists() else []
     for d in dirs:
@@ -39,7 +44,7 @@ def _check(home: Path, before: set[int]) -> list[str]:
 
 @pytest.fixture(autouse=True)
 def leak_guard(microbox_home: Path) -> Iterator[None]:
-    before = qemu_pids(microbox_home)
+    before = qemu_pids(microbox_home) | shim_pids(microbox_home)
     yield
     problems = _check(microbox_home, before)
     assert not problems, "; ".join(problems)

@@ -33,7 +33,7 @@ from microbox.agent.protocol import (
     encode,
     untrusted_text,
 )
-from microbox.errors import AgentError, AgentTimeout
+from microbox.errors import AgentError, AgentTimeout, MicroboxError
 
 STREAM_QUEUE = 256
 _RECV = 256 * 1024
@@ -75,7 +75,7 @@ class Stream:
             raise AgentTimeout(f"the guest agent did not answer within {timeout:g} s") from None
         if isinstance(item, _Closed):
             self._q.put(item)  # keep reporting the end to later calls
-            raise item.error
+            raise self.channel.explain(item.error)
         return item
 
     def close(self) -> None:
@@ -96,6 +96,11 @@ class Channel:
         self._ids = itertools.count(1)
         self._closed: _Closed | None = None
         self._decoder = Decoder()
+        # Turns "the connection ended" into what happened to the box (set by
+        # the opener, which knows the box); called in the thread that sees it.
+        self.on_lost: Callable[[AgentError], MicroboxError] | None = None
+        self._lost: MicroboxError | None = None
+        self._lost_lock = threading.Lock()
         self._reader = threading.Thread(target=self._read_loop, daemon=True, name="agent-rx")
         self._reader.start()
 
@@ -140,16 +145,42 @@ class Channel:
             return cls(sock, lock, reply)
         raise AgentError(f"all {ports} agent ports of the box are in use by other clients")
 
+    @classmethod
+    def connect(cls, path: Path, deadline: float) -> Channel:
+        """A session through a box's shim (its mux socket). OSError from the
+        connect itself (no shim listens); AgentError from the handshake."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(str(path))
+            try:
+                reply = handshake(sock, None, deadline, None, lambda: "")
+            except OSError as exc:
+                raise AgentError(f"lost the connection to the guest agent: {exc}") from None
+        except BaseException:
+            sock.close()
+            raise
+        return cls(sock, None, reply)
+
     # -- sending -----------------------------------------------------------
 
     def send(self, data: bytes) -> None:
         if self._closed is not None:
-            raise self._closed.error
+            raise self.explain(self._closed.error)
         with self._send_lock:
             try:
                 self._sock.sendall(data)
             except OSError as exc:
-                raise AgentError(f"lost the connection to the guest agent: {exc}") from None
+                raise self.explain(
+                    AgentError(f"lost the connection to the guest agent: {exc}")) from None
+
+    def explain(self, error: AgentError) -> MicroboxError:
+        """The error to report for a session that ended (once worked out, kept)."""
+        if self.on_lost is None:
+            return error
+        with self._lost_lock:
+            if self._lost is None:
+                self._lost = self.on_lost(error)
+            return self._lost
 
     def stream(self) -> Stream:
         """A new stream with a fresh id."""

@@ -39,7 +39,7 @@ def agent() -> None:
 @click.option("--force", is_flag=True, help="Rebuild even if cached.")
 @common_options
 def agent_build_cmd(force: bool, as_json: bool, verbose: bool) -> None:
-    """Build the static guest agent and its initramfs (cached)."""
+    """Build the static guest agent, its initramfs and the box shim (cached)."""
     out = Out("agent build", as_json, verbose)
 
     def body() -> None:

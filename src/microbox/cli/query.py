@@ -102,15 +102,20 @@ def logs(follow: bool, tail: int | None, as_json: bool, verbose: bool, box: str)
 @click.option("-u", "--user", help="User name or uid[:gid].")
 @click.option("-i", "--interactive", is_flag=True, help="Forward stdin.")
 @click.option("-t", "--tty", "use_tty", is_flag=True, help="Give the command a terminal.")
-@click.option("--timeout", type=float, help="Kill the command after this many seconds.")
+@click.option("--timeout", type=float,
+              help="Kill the command's process group after this many seconds (exit 124).")
+@click.option("-d", "--detach", is_flag=True,
+              help="Start COMMAND in the background; its output goes to `microbox logs`.")
 @common_options
 @click.argument("box")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def exec_(env: tuple[str, ...], workdir: str | None, user: str | None, interactive: bool,
-          use_tty: bool, timeout: float | None, as_json: bool, verbose: bool, box: str,
-          command: tuple[str, ...]) -> None:
+          use_tty: bool, timeout: float | None, detach: bool, as_json: bool, verbose: bool,
+          box: str, command: tuple[str, ...]) -> None:
     """Run COMMAND in a running box; exits with its exit code."""
     out = Out("exec", as_json, verbose)
+    if detach and (interactive or use_tty or timeout is not None):
+        raise click.UsageError("-d cannot be combined with -i, -t or --timeout")
     if as_json and use_tty:
         raise click.UsageError("--json cannot be combined with -t")
     if use_tty and not os.isatty(0):
@@ -124,6 +129,13 @@ def exec_(env: tuple[str, ...], workdir: str | None, user: str | None, interacti
         with Runtime() as rt:
             handle = rt.get(box)
             try:
+                if detach:
+                    pid = handle.exec(list(command), env=parse_env(env), cwd=workdir,
+                                      user=user, detach=True).pid
+                    out.log(f"started pid {pid} in the box; its output goes to "
+                            f"'microbox logs {handle.name}'")
+                    out.result({"pid": pid})
+                    return 0
                 return exec_attached(out, handle, list(command), env=parse_env(env),
                                      cwd=workdir, user=user, stdin=interactive,
                                      use_tty=use_tty, timeout=timeout)

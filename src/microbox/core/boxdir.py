@@ -4,7 +4,10 @@
         lock            flock held by the QEMU process for its whole life
         qmp.sock        QMP (QEMU listens; mode 0600)
         port<N>.sock    virtio-serial port N (agent protocol; mode 0600)
-        port<N>.lock    flock taken by the host client using port N
+        port<N>.lock    flock held by the client of port N (the shim)
+        mux.sock        the shim: any number of agent clients (mode 0600)
+        shim.lock       flock held by the shim for its whole life; holds its pid
+        shim.log        the shim's own stderr
         console.log     guest serial console
         qemu.log        QEMU's own stderr
         disk.qcow2      copy-on-write overlay over the image
@@ -47,6 +50,18 @@ class BoxDir:
 
     def port_lock(self, n: int) -> Path:
         return self.path / f"port{n}.lock"
+
+    @property
+    def mux(self) -> Path:
+        return self.path / "mux.sock"
+
+    @property
+    def shim_lock(self) -> Path:
+        return self.path / "shim.lock"
+
+    @property
+    def shim_log(self) -> Path:
+        return self.path / "shim.log"
 
     @property
     def console_log(self) -> Path:

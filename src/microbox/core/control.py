@@ -11,14 +11,14 @@ import time
 from dataclasses import replace
 
 from microbox.agent.channel import Channel
-from microbox.core import lifecycle, vm
+from microbox.core import lifecycle, shim, vm
 from microbox.core.lifecycle import box_dir
-from microbox.core.reconcile import require
-from microbox.errors import AgentError, StateError, VMError
+from microbox.core.reconcile import CRASHED, ended_by_main, require
+from microbox.errors import AgentError, MicroboxError, StateError, VMError
 from microbox.store import boxes
 from microbox.store.boxes import BoxRecord
 from microbox.store.db import Database
-from microbox.vmm import qmp
+from microbox.vmm import process, qmp
 
 CONNECT_TIMEOUT = 10.0
 
@@ -37,15 +37,34 @@ def start(db: Database, record: BoxRecord, log: vm.Log = vm._quiet) -> BoxRecord
 
 
 def connect(record: BoxRecord, timeout: float = CONNECT_TIMEOUT) -> Channel:
-    """A new agent session with a running box."""
+    """A new agent session with a running box (through its shim). When the
+    session ends because the box died, its errors say so, with the recovery."""
     require(record, "running")
     d = box_dir(record)
     try:
-        return Channel.open(d.port, d.port_lock, vm.PORTS,
-                            deadline=time.monotonic() + timeout)
+        channel = shim.connect(d, deadline=time.monotonic() + timeout)
     except AgentError as exc:
-        raise VMError(f"box '{record.name}' does not answer: {exc.message}",
-                      f"microbox restart {record.name}") from None
+        lost = _lost(record, exc)
+        if lost is not exc:
+            raise lost from None
+        raise VMError(f"box '{record.name}' does not answer: {exc.message}") from None
+    channel.on_lost = lambda exc: _lost(record, exc)
+    return channel
+
+
+LOST_GRACE = 2.0  # the VMM closes its sockets as it exits: give it that long to be gone
+
+
+def _lost(record: BoxRecord, error: AgentError) -> MicroboxError:
+    """What a lost agent connection means: the box ended (its main process
+    exited, or its VM crashed), or, if it still runs, the error itself."""
+    if record.pid is None or not process.wait_exit(record.pid, LOST_GRACE):
+        return error
+    n = record.name
+    if ended_by_main(record):
+        return StateError(f"box '{n}' stopped: its main process exited")
+    return StateError(f"box '{n}' is not running — {CRASHED}", f"microbox delete {n}",
+                      "to clear it")
 
 
 def stop(db: Database, record: BoxRecord, timeout: float = 10.0) -> BoxRecord:

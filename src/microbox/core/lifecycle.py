@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from microbox import locks, paths
 from microbox.agent.channel import Channel, Identity
-from microbox.core import snapshots, templates, vm, warm
+from microbox.core import shim, snapshots, templates, vm, warm
 from microbox.core.boxdir import BoxDir, for_box
 from microbox.core.orphans import scan
 from microbox.core.templates import Template
@@ -95,6 +95,13 @@ def start(db: Database, record: BoxRecord, lock: locks.Lock, *, attached: bool,
     except BaseException as exc:
         _roll_back(db, record, before, str(exc))
         raise
+    try:
+        channel = _hand_to_shim(record, running, channel)
+    except BaseException as exc:
+        running.kill()
+        shim.wait_gone(box_dir(record))
+        _roll_back(db, record, before, str(exc))
+        raise
     record = record.with_(status="running", pending=False, started_at=time.time(),
                           pid=running.pid, pid_start=running.pid_start, last_error=None)
     try:
@@ -105,6 +112,15 @@ def start(db: Database, record: BoxRecord, lock: locks.Lock, *, attached: bool,
         _roll_back(db, record, before, str(exc))
         raise
     return Started(record, running, channel)
+
+
+def _hand_to_shim(record: BoxRecord, running: vm.Running, boot: Channel) -> Channel:
+    """The boot session ends; the box's shim takes its agent ports and this
+    command becomes one of its clients."""
+    boot.close()
+    d = box_dir(record)
+    shim.spawn(d, vm.PORTS)
+    return shim.connect(d, time.monotonic() + shim.READY_TIMEOUT)
 
 
 def _boot(record: BoxRecord, lock: locks.Lock, *, attached: bool,
@@ -151,20 +167,21 @@ def abandon(db: Database, record: BoxRecord) -> BoxRecord | None:
 
 def _kill_vmm(record: BoxRecord, running: vm.Running | None = None) -> None:
     """Kill the box's VMM, found by its recorded identity or from /proc."""
+    d = box_dir(record)
     if running is not None:
         running.kill()
-        return
-    if not box_dir(record).alive():
-        return
-    if record.status in LIVE and record.pid is not None:
+    elif not d.alive():
+        pass
+    elif record.status in LIVE and record.pid is not None:
         if process.same_process(record.pid, record.pid_start):
             process.kill_group(record.pid)
             process.wait_exit(record.pid, 10.0)
-        return
-    for v in scan():
-        if v.box_id == record.id and process.same_process(v.pid, v.started):
-            process.kill_group(v.pid)
-            process.wait_exit(v.pid, 10.0)
+    else:
+        for v in scan():
+            if v.box_id == record.id and process.same_process(v.pid, v.started):
+                process.kill_group(v.pid)
+                process.wait_exit(v.pid, 10.0)
+    shim.kill(d)
 
 
 def destroy(db: Database, record: BoxRecord, running: vm.Running | None = None) -> None:
@@ -185,6 +202,7 @@ def stop(db: Database, record: BoxRecord, running: vm.Running | None,
         channel.close()
     if running is not None and running.proc is not None:
         running.proc.wait()
+    shim.wait_gone(box_dir(record))
     box_dir(record).remove_runtime_files()
     record = record.with_(status="stopped", finished_at=time.time(), pid=None, pid_start=None)
     boxes.update(db, record)

@@ -1,0 +1,3 @@
+module microbox/shim
+
+go 1.19

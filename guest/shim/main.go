@@ -1,0 +1,154 @@
+// microbox-shim: the small host process of one box. It owns the agent's
+// virtio-serial ports for the box's whole life and multiplexes any number of
+// host clients (on <box dir>/mux.sock) and forwarded TCP connections over
+// them. It exits when the VM does. See docs/architecture.md.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+)
+
+type shim struct {
+	dir      string
+	ports    []*port
+	forwards []forward
+	mux      net.Listener
+}
+
+// pick returns the port carrying the fewest streams.
+func (s *shim) pick() *port {
+	best := s.ports[0]
+	bl := best.load()
+	for _, p := range s.ports[1:] {
+		if l := p.load(); l < bl {
+			best, bl = p, l
+		}
+	}
+	return best
+}
+
+type forwardList []string
+
+func (f *forwardList) String() string     { return strings.Join(*f, ",") }
+func (f *forwardList) Set(v string) error { *f = append(*f, v); return nil }
+
+func main() {
+	dir := flag.String("dir", "", "the box directory")
+	ports := flag.Int("ports", 4, "agent ports to use")
+	window := flag.Uint("window", 256*1024, "per-stream flow-control window (bytes; 0: off)")
+	var fwds forwardList
+	flag.Var(&fwds, "forward", "FD:GUESTPORT: serve a listening socket inherited as FD")
+	flag.Parse()
+	if *dir == "" || *ports < 1 {
+		fatal(errors.New("usage: microbox-shim -dir BOXDIR [-ports N] [-forward FD:PORT]..."))
+	}
+	s := &shim{dir: *dir}
+	lock, err := takeLock(filepath.Join(*dir, "shim.lock"))
+	if err != nil {
+		fatal(err)
+	}
+	defer lock.Close()
+	for _, spec := range fwds {
+		f, err := parseForward(spec)
+		if err != nil {
+			fatal(err)
+		}
+		s.forwards = append(s.forwards, f)
+	}
+	for n := 0; n < *ports; n++ {
+		if !tryLock(filepath.Join(*dir, fmt.Sprintf("port%d.lock", n))) {
+			continue // a client of the port from before the shim: leave it be
+		}
+		p, err := openPort(n, filepath.Join(*dir, fmt.Sprintf("port%d.sock", n)), uint32(*window))
+		if err != nil {
+			fatal(err)
+		}
+		s.ports = append(s.ports, p)
+	}
+	if len(s.ports) == 0 {
+		fatal(errors.New("every agent port is held by another client"))
+	}
+	muxPath := filepath.Join(*dir, "mux.sock")
+	_ = os.Remove(muxPath)
+	old := syscall.Umask(0o077)
+	s.mux, err = net.Listen("unix", muxPath)
+	syscall.Umask(old)
+	if err != nil {
+		fatal(err)
+	}
+	ended := make(chan error, len(s.ports))
+	for _, p := range s.ports {
+		p := p
+		go func() { _ = p.out.run(p.conn); p.conn.Close() }()
+		go func() { ended <- p.readLoop() }()
+	}
+	for _, f := range s.forwards {
+		go s.serveForward(f)
+	}
+	go s.accept()
+	fmt.Println("ready")
+	os.Stdout.Close()
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	select {
+	case err = <-ended: // the VM exited, reset, or its agent failed
+		if err != nil && !errors.Is(err, io.EOF) {
+			fmt.Fprintln(os.Stderr, "microbox-shim:", err)
+		}
+	case <-sigs:
+	}
+	_ = os.Remove(muxPath)
+}
+
+func (s *shim) accept() {
+	for {
+		conn, err := s.mux.Accept()
+		if err != nil {
+			return
+		}
+		go s.serveClient(conn)
+	}
+}
+
+func fatal(err error) {
+	fmt.Println("error:", err)
+	os.Exit(1)
+}
+
+func takeLock(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return nil, errors.New("another shim serves this box")
+	}
+	_ = f.Truncate(0)
+	_, _ = f.WriteAt([]byte(fmt.Sprintf("%d\n", os.Getpid())), 0)
+	return f, nil
+}
+
+// tryLock takes a port's client lock for the life of this process.
+func tryLock(path string) bool {
+	fd, err := syscall.Open(path, syscall.O_RDWR|syscall.O_CREAT|syscall.O_CLOEXEC, 0o600)
+	if err != nil {
+		return false
+	}
+	if syscall.Flock(fd, syscall.LOCK_EX|syscall.LOCK_NB) != nil {
+		syscall.Close(fd)
+		return false
+	}
+	return true // held until exit
+}
+
+func isBadFrame(err error) bool { return errors.Is(err, errBadFrame) }

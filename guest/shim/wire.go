@@ -1,0 +1,142 @@
+package main
+
+// Frames of protocol v1 (docs/protocol.md), as far as a relay needs them: the
+// header, the set of known types, and which frames end a stream. Payloads are
+// forwarded untouched; only HELLO, HELLO_REPLY and WINDOW are read here.
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+)
+
+const (
+	headerSize = 9
+	maxPayload = 1 << 20
+	chunkSize  = 64 * 1024
+)
+
+const (
+	tHello      byte = 0x01
+	tHelloReply byte = 0x02
+	tPing       byte = 0x03
+	tPong       byte = 0x04
+	tWindow     byte = 0x05
+	tExec       byte = 0x10
+	tStarted    byte = 0x11
+	tStdin      byte = 0x12
+	tStdout     byte = 0x13
+	tStderr     byte = 0x14
+	tExit       byte = 0x15
+	tSignal     byte = 0x16
+	tResize     byte = 0x17
+	tCancel     byte = 0x18
+	tPut        byte = 0x20
+	tData       byte = 0x21
+	tGet        byte = 0x22
+	tFile       byte = 0x23
+	tDone       byte = 0x24
+	tTarGet     byte = 0x25
+	tTarPut     byte = 0x26
+	tShutdown   byte = 0x30
+	tConnect    byte = 0x40
+	tConnected  byte = 0x41
+	tError      byte = 0x7f
+)
+
+// requests open a stream (sent by a client on a stream id it has not used).
+var requests = map[byte]bool{
+	tPing: true, tExec: true, tPut: true, tGet: true, tTarGet: true, tTarPut: true,
+	tShutdown: true, tConnect: true,
+}
+
+// followUps are the other frames a client may send on one of its streams.
+var followUps = map[byte]bool{
+	tStdin: true, tSignal: true, tResize: true, tData: true, tCancel: true,
+}
+
+// fromGuest are the frames an agent may send.
+var fromGuest = map[byte]bool{
+	tHelloReply: true, tPong: true, tWindow: true, tStarted: true, tStdout: true,
+	tStderr: true, tExit: true, tFile: true, tData: true, tDone: true, tConnected: true,
+	tError: true,
+}
+
+// counted frames are the bulk data that flow control meters (their payload bytes).
+func counted(t byte) bool { return t == tStdout || t == tStderr || t == tData || t == tStdin }
+
+// Frame is one decoded frame; Payload is owned by it.
+type Frame struct {
+	Type    byte
+	Stream  uint32
+	Payload []byte
+}
+
+func (f Frame) encode() []byte { return encode(f.Type, f.Stream, f.Payload) }
+
+func encode(t byte, stream uint32, payload []byte) []byte {
+	b := make([]byte, headerSize+len(payload))
+	binary.BigEndian.PutUint32(b[0:4], uint32(len(payload)+5))
+	b[4] = t
+	binary.BigEndian.PutUint32(b[5:9], stream)
+	copy(b[headerSize:], payload)
+	return b
+}
+
+func encodeJSON(t byte, stream uint32, v interface{}) []byte {
+	body, err := json.Marshal(v)
+	if err != nil {
+		panic(err) // only the shim's own fixed types are marshalled
+	}
+	return encode(t, stream, body)
+}
+
+var errBadFrame = errors.New("malformed frame")
+
+// readFrame reads one whole frame; `known` says which types are acceptable.
+func readFrame(r io.Reader, hdr []byte, known map[byte]bool) (Frame, error) {
+	if _, err := io.ReadFull(r, hdr[:headerSize]); err != nil {
+		return Frame{}, err
+	}
+	length := binary.BigEndian.Uint32(hdr[0:4])
+	t := hdr[4]
+	if length < 5 || length > maxPayload+5 {
+		return Frame{}, fmt.Errorf("%w: length %d", errBadFrame, length)
+	}
+	if !known[t] {
+		return Frame{}, fmt.Errorf("%w: type 0x%02x", errBadFrame, t)
+	}
+	payload := make([]byte, length-5)
+	if _, err := io.ReadFull(r, payload); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return Frame{}, err
+	}
+	return Frame{Type: t, Stream: binary.BigEndian.Uint32(hdr[5:9]), Payload: payload}, nil
+}
+
+func windowFrame(stream uint32, n uint32) []byte {
+	var p [4]byte
+	binary.BigEndian.PutUint32(p[:], n)
+	return encode(tWindow, stream, p[:])
+}
+
+type errorMsg struct {
+	Kind    string `json:"kind"`
+	Message string `json:"message"`
+}
+
+func union(sets ...map[byte]bool) map[byte]bool {
+	out := map[byte]bool{}
+	for _, s := range sets {
+		for k := range s {
+			out[k] = true
+		}
+	}
+	return out
+}
+
+var fromClient = union(requests, followUps, map[byte]bool{tHello: true})

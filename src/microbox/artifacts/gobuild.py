@@ -1,0 +1,58 @@
+"""Building microbox's Go programs (the guest agent, the box shim): static,
+cached under a key that hashes their source and so changes with any edit."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from microbox import paths
+from microbox.errors import BuildError, HostError
+
+_PACKAGED = Path(__file__).resolve().parent.parent / "_guest"
+_REPO = Path(__file__).resolve().parents[3] / "guest"
+
+
+def source_dir(name: str) -> Path:
+    """guest/<name> in a checkout, or its copy inside an installed wheel."""
+    for d in (_PACKAGED / name, _REPO / name):
+        if (d / "go.mod").exists():
+            return d
+    raise HostError(f"the Go source of {name} is missing from this installation",
+                    "pip install --force-reinstall microbox")
+
+
+def go() -> str:
+    found = shutil.which("go") or ("/usr/lib/go/bin/go" if os.path.exists("/usr/lib/go/bin/go")
+                                   else None)
+    if found is None:
+        raise HostError("the Go toolchain is missing", "apt-get install -y golang-go")
+    return found
+
+
+def cache_key(src: Path) -> str:
+    h = hashlib.sha256()
+    for f in sorted(src.rglob("*")):
+        if f.is_file() and (f.suffix == ".go" or f.name in ("go.mod", "go.sum")):
+            h.update(str(f.relative_to(src)).encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def build(src: Path, binary: Path, what: str) -> None:
+    """`go build` of `src` into `binary` (written whole or not at all)."""
+    binary.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=binary.parent) as tmp:
+        out = Path(tmp) / binary.name
+        env = {**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-mod=mod",
+               "GOCACHE": str(paths.cache() / "go-build"), "GOPATH": str(paths.cache() / "go")}
+        done = subprocess.run(
+            [go(), "build", "-trimpath", "-ldflags=-s -w", "-o", str(out), "."],
+            cwd=src, env=env, capture_output=True, text=True,
+        )
+        if done.returncode != 0:
+            raise BuildError(f"building {what} failed: {done.stderr.strip()[-2000:]}")
+        os.replace(out, binary)

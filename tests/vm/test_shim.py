@@ -1,0 +1,142 @@
+"""The box shim: any number of clients per box, from any mix of processes; a
+client that goes away takes its processes with it; a box that dies under a
+running command says so, with the recovery; the shim lives and dies with its box."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import microbox
+from microbox.core import shim
+from microbox.core.lifecycle import box_dir
+from tests.conftest import qemu_pids, shim_pids, still_running
+from tests.vm.helpers import mb, spawn
+
+PROCESSES = 8
+PER_PROCESS = 8
+
+_WORKER = textwrap.dedent("""
+    import sys, threading, microbox
+    first, count = int(sys.argv[1]), int(sys.argv[2])
+    rt = microbox.Runtime()
+    box = rt.get("many")
+    results, threads = {}, []
+    def one(n):
+        r = box.run(["sh", "-c", f"sleep 1; echo out-{n}; exit {n % 7}"])
+        results[n] = (r.exit_code, r.stdout)
+    for n in range(first, first + count):
+        threads.append(threading.Thread(target=one, args=(n,)))
+        threads[-1].start()
+    for t in threads:
+        t.join()
+    bad = [n for n, (code, out) in results.items()
+           if (code, out) != (n % 7, f"out-{n}\\n".encode())]
+    print(len(results), bad)
+    box.release()
+""")
+
+
+@pytest.fixture
+def many(home: Path) -> Iterator[microbox.Box]:
+    with microbox.Runtime() as rt:
+        box = rt.run("busybox", name="many", memory_mib=128)
+        try:
+            yield box
+        finally:
+            box.delete(force=True)
+
+
+def test_sixty_four_execs_from_eight_processes(many: microbox.Box) -> None:
+    procs = [subprocess.Popen([sys.executable, "-c", _WORKER, str(p * PER_PROCESS),
+                               str(PER_PROCESS)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, env=os.environ.copy())
+             for p in range(PROCESSES)]
+    for p in procs:
+        out, err = p.communicate(timeout=180)
+        assert p.returncode == 0, err.decode()
+        assert out.decode().split() == [str(PER_PROCESS), "[]"], err.decode()
+    # every exec ran at once: all of them slept their second side by side
+    r = many.run(["sh", "-c", "echo ok"])
+    assert r.stdout == b"ok\n"
+
+
+def test_clients_beyond_the_port_count_wait_for_nothing(many: microbox.Box) -> None:
+    execs = [many.exec(["sh", "-c", "read x; echo got-$x"], stdin=True) for _ in range(12)]
+    clis = [spawn("exec", "many", "--", "sh", "-c", f"sleep 1; echo cli-{n}")
+            for n in range(8)]
+    for n, ex in enumerate(execs):
+        ex.write(f"{n}\n".encode())
+        ex.close_stdin()
+    for n, ex in enumerate(execs):
+        assert ex.collect().stdout == f"got-{n}\n".encode()
+    for n, p in enumerate(clis):
+        out, err = p.communicate(timeout=60)
+        assert (p.returncode, out) == (0, f"cli-{n}\n".encode()), err
+
+
+def test_a_killed_client_takes_its_process_with_it(many: microbox.Box) -> None:
+    p = spawn("exec", "many", "--", "sh", "-c", "echo up; exec sleep 4321")
+    assert p.stdout is not None
+    assert p.stdout.readline() == b"up\n"
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    r = many.run(["sh", "-c", "while pgrep -f 'sleep 4321' >/dev/null; do usleep 20000; done; "
+                  "echo gone"], timeout=10)
+    assert r.stdout == b"gone\n"
+
+
+def test_a_box_that_dies_under_exec_says_so(many: microbox.Box) -> None:
+    p = spawn("exec", "many", "--", "sh", "-c", "echo up; sleep 30")
+    assert p.stdout is not None
+    assert p.stdout.readline() == b"up\n"
+    assert many.record.pid is not None
+    os.kill(many.record.pid, signal.SIGKILL)
+    _, err = p.communicate(timeout=30)
+    assert p.returncode == 1
+    assert err == (b"microbox: box 'many' is not running \xe2\x80\x94 its process has exited; "
+                   b"run 'microbox delete many' to clear it.\n")
+    assert not still_running(shim_pids(Path(os.environ["MICROBOX_HOME"])), 5)
+
+
+def test_the_shim_lives_and_dies_with_its_box(home: Path) -> None:
+    with microbox.Runtime() as rt:
+        box = rt.run("busybox", name="sh1", memory_mib=128)
+        d = box_dir(box.record)
+        first = shim.pid(d)
+        assert first is not None and first in shim_pids(home)
+        # a shim that is killed is replaced on the next use; the box keeps running
+        os.kill(first, signal.SIGKILL)
+        assert still_running({first}, 5) == set()
+        assert box.run(["echo", "again"]).stdout == b"again\n"
+        second = shim.pid(d)
+        assert second not in (None, first)
+        box.stop()
+        assert shim.pid(d) is None and not still_running({second} if second else set(), 1)
+        box.delete()
+    assert qemu_pids(home) == set() and shim_pids(home) == set()
+
+
+def test_exec_detached_writes_to_the_log(many: microbox.Box) -> None:
+    r = mb("exec", "-d", "many", "--", "sh", "-c", "echo from-the-background")
+    assert (r.returncode, r.stdout, r.stderr) == (0, b"", b"")
+    stop = threading.Event()
+    timer = threading.Timer(30, stop.set)
+    timer.start()
+    seen = b""
+    for chunk in many.follow_logs(stop=stop):
+        seen += chunk
+        if b"from-the-background" in seen:
+            break
+    timer.cancel()
+    assert b"from-the-background" in seen
+    r = mb("exec", "-d", "-i", "many", "--", "true")
+    assert r.returncode == 2 and b"-d cannot be combined" in r.stderr
