@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import io
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -17,6 +18,7 @@ from microbox import locks
 from microbox.agent import ops
 from microbox.agent.channel import Channel
 from microbox.agent.ops import ExecRequest
+from microbox.connection import Connection
 from microbox.core import (
     control,
     lifecycle,
@@ -27,13 +29,14 @@ from microbox.core import (
 from microbox.core.boxdir import BoxDir
 from microbox.core.lifecycle import LIVE, box_dir
 from microbox.core.snapshots import Snapshot
-from microbox.errors import InvalidSpec, StateError
+from microbox.errors import AgentError, ExecFailed, GuestNotFound, InvalidSpec, StateError
 from microbox.execution import Execution, Result
 from microbox.images import config as image_config
 from microbox.images import pack as packs
 from microbox.images import store
 from microbox.images.pack import PackInfo
 from microbox.images.progress import QUIET, Progress
+from microbox.portmap import PortMap
 from microbox.spec import BoxSpec, validate_name
 from microbox.store import boxes as boxes_store
 from microbox.store.boxes import BoxRecord
@@ -55,6 +58,21 @@ def _box_lock(d: BoxDir, name: str) -> locks.Lock:
             raise StateError(f"box '{name}' is being started or stopped by another command")
         time.sleep(0.05)
     return held
+
+
+PASSWD_LIMIT = 1 << 20
+
+
+def login_shell(passwd: bytes, user: str) -> str:
+    """The shell /etc/passwd gives `user` (a name or uid[:gid]); /bin/sh if none."""
+    uid = user.split(":", 1)[0]
+    for line in passwd.decode(errors="replace").splitlines():
+        fields = line.split(":")
+        if len(fields) >= 7 and (fields[0] == user or fields[2] == uid):
+            shell = fields[6].strip()
+            if shell.startswith("/") and not shell.endswith(("/nologin", "/false")):
+                return shell
+    return "/bin/sh"
 
 
 class Box:
@@ -93,6 +111,11 @@ class Box:
     @property
     def spec(self) -> BoxSpec:
         return self.record.spec
+
+    @property
+    def ports(self) -> tuple[PortMap, ...]:
+        """Its published ports (served while it runs)."""
+        return self.record.spec.ports
 
     @property
     def ready_after(self) -> float:
@@ -253,6 +276,34 @@ class Box:
                           main=main)
         stream, pid = ops.start_exec(self._session(), req)
         return Execution(stream, pid)
+
+    def shell(self, *, user: str | None = None, tty: bool = True, rows: int = 24,
+              cols: int = 80, env: dict[str, str] | None = None) -> Execution:
+        """An interactive login shell: the user's shell from the image's
+        /etc/passwd (falling back to /bin/sh), on a PTY unless `tty` is False."""
+        who = user or self.record.spec.user or "root"
+        argv = [login_shell(self._passwd(), who), "-l"]
+        try:
+            return self.exec(argv, env=env, user=user, stdin=True, tty=tty, rows=rows,
+                             cols=cols)
+        except ExecFailed:
+            if argv[0] == "/bin/sh":
+                raise
+            return self.exec(["/bin/sh", "-l"], env=env, user=user, stdin=True, tty=tty,
+                             rows=rows, cols=cols)
+
+    def connect(self, port: int, *, host: str = "127.0.0.1") -> Connection:
+        """A TCP connection to `port` inside the box (to `host` as the box sees
+        it), carried over the agent channel: no network device is needed."""
+        return Connection(ops.connect(self._session(), port, host))
+
+    def _passwd(self) -> bytes:
+        buf = io.BytesIO()
+        try:
+            ops.get_file(self._session(), "/etc/passwd", buf, PASSWD_LIMIT)
+        except (GuestNotFound, AgentError):
+            return b""
+        return buf.getvalue()
 
     def run(self, argv: Sequence[str], *, input: bytes | None = None,
             env: dict[str, str] | None = None, cwd: str | None = None,

@@ -24,7 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any
 
-from microbox import paths
+from microbox import paths, portmap
 from microbox.artifacts import agent as agent_build
 from microbox.artifacts import kernel as kernel_build
 from microbox.artifacts import shim as shim_build
@@ -50,6 +50,7 @@ from microbox.images import pack as packs
 from microbox.images import pull as image_pull
 from microbox.images.pack import PackInfo
 from microbox.images.progress import QUIET, Progress
+from microbox.portmap import PortMap
 from microbox.spec import DEFAULT_MEMORY_MIB, BoxSpec, validate_name
 from microbox.store import boxes as boxes_store
 from microbox.store.boxes import STATUSES, BoxRecord
@@ -91,6 +92,8 @@ class Runtime:
         """Create a box (stopped unless start) of `image` (default busybox), or of the
         pack `from_pack` with its spec; spec keywords as in BoxSpec (with a pack, env
         and labels add to the pack's, the others replace its values)."""
+        if "ports" in spec:
+            spec["ports"] = portmap.parse_all(spec["ports"])
         if from_pack is not None:
             _one_source(image, from_pack)
             made = self.import_pack(from_pack, box_name=name, progress=progress, **spec)
@@ -114,15 +117,17 @@ class Runtime:
             env: dict[str, str] | None = None, workdir: str | None = None,
             user: str | None = None, accel: str | None = None, kernel: str | None = None,
             labels: dict[str, str] | None = None, rm: bool = True, detach: bool = False,
-            cold: bool = False, from_pack: str | Path | None = None) -> Box:
+            cold: bool = False, from_pack: str | Path | None = None,
+            ports: Sequence[str | PortMap] | None = None) -> Box:
         """Create and start a box of `image` (default busybox) or of the pack
         `from_pack`; use it as a context manager to tear it down. It is restored
-        from its image's warm-start template unless `cold`. Values left None are
-        the pack's, else the defaults."""
+        from its image's warm-start template unless `cold`. `ports` publishes host
+        ports into it ("8080:80", "0.0.0.0:8080:80"; 127.0.0.1 unless named).
+        Values left None are the pack's, else the defaults."""
         given: dict[str, Any] = {
             "cpus": cpus, "memory_mib": memory_mib, "env": env, "workdir": workdir,
             "user": user, "accel": accel, "kernel": kernel, "labels": labels,
-            "cold": cold or None}
+            "cold": cold or None, "ports": portmap.parse_all(ports) if ports else None}
         given = {k: v for k, v in given.items() if v is not None}
         if from_pack is not None:
             _one_source(image, from_pack)

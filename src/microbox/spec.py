@@ -10,6 +10,7 @@ from typing import Any
 import psutil
 
 from microbox.errors import InvalidSpec
+from microbox.portmap import PortMap
 
 MIN_MEMORY_MIB = 64
 DEFAULT_MEMORY_MIB = 256
@@ -38,6 +39,7 @@ class BoxSpec:
     kernel: str | None = None  # a user's own vmlinux instead of the built one
     labels: dict[str, str] = field(default_factory=dict)  # the user's own tags, as Docker's
     cold: bool = False  # boot the kernel even when a template could restore the box
+    ports: tuple[PortMap, ...] = ()  # published: host ports forwarded into the box
 
     def validate(self) -> BoxSpec:
         host_cpus = os.cpu_count() or 1
@@ -63,11 +65,14 @@ class BoxSpec:
         return self
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["ports"] = [p.to_json() for p in self.ports]
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> BoxSpec:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        known["ports"] = tuple(PortMap.from_json(p) for p in known.get("ports") or ())
         return cls(**known)
 
 

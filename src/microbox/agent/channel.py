@@ -219,7 +219,7 @@ class Channel:
                 for frame in self._decoder.feed(data):
                     if frame.stream == 0:
                         if frame.type == T.ERROR:
-                            error = AgentError(f"guest agent error: {_message(frame)}")
+                            error = AgentError(f"guest agent error: {error_message(frame)}")
                             return
                         continue  # stray PONGs etc. on stream 0
                     with self._streams_lock:
@@ -246,7 +246,8 @@ class Channel:
                 threading.Thread(target=s._q.put, args=(closed,), daemon=True).start()
 
 
-def _message(frame: Frame) -> str:
+def error_message(frame: Frame) -> str:
+    """The message of an ERROR frame, made safe to print."""
     try:
         return untrusted_text(str(frame.json().get("message", "unknown error")))
     except ProtocolError:
@@ -304,7 +305,7 @@ def handshake(
                     resends -= 1
                     session = _send_hello(sock, identity)
                     continue
-                raise AgentError(f"the guest agent refused the session: {_message(frame)}")
+                raise AgentError(f"the guest agent refused the session: {error_message(frame)}")
             if body.get("session") != session:
                 continue  # the reply to a HELLO we sent before re-sending
             if body.get("version") != VERSION:

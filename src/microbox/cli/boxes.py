@@ -28,7 +28,8 @@ from microbox.sdk import Box, Runtime
 @click.argument("image", required=False)
 def create(name: str | None, cpus: int, memory: int, env: tuple[str, ...],
            workdir: str | None, user: str | None, labels: tuple[str, ...], accel: str,
-           kernel: str | None, cold: bool, from_pack: str | None, start_now: bool,
+           kernel: str | None, cold: bool, publish: tuple[str, ...], from_pack: str | None,
+           start_now: bool,
            as_json: bool, verbose: bool, image: str | None) -> None:
     """Create a box from IMAGE (default: debian; stopped unless --start), or from a
     pack with --from FILE. A missing image is built or pulled; its Env, WorkingDir
@@ -39,7 +40,7 @@ def create(name: str | None, cpus: int, memory: int, env: tuple[str, ...],
 
     def body() -> None:
         spec = spec_from(image or DEFAULT_IMAGE, cpus, memory, env, workdir, user, labels,
-                         accel, kernel, cold)
+                         accel, kernel, cold, publish)
         with Runtime(log=out.log) as rt, CliProgress(out) as progress:
             if from_pack is not None:
                 box = rt.create(from_pack=from_pack, name=name, start=start_now,

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 import click
 from click.core import ParameterSource
 
+from microbox import portmap
 from microbox.cli.output import Out
 from microbox.errors import HostError, MicroboxError
 from microbox.spec import ACCELS, DEFAULT_MEMORY_MIB, BoxSpec, parse_env, parse_labels
@@ -41,6 +42,9 @@ def spec_options(f: F) -> F:
         click.option("--kernel", type=click.Path(dir_okay=False), help="Boot this vmlinux."),
         click.option("--cold", is_flag=True, help="Boot the kernel instead of restoring the "
                      "image's warm-start template."),
+        click.option("-p", "--publish", multiple=True, metavar="[HOST_IP:]HOST:GUEST",
+                     help="Forward a host TCP port (bound on 127.0.0.1 unless HOST_IP is "
+                          "given) to a port inside the box, for as long as the box runs."),
     ]):
         f = opt(f)
     return f
@@ -48,16 +52,16 @@ def spec_options(f: F) -> F:
 
 def spec_from(image: str, cpus: int, memory: int, env: tuple[str, ...], workdir: str | None,
               user: str | None, labels: tuple[str, ...], accel: str,
-              kernel: str | None, cold: bool) -> BoxSpec:
+              kernel: str | None, cold: bool, publish: tuple[str, ...] = ()) -> BoxSpec:
     return BoxSpec(image=image, cpus=cpus, memory_mib=memory, env=parse_env(env),
                    workdir=workdir, user=user, accel=accel, kernel=kernel,
-                   labels=parse_labels(labels), cold=cold)
+                   labels=parse_labels(labels), cold=cold, ports=portmap.parse_all(publish))
 
 
 # Each flag of spec_options and the BoxSpec field it sets.
 _SPEC_FIELDS = {"cpus": "cpus", "memory": "memory_mib", "env": "env", "workdir": "workdir",
                 "user": "user", "labels": "labels", "accel": "accel", "kernel": "kernel",
-                "cold": "cold"}
+                "cold": "cold", "publish": "ports"}
 
 
 def from_option(f: F) -> F:

@@ -70,8 +70,8 @@ def run(remove: bool, detach: bool, name: str | None, cpus: int, memory: int,
         env: tuple[str, ...], workdir: str | None, user: str | None,
         labels: tuple[str, ...], interactive: bool,
         use_tty: bool, timeout: float | None, entrypoint: str | None, accel: str,
-        kernel: str | None, cold: bool, from_pack: str | None, as_json: bool, verbose: bool,
-        image: str | None, command: tuple[str, ...]) -> None:
+        kernel: str | None, cold: bool, publish: tuple[str, ...], from_pack: str | None,
+        as_json: bool, verbose: bool, image: str | None, command: tuple[str, ...]) -> None:
     """Run COMMAND in a new box made from IMAGE (default: debian), or from a pack
     with `run --from FILE [--] COMMAND` (no IMAGE then).
 
@@ -100,7 +100,7 @@ def run(remove: bool, detach: bool, name: str | None, cpus: int, memory: int,
         with signals_abort():
             try:
                 spec = spec_from(image or DEFAULT_IMAGE, cpus, memory, env, workdir, user,
-                                 labels, accel, kernel, cold)
+                                 labels, accel, kernel, cold, publish)
                 with CliProgress(out) as progress:
                     if from_pack is not None:
                         spec = rt.import_pack(from_pack, box_name=name, progress=progress,

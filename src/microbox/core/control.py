@@ -42,7 +42,7 @@ def connect(record: BoxRecord, timeout: float = CONNECT_TIMEOUT) -> Channel:
     require(record, "running")
     d = box_dir(record)
     try:
-        channel = shim.connect(d, deadline=time.monotonic() + timeout)
+        channel = shim.connect(d, time.monotonic() + timeout, record.spec.ports)
     except AgentError as exc:
         lost = _lost(record, exc)
         if lost is not exc:

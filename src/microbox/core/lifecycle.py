@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 import time
 import uuid
 from dataclasses import dataclass
 
-from microbox import locks, paths
+from microbox import locks, paths, portmap
 from microbox.agent.channel import Channel, Identity
 from microbox.core import shim, snapshots, templates, vm, warm
 from microbox.core.boxdir import BoxDir, for_box
@@ -50,6 +51,7 @@ def create(db: Database, spec: BoxSpec, *, name: str | None = None,
     the box is rolled back entirely if its first start fails.
     """
     spec.validate()
+    portmap.check_free(spec.ports)
     if name is not None:
         boxes.check_name_free(db.conn, validate_name(name))
     image = builtin.ensure(db, spec.image)
@@ -91,17 +93,28 @@ def start(db: Database, record: BoxRecord, lock: locks.Lock, *, attached: bool,
         record = record.with_(**_starter())
         boxes.update(db, record)
     try:
-        running, channel = _boot(record, lock, attached=attached, log=log)
+        # a taken host port fails the start before anything runs
+        published = portmap.bind(record.spec.ports)
     except BaseException as exc:
+        lock.close()
         _roll_back(db, record, before, str(exc))
         raise
     try:
-        channel = _hand_to_shim(record, running, channel)
-    except BaseException as exc:
-        running.kill()
-        shim.wait_gone(box_dir(record))
-        _roll_back(db, record, before, str(exc))
-        raise
+        try:
+            running, channel = _boot(record, lock, attached=attached, log=log)
+        except BaseException as exc:
+            _roll_back(db, record, before, str(exc))
+            raise
+        try:
+            channel = _hand_to_shim(record, channel, published)
+        except BaseException as exc:
+            running.kill()
+            shim.wait_gone(box_dir(record))
+            _roll_back(db, record, before, str(exc))
+            raise
+    finally:
+        for sock in published:
+            sock.close()  # the shim holds its own copies
     record = record.with_(status="running", pending=False, started_at=time.time(),
                           pid=running.pid, pid_start=running.pid_start, last_error=None)
     try:
@@ -114,12 +127,14 @@ def start(db: Database, record: BoxRecord, lock: locks.Lock, *, attached: bool,
     return Started(record, running, channel)
 
 
-def _hand_to_shim(record: BoxRecord, running: vm.Running, boot: Channel) -> Channel:
-    """The boot session ends; the box's shim takes its agent ports and this
-    command becomes one of its clients."""
+def _hand_to_shim(record: BoxRecord, boot: Channel,
+                  published: list[socket.socket]) -> Channel:
+    """The boot session ends; the box's shim takes its agent ports and the
+    published ports' listeners, and this command becomes one of its clients."""
     boot.close()
     d = box_dir(record)
-    shim.spawn(d, vm.PORTS)
+    shim.spawn(d, vm.PORTS, [shim.Forward(sock, m.guest_port)
+                             for sock, m in zip(published, record.spec.ports, strict=True)])
     return shim.connect(d, time.monotonic() + shim.READY_TIMEOUT)
 
 

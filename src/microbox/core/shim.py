@@ -18,12 +18,13 @@ import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from microbox import locks
+from microbox import locks, portmap
 from microbox.agent.channel import Channel
 from microbox.artifacts import shim as shim_build
 from microbox.core.boxdir import BoxDir
 from microbox.core.vm import PORTS
 from microbox.errors import AgentError, HostError, VMError
+from microbox.portmap import PortMap
 from microbox.vmm import process
 
 READY_TIMEOUT = 15.0
@@ -70,8 +71,9 @@ def spawn(box: BoxDir, ports: int, forwards: Sequence[Forward] = ()) -> None:
     raise VMError(f"the box's shim did not start: {line or 'no answer'}")
 
 
-def connect(box: BoxDir, deadline: float) -> Channel:
-    """A session through the box's shim, starting a shim if none serves it."""
+def connect(box: BoxDir, deadline: float, published: Sequence[PortMap] = ()) -> Channel:
+    """A session through the box's shim, starting a shim if none serves it
+    (which serves `published` again)."""
     try:
         return Channel.connect(box.mux, deadline)
     except (FileNotFoundError, ConnectionRefusedError):
@@ -80,7 +82,13 @@ def connect(box: BoxDir, deadline: float) -> Channel:
         raise AgentError("the box's VM is not running")
     with locks.held(box.path / "shim.spawn.lock"):
         if not locks.is_held(box.shim_lock):
-            spawn(box, PORTS)
+            socks = portmap.bind(published)
+            try:
+                spawn(box, PORTS, [Forward(s, m.guest_port)
+                                   for s, m in zip(socks, published, strict=True)])
+            finally:
+                for s in socks:
+                    s.close()
     try:
         return Channel.connect(box.mux, deadline)
     except OSError as exc:
