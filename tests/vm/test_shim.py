@@ -140,3 +140,20 @@ def test_exec_detached_writes_to_the_log(many: microbox.Box) -> None:
     assert b"from-the-background" in seen
     r = mb("exec", "-d", "-i", "many", "--", "true")
     assert r.returncode == 2 and b"-d cannot be combined" in r.stderr
+
+
+def test_gc_ends_a_shim_that_outlived_its_vm(home: Path) -> None:
+    with microbox.Runtime() as rt:
+        box = rt.run("busybox", name="stuck", memory_mib=128, rm=False)
+        d = box_dir(box.record)
+        pid = shim.pid(d)
+        assert pid is not None and box.record.pid is not None
+        os.kill(pid, signal.SIGSTOP)  # a shim that cannot follow its VM out
+        os.kill(box.record.pid, signal.SIGKILL)
+        assert not still_running({box.record.pid}, 10)
+        doctor = mb("doctor")
+        assert b"1 box shims outlived their VM: pid " + str(pid).encode() in doctor.stdout
+        r = mb("gc")
+        assert r.returncode == 0 and f"ended shim pid {pid}".encode() in r.stdout, r
+        assert not still_running({pid}, 5)
+        box.delete(force=True)

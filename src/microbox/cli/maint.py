@@ -82,7 +82,8 @@ def kill(force: bool, as_json: bool, verbose: bool, box_id: str) -> None:
 @click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
 @common_options
 def gc(dry_run: bool, as_json: bool, verbose: bool) -> None:
-    """Remove leftovers no live box owns: dead --rm boxes, stray box dirs."""
+    """Remove leftovers no live box owns: dead --rm boxes, stray box dirs,
+    unused templates and snapshots, shims that outlived their VM."""
     out = Out("gc", as_json, verbose)
 
     def body() -> None:
@@ -93,8 +94,10 @@ def gc(dry_run: bool, as_json: bool, verbose: bool) -> None:
         lines += [f"{verb} dir {d}" for d in report.dirs]
         lines += [f"{verb} template {t}" for t in report.templates]
         lines += [f"{verb} snapshot {t}" for t in report.snapshots]
+        lines += [f"{'would end' if dry_run else 'ended'} shim pid {p} (its VM is gone)"
+                  for p in report.shims]
         out.result({"rows": report.rows, "dirs": report.dirs, "templates": report.templates,
-                    "snapshots": report.snapshots, "dry_run": dry_run},
+                    "snapshots": report.snapshots, "shims": report.shims, "dry_run": dry_run},
                    "\n".join(lines) or "nothing to collect")
 
     guarded(out, body)

@@ -185,7 +185,12 @@ def _orphans() -> Check:
     if stray:
         return Check("orphans", "FAIL", f"{len(stray)} box dirs belong to no box",
                      "microbox gc")
-    return Check("orphans", "PASS", f"{len(vmms)} VMM processes, all known; no stray dirs")
+    shims = orphans.stray_shims()
+    if shims:
+        return Check("orphans", "FAIL", f"{len(shims)} box shims outlived their VM: pid "
+                     + " ".join(str(s.pid) for s in shims), "microbox gc")
+    return Check("orphans", "PASS", f"{len(vmms)} VMM processes, all known; no stray dirs "
+                 "or shims")
 
 
 def _templates() -> Check:

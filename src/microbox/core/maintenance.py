@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -10,7 +11,7 @@ from pathlib import Path
 
 from microbox import paths
 from microbox.artifacts import agent
-from microbox.core import snapshots, templates, vm
+from microbox.core import orphans, snapshots, templates, vm
 from microbox.core.boxdir import BoxDir, creating
 from microbox.core.orphans import VMM
 from microbox.core.reconcile import reconcile, vanishes
@@ -29,6 +30,7 @@ class GcReport:
     dirs: list[str] = field(default_factory=list)  # box dirs that belong to no box
     templates: list[str] = field(default_factory=list)  # stale ones that no box uses
     snapshots: list[str] = field(default_factory=list)  # removed or fork's own, unused
+    shims: list[int] = field(default_factory=list)  # pids of shims that outlived their VM
 
 
 def gc(db: Database, dry_run: bool = False) -> GcReport:
@@ -47,6 +49,12 @@ def gc(db: Database, dry_run: bool = False) -> GcReport:
                 if d.name not in known and d.is_dir() and _remove_unowned(db, BoxDir(d), dry_run):
                     report.dirs.append(str(d))
     report.snapshots, report.templates = _sweep_templates(db, dry_run)
+    for stray in orphans.stray_shims():
+        report.shims.append(stray.pid)
+        if not dry_run:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(stray.pid, signal.SIGKILL)
+            process.wait_exit(stray.pid, 5.0)
     return report
 
 

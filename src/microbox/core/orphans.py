@@ -42,6 +42,37 @@ def scan(boxes_dir: Path | None = None) -> list[VMM]:
     return found
 
 
+@dataclass(frozen=True)
+class Shim:
+    pid: int
+    box_dir: Path
+
+
+def stray_shims(boxes_dir: Path | None = None) -> list[Shim]:
+    """Box shims (docs/architecture.md) whose VM is gone: a shim exits with its
+    VM, so one that did not is stuck, and `gc` ends it."""
+    from microbox.core.boxdir import BoxDir
+
+    root = (boxes_dir or paths.boxes_dir()).resolve()
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            argv = p.info["cmdline"] or []
+        except psutil.Error:
+            continue
+        if not argv or Path(argv[0]).name != "microbox-shim" or "-dir" not in argv[:-1]:
+            continue
+        d = Path(argv[argv.index("-dir") + 1])
+        if d.parent.resolve() == root and not BoxDir(d).alive():
+            try:
+                if p.status() == psutil.STATUS_ZOMBIE:
+                    continue  # dead already; its parent reaps it
+            except psutil.Error:
+                continue
+            found.append(Shim(p.pid, d))
+    return found
+
+
 def match(vmms: list[VMM], ref: str) -> VMM:
     """The VMM whose box id is `ref` or starts with it, uniquely."""
     hits = [v for v in vmms if v.box_id == ref] or [v for v in vmms if v.box_id.startswith(ref)]
