@@ -10,16 +10,19 @@ import os
 import stat
 import tarfile
 import tracemalloc
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import IO, Any
 
 import pytest
 
+from microbox.agent import ops
 from microbox.cp import extract as ex
+from microbox.cp import transfer, transport
 from microbox.cp.chunks import ChunkReader
 from microbox.cp.report import CopyReport
 from microbox.cp.tarwrite import tree_tar
-from microbox.errors import HostError, MicroboxError, Refused
+from microbox.errors import GuestNotFound, HostError, MicroboxError, Refused, UsageError
 
 # -- helpers -----------------------------------------------------------------------
 
@@ -383,6 +386,124 @@ def test_tree_tar_streams_in_bounded_memory(tmp_path: Path) -> None:
     finally:
         tracemalloc.stop()
     assert total > 64 << 20 and peak < 4 << 20
+
+
+# -- Docker's rules over a fake transport ----------------------------------------------
+
+
+class FakeGuest:
+    """A "box" whose file system is a host directory (trusted, for the rules)."""
+
+    def __init__(self, root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.root = root
+        root.mkdir()
+        monkeypatch.setattr(transport, "tar_get", self.tar_get)
+        monkeypatch.setattr(transport, "tar_put", self.tar_put)
+        monkeypatch.setattr(ops, "get_file", self.get_file)
+
+    def real(self, path: str) -> Path:
+        return self.root / path.lstrip("/")
+
+    def tar_get(self, _channel: object, path: str) -> Iterator[bytes]:
+        p = self.real(path)
+        if not os.path.lexists(p):
+            raise GuestNotFound(f"reading {path} failed in the box (not_found)")
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            tar.add(p, arcname=os.path.basename(path) or ".")
+        yield from chunked(buf.getvalue(), 65536)
+
+    def tar_put(self, _channel: object, path: str, chunks: Iterable[bytes]) -> None:
+        p = self.real(path)
+        if not p.is_dir():
+            raise GuestNotFound(f"{path} is not a directory (not_found)")
+        with tarfile.open(fileobj=ChunkReader(chunks), mode="r|") as tar:
+            tar.extractall(p, filter="tar")
+
+    def get_file(self, _channel: object, path: str, dest: IO[bytes], *_: Any) -> int:
+        p = self.real(path)
+        if not p.exists():
+            raise GuestNotFound("not_found")
+        dest.write(b"x")
+        return 0o644
+
+
+@pytest.fixture
+def guest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeGuest:
+    g = FakeGuest(tmp_path / "guest", monkeypatch)
+    (g.root / "etc").mkdir()
+    (g.root / "etc" / "conf").write_bytes(b"conf")
+    (g.root / "tree" / "sub").mkdir(parents=True)
+    (g.root / "tree" / "sub" / "f").write_bytes(b"f")
+    return g
+
+
+def out(src: str, dest: Path | str) -> CopyReport:
+    return transfer.copy_out(None, "b", src, str(dest))  # type: ignore[arg-type]
+
+
+def into(src: Path | str, dest: str) -> CopyReport:
+    return transfer.copy_in(None, "b", str(src), dest)  # type: ignore[arg-type]
+
+
+def test_out_into_an_existing_directory(guest: FakeGuest, tmp_path: Path) -> None:
+    out("/etc/conf", tmp_path)
+    out("tree", tmp_path)  # relative: from /
+    assert (tmp_path / "conf").read_bytes() == b"conf"
+    assert (tmp_path / "tree" / "sub" / "f").read_bytes() == b"f"
+
+
+def test_out_as_a_new_name_and_over_a_file(guest: FakeGuest, tmp_path: Path) -> None:
+    out("/tree", tmp_path / "renamed")
+    assert (tmp_path / "renamed" / "sub" / "f").exists()
+    (tmp_path / "existing").write_bytes(b"old")
+    out("/etc/conf", tmp_path / "existing")
+    assert (tmp_path / "existing").read_bytes() == b"conf"
+
+
+def test_out_contents_with_slash_dot(guest: FakeGuest, tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    out("/tree/.", tmp_path / "d")
+    assert (tmp_path / "d" / "sub" / "f").exists()
+    out("/tree/.", tmp_path / "new")
+    assert (tmp_path / "new" / "sub" / "f").exists()
+
+
+def test_out_errors(guest: FakeGuest, tmp_path: Path) -> None:
+    (tmp_path / "file").write_bytes(b"mine")
+    with pytest.raises(UsageError) as err:
+        out("/tree", tmp_path / "file")
+    assert "onto the file" in one_sentence(err.value)
+    assert (tmp_path / "file").read_bytes() == b"mine"
+    with pytest.raises(MicroboxError) as err2:
+        out("/etc/conf", str(tmp_path / "missing") + "/")
+    one_sentence(err2.value)
+    with pytest.raises(MicroboxError) as err3:
+        out("/nope", tmp_path)
+    assert "does not exist in box 'b'" in one_sentence(err3.value)
+    with pytest.raises(MicroboxError):
+        out("/etc/conf", tmp_path / "no" / "such" / "dir")
+
+
+def test_in_rules(guest: FakeGuest, tmp_path: Path) -> None:
+    src = make_tree(tmp_path)
+    os.unlink(src / "fifo")
+    into(src, "/etc")  # an existing directory: into it
+    assert (guest.root / "etc" / "src" / "sub" / "f").exists()
+    into(src, "/copy")  # missing: as that name
+    assert (guest.root / "copy" / "exe").exists()
+    into(str(src) + "/.", "/etc")  # contents
+    assert (guest.root / "etc" / "exe").exists()
+    into(src / "secret", "/etc/conf")  # a file over a file
+    assert (guest.root / "etc" / "conf").read_bytes() == b"s"
+    with pytest.raises(UsageError) as err:
+        into(src, "/etc/conf")  # a directory onto a file
+    one_sentence(err.value)
+    with pytest.raises(MicroboxError) as err2:
+        into(src / "secret", "/missing/")
+    assert "mkdir -p /missing" in one_sentence(err2.value)
+    with pytest.raises(MicroboxError):
+        into(src / "secret", "/no/such/name")
 
 
 def test_a_host_refusal_is_one_sentence(scratch: Scratch) -> None:
