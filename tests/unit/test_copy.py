@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
+from click.testing import CliRunner
 
 from microbox.agent import ops
+from microbox.cli.main import cli
 from microbox.cp import extract as ex
 from microbox.cp import transfer, transport
 from microbox.cp.chunks import ChunkReader
@@ -504,6 +506,40 @@ def test_in_rules(guest: FakeGuest, tmp_path: Path) -> None:
     assert "mkdir -p /missing" in one_sentence(err2.value)
     with pytest.raises(MicroboxError):
         into(src / "secret", "/no/such/name")
+
+
+# -- the CLI -------------------------------------------------------------------------------
+
+
+class FakeBox:
+    name = "b"
+
+    def copy_out(self, src: str, dest: str) -> CopyReport:
+        return transfer.copy_out(None, self.name, src, dest)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        pass
+
+
+def test_cli_error_is_one_sentence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    hostile = make_tar(d("x"), sym("x/l", str(tmp_path)), member("x/l/pwned", data=b"x"))
+    monkeypatch.setattr(transport, "tar_get", lambda _c, _p: chunked(hostile))
+    monkeypatch.setattr("microbox.sdk.Runtime.get", lambda _rt, _ref: FakeBox())
+    monkeypatch.setenv("MICROBOX_HOME", str(tmp_path / "home"))
+    (tmp_path / "dest").mkdir()
+    result = CliRunner().invoke(cli, ["cp", "b:/x", str(tmp_path / "dest")])
+    assert result.exit_code == 1
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("microbox: ")
+    assert lines[0].endswith(".") and ". " not in lines[0], lines[0]
+    assert "without following it" in lines[0]
+    assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.parametrize("args", [["a", "b"], ["b:/x", "c:/y"], ["-", "-"], ["b:", "."]])
+def test_cli_needs_one_box_side(args: list[str]) -> None:
+    result = CliRunner().invoke(cli, ["cp", *args])
+    assert result.exit_code == 2
 
 
 def test_a_host_refusal_is_one_sentence(scratch: Scratch) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from microbox import __version__
-from microbox.cli import boxes, build, images, maint, packs, query, run, snapshots
+from microbox.cli import boxes, build, cp, images, maint, packs, query, run, snapshots
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -17,7 +17,7 @@ def cli() -> None:
 cli.add_command(run.run)
 for command in (boxes.create, boxes.start, boxes.stop, boxes.restart, boxes.pause,
                 boxes.resume, boxes.delete, boxes.set_, query.list_, query.inspect, query.logs,
-                query.exec_, maint.cleanup, maint.kill, maint.gc, maint.doctor):
+                query.exec_, cp.cp, maint.cleanup, maint.kill, maint.gc, maint.doctor):
     cli.add_command(command)
 cli.add_command(query.list_, name="ls")
 # Docker's verbs, the same commands under the names Docker users type first.
