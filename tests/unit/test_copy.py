@@ -308,6 +308,14 @@ def test_modes_mtimes_and_symlinks_are_kept_setid_dropped(scratch: Scratch) -> N
     assert (report.files, report.dirs, report.symlinks) == (3, 2, 2)
 
 
+def test_mtimes_keep_their_nanoseconds(scratch: Scratch) -> None:
+    info, data = member("top", data=b"x")
+    info.pax_headers = {"mtime": "1700000000.123456789"}
+    scratch.extract(make_tar((info, data)))
+    assert (scratch.dest / "top").stat().st_mtime_ns == 1_700_000_000_123_456_789
+    assert ex.mtime_ns(tarfile.TarInfo("x")) == 0
+
+
 def test_an_existing_directory_keeps_its_mode(scratch: Scratch) -> None:
     (scratch.dest / "top").mkdir(mode=0o700)
     scratch.extract(make_tar(d("top", mode=0o777), member("top/f", data=b"x")))

@@ -347,9 +347,20 @@ class _Writer:
         self.report.hardlinks += 1
 
 
+def mtime_ns(m: tarfile.TarInfo) -> int:
+    """The member's mtime in nanoseconds: exact from a PAX record (the agent
+    writes nanoseconds, which a float would round), else from the header."""
+    text = m.pax_headers.get("mtime", "")
+    sign, digits = (-1, text[1:]) if text.startswith("-") else (1, text)
+    sec, _, frac = digits.partition(".")
+    if sec.isdigit() and (not frac or frac.isdigit()):
+        return sign * (int(sec) * 1_000_000_000 + int((frac + "0" * 9)[:9]))
+    return int(m.mtime * 1_000_000_000)
+
+
 def _utime(m: tarfile.TarInfo, target: int | str, dir_fd: int | None = None) -> None:
     try:
-        ns = int(m.mtime * 1_000_000_000)
+        ns = mtime_ns(m)
         if isinstance(target, int):
             os.utime(target, ns=(ns, ns))
         else:
