@@ -360,7 +360,7 @@ def make_tree(root: Path) -> Path:
     (src / "link").symlink_to("sub/f")
     (src / "dangling").symlink_to("/nowhere")
     os.mkfifo(src / "fifo")
-    os.utime(src / "secret", (1_234_567_890, 1_234_567_890))
+    os.utime(src / "secret", ns=(1_234_567_890_123_456_789, 1_234_567_890_123_456_789))
     return src
 
 
@@ -376,7 +376,7 @@ def test_tree_tar_round_trip(tmp_path: Path) -> None:
     out = dest / "copy"
     assert stat.S_IMODE((out / "exe").stat().st_mode) == 0o755
     assert stat.S_IMODE((out / "secret").stat().st_mode) == 0o600
-    assert (out / "secret").stat().st_mtime == 1_234_567_890
+    assert (out / "secret").stat().st_mtime_ns == 1_234_567_890_123_456_789
     assert (out / "hard").read_bytes() == (out / "sub" / "f").read_bytes()
     assert os.readlink(out / "link") == "sub/f"
     assert os.readlink(out / "dangling") == "/nowhere"

@@ -92,7 +92,7 @@ def _member(dir_fd: int | None, leaf: str, arcname: str, st: os.stat_result,
             report: CopyReport) -> Iterator[bytes]:
     info = tarfile.TarInfo(arcname)
     info.mode = stat.S_IMODE(st.st_mode)
-    info.mtime = st.st_mtime
+    _mtime(info, st)
     info.uid = info.gid = 0
     info.uname = info.gname = ""
     if stat.S_ISDIR(st.st_mode):
@@ -121,7 +121,7 @@ def _file(dir_fd: int | None, leaf: str, info: tarfile.TarInfo,
         info.type = tarfile.REGTYPE
         info.size = st.st_size
         info.mode = stat.S_IMODE(st.st_mode)
-        info.mtime = st.st_mtime
+        _mtime(info, st)
         yield _header(info)
         left = st.st_size
         while left > 0:
@@ -137,6 +137,13 @@ def _file(dir_fd: int | None, leaf: str, info: tarfile.TarInfo,
         report.bytes += st.st_size
     finally:
         os.close(fd)
+
+
+def _mtime(info: tarfile.TarInfo, st: os.stat_result) -> None:
+    """The mtime to the nanosecond, in a PAX record (the header holds seconds)."""
+    sec, ns = divmod(st.st_mtime_ns, 1_000_000_000)
+    info.mtime = sec
+    info.pax_headers = {"mtime": f"{sec}.{ns:09d}" if ns else str(sec)}
 
 
 def _header(info: tarfile.TarInfo) -> bytes:
