@@ -556,3 +556,47 @@ def test_a_host_refusal_is_one_sentence(scratch: Scratch) -> None:
     assert "cannot write" in one_sentence(err.value)
 
 
+
+
+# -- the HTTP routes -------------------------------------------------------------------
+
+
+class ApiBox:
+    """What the archive routes call on a box, over a scratch "guest"."""
+
+    def __init__(self, tar: bytes) -> None:
+        self.tar = tar
+        self.received = b""
+
+    def copy_in_tar(self, tar: IO[bytes], dest: str) -> CopyReport:
+        self.received = tar.read()
+        return CopyReport(bytes=len(self.received))
+
+    def copy_out_tar(self, src: str, sink: IO[bytes]) -> CopyReport:
+        for chunk in chunked(self.tar, 4096):
+            sink.write(chunk)
+        return CopyReport(bytes=len(self.tar))
+
+
+def test_archive_routes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fastapi.testclient import TestClient
+
+    from microbox.api import create_app
+    from microbox.sdk import Runtime
+
+    tar = make_tar(d("top"), member("top/f", data=b"x" * 10_000))
+    box = ApiBox(tar)
+    monkeypatch.setattr(Runtime, "shared", lambda _rt, _ref: box)
+    monkeypatch.setenv("MICROBOX_HOME", str(tmp_path))
+    with Runtime() as rt, TestClient(create_app(rt, None, upload_limit=8192)) as client:
+        got = client.get("/boxes/b/archive", params={"path": "/top"})
+        assert got.status_code == 413 and got.json()["error"]["type"] == "too_large"
+        box.tar = tar[:4096]
+        got = client.get("/boxes/b/archive", params={"path": "/top"})
+        assert got.status_code == 200 and got.content == tar[:4096]
+        assert got.headers["content-type"] == "application/x-tar"
+        put = client.put("/boxes/b/archive", params={"path": "/srv"}, content=tar[:5000])
+        assert put.status_code == 200, put.text
+        assert put.json()["data"]["bytes"] == 5000 and box.received == tar[:5000]
+        over = client.put("/boxes/b/archive", params={"path": "/srv"}, content=tar)
+        assert over.status_code == 413

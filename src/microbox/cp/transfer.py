@@ -19,6 +19,7 @@ import functools
 import io
 import os
 import posixpath
+import shutil
 import stat
 import tarfile
 from collections.abc import Iterable, Iterator
@@ -27,7 +28,7 @@ from typing import IO
 from microbox.agent import ops
 from microbox.agent.channel import Channel
 from microbox.cp import transport
-from microbox.cp.chunks import ChunkReader
+from microbox.cp.chunks import CHUNK, ChunkReader
 from microbox.cp.extract import Target, extract
 from microbox.cp.report import CopyReport
 from microbox.cp.tarwrite import end_of_archive, tree_tar
@@ -99,9 +100,9 @@ def copy_out_tar(channel: Channel, box: str, src: str, out: IO[bytes]) -> CopyRe
     path, _ = guest_path(src)
     report = CopyReport()
     try:
-        for chunk in transport.tar_get(channel, path):
-            out.write(chunk)
-            report.bytes += len(chunk)
+        with contextlib.closing(ChunkReader(transport.tar_get(channel, path))) as reader:
+            shutil.copyfileobj(reader, out, CHUNK)
+            report.bytes = reader.count
     except GuestNotFound:
         raise _no_guest_path(box, path) from None
     out.flush()
