@@ -24,7 +24,7 @@ from microbox.cp import transfer, transport
 from microbox.cp.chunks import ChunkReader
 from microbox.cp.report import CopyReport
 from microbox.cp.tarwrite import tree_tar
-from microbox.errors import GuestNotFound, HostError, MicroboxError, Refused, UsageError
+from microbox.errors import AgentError, GuestNotFound, HostError, MicroboxError, Refused, UsageError
 
 # -- helpers -----------------------------------------------------------------------
 
@@ -425,8 +425,10 @@ class FakeGuest:
 
     def tar_put(self, _channel: object, path: str, chunks: Iterable[bytes]) -> None:
         p = self.real(path)
+        if not p.exists():
+            raise GuestNotFound(f"writing a tree into {path} failed in the box (not_found)")
         if not p.is_dir():
-            raise GuestNotFound(f"{path} is not a directory (not_found)")
+            raise AgentError(f"writing a tree into {path} failed in the box (invalid)")
         with tarfile.open(fileobj=ChunkReader(chunks), mode="r|") as tar:
             tar.extractall(p, filter="tar")
 

@@ -174,10 +174,12 @@ def _no_guest_dir(box: str, path: str) -> NotFound:
 
 
 def _is_guest_dir(channel: Channel, path: str) -> bool:
-    """Whether `path` is a directory in the box: an empty tar extracts into one."""
+    """Whether `path` is a directory in the box: an empty tar extracts into one.
+    Missing is not_found, a file `invalid`; any other failure (an old agent, a
+    lost box) comes back from the real copy that follows, with its own words."""
     try:
         transport.tar_put(channel, path, [end_of_archive()])
-    except GuestNotFound:
+    except AgentError:
         return False
     return True
 
