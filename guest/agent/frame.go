@@ -36,6 +36,7 @@ const (
 	tExit       byte = 0x15
 	tSignal     byte = 0x16
 	tResize     byte = 0x17
+	tCancel     byte = 0x18
 	tPut        byte = 0x20
 	tData       byte = 0x21
 	tGet        byte = 0x22
@@ -48,7 +49,7 @@ const (
 var typeNames = map[byte]string{
 	tHello: "HELLO", tHelloReply: "HELLO_REPLY", tPing: "PING", tPong: "PONG",
 	tExec: "EXEC", tStarted: "STARTED", tStdin: "STDIN", tStdout: "STDOUT",
-	tStderr: "STDERR", tExit: "EXIT", tSignal: "SIGNAL", tResize: "RESIZE",
+	tStderr: "STDERR", tExit: "EXIT", tSignal: "SIGNAL", tResize: "RESIZE", tCancel: "CANCEL",
 	tPut: "PUT", tData: "DATA", tGet: "GET", tFile: "FILE", tDone: "DONE",
 	tShutdown: "SHUTDOWN", tError: "ERROR",
 }
@@ -214,6 +215,6 @@ type errorMsg struct {
 
 var (
 	agentName    = "microbox-agent 1"
-	capabilities = []string{"exec", "tty", "signal", "files", "ping", "shutdown", "identity"}
+	capabilities = []string{"exec", "tty", "signal", "files", "ping", "shutdown", "identity", "cancel"}
 	doneJSON     = []byte("{}")
 )

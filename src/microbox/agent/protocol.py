@@ -38,6 +38,7 @@ class T(enum.IntEnum):
     EXIT = 0x15
     SIGNAL = 0x16
     RESIZE = 0x17
+    CANCEL = 0x18
     PUT = 0x20
     DATA = 0x21
     GET = 0x22
