@@ -243,10 +243,10 @@ type proc struct {
 	s      *Session
 	stream uint32
 	pid    int
-	tty    *os.File    // PTY master, nil without tty
-	stdin  *stdinQueue // nil when stdin is /dev/null
-	stdinW *os.File    // pipe to stdin (non-tty)
-	outs   []*os.File  // stdout, stderr pipes (non-tty)
+	tty    *os.File   // PTY master, nil without tty
+	stdin  *byteQueue // nil when stdin is /dev/null
+	stdinW *os.File   // pipe to stdin (non-tty)
+	outs   []*os.File // stdout, stderr pipes (non-tty)
 	exitCh chan syscall.WaitStatus
 	wg     sync.WaitGroup
 
@@ -373,15 +373,18 @@ func (p *proc) serve(timeoutMs int64) {
 	if p.tty != nil {
 		p.wg.Add(1)
 		go p.pump(p.tty, tStdout)
-		p.stdin = newStdinQueue()
-		go p.stdin.run(p.tty, true)
+		p.stdin = newByteQueue()
+		go p.stdin.run(p.tty, nil)
 	} else {
 		p.wg.Add(2)
 		go p.pump(p.outs[0], tStdout)
 		go p.pump(p.outs[1], tStderr)
 		if p.stdinW != nil {
-			p.stdin = newStdinQueue()
-			go p.stdin.run(p.stdinW, false)
+			p.stdin = newByteQueue()
+			go func() {
+				defer p.stdinW.Close() // the end of input, or the writer died
+				p.stdin.run(p.stdinW, func() error { return nil })
+			}()
 		}
 	}
 	if timeoutMs > 0 {

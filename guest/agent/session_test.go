@@ -427,7 +427,7 @@ func TestHostGoneWhileStdinFull(t *testing.T) {
 	// More than the queue holds: the port reader blocks in the queue.
 	go func() {
 		chunk := make([]byte, 1<<20)
-		for i := 0; i < stdinLimit>>20+2; i++ {
+		for i := 0; i < queueLimit>>20+2; i++ {
 			if _, err := h.conn.Write(encodeFrame(tStdin, 1, chunk)); err != nil {
 				return
 			}
