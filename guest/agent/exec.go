@@ -5,6 +5,7 @@ package main
 import (
 	"encoding/json"
 	"errors"
+	"io"
 	"os"
 	"strings"
 	"sync"
@@ -410,7 +411,7 @@ var errSendRefused = errors.New("frame not sent")
 // forwardChunks reads f into frames of type t on stream, each built in a
 // pooled buffer, until a read fails (io.EOF at the end of a file) or send
 // refuses a frame (errSendRefused).
-func forwardChunks(f *os.File, t byte, stream uint32, send func([]byte) bool) error {
+func forwardChunks(f io.Reader, t byte, stream uint32, send func([]byte) bool) error {
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
 	buf := *bp

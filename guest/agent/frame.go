@@ -43,6 +43,8 @@ const (
 	tFile       byte = 0x23
 	tDone       byte = 0x24
 	tShutdown   byte = 0x30
+	tConnect    byte = 0x40
+	tConnected  byte = 0x41
 	tError      byte = 0x7f
 )
 
@@ -51,7 +53,7 @@ var typeNames = map[byte]string{
 	tExec: "EXEC", tStarted: "STARTED", tStdin: "STDIN", tStdout: "STDOUT",
 	tStderr: "STDERR", tExit: "EXIT", tSignal: "SIGNAL", tResize: "RESIZE", tCancel: "CANCEL",
 	tPut: "PUT", tData: "DATA", tGet: "GET", tFile: "FILE", tDone: "DONE",
-	tShutdown: "SHUTDOWN", tError: "ERROR",
+	tShutdown: "SHUTDOWN", tConnect: "CONNECT", tConnected: "CONNECTED", tError: "ERROR",
 }
 
 // rawTypes carry raw bytes; every other type carries one JSON object.
@@ -215,6 +217,6 @@ type errorMsg struct {
 
 var (
 	agentName    = "microbox-agent 1"
-	capabilities = []string{"exec", "tty", "signal", "files", "ping", "shutdown", "identity", "cancel"}
+	capabilities = []string{"exec", "tty", "signal", "files", "ping", "shutdown", "identity", "cancel", "connect"}
 	doneJSON     = []byte("{}")
 )

@@ -45,6 +45,8 @@ class T(enum.IntEnum):
     FILE = 0x23
     DONE = 0x24
     SHUTDOWN = 0x30
+    CONNECT = 0x40
+    CONNECTED = 0x41
     ERROR = 0x7F
 
 
