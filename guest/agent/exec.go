@@ -34,6 +34,8 @@ type opError struct{ kind, msg string }
 
 func opErr(kind, msg string) *opError { return &opError{kind, msg} }
 
+func (e *opError) Error() string { return e.msg }
+
 // execSpec is a validated request, ready to fork.
 type execSpec struct {
 	req  execRequest

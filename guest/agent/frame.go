@@ -42,6 +42,7 @@ const (
 	tGet        byte = 0x22
 	tFile       byte = 0x23
 	tDone       byte = 0x24
+	tTarGet     byte = 0x25
 	tShutdown   byte = 0x30
 	tConnect    byte = 0x40
 	tConnected  byte = 0x41
@@ -52,7 +53,7 @@ var typeNames = map[byte]string{
 	tHello: "HELLO", tHelloReply: "HELLO_REPLY", tPing: "PING", tPong: "PONG",
 	tExec: "EXEC", tStarted: "STARTED", tStdin: "STDIN", tStdout: "STDOUT",
 	tStderr: "STDERR", tExit: "EXIT", tSignal: "SIGNAL", tResize: "RESIZE", tCancel: "CANCEL",
-	tPut: "PUT", tData: "DATA", tGet: "GET", tFile: "FILE", tDone: "DONE",
+	tPut: "PUT", tData: "DATA", tGet: "GET", tFile: "FILE", tDone: "DONE", tTarGet: "TAR_GET",
 	tShutdown: "SHUTDOWN", tConnect: "CONNECT", tConnected: "CONNECTED", tError: "ERROR",
 }
 

@@ -44,6 +44,7 @@ class T(enum.IntEnum):
     GET = 0x22
     FILE = 0x23
     DONE = 0x24
+    TAR_GET = 0x25
     SHUTDOWN = 0x30
     CONNECT = 0x40
     CONNECTED = 0x41
