@@ -43,6 +43,7 @@ const (
 	tFile       byte = 0x23
 	tDone       byte = 0x24
 	tTarGet     byte = 0x25
+	tTarPut     byte = 0x26
 	tShutdown   byte = 0x30
 	tConnect    byte = 0x40
 	tConnected  byte = 0x41
@@ -53,8 +54,9 @@ var typeNames = map[byte]string{
 	tHello: "HELLO", tHelloReply: "HELLO_REPLY", tPing: "PING", tPong: "PONG",
 	tExec: "EXEC", tStarted: "STARTED", tStdin: "STDIN", tStdout: "STDOUT",
 	tStderr: "STDERR", tExit: "EXIT", tSignal: "SIGNAL", tResize: "RESIZE", tCancel: "CANCEL",
-	tPut: "PUT", tData: "DATA", tGet: "GET", tFile: "FILE", tDone: "DONE", tTarGet: "TAR_GET",
-	tShutdown: "SHUTDOWN", tConnect: "CONNECT", tConnected: "CONNECTED", tError: "ERROR",
+	tPut: "PUT", tData: "DATA", tGet: "GET", tFile: "FILE", tDone: "DONE",
+	tTarGet: "TAR_GET", tTarPut: "TAR_PUT", tShutdown: "SHUTDOWN", tConnect: "CONNECT",
+	tConnected: "CONNECTED", tError: "ERROR",
 }
 
 // rawTypes carry raw bytes; every other type carries one JSON object.
@@ -218,6 +220,6 @@ type errorMsg struct {
 
 var (
 	agentName    = "microbox-agent 1"
-	capabilities = []string{"exec", "tty", "signal", "files", "ping", "shutdown", "identity", "cancel", "connect"}
+	capabilities = []string{"exec", "tty", "signal", "files", "ping", "shutdown", "identity", "cancel", "connect", "tar"}
 	doneJSON     = []byte("{}")
 )

@@ -311,7 +311,7 @@ func (s *Session) dispatch(f Frame) *protoError {
 			return errProtocol("PING payload of %d bytes exceeds %d", len(f.Payload), maxPing)
 		}
 		s.send(tPong, f.Stream, f.Payload)
-	case tExec, tPut, tGet, tShutdown, tConnect, tTarGet:
+	case tExec, tPut, tGet, tShutdown, tConnect, tTarGet, tTarPut:
 		if f.Stream == 0 {
 			return errProtocol("%s on stream 0", typeName(f.Type))
 		}
@@ -331,6 +331,8 @@ func (s *Session) dispatch(f Frame) *protoError {
 			s.handleConnect(f.Stream, f.Payload)
 		case tTarGet:
 			s.handleTarGet(f.Stream, f.Payload)
+		case tTarPut:
+			s.handleTarPut(f.Stream, f.Payload)
 		}
 	case tCancel:
 		s.cancel(f.Stream)

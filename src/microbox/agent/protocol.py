@@ -45,6 +45,7 @@ class T(enum.IntEnum):
     FILE = 0x23
     DONE = 0x24
     TAR_GET = 0x25
+    TAR_PUT = 0x26
     SHUTDOWN = 0x30
     CONNECT = 0x40
     CONNECTED = 0x41
