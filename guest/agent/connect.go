@@ -63,7 +63,7 @@ func (op *connOp) dial(addr string) {
 	c, err := net.DialTimeout("tcp", addr, dialTimeout)
 	if err != nil {
 		op.in.abort()
-		op.fail("refused", addr+": "+dialFailure(err))
+		op.fail("refused", dialFailure(err))
 		return
 	}
 	op.mu.Lock()
