@@ -18,9 +18,10 @@ import pytest
 from click.testing import CliRunner
 
 from microbox.agent import ops
+from microbox.agent import transfer as transport
 from microbox.cli.main import cli
 from microbox.cp import extract as ex
-from microbox.cp import transfer, transport
+from microbox.cp import transfer
 from microbox.cp.chunks import ChunkReader
 from microbox.cp.report import CopyReport
 from microbox.cp.tarwrite import tree_tar
