@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import functools
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
@@ -25,6 +25,7 @@ from typing import IO, Any, TypeVar
 
 from microbox.agent.ops import ExitStatus
 from microbox.core.doctor import Check
+from microbox.cp.report import CopyReport
 from microbox.sdk import (
     VMM,
     Box,
@@ -211,6 +212,22 @@ class AsyncBox:
     async def get(self, remote: str, local: str | Path | IO[bytes],
                   max_bytes: int | None = None) -> int:
         return await self._pool.call(self._box.get, remote, local, max_bytes)
+
+    async def copy_in(self, src: str | Path, dest: str) -> CopyReport:
+        """Box.copy_in on the pool (a cancelled copy still runs to its end)."""
+        return await self._pool.call(self._box.copy_in, src, dest)
+
+    async def copy_out(self, src: str, dest: str | Path) -> CopyReport:
+        """Box.copy_out on the pool (a cancelled copy still runs to its end)."""
+        return await self._pool.call(self._box.copy_out, src, dest)
+
+    async def copy_in_tar(self, tar: IO[bytes] | Iterable[bytes], dest: str) -> CopyReport:
+        """Box.copy_in_tar on the pool: `tar` is read on a worker thread."""
+        return await self._pool.call(self._box.copy_in_tar, tar, dest)
+
+    async def copy_out_tar(self, src: str, out: IO[bytes]) -> CopyReport:
+        """Box.copy_out_tar on the pool: `out` is written on a worker thread."""
+        return await self._pool.call(self._box.copy_out_tar, src, out)
 
     async def ping(self) -> None:
         await self._pool.call(self._box.ping)

@@ -8,7 +8,7 @@ import contextlib
 import io
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
@@ -16,6 +16,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from microbox import locks
 from microbox.agent import ops
+from microbox.agent import transfer as agent_transfer
 from microbox.agent.channel import Channel
 from microbox.agent.ops import ExecRequest
 from microbox.connection import Connection
@@ -29,6 +30,9 @@ from microbox.core import (
 from microbox.core.boxdir import BoxDir
 from microbox.core.lifecycle import LIVE, box_dir
 from microbox.core.snapshots import Snapshot
+from microbox.cp import transfer
+from microbox.cp.chunks import as_chunks
+from microbox.cp.report import CopyReport
 from microbox.errors import AgentError, ExecFailed, GuestNotFound, InvalidSpec, StateError
 from microbox.execution import Execution, Result
 from microbox.images import config as image_config
@@ -295,7 +299,7 @@ class Box:
     def connect(self, port: int, *, host: str = "127.0.0.1") -> Connection:
         """A TCP connection to `port` inside the box (to `host` as the box sees
         it), carried over the agent channel: no network device is needed."""
-        return Connection(ops.connect(self._session(), port, host))
+        return Connection(agent_transfer.connect(self._session(), port, host))
 
     def _passwd(self) -> bytes:
         buf = io.BytesIO()
@@ -341,6 +345,53 @@ class Box:
                 tmp.unlink(missing_ok=True)
             return mode
         return ops.get_file(self._session(), remote, local, max_bytes)
+
+    # -- copying trees (microbox cp) -------------------------------------------
+    #
+    # Each copy works on a running box. A created or stopped box is started for
+    # the copy and stopped again when it ends, whatever happened (the report says
+    # `started`); a created box is then `stopped`. Any other state is refused as
+    # for exec (a crashed box names `microbox delete`). docs/boxes.md, "Copying files".
+
+    def copy_in(self, src: str | Path, dest: str) -> CopyReport:
+        """Copy the host file, symlink or tree `src` to `dest` in the box with
+        `docker cp`'s rules: into `dest` if it is a directory, else as that name;
+        `src` ending in `/.` copies a directory's contents. Modes and mtimes are
+        kept; symlinks are copied as symlinks, never followed; entries are owned
+        by root in the box. Memory stays bounded whatever the size."""
+        return self._copy(transfer.copy_in, str(src), dest)
+
+    def copy_out(self, src: str, dest: str | Path) -> CopyReport:
+        """Copy `src` in the box (file, symlink or tree) to the host path `dest`
+        with `docker cp`'s rules. What the box sends is untrusted: nothing is made,
+        replaced or followed outside `dest`, setuid/setgid bits are dropped, and an
+        unsafe entry stops the copy (Refused) leaving what was already copied
+        (microbox.cp.extract)."""
+        return self._copy(transfer.copy_out, src, str(dest))
+
+    def copy_in_tar(self, tar: IO[bytes] | Iterable[bytes], dest: str) -> CopyReport:
+        """Extract a tar stream (a binary file or byte chunks) into the existing
+        directory `dest` in the box, as `docker cp - BOX:DEST` does."""
+        return self._copy(transfer.copy_in_tar, as_chunks(tar), dest)
+
+    def copy_out_tar(self, src: str, out: IO[bytes]) -> CopyReport:
+        """Write the box's tar of `src` (top entry: its base name) to the binary
+        file `out`, as `docker cp BOX:SRC -` does. The tar is passed on as the box
+        made it: extract it as untrusted input (or use copy_out)."""
+        return self._copy(transfer.copy_out_tar, src, out)
+
+    def _copy(self, fn: Callable[..., CopyReport], *args: Any) -> CopyReport:
+        record = self.reload().record
+        if record.status not in ("created", "stopped"):
+            reconcile.require(record, "running")
+            return fn(self._session(), self.name, *args)
+        self.start()
+        try:
+            report = fn(self._session(), self.name, *args)
+        finally:
+            self.stop()
+        report.started = True
+        return report
 
     def ping(self) -> None:
         ops.ping(self._session())

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import tempfile
 import threading
 from collections.abc import AsyncIterator
-from typing import IO, Annotated, Any
+from typing import IO, Annotated, Any, cast
 
 import anyio.from_thread
 import anyio.to_thread
@@ -13,7 +14,8 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from microbox.api.boxes import RT
-from microbox.api.models import Envelope, Logs, Uploaded
+from microbox.api.guard import TooLarge
+from microbox.api.models import Copied, Envelope, Logs, Uploaded
 from microbox.api.streams import pull
 from microbox.envelope import envelope
 
@@ -92,6 +94,56 @@ async def _spooled(spool: IO[bytes]) -> AsyncIterator[bytes]:
             yield chunk
     finally:
         spool.close()
+
+
+@router.put("/boxes/{ref}/archive", name="cp", response_model=Envelope[Copied],
+            summary="Extract the tar in the request body (streamed) into the directory `path` "
+                    "in the box, as `microbox cp - BOX:PATH`.",
+            openapi_extra={"requestBody": {"required": True, "content": {
+                "application/x-tar": {"schema": {"type": "string", "format": "binary"}}}}})
+async def upload_tar(ref: str, path: GuestPath, request: Request, rt: RT) -> dict[str, Any]:
+    box = await anyio.to_thread.run_sync(rt.shared, ref)
+    reader = _BodyReader(request.stream())
+    report = await anyio.to_thread.run_sync(box.copy_in_tar, reader, path)  # type: ignore[arg-type]
+    return envelope("cp", 0, report.to_json())
+
+
+class _Capped(io.RawIOBase):
+    """A spool that refuses more than `limit` bytes."""
+
+    def __init__(self, spool: IO[bytes], limit: int, path: str) -> None:
+        super().__init__()
+        self.spool, self.limit, self.path, self.size = spool, limit, path, 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self.size += len(data)
+        if self.size > self.limit:
+            raise TooLarge(f"the tar of {self.path} is over the {self.limit}-byte download "
+                           "limit; copy a smaller part of the tree")
+        return self.spool.write(data)
+
+
+@router.get("/boxes/{ref}/archive", name="cp", response_class=StreamingResponse,
+            summary="A tar of `path` in the box (its top entry named after it), as "
+                    "`microbox cp BOX:PATH -`; the box made it, so extract it as untrusted.",
+            responses={200: {"content": {"application/x-tar": {}},
+                             "description": "The tar stream."}})
+async def download_tar(ref: str, path: GuestPath, request: Request, rt: RT) -> Response:
+    box = await anyio.to_thread.run_sync(rt.shared, ref)
+    spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY)  # noqa: SIM115
+    try:
+        capped = _Capped(spool, request.app.state.upload_limit, path)
+        await anyio.to_thread.run_sync(box.copy_out_tar, path, cast(IO[bytes], capped))
+        size = spool.tell()
+        spool.seek(0)
+    except BaseException:
+        spool.close()
+        raise
+    return StreamingResponse(_spooled(spool), media_type="application/x-tar",
+                             headers={"Content-Length": str(size)})
 
 
 @router.get("/boxes/{ref}/logs", name="logs", response_model=Envelope[Logs],

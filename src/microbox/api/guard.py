@@ -14,7 +14,7 @@ from microbox.envelope import envelope
 from microbox.errors import MicroboxError, UsageError
 
 JSON_LIMIT = 1 << 20  # request bodies other than uploads
-UPLOAD_LIMIT = 1 << 30  # PUT /boxes/{ref}/files, streamed to the guest
+UPLOAD_LIMIT = 1 << 30  # PUT /boxes/{ref}/files and /archive, streamed to the guest
 
 
 class Unauthorized(MicroboxError):
@@ -45,7 +45,8 @@ def check_token(conn: HTTPConnection, token: str | None) -> None:
 
 
 def is_upload(scope: Scope) -> bool:
-    return bool(scope.get("method") == "PUT" and str(scope.get("path", "")).endswith("/files"))
+    return bool(scope.get("method") == "PUT"
+                and str(scope.get("path", "")).endswith(("/files", "/archive")))
 
 
 class BodyLimit:

@@ -163,3 +163,15 @@ class ImageInfo(BaseModel):
 class Health(BaseModel):
     status: str
     version: str
+
+
+class Copied(BaseModel):
+    """What a copy did (microbox.cp.report.CopyReport)."""
+
+    files: int
+    dirs: int
+    symlinks: int
+    bytes: int
+    hardlinks: int
+    skipped: int
+    started: bool

@@ -5,7 +5,18 @@ from __future__ import annotations
 import click
 
 from microbox import __version__
-from microbox.cli import boxes, build, images, inside, maint, packs, query, run, snapshots
+from microbox.cli import (
+    boxes,
+    build,
+    cp,
+    images,
+    inside,
+    maint,
+    packs,
+    query,
+    run,
+    snapshots,
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -17,8 +28,8 @@ def cli() -> None:
 cli.add_command(run.run)
 for command in (boxes.create, boxes.start, boxes.stop, boxes.restart, boxes.pause,
                 boxes.resume, boxes.delete, boxes.set_, query.list_, query.inspect, query.logs,
-                query.exec_, inside.shell, inside.port, inside.connect, inside.ssh_config,
-                maint.cleanup, maint.kill, maint.gc, maint.doctor):
+                query.exec_, cp.cp, inside.shell, inside.port, inside.connect,
+                inside.ssh_config, maint.cleanup, maint.kill, maint.gc, maint.doctor):
     cli.add_command(command)
 cli.add_command(query.list_, name="ls")
 # Docker's verbs, the same commands under the names Docker users type first.
