@@ -149,7 +149,9 @@ def forward_figures(rt: microbox.Runtime, mb: int) -> list[str]:
                  detach=True)
         box.exec(["nc", "-ll", "-p", "7002", "-e", "dd", "if=/dev/zero", f"bs={BLOCK}",
                   f"count={mb * 16}"], detach=True)
-        box.run(["sh", "-c", "while ! nc -z 127.0.0.1 7002 2>/dev/null; do usleep 10000; done"])
+        for port in (7000, 7001, 7002):  # until each server listens
+            box.run(["sh", "-c", f"until grep -qiE ':{port:04X} [0-9A-F]+:0000 0A' /proc/net/tcp "
+                     "/proc/net/tcp6 2>/dev/null; do usleep 10000; done"])
         setups = []
         for _ in range(50):
             t = time.monotonic()

@@ -24,8 +24,10 @@ from types import TracebackType
 from typing import IO, Any, TypeVar
 
 from microbox.agent.ops import ExitStatus
+from microbox.connection import Connection
 from microbox.core.doctor import Check
 from microbox.cp.report import CopyReport
+from microbox.portmap import PortMap
 from microbox.sdk import (
     VMM,
     Box,
@@ -129,6 +131,26 @@ class AsyncExecution:
             raise
 
 
+class AsyncConnection:
+    """Connection (a guest TCP port over the agent channel), for asyncio."""
+
+    def __init__(self, conn: Connection, pool: _Pool) -> None:
+        self._conn = conn
+        self._pool = pool
+
+    async def send(self, data: bytes) -> None:
+        await self._pool.call(self._conn.send, data)
+
+    async def close_write(self) -> None:
+        await self._pool.call(self._conn.close_write)
+
+    def receive(self) -> AsyncIterator[bytes]:
+        return self._pool.iterate(self._conn.receive(), self._conn.close)
+
+    async def close(self) -> None:
+        await self._pool.call(self._conn.close)
+
+
 def _delete_all(boxes: builtins.list[Box]) -> None:
     for b in boxes:
         b.delete(force=True)
@@ -198,6 +220,21 @@ class AsyncBox:
     async def exec(self, argv: Sequence[str], **kw: Any) -> AsyncExecution:
         ex = await self._pool.call(self._box.exec, argv, on_orphan=Execution.kill, **kw)
         return AsyncExecution(ex, self._pool)
+
+    async def shell(self, **kw: Any) -> AsyncExecution:
+        """A login shell (Box.shell)."""
+        ex = await self._pool.call(self._box.shell, on_orphan=Execution.kill, **kw)
+        return AsyncExecution(ex, self._pool)
+
+    @property
+    def ports(self) -> tuple[PortMap, ...]:
+        return self._box.ports
+
+    async def connect(self, port: int, *, host: str = "127.0.0.1") -> AsyncConnection:
+        """A TCP connection to `port` inside the box (Box.connect)."""
+        conn = await self._pool.call(self._box.connect, port, host=host,
+                                     on_orphan=Connection.close)
+        return AsyncConnection(conn, self._pool)
 
     async def run(self, argv: Sequence[str], *, input: bytes | None = None,
                   limit: int | None = None, **kw: Any) -> Result:

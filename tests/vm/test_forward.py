@@ -4,6 +4,7 @@ anything is made, `port` speaks Docker's format, `connect` pipes stdio."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,12 @@ import microbox
 from tests.vm.helpers import mb
 
 ECHO = ["nc", "-ll", "-p", "7000", "-e", "cat"]  # a persistent echo server
+
+
+def _listening(port: int) -> list[str]:
+    """A guest command that returns once something listens on TCP `port`."""
+    return ["sh", "-c", f"until grep -qiE ':{port:04X} [0-9A-F]+:0000 0A' /proc/net/tcp "
+            f"/proc/net/tcp6 2>/dev/null; do usleep 10000; done"]
 
 
 def _free_port() -> int:
@@ -38,6 +45,7 @@ def web(home: Path) -> Iterator[int]:
     r = mb("run", "-d", "--name", "web", "-p", f"{port}:7000", "busybox", "--", *ECHO)
     assert r.returncode == 0, r.stderr
     try:
+        assert mb("exec", "web", "--", *_listening(7000)).returncode == 0
         yield port
     finally:
         mb("rm", "-f", "web")
@@ -93,6 +101,7 @@ def test_connect_pipes_stdio_to_a_guest_port(home: Path) -> None:
         box = rt.run("busybox", name="conn", memory_mib=128)
         try:
             box.exec(ECHO, detach=True)
+            box.run(_listening(7000), timeout=30)
             r = mb("connect", "conn", "7000", input=b"hello through the agent\n")
             assert (r.returncode, r.stdout) == (0, b"hello through the agent\n"), r.stderr
             r = mb("connect", "conn", "7001", input=b"")
@@ -113,3 +122,24 @@ def test_shell_runs_the_login_shell(home: Path) -> None:
             assert r.returncode == 3
         finally:
             box.delete(force=True)
+
+
+def test_asyncio_connect_and_shell(home: Path) -> None:
+    async def main() -> None:
+        async with microbox.AsyncRuntime() as rt:
+            box = await rt.run("busybox", name="aconn", memory_mib=128)
+            try:
+                await box.exec(ECHO, detach=True)
+                await box.run(_listening(7000), timeout=30)
+                conn = await box.connect(7000)
+                await conn.send(b"ping over asyncio\n")
+                await conn.close_write()
+                got = b"".join([chunk async for chunk in conn.receive()])
+                assert got == b"ping over asyncio\n"
+                sh = await box.shell(tty=False)
+                r = await sh.collect(b"echo from-the-shell; exit 4\n")
+                assert (r.exit_code, r.stdout) == (4, b"from-the-shell\n")
+            finally:
+                await box.delete(force=True)
+
+    asyncio.run(main())
