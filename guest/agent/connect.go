@@ -54,8 +54,9 @@ func (s *Session) handleConnect(stream uint32, payload []byte) {
 		s.sendError(stream, "invalid", "host must be an IP address, not %q", host)
 		return
 	}
-	op := &connOp{streamOut: newStreamOut(s, stream), in: newByteQueue()}
-	s.register(stream, op)
+	op := &connOp{streamOut: newStreamOut(s, stream)}
+	op.fl = s.register(stream, op)
+	op.in = s.newByteQueue(op.fl)
 	go op.dial(net.JoinHostPort(ip.String(), strconv.Itoa(*r.Port)))
 }
 
@@ -99,7 +100,7 @@ func dialFailure(err error) string {
 
 // read forwards what the server sends; its end of file is an empty DATA.
 func (op *connOp) read(c net.Conn) {
-	switch err := forwardChunks(c, tData, op.stream, op.frame); err {
+	switch err := forwardChunks(c, tData, op.stream, op.fl, op.frame); err {
 	case io.EOF:
 		if op.frame(encodeFrame(tData, op.stream, nil)) {
 			op.ended1()

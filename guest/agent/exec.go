@@ -236,7 +236,7 @@ func (s *Session) handleExec(stream uint32, payload []byte) {
 		s.sendJSON(tExit, stream, detachedExitMsg{Detached: true, Pid: p.pid})
 		return
 	}
-	s.register(stream, p)
+	p.fl = s.register(stream, p)
 	s.sendJSON(tStarted, stream, startedMsg{Pid: p.pid})
 	p.serve(sp.req.TimeoutMs)
 }
@@ -246,6 +246,7 @@ type proc struct {
 	s      *Session
 	stream uint32
 	pid    int
+	fl     *flow      // flow control, nil without
 	tty    *os.File   // PTY master, nil without tty
 	stdin  *byteQueue // nil when stdin is /dev/null
 	stdinW *os.File   // pipe to stdin (non-tty)
@@ -376,14 +377,14 @@ func (p *proc) serve(timeoutMs int64) {
 	if p.tty != nil {
 		p.wg.Add(1)
 		go p.pump(p.tty, tStdout)
-		p.stdin = newByteQueue()
+		p.stdin = p.s.newByteQueue(p.fl)
 		go p.stdin.run(p.tty, nil)
 	} else {
 		p.wg.Add(2)
 		go p.pump(p.outs[0], tStdout)
 		go p.pump(p.outs[1], tStderr)
 		if p.stdinW != nil {
-			p.stdin = newByteQueue()
+			p.stdin = p.s.newByteQueue(p.fl)
 			go func() {
 				defer p.stdinW.Close() // the end of input, or the writer died
 				p.stdin.run(p.stdinW, func() error { return nil })
@@ -397,14 +398,18 @@ func (p *proc) serve(timeoutMs int64) {
 }
 
 // pump forwards one output descriptor until EOF (EIO for a PTY master). It
-// keeps reading after the session died so the process never blocks on output.
+// keeps reading after the session died, or the stream was cancelled, so the
+// process never blocks on output.
 func (p *proc) pump(f *os.File, t byte) {
 	defer p.wg.Done()
 	defer f.Close()
-	forwardChunks(f, t, p.stream, func(frame []byte) bool {
+	err := forwardChunks(f, t, p.stream, p.fl, func(frame []byte) bool {
 		p.s.sendFrame(frame) // a dead session drops it; keep draining
 		return true
 	})
+	if err == errSendRefused {
+		io.Copy(io.Discard, f) // the stream ended: drop the rest
+	}
 }
 
 // errSendRefused: forwardChunks stopped because send refused a frame.
@@ -412,18 +417,37 @@ var errSendRefused = errors.New("frame not sent")
 
 // forwardChunks reads f into frames of type t on stream, each built in a
 // pooled buffer, until a read fails (io.EOF at the end of a file) or send
-// refuses a frame (errSendRefused).
-func forwardChunks(f io.Reader, t byte, stream uint32, send func([]byte) bool) error {
+// refuses a frame (errSendRefused). With flow control each read is sized
+// by the credit there is (one byte without any, so that the end of the
+// input, such as a process exiting, is seen without credit) and what it
+// read is sent as credit allows, waiting for it; no credit is held while a
+// read waits, since a stream's stdout and stderr share theirs. Once the
+// stream ended (fl closed) it stops with errSendRefused.
+func forwardChunks(f io.Reader, t byte, stream uint32, fl *flow, send func([]byte) bool) error {
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
 	buf := *bp
 	for {
-		n, err := f.Read(buf[headerSize:])
-		if n > 0 {
-			putHeader(buf, t, stream, n)
-			if !send(buf[:headerSize+n]) {
+		room, ok := fl.peek(chunkSize)
+		if !ok {
+			return errSendRefused
+		}
+		n, err := f.Read(buf[headerSize : headerSize+room])
+		for off := 0; off < n; {
+			k, ok := fl.take(n - off)
+			if !ok {
 				return errSendRefused
 			}
+			frame := buf[:headerSize+n]
+			if off > 0 || k < n {
+				frame = encodeFrame(t, stream, buf[headerSize+off:headerSize+off+k])
+			} else {
+				putHeader(buf, t, stream, n)
+			}
+			if !send(frame) {
+				return errSendRefused
+			}
+			off += k
 		}
 		if err != nil {
 			return err
@@ -482,8 +506,10 @@ func (p *proc) killGroup(sig syscall.Signal) {
 	}
 }
 
-// abort runs when the session ends: kill the process group.
+// abort runs when the session ends, or on CANCEL: kill the process group.
+// Its output is drained and dropped; EXIT still ends the stream.
 func (p *proc) abort() {
+	p.fl.close()
 	p.mu.Lock()
 	done := p.done
 	p.mu.Unlock()

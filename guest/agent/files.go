@@ -42,6 +42,7 @@ type putRequest struct {
 // target, renamed into place on the empty DATA.
 type putOp struct {
 	s      *Session
+	fl     *flow
 	stream uint32
 	f      *os.File
 	path   string
@@ -79,7 +80,8 @@ func (s *Session) handlePut(stream uint32, payload []byte) {
 		s.sendError(stream, fileErrKind(err), "%v", err)
 		return
 	}
-	s.register(stream, &putOp{s: s, stream: stream, f: f, path: path, mode: mode})
+	op := &putOp{s: s, stream: stream, f: f, path: path, mode: mode}
+	op.fl = s.register(stream, op)
 }
 
 func (op *putOp) handle(fr Frame) {
@@ -89,7 +91,9 @@ func (op *putOp) handle(fr Frame) {
 	if len(fr.Payload) > 0 {
 		if _, err := op.f.Write(fr.Payload); err != nil {
 			op.fail(err)
+			return
 		}
+		op.fl.consumed(len(fr.Payload))
 		return
 	}
 	if err := op.f.Chmod(op.mode); err != nil {
@@ -156,7 +160,7 @@ func (s *Session) handleGet(stream uint32, payload []byte) {
 		return
 	}
 	out := newStreamOut(s, stream)
-	s.register(stream, getOp{out})
+	out.fl = s.register(stream, getOp{out})
 	go out.streamFile(f, st)
 }
 
@@ -176,7 +180,7 @@ func (o *streamOut) streamFile(f *os.File, st os.FileInfo) {
 		o.s.forget(o.stream)
 		return
 	}
-	switch err := forwardChunks(f, tData, o.stream, o.frame); err {
+	switch err := forwardChunks(f, tData, o.stream, o.fl, o.frame); err {
 	case io.EOF:
 		o.finish(tData, nil)
 	case errSendRefused:

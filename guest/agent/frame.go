@@ -28,6 +28,7 @@ const (
 	tHelloReply byte = 0x02
 	tPing       byte = 0x03
 	tPong       byte = 0x04
+	tWindow     byte = 0x05
 	tExec       byte = 0x10
 	tStarted    byte = 0x11
 	tStdin      byte = 0x12
@@ -51,7 +52,7 @@ const (
 )
 
 var typeNames = map[byte]string{
-	tHello: "HELLO", tHelloReply: "HELLO_REPLY", tPing: "PING", tPong: "PONG",
+	tHello: "HELLO", tHelloReply: "HELLO_REPLY", tPing: "PING", tPong: "PONG", tWindow: "WINDOW",
 	tExec: "EXEC", tStarted: "STARTED", tStdin: "STDIN", tStdout: "STDOUT",
 	tStderr: "STDERR", tExit: "EXIT", tSignal: "SIGNAL", tResize: "RESIZE", tCancel: "CANCEL",
 	tPut: "PUT", tData: "DATA", tGet: "GET", tFile: "FILE", tDone: "DONE",
@@ -60,7 +61,9 @@ var typeNames = map[byte]string{
 }
 
 // rawTypes carry raw bytes; every other type carries one JSON object.
-var rawTypes = map[byte]bool{tPing: true, tPong: true, tStdin: true, tStdout: true, tStderr: true, tData: true}
+var rawTypes = map[byte]bool{
+	tPing: true, tPong: true, tWindow: true, tStdin: true, tStdout: true, tStderr: true, tData: true,
+}
 
 func typeName(t byte) string {
 	if n, ok := typeNames[t]; ok {
@@ -220,6 +223,6 @@ type errorMsg struct {
 
 var (
 	agentName    = "microbox-agent 1"
-	capabilities = []string{"exec", "tty", "signal", "files", "ping", "shutdown", "identity", "cancel", "connect", "tar"}
+	capabilities = []string{"exec", "tty", "signal", "files", "ping", "shutdown", "identity", "cancel", "connect", "tar", "window"}
 	doneJSON     = []byte("{}")
 )

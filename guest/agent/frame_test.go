@@ -111,6 +111,7 @@ func TestGoldenFrames(t *testing.T) {
 		"file":        marshalJSON(fileMsg{Mode: 420, Size: 13}),
 		"done":        doneJSON,
 		"connected":   doneJSON,
+		"window":      windowPayload(65536),
 		"error":       marshalJSON(errorMsg{Kind: nosuch.kind, Message: nosuch.msg}),
 		"pong":        byName["ping"],
 	}
@@ -130,7 +131,7 @@ func TestDecoderRejects(t *testing.T) {
 		"short length":   {0, 0, 0, 4, tPing, 0, 0, 0, 0},
 		"zero length":    {0, 0, 0, 0, tPing, 0, 0, 0, 0},
 		"oversize":       {0, 0x10, 0, 6, tData, 0, 0, 0, 1},
-		"unknown type":   {0, 0, 0, 5, 0x05, 0, 0, 0, 0},
+		"unknown type":   {0, 0, 0, 5, 0x06, 0, 0, 0, 0},
 		"unknown 0x7e":   {0, 0, 0, 5, 0x7e, 0, 0, 0, 0},
 		"second is evil": append(encodeFrame(tPing, 0, []byte("x")), 0xff, 0xff, 0xff, 0xff, tData, 0, 0, 0, 0),
 	}

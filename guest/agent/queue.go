@@ -20,6 +20,9 @@ const queueLimit = 4 << 20 // queued bytes per stream
 var errQueueAborted = errors.New("queue aborted")
 
 type byteQueue struct {
+	limit    int
+	consumed func(n int) // n bytes left the queue (written or dropped); may be nil
+
 	mu     sync.Mutex
 	cond   sync.Cond
 	items  [][]byte // an empty item means end of input
@@ -27,10 +30,25 @@ type byteQueue struct {
 	closed bool
 }
 
-func newByteQueue() *byteQueue {
-	q := &byteQueue{}
+// newByteQueue makes the queue of a stream. With flow control the host
+// never queues more than the window, which may be larger than queueLimit,
+// and the bytes that leave the queue are granted back to it.
+func (s *Session) newByteQueue(f *flow) *byteQueue {
+	q := &byteQueue{limit: queueLimit}
+	if s.window > queueLimit {
+		q.limit = int(s.window)
+	}
+	if f != nil {
+		q.consumed = f.consumed
+	}
 	q.cond.L = &q.mu
 	return q
+}
+
+func (q *byteQueue) took(n int) {
+	if q.consumed != nil {
+		q.consumed(n)
+	}
 }
 
 // push queues b (empty: end of input). It blocks while the queue is full and
@@ -39,19 +57,24 @@ func newByteQueue() *byteQueue {
 // gone reported true.
 func (q *byteQueue) push(b []byte, gone func() bool) bool {
 	q.mu.Lock()
-	defer q.mu.Unlock()
-	for !q.closed && q.size > 0 && q.size+len(b) > queueLimit {
+	for !q.closed && q.size > 0 && q.size+len(b) > q.limit {
 		if gone() {
+			q.mu.Unlock()
 			return false
 		}
 		t := time.AfterFunc(100*time.Millisecond, q.cond.Broadcast)
 		q.cond.Wait()
 		t.Stop()
 	}
-	if !q.closed {
+	closed := q.closed
+	if !closed {
 		q.items = append(q.items, b)
 		q.size += len(b)
 		q.cond.Broadcast()
+	}
+	q.mu.Unlock()
+	if closed {
+		q.took(len(b)) // nothing reads them any more: dropped
 	}
 	return true
 }
@@ -59,11 +82,16 @@ func (q *byteQueue) push(b []byte, gone func() bool) bool {
 // abort drops everything queued and stops the writer.
 func (q *byteQueue) abort() {
 	q.mu.Lock()
+	dropped := 0
+	for _, b := range q.items {
+		dropped += len(b)
+	}
 	q.closed = true
 	q.items = nil
 	q.size = 0
 	q.cond.Broadcast()
 	q.mu.Unlock()
+	q.took(dropped)
 }
 
 // run writes queued bytes to w until the end of input, a failed write or
@@ -102,5 +130,6 @@ func (q *byteQueue) run(w io.Writer, eof func() error) (err error) {
 		q.size -= len(b)
 		q.cond.Broadcast()
 		q.mu.Unlock()
+		q.took(len(b))
 	}
 }

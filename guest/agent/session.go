@@ -4,6 +4,7 @@ package main
 // streams, until the host disconnects (read returns EOF).
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -57,13 +58,15 @@ type streamOp interface {
 
 // Session is the state of one host connection.
 type Session struct {
-	a     *Agent
-	p     *Port
-	dead  atomic.Bool // set once the host is gone: output is dropped
-	hello bool        // touched by the reading goroutine only
+	a      *Agent
+	p      *Port
+	dead   atomic.Bool // set once the host is gone: output is dropped
+	hello  bool        // touched by the reading goroutine only
+	window int64       // flow control credit per stream and direction; 0: none
 
-	mu  sync.Mutex
-	ops map[uint32]streamOp
+	mu    sync.Mutex
+	ops   map[uint32]streamOp
+	flows map[uint32]*flow // with a window: each registered stream's credit
 
 	endOnce sync.Once
 }
@@ -169,7 +172,7 @@ func (l *sessionLoop) lose(perr *protoError) {
 }
 
 func newSession(a *Agent, p *Port) *Session {
-	return &Session{a: a, p: p, ops: make(map[uint32]streamOp)}
+	return &Session{a: a, p: p, ops: make(map[uint32]streamOp), flows: make(map[uint32]*flow)}
 }
 
 // errNewHost: a HELLO arrived in a session that already had one.
@@ -185,9 +188,12 @@ func (s *Session) end() {
 	s.endOnce.Do(func() {
 		s.dead.Store(true)
 		s.mu.Lock()
-		ops := s.ops
-		s.ops = make(map[uint32]streamOp)
+		ops, flows := s.ops, s.flows
+		s.ops, s.flows = make(map[uint32]streamOp), make(map[uint32]*flow)
 		s.mu.Unlock()
+		for _, f := range flows {
+			f.close()
+		}
 		for _, op := range ops {
 			op.abort()
 		}
@@ -219,10 +225,36 @@ func (s *Session) sendError(stream uint32, kind, format string, args ...interfac
 	s.sendJSON(tError, stream, errorMsg{Kind: kind, Message: fmt.Sprintf(format, args...)})
 }
 
-func (s *Session) register(stream uint32, op streamOp) {
+// register makes op the operation of stream, and returns the stream's flow
+// control (nil without a window).
+func (s *Session) register(stream uint32, op streamOp) *flow {
+	var f *flow
+	if s.window > 0 {
+		f = newFlow(s, stream, s.window)
+	}
 	s.mu.Lock()
 	s.ops[stream] = op
+	if f != nil {
+		s.flows[stream] = f
+	}
 	s.mu.Unlock()
+	return f
+}
+
+// flowOf returns the flow control of a registered stream, or nil.
+func (s *Session) flowOf(stream uint32) *flow {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.flows[stream]
+}
+
+// unregister drops stream from the registry (s.mu held) and returns its
+// flow, to be closed before the stream's last frame is sent.
+func (s *Session) unregister(stream uint32) *flow {
+	f := s.flows[stream]
+	delete(s.ops, stream)
+	delete(s.flows, stream)
+	return f
 }
 
 func (s *Session) lookup(stream uint32) streamOp {
@@ -234,8 +266,9 @@ func (s *Session) lookup(stream uint32) streamOp {
 // forget drops a stream without sending anything.
 func (s *Session) forget(stream uint32) {
 	s.mu.Lock()
-	delete(s.ops, stream)
+	f := s.unregister(stream)
 	s.mu.Unlock()
+	f.close()
 }
 
 // finish ends an operation: forget the stream, then send its last frame,
@@ -244,8 +277,9 @@ func (s *Session) forget(stream uint32) {
 func (s *Session) finish(stream uint32, t byte, payload []byte) {
 	s.mu.Lock()
 	_, ok := s.ops[stream]
-	delete(s.ops, stream)
+	f := s.unregister(stream)
 	s.mu.Unlock()
+	f.close()
 	if ok {
 		s.send(t, stream, payload)
 	}
@@ -255,11 +289,13 @@ func (s *Session) finish(stream uint32, t byte, payload []byte) {
 // the caller then owns the stream's last frame.
 func (s *Session) claim(stream uint32, op streamOp) bool {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.ops[stream] != op {
+		s.mu.Unlock()
 		return false
 	}
-	delete(s.ops, stream)
+	f := s.unregister(stream)
+	s.mu.Unlock()
+	f.close()
 	return true
 }
 
@@ -336,12 +372,26 @@ func (s *Session) dispatch(f Frame) *protoError {
 		}
 	case tCancel:
 		s.cancel(f.Stream)
+	case tWindow:
+		if len(f.Payload) != 4 {
+			return errProtocol("WINDOW payload of %d bytes, not 4", len(f.Payload))
+		}
+		if fl := s.flowOf(f.Stream); fl != nil {
+			fl.add(binary.BigEndian.Uint32(f.Payload))
+		}
 	case tStdin, tSignal, tResize, tData:
 		// Frames for a stream that already ended (or never existed) are
 		// dropped: the host may send them while the EXIT is in flight.
-		if op := s.lookup(f.Stream); op != nil {
-			op.handle(f)
+		op := s.lookup(f.Stream)
+		if op == nil {
+			return nil
 		}
+		if f.Type == tStdin || f.Type == tData {
+			if perr := s.flowOf(f.Stream).receive(len(f.Payload)); perr != nil {
+				return perr
+			}
+		}
+		op.handle(f)
 	default:
 		return errProtocol("%s is not sent by the host", typeName(f.Type))
 	}
@@ -355,6 +405,7 @@ type helloMsg struct {
 	Hostname  string  `json:"hostname"`
 	Entropy   []byte  `json:"entropy"`    // base64 in JSON
 	MachineID string  `json:"machine_id"` // 32 lowercase hex digits
+	Window    int64   `json:"window"`     // flow control: bytes of credit per stream and direction
 }
 
 func (s *Session) handleHello(f Frame) *protoError {
@@ -381,6 +432,9 @@ func (s *Session) handleHello(f Frame) *protoError {
 	if h.MachineID != "" && !validMachineID(h.MachineID) {
 		return errProtocol("machine_id is not 32 lowercase hex digits")
 	}
+	if h.Window < 0 || h.Window > maxWindow {
+		return errProtocol("window must be in 0..%d", maxWindow)
+	}
 	// Identity before the reply: the host runs nothing until it has it.
 	if len(h.Entropy) > 0 && s.a.AddEntropy != nil {
 		if err := s.a.AddEntropy(h.Entropy); err != nil {
@@ -403,6 +457,7 @@ func (s *Session) handleHello(f Frame) *protoError {
 		}
 	}
 	s.hello = true
+	s.window = h.Window
 	s.sendJSON(tHelloReply, 0, helloReply{
 		Version: protocolVersion, Session: *h.Session, Agent: agentName, Capabilities: capabilities,
 	})

@@ -13,6 +13,7 @@ import (
 type streamOut struct {
 	s       *Session
 	stream  uint32
+	fl      *flow      // set when the op is registered
 	mu      sync.Mutex // held across each send: settle waits for one in flight
 	stopped atomic.Bool
 }

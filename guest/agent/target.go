@@ -51,7 +51,7 @@ func (s *Session) handleTarGet(stream uint32, payload []byte) {
 		name = "."
 	}
 	out := newStreamOut(s, stream)
-	s.register(stream, tarGetOp{out})
+	out.fl = s.register(stream, tarGetOp{out})
 	go out.sendTree(path, name, &st)
 }
 
@@ -94,7 +94,8 @@ func (w dataWriter) Write(p []byte) (int, error) {
 		if k > chunkSize {
 			k = chunkSize
 		}
-		if !w.o.frame(encodeFrame(tData, w.o.stream, p[:k])) {
+		k, ok := w.o.fl.take(k)
+		if !ok || !w.o.frame(encodeFrame(tData, w.o.stream, p[:k])) {
 			return n, errSendRefused
 		}
 		p, n = p[k:], n+k

@@ -47,8 +47,9 @@ func (s *Session) handleTarPut(stream uint32, payload []byte) {
 		return
 	}
 	pr, pw := io.Pipe()
-	op := &tarPutOp{streamOut: newStreamOut(s, stream), in: newByteQueue(), pr: pr, pw: pw}
-	s.register(stream, op)
+	op := &tarPutOp{streamOut: newStreamOut(s, stream), pr: pr, pw: pw}
+	op.fl = s.register(stream, op)
+	op.in = s.newByteQueue(op.fl)
 	go func() {
 		if err := op.in.run(pw, pw.Close); err != nil {
 			pw.CloseWithError(err)

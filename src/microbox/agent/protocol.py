@@ -30,6 +30,7 @@ class T(enum.IntEnum):
     HELLO_REPLY = 0x02
     PING = 0x03
     PONG = 0x04
+    WINDOW = 0x05
     EXEC = 0x10
     STARTED = 0x11
     STDIN = 0x12
@@ -52,7 +53,7 @@ class T(enum.IntEnum):
     ERROR = 0x7F
 
 
-RAW_TYPES = frozenset({T.PING, T.PONG, T.STDIN, T.STDOUT, T.STDERR, T.DATA})
+RAW_TYPES = frozenset({T.PING, T.PONG, T.WINDOW, T.STDIN, T.STDOUT, T.STDERR, T.DATA})
 _KNOWN = frozenset(int(t) for t in T)
 
 
