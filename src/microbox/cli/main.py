@@ -5,7 +5,18 @@ from __future__ import annotations
 import click
 
 from microbox import __version__
-from microbox.cli import boxes, build, images, inside, maint, packs, query, run, snapshots
+from microbox.cli import (
+    boxes,
+    build,
+    images,
+    inside,
+    maint,
+    packs,
+    query,
+    run,
+    snapshots,
+    workspace,
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -33,6 +44,7 @@ cli.add_command(images.image)
 cli.add_command(snapshots.snapshot)
 cli.add_command(packs.pack)
 cli.add_command(snapshots.fork)
+cli.add_command(workspace.workspace)
 cli.add_command(__import__("microbox.cli.serve", fromlist=["serve"]).serve)  # FastAPI loads lazily
 cli.add_command(__import__("microbox.cli.mcp", fromlist=["mcp"]).mcp)  # the SDK loads lazily
 
