@@ -134,7 +134,11 @@ def write_tar(top: Path, files: list[WorkspaceFile], write: Callable[[bytes], ob
                 if not info.isreg():
                     raise HostError(f"{full} stopped being a regular file while it was "
                                     "being pushed; push again")
-                tar.addfile(info, fh)
+                try:
+                    tar.addfile(info, fh)
+                except OSError as err:  # tarfile's "unexpected end of data": it shrank
+                    raise HostError(f"{full} changed while it was being pushed ({err}); "
+                                    "push again") from None
                 total += info.size
     return total
 
