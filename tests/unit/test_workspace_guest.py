@@ -15,7 +15,7 @@ from typing import IO, TYPE_CHECKING, Any, cast
 import pytest
 
 from microbox.agent.ops import ExitStatus
-from microbox.errors import ExecFailed, ImageLacks, StateError
+from microbox.errors import ExecFailed, ImageLacks, StateError, WorkspaceError
 from microbox.execution import Result
 from microbox.workspace import BASE_REF, export, push
 from tests.unit.test_workspace import git
@@ -35,6 +35,9 @@ class LocalExecution:
     def close_stdin(self) -> None:
         assert self._p.stdin is not None
         self._p.stdin.close()
+
+    def kill(self) -> None:
+        self._p.kill()
 
     def collect(self, input: bytes | None = None, limit: int | None = None) -> Result:
         err: list[bytes] = []
@@ -212,6 +215,19 @@ def test_untracked_and_ignored_in_the_base(host: Path, tmp_path: Path) -> None:
     assert "scratch.txt" in guest_git(dest, "ls-tree", "-r", "--name-only", BASE_REF)
     (dest / "forced.o").write_text("edited in the guest\n")
     assert b"+edited in the guest" in export(box, str(dest))
+
+
+def test_a_tar_failure_names_the_file(host: Path, tmp_path: Path) -> None:
+    dest = tmp_path / "guest"
+    box = local()
+    push(box, host, str(dest))
+    (dest / "text.txt").unlink()
+    (dest / "text.txt").mkdir()  # the box made a directory where a pushed file was
+    (dest / "text.txt" / "inner").write_text("mine\n")
+    with pytest.raises(WorkspaceError) as err:
+        push(box, host, str(dest))
+    assert str(err.value).startswith("tar failed in box 'local': tar: text.txt: ")
+    assert guest_git(dest, "rev-parse", BASE_REF) == guest_git(dest, "rev-parse", "HEAD")
 
 
 def test_export_before_push_names_the_push(tmp_path: Path) -> None:

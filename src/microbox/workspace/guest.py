@@ -87,9 +87,12 @@ def _lacks(box: Box, program: str) -> ImageLacks:
                       f"{needs}, such as debian")
 
 
-def _failed(box: Box, what: str, r: Result) -> WorkspaceError:
+def _failed(box: Box, what: str, r: Result, first: bool = False) -> WorkspaceError:
+    """The command's last line on stderr (git's "fatal: ...") or, with `first`,
+    its first (tar names the file before its closing summary)."""
     lines = [ln for ln in r.stderr.decode(errors="replace").splitlines() if ln.strip()]
-    why = untrusted_text(lines[-1].strip(), 300) if lines else f"exit status {r.exit_code}"
+    why = (untrusted_text(lines[0 if first else -1].strip(), 300) if lines
+           else f"exit status {r.exit_code}")
     return WorkspaceError(f"{what} failed in box '{box.name}': {why}")
 
 
@@ -188,12 +191,15 @@ def _extract(box: Box, dest: str, top: Path, files: list[WorkspaceFile]) -> int:
     feeder.start()
     try:
         result = ex.collect()
+    except BaseException:
+        ex.kill()  # the feeder's next write then fails instead of waiting on a reader
+        raise
     finally:
         feeder.join()
     if failed and not isinstance(failed[0], AgentError):
         raise failed[0]  # a host-side failure (a file that vanished) says what it was
     if result.exit_code != 0:
-        raise _failed(box, "tar", result)  # tar's own word: it stopped reading, so we failed
+        raise _failed(box, "tar", result, first=True)  # it stopped reading: why is its word
     if failed:
         raise failed[0]
     return sent[0]
