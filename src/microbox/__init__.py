@@ -17,16 +17,19 @@ if TYPE_CHECKING:
     from microbox.errors import MicroboxError
     from microbox.execution import Execution, Result
     from microbox.sdk import Box, Runtime
+    from microbox.workspace import WorkspaceFile, WorkspacePush, workspace_files
 
 _LAZY = {
     "AsyncBox": "microbox.aio", "AsyncExecution": "microbox.aio", "AsyncRuntime": "microbox.aio",
     "MicroboxError": "microbox.errors", "ExitStatus": "microbox.agent.ops",
     "Box": "microbox.sdk", "Execution": "microbox.execution", "Result": "microbox.execution",
-    "Runtime": "microbox.sdk",
+    "Runtime": "microbox.sdk", "WorkspaceFile": "microbox.workspace",
+    "WorkspacePush": "microbox.workspace", "workspace_files": "microbox.workspace",
 }
 
 __all__ = ["AsyncBox", "AsyncExecution", "AsyncRuntime", "Box", "Execution", "ExitStatus",
-           "MicroboxError", "Result", "Runtime", "__version__"]
+           "MicroboxError", "Result", "Runtime", "WorkspaceFile", "WorkspacePush", "__version__",
+           "workspace_files"]
 
 
 def __getattr__(name: str) -> Any:

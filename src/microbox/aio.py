@@ -40,6 +40,7 @@ from microbox.sdk import (
     Snapshot,
 )
 from microbox.spec import BoxSpec
+from microbox.workspace import DEFAULT_DEST, WorkspacePush
 
 T = TypeVar("T")
 MAX_THREADS = 256
@@ -268,6 +269,13 @@ class AsyncBox:
 
     async def ping(self) -> None:
         await self._pool.call(self._box.ping)
+
+    async def workspace_push(self, path: str | Path = ".", dest: str = DEFAULT_DEST,
+                             include_untracked: bool = False) -> WorkspacePush:
+        return await self._pool.call(self._box.workspace_push, path, dest, include_untracked)
+
+    async def workspace_export(self, dest: str = DEFAULT_DEST) -> bytes:
+        return await self._pool.call(self._box.workspace_export, dest)
 
     async def logs(self, tail: int | None = None) -> bytes:
         return await self._pool.call(self._box.logs, tail)

@@ -14,7 +14,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any
 
-from microbox import locks
+from microbox import locks, workspace
 from microbox.agent import ops
 from microbox.agent import transfer as agent_transfer
 from microbox.agent.channel import Channel
@@ -395,6 +395,24 @@ class Box:
 
     def ping(self) -> None:
         ops.ping(self._session())
+
+    # -- workspaces (microbox.workspace; docs/workspace.md) ------------------
+
+    def workspace_push(self, path: str | Path = ".", dest: str = workspace.DEFAULT_DEST,
+                       include_untracked: bool = False) -> workspace.WorkspacePush:
+        """Ship the git repository holding `path` (its tracked files as they are
+        in the work tree; untracked ones git does not ignore too if asked) into
+        `dest`, and commit them there as the base (refs/microbox/base). Pushing
+        again replaces the tree: files no longer shipped are deleted."""
+        return workspace.push(self, path, dest, include_untracked)
+
+    def workspace_export(self, dest: str = workspace.DEFAULT_DEST) -> bytes:
+        """A binary patch of everything that changed in `dest` since the base
+        (commits, staged, unstaged and new files), for `git apply` at the top of
+        the host repository; the guest repository is left as it was."""
+        return workspace.export(self, dest)
+
+    workspace_files = staticmethod(workspace.workspace_files)
 
     def logs(self, tail: int | None = None) -> bytes:
         """The console log (the last `tail` lines, if given)."""

@@ -110,3 +110,15 @@ class NewerPack(PackError):
     """A pack in a format version this microbox does not know yet."""
 
     type = "pack_version"
+
+
+class ImageLacks(MicroboxError):
+    """The box's image lacks a program an operation needs (git, for workspaces)."""
+
+    type = "image_lacks"
+
+
+class WorkspaceError(MicroboxError):
+    """A git or tar command of a workspace push or export failed in the box."""
+
+    type = "workspace"

@@ -56,9 +56,10 @@ from microbox.store import boxes as boxes_store
 from microbox.store.boxes import STATUSES, BoxRecord
 from microbox.store.db import Database
 from microbox.store.images import Image
+from microbox.workspace import WorkspaceFile, WorkspacePush, workspace_files
 
 __all__ = ["STATUSES", "VMM", "Box", "Execution", "GcReport", "Image", "PackInfo", "Result",
-           "Runtime", "Snapshot"]
+           "Runtime", "Snapshot", "WorkspaceFile", "WorkspacePush", "workspace_files"]
 
 
 def _one_source(image: str | None, pack: str | Path) -> None:

@@ -16,6 +16,7 @@ from microbox.cli import (
     query,
     run,
     snapshots,
+    workspace,
 )
 
 
@@ -44,6 +45,7 @@ cli.add_command(images.image)
 cli.add_command(snapshots.snapshot)
 cli.add_command(packs.pack)
 cli.add_command(snapshots.fork)
+cli.add_command(workspace.workspace)
 cli.add_command(__import__("microbox.cli.serve", fromlist=["serve"]).serve)  # FastAPI loads lazily
 cli.add_command(__import__("microbox.cli.mcp", fromlist=["mcp"]).mcp)  # the SDK loads lazily
 
