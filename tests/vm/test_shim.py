@@ -157,3 +157,18 @@ def test_gc_ends_a_shim_that_outlived_its_vm(home: Path) -> None:
         assert r.returncode == 0 and f"ended shim pid {pid}".encode() in r.stdout, r
         assert not still_running({pid}, 5)
         box.delete(force=True)
+
+
+def test_a_client_that_stops_reading_stalls_nobody_else(many: microbox.Box) -> None:
+    with microbox.Runtime() as rt:
+        stalled = rt.get("many")
+        flood = stalled.exec(["cat", "/dev/zero"])  # never read: fills every buffer there is
+        try:
+            for n in range(5):
+                r = many.run(["echo", f"still-{n}"], timeout=20)
+                assert r.stdout == f"still-{n}\n".encode()
+            r = mb("exec", "many", "--", "sh", "-c", "head -c 3000000 /dev/zero | wc -c")
+            assert r.stdout.strip() == b"3000000"
+        finally:
+            flood.kill()
+            stalled.release()
