@@ -319,3 +319,25 @@ def test_snapshot_fork_and_restore_routes(api: Served) -> None:
         _error(c.get("/snapshots/api-s1"), 404, "not_found")
     finally:
         api.client.delete(f"/boxes/{box['id']}", params={"force": True})
+
+
+def test_published_port_through_the_api(api: Served) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    box = _create(api, name="api-port", ports=[f"{port}:7000"],
+                  command=["nc", "-ll", "-p", "7000", "-e", "cat"])
+    try:
+        assert box["spec"]["ports"] == [{"host_ip": "127.0.0.1", "host_port": port,
+                                         "guest_port": 7000, "proto": "tcp"}]
+        listening = ("until grep -qiE ':1B58 [0-9A-F]+:0000 0A' /proc/net/tcp /proc/net/tcp6;"
+                     " do usleep 10000; done")
+        _ok(api.client.post(f"/boxes/{box['id']}/run", json={"command": ["sh", "-c", listening]}))
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as c:
+            c.sendall(b"via the api\n")
+            assert c.recv(64) == b"via the api\n"
+        r = api.client.post("/boxes", json={"name": "api-port2", "ports": [f"{port}:7000"]})
+        assert r.status_code == 422, r.text
+        assert "already in use" in r.json()["error"]["message"]
+    finally:
+        api.client.delete(f"/boxes/{box['id']}", params={"force": True})

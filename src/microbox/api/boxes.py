@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 
+from microbox import portmap
 from microbox.api.guard import Invalid
 from microbox.api.models import BoxInfo, CreateBox, Deleted, Envelope, ImageInfo, SetBox
 from microbox.envelope import envelope
@@ -51,7 +52,7 @@ def list_boxes(rt: RT, all: bool = False, status: str | None = None,
 def create(body: CreateBox, rt: RT) -> dict[str, Any]:
     spec = BoxSpec(image=body.image, cpus=body.cpus, memory_mib=body.memory_mib, env=body.env,
                    workdir=body.workdir, user=body.user, accel=body.accel, labels=body.labels,
-                   cold=body.cold)
+                   cold=body.cold, ports=portmap.parse_all(body.ports))
     if not body.start:
         if body.rm or body.command:
             raise UsageError("rm and command need a started box; send start: true")

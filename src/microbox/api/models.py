@@ -65,6 +65,9 @@ class CreateBox(_Strict):
     labels: dict[str, str] = Field(default_factory=dict)
     cold: bool = Field(False, description="Boot the kernel instead of restoring the image's "
                        "warm-start template.")
+    ports: list[str] = Field(default_factory=list, description="Published ports, "
+                             "\"[HOST_IP:]HOST_PORT:GUEST_PORT\" (127.0.0.1 unless HOST_IP is "
+                             "given), served for as long as the box runs.")
     start: bool = Field(True, description="Boot it now (detached from the server).")
     rm: bool = Field(False, description="Remove the box when its VM exits by itself "
                      "(its command ended, or it crashed); needs start.")
