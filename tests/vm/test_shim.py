@@ -172,3 +172,25 @@ def test_a_client_that_stops_reading_stalls_nobody_else(many: microbox.Box) -> N
         finally:
             flood.kill()
             stalled.release()
+
+
+def _hwm_kib(status: str) -> int:
+    return int(next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1])
+
+
+def test_two_hundred_mb_of_stdout_in_bounded_memory(many: microbox.Box) -> None:
+    mib = 200
+    p = spawn("exec", "many", "--", "dd", "if=/dev/zero", "bs=64k", f"count={mib * 16}")
+    assert p.stdout is not None
+    got = 0
+    while chunk := p.stdout.read(1 << 20):
+        got += len(chunk)
+    _, status, usage = os.wait4(p.pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0 and got == mib << 20
+    assert usage.ru_maxrss < 150 * 1024, f"the CLI peaked at {usage.ru_maxrss} KiB"
+    shim_pid = shim.pid(box_dir(many.record))
+    assert shim_pid is not None
+    shim_peak = _hwm_kib(Path(f"/proc/{shim_pid}/status").read_text())
+    assert shim_peak < 32 * 1024, f"the shim peaked at {shim_peak} KiB"
+    agent = many.run(["cat", "/proc/1/status"]).stdout.decode()
+    assert _hwm_kib(agent) < 32 * 1024, f"the agent peaked at {_hwm_kib(agent)} KiB"
