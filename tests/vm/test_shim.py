@@ -167,8 +167,8 @@ def test_a_client_that_stops_reading_stalls_nobody_else(many: microbox.Box) -> N
             for n in range(5):
                 r = many.run(["echo", f"still-{n}"], timeout=20)
                 assert r.stdout == f"still-{n}\n".encode()
-            r = mb("exec", "many", "--", "sh", "-c", "head -c 3000000 /dev/zero | wc -c")
-            assert r.stdout.strip() == b"3000000"
+            cli = mb("exec", "many", "--", "sh", "-c", "head -c 3000000 /dev/zero | wc -c")
+            assert cli.stdout.strip() == b"3000000"
         finally:
             flood.kill()
             stalled.release()
