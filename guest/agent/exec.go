@@ -5,6 +5,7 @@ package main
 import (
 	"encoding/json"
 	"errors"
+	"io"
 	"os"
 	"strings"
 	"sync"
@@ -32,6 +33,8 @@ type execRequest struct {
 type opError struct{ kind, msg string }
 
 func opErr(kind, msg string) *opError { return &opError{kind, msg} }
+
+func (e *opError) Error() string { return e.msg }
 
 // execSpec is a validated request, ready to fork.
 type execSpec struct {
@@ -243,10 +246,10 @@ type proc struct {
 	s      *Session
 	stream uint32
 	pid    int
-	tty    *os.File    // PTY master, nil without tty
-	stdin  *stdinQueue // nil when stdin is /dev/null
-	stdinW *os.File    // pipe to stdin (non-tty)
-	outs   []*os.File  // stdout, stderr pipes (non-tty)
+	tty    *os.File   // PTY master, nil without tty
+	stdin  *byteQueue // nil when stdin is /dev/null
+	stdinW *os.File   // pipe to stdin (non-tty)
+	outs   []*os.File // stdout, stderr pipes (non-tty)
 	exitCh chan syscall.WaitStatus
 	wg     sync.WaitGroup
 
@@ -373,15 +376,18 @@ func (p *proc) serve(timeoutMs int64) {
 	if p.tty != nil {
 		p.wg.Add(1)
 		go p.pump(p.tty, tStdout)
-		p.stdin = newStdinQueue()
-		go p.stdin.run(p.tty, true)
+		p.stdin = newByteQueue()
+		go p.stdin.run(p.tty, nil)
 	} else {
 		p.wg.Add(2)
 		go p.pump(p.outs[0], tStdout)
 		go p.pump(p.outs[1], tStderr)
 		if p.stdinW != nil {
-			p.stdin = newStdinQueue()
-			go p.stdin.run(p.stdinW, false)
+			p.stdin = newByteQueue()
+			go func() {
+				defer p.stdinW.Close() // the end of input, or the writer died
+				p.stdin.run(p.stdinW, func() error { return nil })
+			}()
 		}
 	}
 	if timeoutMs > 0 {
@@ -407,7 +413,7 @@ var errSendRefused = errors.New("frame not sent")
 // forwardChunks reads f into frames of type t on stream, each built in a
 // pooled buffer, until a read fails (io.EOF at the end of a file) or send
 // refuses a frame (errSendRefused).
-func forwardChunks(f *os.File, t byte, stream uint32, send func([]byte) bool) error {
+func forwardChunks(f io.Reader, t byte, stream uint32, send func([]byte) bool) error {
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
 	buf := *bp

@@ -123,10 +123,10 @@ type getRequest struct {
 }
 
 // getOp streams one file; it takes no frames from the host.
-type getOp struct{}
+type getOp struct{ *streamOut }
 
 func (getOp) handle(Frame) {}
-func (getOp) abort()       {}
+func (op getOp) abort()    { op.stop() }
 
 func (s *Session) handleGet(stream uint32, payload []byte) {
 	var r getRequest
@@ -155,11 +155,12 @@ func (s *Session) handleGet(stream uint32, payload []byte) {
 		s.sendError(stream, "io", "%s is not a regular file", r.Path)
 		return
 	}
-	s.register(stream, getOp{})
-	go s.streamFile(stream, f, st)
+	out := newStreamOut(s, stream)
+	s.register(stream, getOp{out})
+	go out.streamFile(f, st)
 }
 
-func (s *Session) streamFile(stream uint32, f *os.File, st os.FileInfo) {
+func (o *streamOut) streamFile(f *os.File, st os.FileInfo) {
 	defer f.Close()
 	mode := uint32(st.Mode().Perm())
 	if st.Mode()&os.ModeSetuid != 0 {
@@ -171,16 +172,16 @@ func (s *Session) streamFile(stream uint32, f *os.File, st os.FileInfo) {
 	if st.Mode()&os.ModeSticky != 0 {
 		mode |= 0o1000
 	}
-	if !s.sendJSON(tFile, stream, fileMsg{Mode: mode, Size: st.Size()}) {
-		s.forget(stream)
+	if !o.sendJSON(tFile, fileMsg{Mode: mode, Size: st.Size()}) {
+		o.s.forget(o.stream)
 		return
 	}
-	switch err := forwardChunks(f, tData, stream, s.sendFrame); err {
+	switch err := forwardChunks(f, tData, o.stream, o.frame); err {
 	case io.EOF:
-		s.finish(stream, tData, nil)
+		o.finish(tData, nil)
 	case errSendRefused:
-		s.forget(stream)
+		o.s.forget(o.stream) // dead session; after a CANCEL, already forgotten
 	default:
-		s.finish(stream, tError, marshalJSON(errorMsg{Kind: "io", Message: err.Error()}))
+		o.fail("io", err.Error())
 	}
 }

@@ -36,21 +36,27 @@ const (
 	tExit       byte = 0x15
 	tSignal     byte = 0x16
 	tResize     byte = 0x17
+	tCancel     byte = 0x18
 	tPut        byte = 0x20
 	tData       byte = 0x21
 	tGet        byte = 0x22
 	tFile       byte = 0x23
 	tDone       byte = 0x24
+	tTarGet     byte = 0x25
+	tTarPut     byte = 0x26
 	tShutdown   byte = 0x30
+	tConnect    byte = 0x40
+	tConnected  byte = 0x41
 	tError      byte = 0x7f
 )
 
 var typeNames = map[byte]string{
 	tHello: "HELLO", tHelloReply: "HELLO_REPLY", tPing: "PING", tPong: "PONG",
 	tExec: "EXEC", tStarted: "STARTED", tStdin: "STDIN", tStdout: "STDOUT",
-	tStderr: "STDERR", tExit: "EXIT", tSignal: "SIGNAL", tResize: "RESIZE",
+	tStderr: "STDERR", tExit: "EXIT", tSignal: "SIGNAL", tResize: "RESIZE", tCancel: "CANCEL",
 	tPut: "PUT", tData: "DATA", tGet: "GET", tFile: "FILE", tDone: "DONE",
-	tShutdown: "SHUTDOWN", tError: "ERROR",
+	tTarGet: "TAR_GET", tTarPut: "TAR_PUT", tShutdown: "SHUTDOWN", tConnect: "CONNECT",
+	tConnected: "CONNECTED", tError: "ERROR",
 }
 
 // rawTypes carry raw bytes; every other type carries one JSON object.
@@ -214,6 +220,6 @@ type errorMsg struct {
 
 var (
 	agentName    = "microbox-agent 1"
-	capabilities = []string{"exec", "tty", "signal", "files", "ping", "shutdown", "identity"}
+	capabilities = []string{"exec", "tty", "signal", "files", "ping", "shutdown", "identity", "cancel", "connect", "tar"}
 	doneJSON     = []byte("{}")
 )

@@ -110,6 +110,7 @@ func TestGoldenFrames(t *testing.T) {
 		"exit_signal": marshalJSON(exitMsg{Signal: &fifteen}),
 		"file":        marshalJSON(fileMsg{Mode: 420, Size: 13}),
 		"done":        doneJSON,
+		"connected":   doneJSON,
 		"error":       marshalJSON(errorMsg{Kind: nosuch.kind, Message: nosuch.msg}),
 		"pong":        byName["ping"],
 	}

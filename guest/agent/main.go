@@ -22,6 +22,9 @@ func main() {
 	if err != nil {
 		fatal(err)
 	}
+	if err := interfaceUp("lo"); err != nil { // before any host: CONNECT needs it
+		consoleLogf("bring lo up: %v", err)
+	}
 	a := &Agent{
 		Reaper:      startReaper(),
 		PasswdPath:  "/etc/passwd",

@@ -238,12 +238,52 @@ func (s *Session) forget(stream uint32) {
 	s.mu.Unlock()
 }
 
-// finish ends an operation: forget the stream, then send its last frame.
+// finish ends an operation: forget the stream, then send its last frame,
+// unless the stream was no longer registered (a CANCEL, or the end of the
+// session, came first and ended it).
 func (s *Session) finish(stream uint32, t byte, payload []byte) {
 	s.mu.Lock()
+	_, ok := s.ops[stream]
 	delete(s.ops, stream)
 	s.mu.Unlock()
-	s.send(t, stream, payload)
+	if ok {
+		s.send(t, stream, payload)
+	}
+}
+
+// claim forgets stream if op still runs on it, and reports whether it did:
+// the caller then owns the stream's last frame.
+func (s *Session) claim(stream uint32, op streamOp) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ops[stream] != op {
+		return false
+	}
+	delete(s.ops, stream)
+	return true
+}
+
+// cancel ends the operation on stream as the end of the session would, then
+// finishes the stream: an exec's EXIT follows once its process group is
+// dead; any other operation ends with ERROR cancelled. A SHUTDOWN cannot be
+// cancelled; an unknown or finished stream is ignored.
+func (s *Session) cancel(stream uint32) {
+	switch op := s.lookup(stream).(type) {
+	case nil, nopOp:
+	case *proc:
+		op.abort()
+	default:
+		if !s.claim(stream, op) {
+			return
+		}
+		op.abort()
+		go func() {
+			if o, ok := op.(interface{ settle() }); ok {
+				o.settle() // a frame in flight goes first; ERROR is the last
+			}
+			s.sendError(stream, "cancelled", "cancelled by the host")
+		}()
+	}
 }
 
 // dispatch handles one frame from the host. A returned error ends the session.
@@ -271,7 +311,7 @@ func (s *Session) dispatch(f Frame) *protoError {
 			return errProtocol("PING payload of %d bytes exceeds %d", len(f.Payload), maxPing)
 		}
 		s.send(tPong, f.Stream, f.Payload)
-	case tExec, tPut, tGet, tShutdown:
+	case tExec, tPut, tGet, tShutdown, tConnect, tTarGet, tTarPut:
 		if f.Stream == 0 {
 			return errProtocol("%s on stream 0", typeName(f.Type))
 		}
@@ -287,7 +327,15 @@ func (s *Session) dispatch(f Frame) *protoError {
 			s.handleGet(f.Stream, f.Payload)
 		case tShutdown:
 			s.handleShutdown(f.Stream)
+		case tConnect:
+			s.handleConnect(f.Stream, f.Payload)
+		case tTarGet:
+			s.handleTarGet(f.Stream, f.Payload)
+		case tTarPut:
+			s.handleTarPut(f.Stream, f.Payload)
 		}
+	case tCancel:
+		s.cancel(f.Stream)
 	case tStdin, tSignal, tResize, tData:
 		// Frames for a stream that already ended (or never existed) are
 		// dropped: the host may send them while the EXIT is in flight.

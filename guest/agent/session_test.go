@@ -249,7 +249,7 @@ func TestHelloReplyExact(t *testing.T) {
 	h := newHost(t)
 	h.sendJSON(tHello, 0, map[string]interface{}{"version": 1, "session": "s1"})
 	f := h.expect(tHelloReply, 0)
-	want := `{"version":1,"session":"s1","agent":"microbox-agent 1","capabilities":["exec","tty","signal","files","ping","shutdown","identity"]}`
+	want := `{"version":1,"session":"s1","agent":"microbox-agent 1","capabilities":["exec","tty","signal","files","ping","shutdown","identity","cancel","connect","tar"]}`
 	if string(f.Payload) != want {
 		t.Fatalf("HELLO_REPLY %s", f.Payload)
 	}
@@ -427,7 +427,7 @@ func TestHostGoneWhileStdinFull(t *testing.T) {
 	// More than the queue holds: the port reader blocks in the queue.
 	go func() {
 		chunk := make([]byte, 1<<20)
-		for i := 0; i < stdinLimit>>20+2; i++ {
+		for i := 0; i < queueLimit>>20+2; i++ {
 			if _, err := h.conn.Write(encodeFrame(tStdin, 1, chunk)); err != nil {
 				return
 			}

@@ -79,6 +79,12 @@ class GuestNotFound(AgentError):
     type = "not_found"
 
 
+class ConnectFailed(MicroboxError):
+    """Nothing in the box accepted a TCP connection (refused, unreachable, timed out)."""
+
+    type = "connect"
+
+
 class ExecFailed(MicroboxError):
     """A guest command could not be started (not found, not executable, bad user...)."""
 

@@ -78,6 +78,17 @@ class Stream:
             raise self.channel.explain(item.error)
         return item
 
+    def poll(self) -> Frame | None:
+        """The next frame if one has arrived, else None (without waiting)."""
+        try:
+            item = self._q.get_nowait()
+        except queue.Empty:
+            return None
+        if isinstance(item, _Closed):
+            self._q.put(item)
+            raise item.error
+        return item
+
     def close(self) -> None:
         self.channel._forget(self.id)
 

@@ -151,7 +151,10 @@ def next_event(stream: Stream) -> tuple[T, bytes] | ExitStatus:
 def _expect(stream: Stream, want: T, doing: str, timeout: float) -> Frame:
     """The next frame, which must be `want`; an ERROR becomes an AgentError saying
     what failed (`doing`)."""
-    frame = stream.recv(timeout)
+    return _check(stream.recv(timeout), want, doing)
+
+
+def _check(frame: Frame, want: T, doing: str) -> Frame:
     if frame.type == T.ERROR:
         kind, message = _error(frame)
         error = GuestNotFound if kind == "not_found" else AgentError

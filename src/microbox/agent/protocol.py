@@ -38,12 +38,17 @@ class T(enum.IntEnum):
     EXIT = 0x15
     SIGNAL = 0x16
     RESIZE = 0x17
+    CANCEL = 0x18
     PUT = 0x20
     DATA = 0x21
     GET = 0x22
     FILE = 0x23
     DONE = 0x24
+    TAR_GET = 0x25
+    TAR_PUT = 0x26
     SHUTDOWN = 0x30
+    CONNECT = 0x40
+    CONNECTED = 0x41
     ERROR = 0x7F
 
 

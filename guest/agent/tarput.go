@@ -1,0 +1,95 @@
+package main
+
+// TAR_PUT: a tar stream in DATA frames extracted into a directory of the
+// guest. The DATA go through a byteQueue, as STDIN does, into a pipe that
+// the extracting goroutine reads; the port reader never waits for the disk.
+// Extraction (extract.go) never follows a symbolic link.
+
+import (
+	"archive/tar"
+	"encoding/json"
+	"errors"
+	"io"
+	"path/filepath"
+	"syscall"
+)
+
+type tarPutOp struct {
+	*streamOut
+	in *byteQueue
+	pr *io.PipeReader
+	pw *io.PipeWriter
+}
+
+func (s *Session) handleTarPut(stream uint32, payload []byte) {
+	var r getRequest
+	if err := json.Unmarshal(payload, &r); err != nil {
+		s.sendError(stream, "invalid", "bad TAR_PUT request: %v", err)
+		return
+	}
+	if !filepath.IsAbs(string(r.Path)) {
+		s.sendError(stream, "invalid", "path must be absolute: %q", r.Path)
+		return
+	}
+	path := filepath.Clean(string(r.Path))
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		s.sendError(stream, fileErrKind(err), "%s: %v", path, err)
+		return
+	}
+	if st.Mode&syscall.S_IFMT != syscall.S_IFDIR {
+		s.sendError(stream, "invalid", "%s is not a directory", path)
+		return
+	}
+	root, err := syscall.Open(path, syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		s.sendError(stream, fileErrKind(err), "%s: %v", path, err)
+		return
+	}
+	pr, pw := io.Pipe()
+	op := &tarPutOp{streamOut: newStreamOut(s, stream), in: newByteQueue(), pr: pr, pw: pw}
+	s.register(stream, op)
+	go func() {
+		if err := op.in.run(pw, pw.Close); err != nil {
+			pw.CloseWithError(err)
+		}
+	}()
+	go op.extract(root)
+}
+
+// extract unpacks the tar, then waits for the host's empty DATA (what
+// follows the end of the archive, such as padding, is read and dropped) and
+// sends DONE.
+func (op *tarPutOp) extract(root int) {
+	defer syscall.Close(root)
+	x := &extractor{root: root}
+	err := x.all(tar.NewReader(op.pr))
+	if err == nil {
+		if _, err = io.Copy(io.Discard, op.pr); err != nil {
+			return // aborted
+		}
+		x.setDirTimes()
+		op.finish(tDone, doneJSON)
+		return
+	}
+	op.in.abort()
+	op.pr.CloseWithError(errQueueAborted)
+	var oe *opError
+	if errors.As(err, &oe) {
+		op.fail(oe.kind, oe.msg)
+	} else {
+		op.fail(fileErrKind(err), err.Error())
+	}
+}
+
+func (op *tarPutOp) handle(f Frame) {
+	if f.Type == tData && !op.in.push(f.Payload, op.s.hostGone) {
+		op.s.end() // the host left while the queue was full
+	}
+}
+
+func (op *tarPutOp) abort() {
+	op.stop()
+	op.in.abort()
+	op.pr.CloseWithError(errQueueAborted) // the extractor stops and removes its temporary file
+}
