@@ -15,7 +15,7 @@ from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any
 
 from microbox import locks
-from microbox.agent import ops
+from microbox.agent import ops, transfer
 from microbox.agent.channel import Channel
 from microbox.agent.ops import ExecRequest
 from microbox.connection import Connection
@@ -295,7 +295,7 @@ class Box:
     def connect(self, port: int, *, host: str = "127.0.0.1") -> Connection:
         """A TCP connection to `port` inside the box (to `host` as the box sees
         it), carried over the agent channel: no network device is needed."""
-        return Connection(ops.connect(self._session(), port, host))
+        return Connection(transfer.connect(self._session(), port, host))
 
     def _passwd(self) -> bytes:
         buf = io.BytesIO()
