@@ -85,8 +85,24 @@ func (px *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	r.Header.Del("Proxy-Authorization")
-	px.rp.ServeHTTP(w, r)
+	// A client that half-closes after its request (printf ... | nc) still
+	// wants the answer; net/http would cancel the request's context on that
+	// end of input, so the request to the origin gets one of its own.
+	px.rp.ServeHTTP(w, r.WithContext(detached{r.Context()}))
 }
+
+// detached keeps a context's values but not its cancellation. Its Done is
+// a channel that never closes, not nil: on a nil one, ReverseProxy would
+// watch the connection's CloseNotify instead, which fires at the same end
+// of input.
+type detached struct{ parent context.Context }
+
+var never = make(chan struct{})
+
+func (d detached) Deadline() (time.Time, bool)       { return time.Time{}, false }
+func (d detached) Done() <-chan struct{}             { return never }
+func (d detached) Err() error                        { return nil }
+func (d detached) Value(key interface{}) interface{} { return d.parent.Value(key) }
 
 // dialContext is the only way out: decide, then dial an allowed address.
 func (px *proxy) dialContext(ctx context.Context, _ string, dest string) (net.Conn, error) {
@@ -137,7 +153,7 @@ func (px *proxy) connect(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "microbox: CONNECT needs host:port", http.StatusBadRequest)
 		return
 	}
-	up, err := px.dialContext(r.Context(), "tcp", dest)
+	up, err := px.dialContext(detached{r.Context()}, "tcp", dest) // as in ServeHTTP
 	if err != nil {
 		code, text := verdict(err)
 		http.Error(w, text, code)

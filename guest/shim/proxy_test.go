@@ -270,3 +270,28 @@ func TestPipeWithoutShimEndsTheConnection(t *testing.T) {
 		t.Fatal("the pipe exited 0 without a shim to talk to")
 	}
 }
+
+// A client that half-closes right after its request still gets the answer.
+func TestHalfClosedClientsGetAnswers(t *testing.T) {
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(50 * time.Millisecond) // the client's end of input arrives first
+		fmt.Fprint(w, "late")
+	}))
+	defer origin.Close()
+	echo := echoServer(t)
+	sock, _ := startTestProxy(t, policyFile{AllowCIDRs: []string{"127.0.0.1/32"}})
+	for _, req := range []string{
+		fmt.Sprintf("GET %s/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", origin.URL),
+		fmt.Sprintf("CONNECT %s HTTP/1.1\r\n\r\nping", echo),
+	} {
+		c := dialProxy(t, sock)
+		fmt.Fprint(c, req)
+		_ = c.(*net.UnixConn).CloseWrite()
+		got, _ := io.ReadAll(c)
+		c.Close()
+		if !strings.HasPrefix(string(got), "HTTP/1.1 200") ||
+			!(strings.HasSuffix(string(got), "late") || strings.HasSuffix(string(got), "ping")) {
+			t.Fatalf("%q answered %q", req, got)
+		}
+	}
+}
