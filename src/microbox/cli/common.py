@@ -69,10 +69,10 @@ def net_options(*, for_set: bool = False) -> list[Callable[[F], F]]:
                      help="Allow this address or range, over every default block" + lists
                      + "."),
         click.option("--deny-all/--no-deny-all" if for_set else "--deny-all", "deny_all",
-                     default=None if for_set else False,
+                     is_flag=True, default=None if for_set else False,
                      help="Refuse everything not allowed by --allow-host or --allow-cidr."),
         click.option("--allow-private/--no-allow-private" if for_set else "--allow-private",
-                     "allow_private", default=None if for_set else False,
+                     "allow_private", is_flag=True, default=None if for_set else False,
                      help="Allow loopback, the host's addresses and private ranges (never "
                           "169.254.169.254 unless --allow-cidr names it)."),
         click.option("--add-host", "add_host", multiple=True, metavar="NAME:ADDRESS",
