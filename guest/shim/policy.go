@@ -139,12 +139,6 @@ func (p *policy) check(ip net.IP, literal bool) string {
 			return ""
 		}
 	}
-	if literal && p.restricted {
-		if p.denyAll {
-			return "an address outside --allow-cidr, and --deny-all is set"
-		}
-		return "an address outside --allow-cidr, and only --allow-host names are allowed"
-	}
 	for _, b := range p.block {
 		if b.net.Contains(ip) {
 			return b.reason
@@ -156,6 +150,12 @@ func (p *policy) check(ip net.IP, literal bool) string {
 				return "an address of the host"
 			}
 		}
+	}
+	if literal && p.restricted { // after the blocks: their reasons say more
+		if p.denyAll {
+			return "an address outside --allow-cidr, and --deny-all is set"
+		}
+		return "an address outside --allow-cidr, and only --allow-host names are allowed"
 	}
 	return ""
 }
