@@ -131,7 +131,7 @@ func TestDenyAllAndAllowCIDR(t *testing.T) {
 	cases := []struct{ dest, addrs, reason string }{
 		{"10.9.1.1:80", "10.9.1.1", ""},   // an explicit allow beats the private block
 		{"127.0.0.1:80", "127.0.0.1", ""}, // and the loopback block
-		{"127.0.0.2:80", "", "loopback"}, // a block's reason comes first
+		{"127.0.0.2:80", "", "loopback"},  // a block's reason comes first
 		{"169.254.169.254:80", "", "cloud metadata"},
 		{"203.0.113.10:80", "", "an address outside --allow-cidr, and --deny-all is set"},
 		{"public.test:80", "", "a name not in --allow-host"},
