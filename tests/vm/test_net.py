@@ -170,7 +170,7 @@ def test_a_guest_without_the_proxy_gains_nothing(servers: standin.StandIns) -> N
     direct = ("unset " + " ".join(PROXY_ENV) + "; for dest in '203.0.113.10 80' '10.0.2.2 22' "
               "'10.0.2.3 53' '203.0.113.10 7'; do nc -w 5 $dest </dev/null && echo reached $dest;"
               " done; true")
-    with microbox.Runtime() as rt, rt.run("busybox", add_hosts=HOSTS) as box:
+    with microbox.Runtime() as rt, rt.run("busybox", name="nopx", add_hosts=HOSTS) as box:
         env = box.run(["env"]).stdout.decode()
         for key in PROXY_ENV:
             assert f"{key}=http://10.0.2.100:3128\n" in env
@@ -185,6 +185,14 @@ def test_a_guest_without_the_proxy_gains_nothing(servers: standin.StandIns) -> N
         # busybox nc through a CONNECT tunnel: bytes both ways, then the end
         answer = tunnel(box, f"{GOOD}:7", "ping")
         assert answer == b"HTTP/1.1 200 Connection established\r\n\r\nping"
+        # a shim that was killed comes back with the next client, proxy and all
+        first = shim.pid(box_dir(box.record))
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+        assert not still_running({first}, 5)
+        again = rt.get("nopx")
+        assert wget(again, "http://good.test/")[:2] == (0, f"standin {GOOD}\n".encode())
+        again.release()
 
 
 def test_net_none_has_only_lo(home: Path) -> None:
