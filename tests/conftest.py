@@ -32,7 +32,8 @@ def qemu_pids(home: Path, program: str = "qemu-system") -> set[int]:
 
 
 def shim_pids(home: Path) -> set[int]:
-    """Box shims serving boxes under `home`."""
+    """Box shims serving boxes under `home`, and the `-pipe` processes QEMU
+    starts for their proxy connections (the same binary, the box dir in argv)."""
     return qemu_pids(home, "microbox-shim")
 
 

@@ -25,6 +25,15 @@ func main() {
 	if err := interfaceUp("lo"); err != nil { // before any host: CONNECT needs it
 		consoleLogf("bring lo up: %v", err)
 	}
+	if cfg.net != "" { // before any host, so no command runs before the network is up
+		nc, err := parseNet(cfg.net)
+		if err == nil {
+			err = configureNet(nc)
+		}
+		if err != nil {
+			consoleLogf("network: %v", err)
+		}
+	}
 	a := &Agent{
 		Reaper:      startReaper(),
 		PasswdPath:  "/etc/passwd",

@@ -14,6 +14,7 @@ import (
 type bootConfig struct {
 	root, fstype string
 	debug        bool
+	net          string // microbox.net=IFACE,ADDR/PREFIX,GATEWAY (netconf.go)
 }
 
 // parseCmdline reads the microbox.* parameters of the kernel command line.
@@ -32,6 +33,8 @@ func parseCmdline(cmdline string) bootConfig {
 			}
 		case "microbox.debug":
 			cfg.debug = v == "1"
+		case "microbox.net":
+			cfg.net = v
 		}
 	}
 	return cfg

@@ -1,7 +1,11 @@
 // microbox-shim: the small host process of one box. It owns the agent's
 // virtio-serial ports for the box's whole life and multiplexes any number of
 // host clients (on <box dir>/mux.sock) and forwarded TCP connections over
-// them. It exits when the VM does. See docs/architecture.md.
+// them, and, for a box with user-mode networking, serves its egress proxy
+// (docs/net.md). It exits when the VM does. See docs/architecture.md.
+//
+// `microbox-shim -pipe SOCKET` is the other face of the same binary: the
+// per-connection process QEMU starts for the guest's proxy connections.
 package main
 
 import (
@@ -47,9 +51,15 @@ func main() {
 	window := flag.Uint("window", 256*1024, "per-stream flow-control window (bytes; 0: off)")
 	var fwds forwardList
 	flag.Var(&fwds, "forward", "FD:GUESTPORT: serve a listening socket inherited as FD")
+	policyPath := flag.String("policy", "", "serve the egress proxy with this policy (JSON)")
+	pipe := flag.String("pipe", "", "carry stdio to and from this Unix socket, then exit")
 	flag.Parse()
+	if *pipe != "" {
+		os.Exit(runPipe(*pipe))
+	}
 	if *dir == "" || *ports < 1 {
-		fatal(errors.New("usage: microbox-shim -dir BOXDIR [-ports N] [-forward FD:PORT]..."))
+		fatal(errors.New("usage: microbox-shim -dir BOXDIR [-ports N] [-forward FD:PORT]... " +
+			"[-policy FILE]"))
 	}
 	s := &shim{dir: *dir}
 	lock, err := takeLock(filepath.Join(*dir, "shim.lock"))
@@ -77,6 +87,14 @@ func main() {
 	if len(s.ports) == 0 {
 		fatal(errors.New("every agent port is held by another client"))
 	}
+	var px *proxy
+	var pxLn net.Listener
+	proxyPath := filepath.Join(*dir, "proxy.sock")
+	if *policyPath != "" {
+		if px, pxLn, err = startProxy(*policyPath, proxyPath, filepath.Join(*dir, "net.log")); err != nil {
+			fatal(err)
+		}
+	}
 	muxPath := filepath.Join(*dir, "mux.sock")
 	_ = os.Remove(muxPath)
 	old := syscall.Umask(0o077)
@@ -95,6 +113,9 @@ func main() {
 		go s.serveForward(f)
 	}
 	go s.accept()
+	if px != nil {
+		go func() { _ = px.serve(pxLn) }()
+	}
 	fmt.Println("ready")
 	os.Stdout.Close()
 	sigs := make(chan os.Signal, 1)
@@ -107,6 +128,26 @@ func main() {
 	case <-sigs:
 	}
 	_ = os.Remove(muxPath)
+	if px != nil {
+		_ = os.Remove(proxyPath)
+	}
+}
+
+func startProxy(policyPath, sockPath, logPath string) (*proxy, net.Listener, error) {
+	pol, err := loadPolicy(policyPath)
+	if err != nil {
+		return nil, nil, err
+	}
+	log, err := openNetLog(logPath)
+	if err != nil {
+		return nil, nil, err
+	}
+	px := newProxy(pol, log)
+	ln, err := px.listen(sockPath)
+	if err != nil {
+		return nil, nil, err
+	}
+	return px, ln, nil
 }
 
 func (s *shim) accept() {

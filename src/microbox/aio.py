@@ -212,8 +212,13 @@ class AsyncBox:
     async def resume(self) -> AsyncBox:
         return await self._do(self._box.resume)
 
-    async def set(self, *, cpus: int | None = None, memory_mib: int | None = None) -> AsyncBox:
-        return await self._do(self._box.set, cpus=cpus, memory_mib=memory_mib)
+    async def set(self, *, cpus: int | None = None, memory_mib: int | None = None,
+                  **net: Any) -> AsyncBox:
+        """As Box.set: resources, and the network (net, allow_hosts, ..., reset_policy)."""
+        return await self._do(self._box.set, cpus=cpus, memory_mib=memory_mib, **net)
+
+    async def net_log(self) -> bytes:
+        return await self._pool.call(self._box.net_log)
 
     async def delete(self, force: bool = False) -> None:
         await self._pool.call(self._box.delete, force)

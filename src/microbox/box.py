@@ -40,6 +40,8 @@ from microbox.images import pack as packs
 from microbox.images import store
 from microbox.images.pack import PackInfo
 from microbox.images.progress import QUIET, Progress
+from microbox.net import netlog, plan
+from microbox.net import policy as net_policy
 from microbox.portmap import PortMap
 from microbox.spec import BoxSpec, validate_name
 from microbox.store import boxes as boxes_store
@@ -151,8 +153,23 @@ class Box:
             "last_error": r.last_error, "image_digest": r.image_digest,
             "labels": dict(r.spec.labels),
             "spec": r.spec.to_json(), "dir": str(d.path), "alive": d.alive(),
-            "template": templates.used_by(d),
+            "template": templates.used_by(d), "net": self.net_info(),
         }
+
+    def net_info(self) -> dict[str, Any]:
+        """The box's network: its mode and, with `user`, the proxy the guest uses,
+        the effective egress policy and how many connections were refused."""
+        spec = self.record.spec
+        if spec.net != "user":
+            return {"mode": spec.net}
+        return {"mode": "user", "proxy": plan.PROXY_URL,
+                "policy": net_policy.effective(spec),
+                "refused": netlog.refused(box_dir(self.record).net_log)}
+
+    def net_log(self) -> bytes:
+        """The box's network log: one line per connection its proxy refused
+        (time, number, destination, reason)."""
+        return netlog.read(box_dir(self.record).net_log)
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -246,10 +263,15 @@ class Box:
                                image_config.ImageConfig(), spec=record.spec,
                                progress=progress)
 
-    def set(self, *, cpus: int | None = None, memory_mib: int | None = None) -> Box:
-        """Change a stopped box's CPUs or memory; applied at its next start."""
-        self.record = control.set_resources(self._db, self.reload().record, cpus=cpus,
-                                            memory_mib=memory_mib)
+    def set(self, *, cpus: int | None = None, memory_mib: int | None = None,
+            reset_policy: bool = False, **net: Any) -> Box:
+        """Change a stopped box's CPUs, memory or network (`net`, `allow_hosts`,
+        `allow_cidrs`, `deny_all`, `allow_private`, `add_hosts`, as in BoxSpec;
+        lists replace the box's; reset_policy drops its egress policy first);
+        applied at its next start."""
+        self.record = control.set_spec(self._db, self.reload().record, cpus=cpus,
+                                       memory_mib=memory_mib, reset_policy=reset_policy,
+                                       **net)
         return self
 
     def delete(self, force: bool = False) -> None:
@@ -274,7 +296,8 @@ class Box:
         """Start a process. With detach it outlives this session (output to the
         console log); with main as well, the box stops when it exits."""
         spec = self.record.spec
-        req = ExecRequest(argv=list(argv), env={**spec.env, **(env or {})},
+        req = ExecRequest(argv=list(argv), env={**plan.exec_env(spec.net), **spec.env,
+                                                **(env or {})},
                           cwd=cwd or spec.workdir, user=user or spec.user, tty=tty, rows=rows,
                           cols=cols, stdin=stdin, timeout=timeout, detach=detach,
                           main=main)

@@ -50,6 +50,7 @@ from microbox.images import pack as packs
 from microbox.images import pull as image_pull
 from microbox.images.pack import PackInfo
 from microbox.images.progress import QUIET, Progress
+from microbox.net import plan
 from microbox.portmap import PortMap
 from microbox.spec import DEFAULT_MEMORY_MIB, BoxSpec, validate_name
 from microbox.store import boxes as boxes_store
@@ -119,16 +120,25 @@ class Runtime:
             user: str | None = None, accel: str | None = None, kernel: str | None = None,
             labels: dict[str, str] | None = None, rm: bool = True, detach: bool = False,
             cold: bool = False, from_pack: str | Path | None = None,
-            ports: Sequence[str | PortMap] | None = None) -> Box:
+            ports: Sequence[str | PortMap] | None = None, net: str | None = None,
+            allow_hosts: Sequence[str] | None = None, allow_cidrs: Sequence[str] | None = None,
+            deny_all: bool = False, allow_private: bool = False,
+            add_hosts: Sequence[str] | None = None) -> Box:
         """Create and start a box of `image` (default busybox) or of the pack
         `from_pack`; use it as a context manager to tear it down. It is restored
         from its image's warm-start template unless `cold`. `ports` publishes host
         ports into it ("8080:80", "0.0.0.0:8080:80"; 127.0.0.1 unless named).
+        `net` is "user" (the default: egress through a filtering proxy, with the
+        policy of allow_hosts, allow_cidrs, deny_all, allow_private; add_hosts
+        "NAME:ADDRESS" for the proxy's resolver) or "none" (docs/net.md).
         Values left None are the pack's, else the defaults."""
         given: dict[str, Any] = {
             "cpus": cpus, "memory_mib": memory_mib, "env": env, "workdir": workdir,
             "user": user, "accel": accel, "kernel": kernel, "labels": labels,
-            "cold": cold or None, "ports": portmap.parse_all(ports) if ports else None}
+            "cold": cold or None, "ports": portmap.parse_all(ports) if ports else None,
+            "net": net, "allow_hosts": allow_hosts, "allow_cidrs": allow_cidrs,
+            "deny_all": deny_all or None, "allow_private": allow_private or None,
+            "add_hosts": add_hosts}
         given = {k: v for k, v in given.items() if v is not None}
         if from_pack is not None:
             _one_source(image, from_pack)
@@ -311,11 +321,13 @@ class Runtime:
         snapshots.remove(snapshots.get(ref), force)
 
     def warm(self, image: str = "busybox", *, cpus: int = 1,
-             memory_mib: int = DEFAULT_MEMORY_MIB, accel: str = "auto") -> str:
-        """Make the warm-start template of boxes of `image` with this shape ahead of
-        their first start (which would make it otherwise); returns its key."""
+             memory_mib: int = DEFAULT_MEMORY_MIB, accel: str = "auto",
+             net: str = plan.DEFAULT_MODE) -> str:
+        """Make the warm-start template of boxes of `image` with this shape and
+        network mode ahead of their first start (which would make it otherwise);
+        returns its key."""
         spec = self._with_image(BoxSpec(image=image, cpus=cpus, memory_mib=memory_mib,
-                                        accel=accel), QUIET)
+                                        accel=accel, net=net), QUIET)
         found = store.get(self.db, spec.image)
         with store.using():
             return warm.warm_image(spec, found.path, found.digest, self.log).path.name

@@ -10,6 +10,8 @@ from typing import Any
 import psutil
 
 from microbox.errors import InvalidSpec
+from microbox.net import plan
+from microbox.net import policy as net_policy
 from microbox.portmap import PortMap
 
 MIN_MEMORY_MIB = 64
@@ -18,6 +20,7 @@ ACCELS = ("auto", "kvm", "tcg")
 # Docker's rule, capped at a hostname's 63 bytes: the name becomes the guest's hostname.
 _NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
 _LABEL = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_./-]{0,127}")
+_TUPLES = ("ports", "allow_hosts", "allow_cidrs", "add_hosts")
 
 
 def validate_name(name: str) -> str:
@@ -40,6 +43,21 @@ class BoxSpec:
     labels: dict[str, str] = field(default_factory=dict)  # the user's own tags, as Docker's
     cold: bool = False  # boot the kernel even when a template could restore the box
     ports: tuple[PortMap, ...] = ()  # published: host ports forwarded into the box
+    # Networking (docs/net.md): "user" (egress through the box's filtering proxy)
+    # or "none" (no network device), and the egress policy of "user".
+    net: str = plan.DEFAULT_MODE
+    allow_hosts: tuple[str, ...] = ()  # names (*.x for those below x); others refused
+    allow_cidrs: tuple[str, ...] = ()  # addresses or ranges allowed over every block
+    deny_all: bool = False  # nothing unless allowed above
+    allow_private: bool = False  # lift the loopback, host and private-range blocks
+    add_hosts: tuple[str, ...] = ()  # NAME:ADDRESS the proxy resolves itself
+
+    def __post_init__(self) -> None:
+        for name in _TUPLES:  # the SDK takes lists; a lone string is one entry
+            value = getattr(self, name)
+            if not isinstance(value, tuple):
+                value = (value,) if isinstance(value, str) else tuple(value)
+                object.__setattr__(self, name, value)
 
     def validate(self) -> BoxSpec:
         host_cpus = os.cpu_count() or 1
@@ -62,6 +80,7 @@ class BoxSpec:
             raise InvalidSpec(f"--workdir must be an absolute path, not {self.workdir!r}")
         if self.kernel is not None and not os.path.isfile(self.kernel):
             raise InvalidSpec(f"--kernel {self.kernel} is not a file")
+        net_policy.check(self)
         return self
 
     def to_json(self) -> dict[str, Any]:
@@ -73,6 +92,9 @@ class BoxSpec:
     def from_json(cls, data: dict[str, Any]) -> BoxSpec:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         known["ports"] = tuple(PortMap.from_json(p) for p in known.get("ports") or ())
+        # A spec stored before boxes had networking (a row, a snapshot, a pack)
+        # had no network device: restoring its state needs the same devices.
+        known.setdefault("net", "none")
         return cls(**known)
 
 

@@ -52,7 +52,10 @@ def list_boxes(rt: RT, all: bool = False, status: str | None = None,
 def create(body: CreateBox, rt: RT) -> dict[str, Any]:
     spec = BoxSpec(image=body.image, cpus=body.cpus, memory_mib=body.memory_mib, env=body.env,
                    workdir=body.workdir, user=body.user, accel=body.accel, labels=body.labels,
-                   cold=body.cold, ports=portmap.parse_all(body.ports))
+                   cold=body.cold, net=body.net, allow_hosts=tuple(body.allow_hosts),
+                   allow_cidrs=tuple(body.allow_cidrs), deny_all=body.deny_all,
+                   allow_private=body.allow_private, add_hosts=tuple(body.add_hosts),
+                   ports=portmap.parse_all(body.ports))
     if not body.start:
         if body.rm or body.command:
             raise UsageError("rm and command need a started box; send start: true")

@@ -51,6 +51,7 @@ class BoxInfo(BaseModel):
     dir: str
     alive: bool
     template: str | None = None  # the warm-start template its disk is backed by
+    net: dict[str, Any] | None = None  # mode; with user: proxy, effective policy, refused
 
 
 class CreateBox(_Strict):
@@ -68,6 +69,18 @@ class CreateBox(_Strict):
     ports: list[str] = Field(default_factory=list, description="Published ports, "
                              "\"[HOST_IP:]HOST_PORT:GUEST_PORT\" (127.0.0.1 unless HOST_IP is "
                              "given), served for as long as the box runs.")
+    net: Literal["user", "none"] = Field("user", description="user: egress through the box's "
+                                         "filtering proxy (docs/net.md); none: no network device.")
+    allow_hosts: list[str] = Field(default_factory=list, description="Host names (*.x: the "
+                                   "names below x); with any, other names are refused.")
+    allow_cidrs: list[str] = Field(default_factory=list,
+                                   description="Addresses or ranges allowed over every block.")
+    deny_all: bool = Field(False, description="Refuse everything not allowed above.")
+    allow_private: bool = Field(False, description="Allow loopback, the host's addresses and "
+                                "private ranges (never 169.254.169.254 unless allow_cidrs "
+                                "names it).")
+    add_hosts: list[str] = Field(default_factory=list,
+                                 description="NAME:ADDRESS entries for the proxy's resolver.")
     start: bool = Field(True, description="Boot it now (detached from the server).")
     rm: bool = Field(False, description="Remove the box when its VM exits by itself "
                      "(its command ended, or it crashed); needs start.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -12,6 +13,7 @@ from microbox.cli.common import (
     from_option,
     given_spec,
     guarded,
+    net_options,
     spec_from,
     spec_options,
 )
@@ -30,7 +32,7 @@ def create(name: str | None, cpus: int, memory: int, env: tuple[str, ...],
            workdir: str | None, user: str | None, labels: tuple[str, ...], accel: str,
            kernel: str | None, cold: bool, publish: tuple[str, ...], from_pack: str | None,
            start_now: bool,
-           as_json: bool, verbose: bool, image: str | None) -> None:
+           as_json: bool, verbose: bool, image: str | None, **net: Any) -> None:
     """Create a box from IMAGE (default: debian; stopped unless --start), or from a
     pack with --from FILE. A missing image is built or pulled; its Env, WorkingDir
     and User become the box's defaults."""
@@ -40,7 +42,7 @@ def create(name: str | None, cpus: int, memory: int, env: tuple[str, ...],
 
     def body() -> None:
         spec = spec_from(image or DEFAULT_IMAGE, cpus, memory, env, workdir, user, labels,
-                         accel, kernel, cold, publish)
+                         accel, kernel, cold, publish, **net)
         with Runtime(log=out.log) as rt, CliProgress(out) as progress:
             if from_pack is not None:
                 box = rt.create(from_pack=from_pack, name=name, start=start_now,
@@ -126,20 +128,41 @@ def delete(force: bool, as_json: bool, verbose: bool, box: tuple[str, ...]) -> N
     guarded(out, body)
 
 
+def _set_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    for opt in reversed([
+        click.option("--cpus", type=int, help="Virtual CPUs."),
+        click.option("--memory", type=int, help="Memory in MiB."),
+        *net_options(for_set=True),
+        click.option("--reset-policy", is_flag=True,
+                     help="Drop the box's egress policy (allows, denies, added hosts) before "
+                          "applying the other flags."),
+    ]):
+        f = opt(f)
+    return f
+
+
 @click.command(name="set")
-@click.option("--cpus", type=int, help="Virtual CPUs.")
-@click.option("--memory", type=int, help="Memory in MiB.")
+@_set_options
 @common_options
 @click.argument("box")
-def set_(cpus: int | None, memory: int | None, as_json: bool, verbose: bool, box: str) -> None:
-    """Change a stopped box's CPUs or memory (applied at its next start)."""
+def set_(cpus: int | None, memory: int | None, net: str | None, allow_host: tuple[str, ...],
+         allow_cidr: tuple[str, ...], deny_all: bool | None, allow_private: bool | None,
+         add_host: tuple[str, ...], reset_policy: bool, as_json: bool, verbose: bool,
+         box: str) -> None:
+    """Change a stopped box's CPUs, memory or network (applied at its next start)."""
     out = Out("set", as_json, verbose)
+    changes: dict[str, Any] = {
+        "cpus": cpus, "memory_mib": memory, "net": net, "deny_all": deny_all,
+        "allow_private": allow_private, "allow_hosts": allow_host or None,
+        "allow_cidrs": allow_cidr or None, "add_hosts": add_host or None}
 
     def body() -> None:
-        if cpus is None and memory is None:
-            raise click.UsageError("give --cpus and/or --memory")
+        if all(v is None for v in changes.values()) and not reset_policy:
+            raise click.UsageError("give --cpus, --memory, or a network flag (--net, "
+                                   "--allow-host, --allow-cidr, --deny-all, --allow-private, "
+                                   "--add-host, --reset-policy)")
         with Runtime(log=out.log) as rt:
-            handle = rt.get(box).set(cpus=cpus, memory_mib=memory)
+            handle = rt.get(box).set(reset_policy=reset_policy, **changes)
             out.result(handle.info(), handle.name)
 
     guarded(out, body)

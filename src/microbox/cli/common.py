@@ -12,6 +12,7 @@ from click.core import ParameterSource
 from microbox import portmap
 from microbox.cli.output import Out
 from microbox.errors import HostError, MicroboxError
+from microbox.net import plan
 from microbox.spec import ACCELS, DEFAULT_MEMORY_MIB, BoxSpec, parse_env, parse_labels
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -45,23 +46,60 @@ def spec_options(f: F) -> F:
         click.option("-p", "--publish", multiple=True, metavar="[HOST_IP:]HOST:GUEST",
                      help="Forward a host TCP port (bound on 127.0.0.1 unless HOST_IP is "
                           "given) to a port inside the box, for as long as the box runs."),
+        *net_options(),
     ]):
         f = opt(f)
     return f
 
 
+def net_options(*, for_set: bool = False) -> list[Callable[[F], F]]:
+    """The networking flags (docs/net.md), of run/create, and of set (where the
+    list flags replace the box's and the switches can be turned off)."""
+    lists = " (repeatable; replaces the box's list)" if for_set else " (repeatable)"
+    return [
+        click.option("--net", "net", metavar="user|none",
+                     default=None if for_set else plan.DEFAULT_MODE,
+                     show_default=not for_set,
+                     help="user: reach the network through the box's filtering proxy; "
+                          "none: no network device."),
+        click.option("--allow-host", "allow_host", multiple=True, metavar="NAME",
+                     help="Allow this host name (*.example.org: the names below it); "
+                          "names not allowed are then refused" + lists + "."),
+        click.option("--allow-cidr", "allow_cidr", multiple=True, metavar="CIDR",
+                     help="Allow this address or range, over every default block" + lists
+                     + "."),
+        click.option("--deny-all/--no-deny-all" if for_set else "--deny-all", "deny_all",
+                     is_flag=True, default=None if for_set else False,
+                     help="Refuse everything not allowed by --allow-host or --allow-cidr."),
+        click.option("--allow-private/--no-allow-private" if for_set else "--allow-private",
+                     "allow_private", is_flag=True, default=None if for_set else False,
+                     help="Allow loopback, the host's addresses and private ranges (never "
+                          "169.254.169.254 unless --allow-cidr names it)."),
+        click.option("--add-host", "add_host", multiple=True, metavar="NAME:ADDRESS",
+                     help="Resolve NAME to ADDRESS in the box's proxy (the address is still "
+                          "checked by the policy)" + lists + "."),
+    ]
+
+
 def spec_from(image: str, cpus: int, memory: int, env: tuple[str, ...], workdir: str | None,
               user: str | None, labels: tuple[str, ...], accel: str,
-              kernel: str | None, cold: bool, publish: tuple[str, ...] = ()) -> BoxSpec:
+              kernel: str | None, cold: bool, publish: tuple[str, ...] = (),
+              net: str = plan.DEFAULT_MODE, allow_host: tuple[str, ...] = (),
+              allow_cidr: tuple[str, ...] = (), deny_all: bool = False,
+              allow_private: bool = False, add_host: tuple[str, ...] = ()) -> BoxSpec:
     return BoxSpec(image=image, cpus=cpus, memory_mib=memory, env=parse_env(env),
                    workdir=workdir, user=user, accel=accel, kernel=kernel,
-                   labels=parse_labels(labels), cold=cold, ports=portmap.parse_all(publish))
+                   labels=parse_labels(labels), cold=cold, ports=portmap.parse_all(publish),
+                   net=net, allow_hosts=allow_host, allow_cidrs=allow_cidr, deny_all=deny_all,
+                   allow_private=allow_private, add_hosts=add_host)
 
 
 # Each flag of spec_options and the BoxSpec field it sets.
 _SPEC_FIELDS = {"cpus": "cpus", "memory": "memory_mib", "env": "env", "workdir": "workdir",
                 "user": "user", "labels": "labels", "accel": "accel", "kernel": "kernel",
-                "cold": "cold", "publish": "ports"}
+                "cold": "cold", "publish": "ports", "net": "net", "allow_host": "allow_hosts",
+                "allow_cidr": "allow_cidrs", "deny_all": "deny_all",
+                "allow_private": "allow_private", "add_host": "add_hosts"}
 
 
 def from_option(f: F) -> F:

@@ -13,6 +13,7 @@ from microbox.cli.output import Out
 from microbox.cli.progress import CliProgress
 from microbox.cli.render import ago, print_table
 from microbox.images.progress import human
+from microbox.net import plan
 from microbox.sdk import Image, Runtime
 from microbox.spec import ACCELS, DEFAULT_MEMORY_MIB
 
@@ -62,8 +63,10 @@ def build_cmd(name: str, force: bool, include: str | None, as_json: bool,
 @click.option("--memory", type=int, default=DEFAULT_MEMORY_MIB, show_default=True,
               help="Memory in MiB.")
 @click.option("--accel", type=click.Choice(ACCELS), default="auto", show_default=True)
+@click.option("--net", "net", type=click.Choice(plan.MODES), default=plan.DEFAULT_MODE,
+              show_default=True, help="The network mode of the boxes (part of the template).")
 @common_options
-def warm_cmd(name: str, cpus: int, memory: int, accel: str, as_json: bool,
+def warm_cmd(name: str, cpus: int, memory: int, accel: str, net: str, as_json: bool,
              verbose: bool) -> None:
     """Make the warm-start template of NAME's boxes of this shape now (the first
     box would make it otherwise); later boxes restore from it in a tenth of a second."""
@@ -71,7 +74,7 @@ def warm_cmd(name: str, cpus: int, memory: int, accel: str, as_json: bool,
 
     def body() -> None:
         with Runtime(log=out.log) as rt:
-            key = rt.warm(name, cpus=cpus, memory_mib=memory, accel=accel)
+            key = rt.warm(name, cpus=cpus, memory_mib=memory, accel=accel, net=net)
         out.result({"image": name, "template": key}, f"template {key} is ready")
 
     guarded(out, body)

@@ -74,17 +74,25 @@ def inspect(as_json: bool, verbose: bool, box: str) -> None:
 @click.command()
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new output.")
 @click.option("-n", "--tail", type=int, help="Only the last N lines.")
+@click.option("--net", "net", is_flag=True,
+              help="The network log instead: one line per connection the box's proxy "
+                   "refused (time, number, destination, reason).")
 @common_options
 @click.argument("box")
-def logs(follow: bool, tail: int | None, as_json: bool, verbose: bool, box: str) -> None:
-    """Print a box's console log."""
+def logs(follow: bool, tail: int | None, net: bool, as_json: bool, verbose: bool,
+         box: str) -> None:
+    """Print a box's console log (or, with --net, its network log)."""
     out = Out("logs", as_json, verbose)
     if as_json and follow:
         raise click.UsageError("--json cannot be combined with --follow")
+    if net and follow:
+        raise click.UsageError("--net cannot be combined with --follow")
 
     def body() -> int:
         with Runtime() as rt:
             handle = rt.get(box)
+            if net:
+                return _net_log(out, handle.net_log(), handle.net_info(), tail)
             if out.as_json:
                 out.result({"log": handle.logs(tail).decode(errors="replace")})
                 return 0
@@ -94,6 +102,24 @@ def logs(follow: bool, tail: int | None, as_json: bool, verbose: bool, box: str)
         return 0
 
     guarded(out, body)
+
+
+def _net_log(out: Out, log: bytes, info: dict[str, object], tail: int | None) -> int:
+    lines = log.splitlines(keepends=True)
+    if tail is not None:
+        lines = lines[-tail:] if tail > 0 else []
+    refused = info.get("refused", 0)
+    if out.as_json:
+        out.result({"log": b"".join(lines).decode(errors="replace"), "refused": refused,
+                    "mode": info.get("mode")})
+        return 0
+    sys.stdout.buffer.write(b"".join(lines))
+    sys.stdout.flush()
+    if info.get("mode") != "user":
+        click.echo("microbox: the box has no network (--net none)", err=True)
+    else:
+        click.echo(f"microbox: {refused} connection(s) refused", err=True)
+    return 0
 
 
 @click.command(name="exec", context_settings={"allow_interspersed_args": False})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 import click
 
@@ -71,7 +72,8 @@ def run(remove: bool, detach: bool, name: str | None, cpus: int, memory: int,
         labels: tuple[str, ...], interactive: bool,
         use_tty: bool, timeout: float | None, entrypoint: str | None, accel: str,
         kernel: str | None, cold: bool, publish: tuple[str, ...], from_pack: str | None,
-        as_json: bool, verbose: bool, image: str | None, command: tuple[str, ...]) -> None:
+        as_json: bool, verbose: bool, image: str | None, command: tuple[str, ...],
+        **net: Any) -> None:
     """Run COMMAND in a new box made from IMAGE (default: debian), or from a pack
     with `run --from FILE [--] COMMAND` (no IMAGE then).
 
@@ -100,7 +102,7 @@ def run(remove: bool, detach: bool, name: str | None, cpus: int, memory: int,
         with signals_abort():
             try:
                 spec = spec_from(image or DEFAULT_IMAGE, cpus, memory, env, workdir, user,
-                                 labels, accel, kernel, cold, publish)
+                                 labels, accel, kernel, cold, publish, **net)
                 with CliProgress(out) as progress:
                     if from_pack is not None:
                         spec = rt.import_pack(from_pack, box_name=name, progress=progress,

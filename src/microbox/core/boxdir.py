@@ -8,6 +8,9 @@
         mux.sock        the shim: any number of agent clients (mode 0600)
         shim.lock       flock held by the shim for its whole life; holds its pid
         shim.log        the shim's own stderr
+        proxy.sock      the shim's egress proxy (--net user; mode 0600)
+        net-policy.json the effective egress policy the shim enforces
+        net.log         one line per connection the proxy refused (net.log.1: older)
         console.log     guest serial console
         qemu.log        QEMU's own stderr
         disk.qcow2      copy-on-write overlay over the image
@@ -62,6 +65,18 @@ class BoxDir:
     @property
     def shim_log(self) -> Path:
         return self.path / "shim.log"
+
+    @property
+    def proxy_sock(self) -> Path:
+        return self.path / "proxy.sock"
+
+    @property
+    def net_policy(self) -> Path:
+        return self.path / "net-policy.json"
+
+    @property
+    def net_log(self) -> Path:
+        return self.path / "net.log"
 
     @property
     def console_log(self) -> Path:

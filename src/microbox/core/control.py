@@ -9,12 +9,20 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import replace
+from typing import Any
 
 from microbox.agent.channel import Channel
 from microbox.core import lifecycle, shim, vm
 from microbox.core.lifecycle import box_dir
 from microbox.core.reconcile import CRASHED, ended_by_main, require
-from microbox.errors import AgentError, MicroboxError, StateError, VMError
+from microbox.errors import (
+    AgentError,
+    InvalidSpec,
+    MicroboxError,
+    StateError,
+    UsageError,
+    VMError,
+)
 from microbox.store import boxes
 from microbox.store.boxes import BoxRecord
 from microbox.store.db import Database
@@ -106,13 +114,31 @@ def _set_vcpus(db: Database, record: BoxRecord, from_: str, command: str,
     return record
 
 
-def set_resources(db: Database, record: BoxRecord, *, cpus: int | None,
-                  memory_mib: int | None) -> BoxRecord:
-    """Change CPUs or memory of a stopped box; applied at its next start."""
+SETTABLE = ("cpus", "memory_mib", "net", "allow_hosts", "allow_cidrs", "deny_all",
+            "allow_private", "add_hosts")
+
+
+POLICY: dict[str, Any] = {"allow_hosts": (), "allow_cidrs": (), "deny_all": False,
+                          "allow_private": False, "add_hosts": ()}
+
+
+def set_spec(db: Database, record: BoxRecord, *, reset_policy: bool = False,
+             **changes: Any) -> BoxRecord:
+    """Change a stopped box's CPUs, memory or network (None leaves a value as
+    it is; reset_policy first drops its egress policy); applied at its next
+    start. The result is validated whole."""
     require(record, "created", "stopped")
-    changed = replace(record.spec,
-                      cpus=record.spec.cpus if cpus is None else cpus,
-                      memory_mib=record.spec.memory_mib if memory_mib is None else memory_mib)
+    unknown = sorted(set(changes) - set(SETTABLE))
+    if unknown:
+        raise UsageError(f"set cannot change {unknown[0]}; it changes "
+                         f"{', '.join(SETTABLE)}")
+    given = {k: v for k, v in changes.items() if v is not None}
+    base = replace(record.spec, **POLICY) if reset_policy else record.spec
+    changed = replace(base, **given)
+    kept = [k for k, v in POLICY.items() if getattr(changed, k) != v and k not in given]
+    if changed.net == "none" and kept:
+        raise InvalidSpec(f"box '{record.name}' has an egress policy ({kept[0]}), which "
+                          "--net none would drop; add --reset-policy to drop it")
     record = record.with_(spec=changed.validate())
     boxes.update(db, record)
     return record

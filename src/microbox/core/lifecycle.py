@@ -20,7 +20,9 @@ from microbox.core import shim, snapshots, templates, vm, warm
 from microbox.core.boxdir import BoxDir, for_box
 from microbox.core.orphans import scan
 from microbox.core.templates import Template
+from microbox.errors import VMError
 from microbox.images import builtin, store
+from microbox.net import policy as net_policy
 from microbox.spec import BoxSpec, validate_name
 from microbox.store import boxes
 from microbox.store.boxes import BoxRecord
@@ -129,12 +131,19 @@ def start(db: Database, record: BoxRecord, lock: locks.Lock, *, attached: bool,
 
 def _hand_to_shim(record: BoxRecord, boot: Channel,
                   published: list[socket.socket]) -> Channel:
-    """The boot session ends; the box's shim takes its agent ports and the
-    published ports' listeners, and this command becomes one of its clients."""
+    """The boot session ends; the box's shim takes its agent ports, the
+    published ports' listeners and, with --net user, the egress proxy (its
+    policy written first), and this command becomes one of its clients."""
+    caps = boot.hello.get("capabilities", [])
     boot.close()
+    if record.spec.net == "user" and "net" not in caps:
+        raise VMError("the box's agent cannot configure its network; run 'microbox agent "
+                      "build' and start the box again")
     d = box_dir(record)
+    policy = net_policy.write(d.net_policy, record.spec)
     shim.spawn(d, vm.PORTS, [shim.Forward(sock, m.guest_port)
-                             for sock, m in zip(published, record.spec.ports, strict=True)])
+                             for sock, m in zip(published, record.spec.ports, strict=True)],
+               policy)
     return shim.connect(d, time.monotonic() + shim.READY_TIMEOUT)
 
 

@@ -4,7 +4,9 @@ takes any number of execs, shells, copies and forwarded connections at once
 (docs/architecture.md). It exits by itself when the VM does.
 
 Clients connect to `<box dir>/mux.sock` and speak protocol v1 as they would on
-a port of their own. A running box without a live shim (one started by an
+a port of their own. A `--net user` box's shim also serves its egress proxy on
+`<box dir>/proxy.sock`, deciding connections by the policy file named on its
+command line (docs/net.md). A running box without a live shim (one started by an
 older microbox, or whose shim was killed) gets a new one on first use.
 """
 
@@ -17,6 +19,7 @@ import socket
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from microbox import locks, portmap
 from microbox.agent.channel import Channel
@@ -46,12 +49,15 @@ def binary() -> str:
     return str(path)
 
 
-def spawn(box: BoxDir, ports: int, forwards: Sequence[Forward] = ()) -> None:
-    """Start the shim of a running box and wait until it serves; a shim that is
-    already serving the box is left as it is."""
+def spawn(box: BoxDir, ports: int, forwards: Sequence[Forward] = (),
+          policy: Path | None = None) -> None:
+    """Start the shim of a running box and wait until it serves (with `policy`,
+    its egress proxy too); a shim that is already serving the box is left as it is."""
     argv = [binary(), "-dir", str(box.path), "-ports", str(ports)]
     for f in forwards:
         argv += ["-forward", f"{f.sock.fileno()}:{f.guest_port}"]
+    if policy is not None:
+        argv += ["-policy", str(policy)]
     with open(box.shim_log, "ab") as log:
         proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
@@ -73,7 +79,7 @@ def spawn(box: BoxDir, ports: int, forwards: Sequence[Forward] = ()) -> None:
 
 def connect(box: BoxDir, deadline: float, published: Sequence[PortMap] = ()) -> Channel:
     """A session through the box's shim, starting a shim if none serves it
-    (which serves `published` again)."""
+    (which serves `published` again, and the proxy if the box has a policy)."""
     try:
         return Channel.connect(box.mux, deadline)
     except (FileNotFoundError, ConnectionRefusedError):
@@ -84,8 +90,9 @@ def connect(box: BoxDir, deadline: float, published: Sequence[PortMap] = ()) -> 
         if not locks.is_held(box.shim_lock):
             socks = portmap.bind(published)
             try:
+                policy = box.net_policy if box.net_policy.exists() else None
                 spawn(box, PORTS, [Forward(s, m.guest_port)
-                                   for s, m in zip(socks, published, strict=True)])
+                                   for s, m in zip(socks, published, strict=True)], policy)
             finally:
                 for s in socks:
                     s.close()

@@ -80,7 +80,8 @@ def key_parts(spec: BoxSpec, image_digest: str, qemu: str, kernel: Path, initrd:
     """Everything a restored guest depends on: change any and the template is not used."""
     return {"format": FORMAT, "image": image_digest, "qemu": _identity(Path(qemu)),
             "kernel": _identity(kernel), "initrd": _identity(initrd), "accel": accel,
-            "cpus": spec.cpus, "memory_mib": spec.memory_mib, "ports": ports}
+            "cpus": spec.cpus, "memory_mib": spec.memory_mib, "ports": ports,
+            "net": spec.net}  # the network device is in the saved device state
 
 
 def key_of(parts: dict[str, Any]) -> str:

@@ -18,11 +18,13 @@ from microbox.agent import ops
 from microbox.agent.channel import Channel, Identity
 from microbox.agent.protocol import untrusted_text
 from microbox.artifacts import agent, kernel
+from microbox.artifacts import shim as shim_build
 from microbox.core.boxdir import BoxDir
 from microbox.errors import AgentError, AgentTimeout, HostError, VMError
+from microbox.net import plan
 from microbox.spec import BoxSpec
 from microbox.vmm import accel, process, tsc
-from microbox.vmm.qemu_argv import VMConfig, qemu_argv
+from microbox.vmm.qemu_argv import UserNet, VMConfig, qemu_argv
 
 PORTS = 4
 BOOT_TIMEOUT = {"kvm": 15.0, "tcg": 60.0}
@@ -39,6 +41,7 @@ class Artifacts:
     qemu: str
     kernel: Path
     initrd: Path
+    shim: Path  # also the per-connection pipe of user-mode networking
 
 
 def default_kernel() -> Path:
@@ -57,7 +60,20 @@ def artifacts(spec: BoxSpec) -> Artifacts:
     initrd = agent.initramfs_path()
     if not initrd.exists():
         raise HostError("the guest agent has not been built yet", "microbox agent build")
-    return Artifacts(qemu, vmlinux, initrd)
+    shim = shim_build.binary_path()
+    if spec.net == "user" and not shim.exists():
+        raise HostError("the box shim has not been built yet", "microbox agent build")
+    return Artifacts(qemu, vmlinux, initrd, shim)
+
+
+def user_net(box: BoxDir, spec: BoxSpec, art: Artifacts) -> UserNet | None:
+    """The box's user-mode network: its proxy address forwarded, connection by
+    connection, to a pipe process that carries it to the box's shim."""
+    if spec.net != "user":
+        return None
+    return UserNet(network=plan.NETWORK, host=plan.GATEWAY, forward_addr=plan.PROXY_ADDR,
+                   forward_port=plan.PROXY_PORT,
+                   command=(str(art.shim), "-pipe", str(box.proxy_sock)))
 
 
 def create_disk(backing: Path, disk: Path, backing_format: str = "raw") -> None:
@@ -129,6 +145,8 @@ def launch(box: BoxDir, spec: BoxSpec, lock: locks.Lock, *, attached: bool, log:
             tsc_khz=tsc.host_tsc_khz() if choice.accel == "tcg" else None,
             memory_file=memory.path if memory else None,
             memory_shared=memory.shared if memory else False, incoming=incoming,
+            user_net=user_net(box, spec, art),
+            extra_cmdline=plan.boot_parameter() if spec.net == "user" else "",
         )
         argv = qemu_argv(cfg)
         log("qemu: " + " ".join(argv))

@@ -8,6 +8,7 @@ wait for QEMU to create files.
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,19 @@ def kernel_cmdline(accel: str, cpus: int, tsc_khz: int | None, extra: str = "") 
 
 
 @dataclass(frozen=True)
+class UserNet:
+    """QEMU's user-mode network, restricted: the guest reaches nothing through it
+    but one forward, whose every connection QEMU hands to a new `command`
+    process on its stdio (docs/net.md)."""
+
+    network: str  # "10.0.2.0/24"
+    host: str  # the stack's own address in it
+    forward_addr: str
+    forward_port: int
+    command: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class VMConfig:
     qemu: str
     accel: str  # "kvm" or "tcg"
@@ -55,6 +69,7 @@ class VMConfig:
     memory_file: Path | None = None
     memory_shared: bool = False
     incoming: bool = False  # wait for a migration stream (QMP migrate-incoming)
+    user_net: UserNet | None = None  # a virtio-net device on it; None: no network device
 
 
 def qemu_argv(cfg: VMConfig) -> list[str]:
@@ -96,9 +111,21 @@ def qemu_argv(cfg: VMConfig) -> list[str]:
             "-chardev", f"socket,id=port{n},fd={fd},server=on,wait=off",
             "-device", f"virtserialport,chardev=port{n},name=microbox.{n}",
         ]
+    if cfg.user_net is not None:
+        argv += _user_net(cfg.user_net)
     if cfg.incoming:
         argv += ["-incoming", "defer"]
     return argv
+
+
+def _user_net(n: UserNet) -> list[str]:
+    """`restrict=on`: no packet leaves through the stack but the guestfwd's.
+    QEMU splits the command with g_shell_parse_argv (so it is shell-quoted),
+    after QemuOpts took its value (so a comma is written twice)."""
+    command = " ".join(shlex.quote(a) for a in n.command).replace(",", ",,")
+    netdev = (f"user,id=n0,net={n.network},host={n.host},restrict=on,ipv6=off,"
+              f"guestfwd=tcp:{n.forward_addr}:{n.forward_port}-cmd:{command}")
+    return ["-netdev", netdev, "-device", "virtio-net-device,netdev=n0"]
 
 
 def _escape(path: Path) -> str:

@@ -1,0 +1,207 @@
+"""User-mode networking, in one run (docs/net.md), against stand-in servers in
+a network namespace of this host (tests/standin.py; needs root). Nothing
+leaves the machine.
+
+    .venv/bin/python bench/net.py [--mb 32] [--conns 50] [--starts 8]
+
+Figures, each beside its floor measured in the same run:
+  upload     MB/s of --mb MB sent from the guest to a stand-in's sink through
+             the proxy (CONNECT); floor: the same bytes sent by the host alone,
+             and through the box's proxy socket by the host (no guest, no slirp)
+  download   MB/s of --mb MB fetched by the guest with an absolute-URI GET;
+             floor: the same GET by the host alone
+  connect    connection setup through the proxy, p50/p95 of --conns: connect to
+             10.0.2.100:3128, CONNECT to an echo server, one byte there and back;
+             floor: the same from the host alone, and through the proxy socket
+  start      wall of Runtime.run of a busybox box restored from its template
+             (warm), --net user against the floor --net none, p50 of --starts
+The guest side runs in a debian box (python3 times itself); the box's own
+exec overhead is outside every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests import standin
+
+import microbox
+from microbox.core.lifecycle import box_dir
+
+SERVER = "203.0.113.10"
+BLOCK = 64 * 1024
+
+GUEST = r"""
+import json, socket, sys, time
+PROXY = ("10.0.2.100", 3128)
+what, server, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+
+def tunnel(port):
+    s = socket.create_connection(PROXY)
+    s.sendall(b"CONNECT %s:%d HTTP/1.1\r\n\r\n" % (server.encode(), port))
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += s.recv(1)
+    assert head.startswith(b"HTTP/1.1 200"), head
+    return s
+
+if what == "upload":
+    block = b"\0" * 65536
+    t = time.perf_counter()
+    s = tunnel(9000)
+    for _ in range(n // len(block)):
+        s.sendall(block)
+    s.shutdown(socket.SHUT_WR)
+    got = int(s.recv(100))
+    print(json.dumps({"s": time.perf_counter() - t, "bytes": got}))
+elif what == "download":
+    t = time.perf_counter()
+    s = socket.create_connection(PROXY)
+    s.sendall(b"GET http://%s/bytes/%d HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+              % (server.encode(), n))
+    got = 0
+    while chunk := s.recv(1 << 16):
+        got += len(chunk)
+    print(json.dumps({"s": time.perf_counter() - t, "bytes": got}))
+else:
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        s = tunnel(7)
+        s.sendall(b"x")
+        assert s.recv(1) == b"x"
+        out.append(time.perf_counter() - t)
+        s.close()
+    print(json.dumps(out))
+"""
+
+
+def pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, round(q * (len(s) - 1)))]
+
+
+def guest(box: microbox.Box, *args: object) -> object:
+    r = box.run(["python3", "-c", GUEST, *map(str, args)], timeout=600)
+    if r.exit_code != 0:
+        raise SystemExit(f"guest script failed: {r.stderr.decode(errors='replace')}")
+    return json.loads(r.stdout)
+
+
+def _tunnel(sock_path: Path | None, port: int) -> socket.socket:
+    """A connection to the stand-in's port: direct, or CONNECT through a proxy socket."""
+    if sock_path is None:
+        return socket.create_connection((SERVER, port))
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(str(sock_path))
+    s.sendall(f"CONNECT {SERVER}:{port} HTTP/1.1\r\n\r\n".encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += s.recv(1)
+    return s
+
+
+def host_upload(n: int, via: Path | None = None) -> float:
+    block = b"\0" * BLOCK
+    t = time.perf_counter()
+    with _tunnel(via, 9000) as s:
+        for _ in range(n // BLOCK):
+            s.sendall(block)
+        s.shutdown(socket.SHUT_WR)
+        assert int(s.recv(100)) == n // BLOCK * BLOCK
+    return time.perf_counter() - t
+
+
+def host_download(n: int) -> float:
+    t = time.perf_counter()
+    got = len(standin.get(SERVER, f"/bytes/{n}"))
+    assert got == n
+    return time.perf_counter() - t
+
+
+def host_connects(n: int, via: Path | None = None) -> list[float]:
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        with _tunnel(via, 7) as s:
+            s.sendall(b"x")
+            assert s.recv(1) == b"x"
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def starts(rt: microbox.Runtime, n: int) -> dict[str, list[float]]:
+    """Warm starts of each mode, interleaved so that neither gets the quieter moments."""
+    out: dict[str, list[float]] = {"user": [], "none": []}
+    for net in out:
+        rt.warm("busybox", net=net)
+    for _ in range(n):
+        for net, times in out.items():
+            t = time.perf_counter()
+            box = rt.run("busybox", net=net)
+            times.append(time.perf_counter() - t)
+            box.close()
+    return out
+
+
+def line(name: str, value: str, floor: str, ratio: float | None = None) -> None:
+    r = f"{ratio:6.2f}" if ratio is not None else ""
+    print(f"{name:<44} {value:>18}   {floor:<34} {r}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--mb", type=int, default=32)
+    ap.add_argument("--conns", type=int, default=50)
+    ap.add_argument("--starts", type=int, default=8)
+    args = ap.parse_args()
+    why = standin.available()
+    if why:
+        raise SystemExit(f"bench/net.py: {why}")
+    n = args.mb * 1024 * 1024
+    servers = standin.start([SERVER], name=f"mbb{os.getpid()}")
+    try:
+        with microbox.Runtime() as rt:
+            with rt.run("debian") as box:
+                proxy = box_dir(box.record).proxy_sock
+                guest(box, "connect", SERVER, 3)  # warm the guest's python and the path
+                up = guest(box, "upload", SERVER, n)
+                down = guest(box, "download", SERVER, n)
+                conns = guest(box, "connect", SERVER, args.conns)
+                up_host, up_proxy = host_upload(n), host_upload(n, proxy)
+                down_host = host_download(n)
+                c_host, c_proxy = host_connects(args.conns), host_connects(args.conns, proxy)
+            started = starts(rt, args.starts)
+    finally:
+        servers.close()
+    assert isinstance(up, dict) and isinstance(down, dict) and isinstance(conns, list)
+    mbs = n / 1e6
+    print(f"bench/net.py: {args.mb} MiB transfers, {args.conns} connections, "
+          f"{args.starts} starts; TCG unless KVM works\n")
+    line("figure", "value", "floor (same run)", None)
+    line("upload guest -> stand-in through the proxy", f"{mbs / up['s']:.1f} MB/s",
+         f"host alone {mbs / up_host:.0f} MB/s", mbs / up_host / (mbs / up["s"]))
+    line("  host -> proxy socket -> stand-in", f"{mbs / up_proxy:.0f} MB/s", "", None)
+    line("download stand-in -> guest (GET)", f"{mbs / down['s']:.1f} MB/s",
+         f"host alone {mbs / down_host:.0f} MB/s", mbs / down_host / (mbs / down["s"]))
+    p50 = pct(conns, 0.5) * 1000
+    line("connection setup through the proxy, p50", f"{p50:.2f} ms",
+         f"host alone {pct(c_host, 0.5) * 1000:.3f} ms", p50 / (pct(c_host, 0.5) * 1000))
+    line("  p95", f"{pct(conns, 0.95) * 1000:.2f} ms", "", None)
+    line("  host -> proxy socket, p50", f"{pct(c_proxy, 0.5) * 1000:.3f} ms", "", None)
+    su, sn = statistics.median(started["user"]), statistics.median(started["none"])
+    line("box start, warm, --net user, p50", f"{su:.3f} s", f"--net none {sn:.3f} s", su / sn)
+    print("\n(ratio: floor's speed over the figure's, or the figure's time over the floor's)")
+
+
+if __name__ == "__main__":
+    main()

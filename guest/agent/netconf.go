@@ -1,0 +1,124 @@
+package main
+
+// The box's network interface, configured from the kernel command line
+// (microbox.net=IFACE,ADDR/PREFIX,GATEWAY; docs/protocol.md, "Boot
+// parameters") before any host connects: an address, the interface up, and
+// a default route. Plain ioctls, as the kernel offers them without netlink.
+// A box without the parameter has no network device and nothing is done.
+
+import (
+	"fmt"
+	"net"
+	"strings"
+	"syscall"
+	"time"
+	"unsafe"
+)
+
+type netConfig struct {
+	iface   string
+	addr    net.IP // IPv4
+	mask    net.IPMask
+	gateway net.IP
+}
+
+// parseNet reads the value of microbox.net=.
+func parseNet(v string) (netConfig, error) {
+	parts := strings.Split(v, ",")
+	if len(parts) != 3 || parts[0] == "" || len(parts[0]) >= syscall.IFNAMSIZ {
+		return netConfig{}, fmt.Errorf("microbox.net=%q: want IFACE,ADDR/PREFIX,GATEWAY", v)
+	}
+	ip, ipnet, err := net.ParseCIDR(parts[1])
+	gw := net.ParseIP(parts[2])
+	if err != nil || ip.To4() == nil || gw == nil || gw.To4() == nil {
+		return netConfig{}, fmt.Errorf("microbox.net=%q: want IPv4 ADDR/PREFIX and GATEWAY", v)
+	}
+	return netConfig{iface: parts[0], addr: ip.To4(), mask: ipnet.Mask, gateway: gw.To4()}, nil
+}
+
+type sockaddrIn struct {
+	family uint16
+	port   [2]byte
+	addr   [4]byte
+	_      [8]byte
+}
+
+func inet(ip net.IP) sockaddrIn {
+	s := sockaddrIn{family: syscall.AF_INET}
+	copy(s.addr[:], ip.To4())
+	return s
+}
+
+// ifreqAddr is struct ifreq with the ifr_addr member of its union.
+type ifreqAddr struct {
+	name [syscall.IFNAMSIZ]byte
+	addr sockaddrIn
+	_    [40 - syscall.IFNAMSIZ - 16]byte
+}
+
+// rtentry is struct rtentry of <net/route.h> (64-bit layout).
+type rtentry struct {
+	pad1    uintptr
+	dst     sockaddrIn
+	gateway sockaddrIn
+	genmask sockaddrIn
+	flags   uint16
+	pad2    int16
+	pad3    uintptr
+	pad4    uintptr
+	metric  int16
+	dev     uintptr
+	mtu     uintptr
+	window  uintptr
+	irtt    uint16
+}
+
+// ioctlPtr passes arg as a pointer the kernel reads and writes (the
+// conversion to uintptr happens in the Syscall call itself, as unsafe's rules
+// ask).
+func ioctlPtr(fd int, req uintptr, arg unsafe.Pointer) error {
+	if _, _, e := syscall.Syscall(syscall.SYS_IOCTL, uintptr(fd), req, uintptr(arg)); e != 0 {
+		return e
+	}
+	return nil
+}
+
+func setIfAddr(fd int, name string, req uintptr, ip net.IP) error {
+	var r ifreqAddr
+	copy(r.name[:syscall.IFNAMSIZ-1], name)
+	r.addr = inet(ip)
+	return ioctlPtr(fd, req, unsafe.Pointer(&r))
+}
+
+// configureNet gives the interface its address and brings it up, then adds
+// the default route. The device may still be probing: wait briefly for it.
+func configureNet(c netConfig) error {
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_DGRAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer syscall.Close(fd)
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		err = setIfAddr(fd, c.iface, syscall.SIOCSIFADDR, c.addr)
+		if err != syscall.ENODEV || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err != nil {
+		return fmt.Errorf("address of %s: %v", c.iface, err)
+	}
+	if err := setIfAddr(fd, c.iface, syscall.SIOCSIFNETMASK, net.IP(c.mask)); err != nil {
+		return fmt.Errorf("netmask of %s: %v", c.iface, err)
+	}
+	if err := interfaceUp(c.iface); err != nil {
+		return fmt.Errorf("bring %s up: %v", c.iface, err)
+	}
+	rt := rtentry{dst: inet(net.IPv4zero), gateway: inet(c.gateway), genmask: inet(net.IPv4zero),
+		flags: syscall.RTF_UP | syscall.RTF_GATEWAY}
+	if err := ioctlPtr(fd, syscall.SIOCADDRT, unsafe.Pointer(&rt)); err != nil && err != syscall.EEXIST {
+		return fmt.Errorf("default route via %s: %v", c.gateway, err)
+	}
+	return nil
+}
