@@ -4,6 +4,10 @@ The next client connects before the first dies (it waits in QEMU's listen
 backlog), so the guest sees the disconnect and the reconnect back to back and
 the agent cannot tell them apart by an end-of-file: the framing itself has to
 recover (docs/protocol.md, "Losing and regaining sync").
+
+A running box's ports belong to its shim, so the test kills the shim first (as a
+crash would), plays a raw port client, and then lets the next command start a
+new shim, whose own handshake must find its way through the torn port.
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ import pytest
 from microbox import locks
 from microbox.agent import ops
 from microbox.agent.channel import Channel, handshake
+from microbox.core import shim
+from microbox.core.boxdir import BoxDir
+from microbox.vmm import process
 from tests.vm.helpers import mb
 
 # A client of port 0 that leaves a frame half-written ("torn") or an exec
@@ -55,13 +62,21 @@ time.sleep(600)
 """
 
 
+def _client(d: Path, mode: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-c", CLIENT, str(d), mode],
+                            stdout=subprocess.PIPE, env=os.environ.copy())
+
+
 @pytest.mark.parametrize("mode", ["torn", "flood"])
 def test_client_killed_mid_frame(home: Path, mode: str) -> None:
     assert mb("create", "--start", "--name", f"rs-{mode}", "busybox").returncode == 0
     box_id = json.loads(mb("inspect", f"rs-{mode}", "--json").stdout)["data"]["id"]
     d = home / "boxes" / box_id
-    client = subprocess.Popen([sys.executable, "-c", CLIENT, str(d), mode],
-                              stdout=subprocess.PIPE, env=os.environ.copy())
+    old = shim.pid(BoxDir(d))
+    assert old is not None
+    os.kill(old, signal.SIGKILL)
+    assert process.wait_exit(old, 10)
+    client = _client(d, mode)
     try:
         assert client.stdout is not None and client.stdout.readline() == b"ready\n"
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
@@ -79,6 +94,11 @@ def test_client_killed_mid_frame(home: Path, mode: str) -> None:
     finally:
         client.kill()
         client.wait()
+    # killed mid-frame again, and this time the box's next shim is the next client
+    client = _client(d, mode)
+    assert client.stdout is not None and client.stdout.readline() == b"ready\n"
+    client.kill()
+    client.wait()
     r = mb("exec", f"rs-{mode}", "--", "echo", "still fine")
     assert r.returncode == 0 and r.stdout == b"still fine\n", r.stderr
     assert mb("delete", "-f", f"rs-{mode}").returncode == 0
