@@ -2,8 +2,9 @@
 
     make bench            # or: .venv/bin/python bench/boot.py --runs 10
 
-Figures, each over --runs runs (median, p95):
-  run      wall time of `microbox run --rm busybox -- true` (a fresh CLI process)
+Figures, each over --runs runs (median, p95), of cold boots (--cold: the floor
+boots too; bench/snapshot.py measures warm starts against cold ones):
+  run      wall time of `microbox run --rm --cold busybox -- true` (a fresh CLI process)
   ready    time from spawning QEMU to the agent's handshake reply
   exec     round trip of `true` in a running box, 100 times (p50, p95)
   floor    raw QEMU with the same kernel and machine, a busybox /init that prints
@@ -78,7 +79,7 @@ def floor_once(qemu: str, vmlinux: Path, initrd: Path) -> float:
 
 def run_once(cli: list[str]) -> float:
     start = time.monotonic()
-    subprocess.run([*cli, "run", "--rm", "busybox", "--", "true"], check=True)
+    subprocess.run([*cli, "run", "--rm", "--cold", "busybox", "--", "true"], check=True)
     return time.monotonic() - start
 
 
@@ -102,7 +103,7 @@ def main() -> None:
         execs: list[float] = []
         with Runtime() as rt:
             for i in range(args.runs):
-                with rt.run("busybox", accel="tcg") as box:
+                with rt.run("busybox", accel="tcg", cold=True) as box:
                     readies.append(box.ready_after)
                     if i == 0:
                         for _ in range(args.execs):
@@ -115,7 +116,7 @@ def main() -> None:
     print(f"{'figure':<44}{'median':>10}{'p95':>10}{'x floor':>10}")
     rows = [
         ("floor: raw QEMU + kernel to first line", floors),
-        ("run --rm busybox -- true (wall)", runs),
+        ("run --rm --cold busybox -- true (wall)", runs),
         ("QEMU spawn to agent handshake", readies),
     ]
     for label, values in rows:
