@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import os
 import signal
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -178,3 +179,25 @@ def test_sigterm_deletes_the_boxes(tmp_path: Path) -> None:
             assert ours() == []
 
     run(body)
+
+
+def test_the_operators_network_policy_applies_to_every_box(tmp_path: Path) -> None:
+    async def body() -> None:
+        async with server(tmp_path / "server.log", "--deny-all",
+                          "--allow-host", "pypi.org") as s:
+            await ok(s, "create_box", name="mcp-policy")
+            box = microbox.Runtime().get("mcp-policy")
+            net = box.info()["net"]
+            assert net["mode"] == "user"
+            assert net["policy"]["deny_all"] is True
+            assert net["policy"]["allow_hosts"] == ["pypi.org"]
+
+    run(body)
+
+
+def test_a_bad_policy_stops_the_server_before_it_serves() -> None:
+    r = subprocess.run([sys.executable, "-m", "microbox", "mcp", "--allow-cidr", "300.0.0.0/8"],
+                       stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+    assert r.returncode == 2
+    assert r.stderr == (b"microbox: bad --allow-cidr '300.0.0.0/8': use an address or a range "
+                        b"such as 203.0.113.0/24.\n")

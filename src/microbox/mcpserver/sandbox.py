@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
+from typing import Any
 
 import anyio
 
@@ -24,9 +25,11 @@ MAX_BOXES = 8  # live boxes per server, so a looping model cannot fill the host
 class Sandbox:
     """Create, find, list and delete this server's boxes, over the async SDK."""
 
-    def __init__(self, *, keep: bool = False, runtime: AsyncRuntime | None = None) -> None:
+    def __init__(self, *, keep: bool = False, runtime: AsyncRuntime | None = None,
+                 egress: dict[str, Any] | None = None) -> None:
         self.instance = uuid.uuid4().hex[:12]
         self.keep = keep
+        self.egress = dict(egress or {})  # the operator's network policy for every box
         self.rt = runtime or AsyncRuntime()
         self._boxes: dict[str, AsyncBox] = {}  # by id; touched only on the event loop
         self._pending = 0
@@ -46,7 +49,7 @@ class Sandbox:
         try:
             box = await self.rt.run(image, name=name, cpus=cpus, memory_mib=memory_mib,
                                     env=env, labels=self.labels, rm=not self.keep,
-                                    detach=self.keep)
+                                    detach=self.keep, **self.egress)
         finally:
             self._pending -= 1
         self._boxes[box.id] = box
