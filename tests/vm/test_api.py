@@ -220,6 +220,14 @@ def _lifecycle(api: Served, ref: str) -> None:
     _error(api.client.delete(f"/boxes/{ref}"), 409, "state")
     assert _ok(api.client.post(f"/boxes/{ref}/stop"))["status"] == "stopped"
     assert _ok(api.client.patch(f"/boxes/{ref}", json={"memory_mib": 128}))["memory_mib"] == 128
+    info = _ok(api.client.patch(f"/boxes/{ref}", json={"deny_all": True,
+                                                      "allow_hosts": ["pypi.org"]}))
+    assert info["spec"]["deny_all"] is True and info["spec"]["allow_hosts"] == ["pypi.org"]
+    assert info["memory_mib"] == 128  # a field left out keeps its value
+    _error(api.client.patch(f"/boxes/{ref}", json={"net": "none"}), 422, "invalid_spec")
+    info = _ok(api.client.patch(f"/boxes/{ref}", json={"net": "none", "reset_policy": True}))
+    assert info["spec"]["net"] == "none" and info["spec"]["allow_hosts"] == []
+    _error(api.client.patch(f"/boxes/{ref}", json={}), 422, "invalid_request")
     _error(api.client.post(f"/boxes/{ref}/run", json={"command": ["true"]}), 409, "state")
     assert _ok(api.client.delete(f"/boxes/{ref}")) == {"deleted": ref}
     _error(api.client.get(f"/boxes/{ref}"), 404, "not_found")

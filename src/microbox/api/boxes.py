@@ -115,11 +115,16 @@ def resume(ref: str, rt: RT) -> dict[str, Any]:
 
 
 @router.patch("/boxes/{ref}", name="set", tags=["boxes"], response_model=Envelope[BoxInfo],
-              summary="Change a stopped box's CPUs or memory (applied at its next start).")
+              summary="Change a stopped box's CPUs, memory or network (applied at its next "
+                      "start).")
 def set_(ref: str, body: SetBox, rt: RT) -> dict[str, Any]:
-    if body.cpus is None and body.memory_mib is None:
-        raise Invalid("give cpus and/or memory_mib")
-    return _action(ref, rt, "set", lambda b: b.set(cpus=body.cpus, memory_mib=body.memory_mib))
+    given = body.model_dump(exclude={"reset_policy"}, exclude_none=True)
+    if not given and not body.reset_policy:
+        raise Invalid("give at least one field to change")
+    net = {k: tuple(v) if isinstance(v, list) else v for k, v in given.items()
+           if k not in ("cpus", "memory_mib")}
+    return _action(ref, rt, "set", lambda b: b.set(cpus=body.cpus, memory_mib=body.memory_mib,
+                                                   reset_policy=body.reset_policy, **net))
 
 
 @router.delete("/boxes/{ref}", name="delete", tags=["boxes"], response_model=Envelope[Deleted],

@@ -117,8 +117,18 @@ class RestoreBody(_Strict):
 
 
 class SetBox(_Strict):
+    """Fields left out (null) keep the box's value; a list given replaces the box's."""
+
     cpus: int | None = None
     memory_mib: int | None = None
+    net: Literal["user", "none"] | None = None
+    allow_hosts: list[str] | None = None
+    allow_cidrs: list[str] | None = None
+    deny_all: bool | None = None
+    allow_private: bool | None = None
+    add_hosts: list[str] | None = None
+    reset_policy: bool = Field(False, description="Drop the egress policy before applying "
+                               "the fields given.")
 
 
 class Deleted(BaseModel):
