@@ -25,6 +25,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -44,13 +45,14 @@ def ms(values: list[float]) -> str:
     return f"p50 {pct(values, 0.5) * 1000:6.2f} ms  p95 {pct(values, 0.95) * 1000:6.2f} ms"
 
 
+def seconds(fn: Callable[[], object]) -> float:
+    t = time.monotonic()
+    fn()
+    return time.monotonic() - t
+
+
 def rtt(box: microbox.Box, n: int) -> list[float]:
-    out = []
-    for _ in range(n):
-        t = time.monotonic()
-        box.run(["true"])
-        out.append(time.monotonic() - t)
-    return out
+    return [seconds(lambda: box.run(["true"])) for _ in range(n)]
 
 
 def rtt_parallel(rt: microbox.Runtime, box: microbox.Box, n: int, clients: int) -> list[float]:
@@ -94,40 +96,30 @@ def floor_mbs(box: microbox.Box, mb: int) -> float:
     return mb / (time.monotonic() - t - base)
 
 
+def cp_round_trip(box: microbox.Box, src: Path, out: Path) -> tuple[float, float]:
+    """Seconds to copy `src` into /root/ of the box, and back out into `out`."""
+    out.mkdir()
+    t_in = seconds(lambda: box.copy_in(str(src), "/root/"))
+    t_out = seconds(lambda: box.copy_out(f"/root/{src.name}", str(out)))
+    return t_in, t_out
+
+
 def cp_figures(box: microbox.Box, mb: int) -> list[str]:
-    if not hasattr(box, "copy_in"):
-        return ["cp            (not in this build)"]
-    lines = []
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "big"
         with open(src, "wb") as f:
-            f.truncate(0)
             block = os.urandom(1 << 20)
             for _ in range(mb):
                 f.write(block)
-        t = time.monotonic()
-        box.copy_in(str(src), "/root/")
-        t_in = time.monotonic() - t
-        out = Path(tmp) / "out"
-        out.mkdir()
-        t = time.monotonic()
-        box.copy_out("/root/big", str(out))
-        t_out = time.monotonic() - t
-        assert (out / "big").stat().st_size == mb << 20
-        lines.append(f"cp {mb} MB file   in {mb / t_in:7.1f} MB/s   out {mb / t_out:7.1f} MB/s")
+        t_in, t_out = cp_round_trip(box, src, Path(tmp) / "out")
+        assert (Path(tmp) / "out" / "big").stat().st_size == mb << 20
+        lines = [f"cp {mb} MB file   in {mb / t_in:7.1f} MB/s   out {mb / t_out:7.1f} MB/s"]
         tree = Path(tmp) / "tree"
         for i in range(5000):
             d = tree / f"d{i // 100}"
             d.mkdir(parents=True, exist_ok=True)
             (d / f"f{i}").write_bytes(b"x" * 512)
-        t = time.monotonic()
-        box.copy_in(str(tree), "/root/")
-        t_in = time.monotonic() - t
-        back = Path(tmp) / "back"
-        back.mkdir()
-        t = time.monotonic()
-        box.copy_out("/root/tree", str(back))
-        t_out = time.monotonic() - t
+        t_in, t_out = cp_round_trip(box, tree, Path(tmp) / "back")
         lines.append(f"cp 5,000 files   in {5000 / t_in:7.0f} files/s   "
                      f"out {5000 / t_out:7.0f} files/s")
     return lines

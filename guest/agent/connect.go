@@ -6,7 +6,6 @@ package main
 // read stalls only its own connection.
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -37,8 +36,7 @@ type connOp struct {
 
 func (s *Session) handleConnect(stream uint32, payload []byte) {
 	var r connectRequest
-	if err := json.Unmarshal(payload, &r); err != nil {
-		s.sendError(stream, "invalid", "bad CONNECT request: %v", err)
+	if !s.decodeRequest(stream, tConnect, payload, &r) {
 		return
 	}
 	if r.Port == nil || *r.Port < 1 || *r.Port > 65535 {

@@ -49,17 +49,34 @@ type putOp struct {
 	mode   os.FileMode
 }
 
+// decodeRequest reads the JSON payload of a request of type t into v; when it
+// cannot, the stream is answered with ERROR invalid and false returned.
+func (s *Session) decodeRequest(stream uint32, t byte, payload []byte, v interface{}) bool {
+	if err := json.Unmarshal(payload, v); err != nil {
+		s.sendError(stream, "invalid", "bad %s request: %v", typeName(t), err)
+		return false
+	}
+	return true
+}
+
+// absPath is p cleaned, or, when p is not absolute, false after ERROR invalid.
+func (s *Session) absPath(stream uint32, p wireString) (string, bool) {
+	if !filepath.IsAbs(string(p)) {
+		s.sendError(stream, "invalid", "path must be absolute: %q", p)
+		return "", false
+	}
+	return filepath.Clean(string(p)), true
+}
+
 func (s *Session) handlePut(stream uint32, payload []byte) {
 	var r putRequest
-	if err := json.Unmarshal(payload, &r); err != nil {
-		s.sendError(stream, "invalid", "bad PUT request: %v", err)
+	if !s.decodeRequest(stream, tPut, payload, &r) {
 		return
 	}
-	if !filepath.IsAbs(string(r.Path)) {
-		s.sendError(stream, "invalid", "path must be absolute: %q", r.Path)
+	path, ok := s.absPath(stream, r.Path)
+	if !ok {
 		return
 	}
-	path := filepath.Clean(string(r.Path))
 	mode := os.FileMode(0o644)
 	if r.Mode != nil {
 		mode = os.FileMode(*r.Mode & 0o7777)

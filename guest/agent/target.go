@@ -9,7 +9,6 @@ package main
 import (
 	"archive/tar"
 	"bufio"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -28,15 +27,13 @@ func (op tarGetOp) abort()    { op.stop() }
 
 func (s *Session) handleTarGet(stream uint32, payload []byte) {
 	var r getRequest
-	if err := json.Unmarshal(payload, &r); err != nil {
-		s.sendError(stream, "invalid", "bad TAR_GET request: %v", err)
+	if !s.decodeRequest(stream, tTarGet, payload, &r) {
 		return
 	}
-	if !filepath.IsAbs(string(r.Path)) {
-		s.sendError(stream, "invalid", "path must be absolute: %q", r.Path)
+	path, ok := s.absPath(stream, r.Path)
+	if !ok {
 		return
 	}
-	path := filepath.Clean(string(r.Path))
 	var st syscall.Stat_t
 	if err := syscall.Lstat(path, &st); err != nil {
 		s.sendError(stream, fileErrKind(err), "%s: %v", path, err)

@@ -7,10 +7,8 @@ package main
 
 import (
 	"archive/tar"
-	"encoding/json"
 	"errors"
 	"io"
-	"path/filepath"
 	"syscall"
 )
 
@@ -23,15 +21,13 @@ type tarPutOp struct {
 
 func (s *Session) handleTarPut(stream uint32, payload []byte) {
 	var r getRequest
-	if err := json.Unmarshal(payload, &r); err != nil {
-		s.sendError(stream, "invalid", "bad TAR_PUT request: %v", err)
+	if !s.decodeRequest(stream, tTarPut, payload, &r) {
 		return
 	}
-	if !filepath.IsAbs(string(r.Path)) {
-		s.sendError(stream, "invalid", "path must be absolute: %q", r.Path)
+	path, ok := s.absPath(stream, r.Path)
+	if !ok {
 		return
 	}
-	path := filepath.Clean(string(r.Path))
 	var st syscall.Stat_t
 	if err := syscall.Stat(path, &st); err != nil {
 		s.sendError(stream, fileErrKind(err), "%s: %v", path, err)

@@ -67,7 +67,7 @@ func (c *client) readLoop() {
 	for {
 		f, err := readFrame(r, hdr, fromClient)
 		if err != nil {
-			if err != nil && isBadFrame(err) {
+			if isBadFrame(err) {
 				c.fail(0, "protocol", err.Error())
 			}
 			return

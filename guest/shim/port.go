@@ -7,6 +7,7 @@ package main
 import (
 	"bufio"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -120,7 +121,7 @@ func (p *port) handshake(window uint32) error {
 // peekControl decodes a stream-0 HELLO_REPLY or ERROR at the head of r
 // without consuming it.
 func peekControl(r *bufio.Reader, head []byte) (Frame, bool) {
-	length := int(uint32(head[0])<<24 | uint32(head[1])<<16 | uint32(head[2])<<8 | uint32(head[3]))
+	length := int(binary.BigEndian.Uint32(head[0:4]))
 	t := head[4]
 	if (t != tHelloReply && t != tError) || head[5]|head[6]|head[7]|head[8] != 0 ||
 		length < 6 || length > 64*1024+5 {
@@ -232,8 +233,7 @@ func (p *port) readLoop() error {
 		}
 		if f.Type == tWindow {
 			if len(f.Payload) == 4 {
-				rt.addCredit(uint32(f.Payload[0])<<24 | uint32(f.Payload[1])<<16 |
-					uint32(f.Payload[2])<<8 | uint32(f.Payload[3]))
+				rt.addCredit(binary.BigEndian.Uint32(f.Payload))
 			}
 			continue
 		}

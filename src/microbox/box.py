@@ -468,11 +468,12 @@ class Box:
 
     def _session(self) -> Channel:
         """This handle's agent session, opened on first use; shared by every
-        execution made through it (streams are multiplexed)."""
+        execution made through it (streams are multiplexed). One whose shim has
+        gone (the shim is replaced on the next connect) is opened anew."""
         with self._session_lock:
-            if self._channel is None or self._channel.closed:
+            if self._channel is None or self._channel.ended():
                 if self._channel is not None:
-                    self._channel.close()  # frees its port lock for the next session
+                    self._channel.close()
                     self._channel = None
                 self._channel = control.connect(self.reload().record)
             return self._channel

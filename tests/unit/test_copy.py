@@ -26,6 +26,7 @@ from microbox.cp.chunks import ChunkReader
 from microbox.cp.report import CopyReport
 from microbox.cp.tarwrite import tree_tar
 from microbox.errors import AgentError, GuestNotFound, HostError, MicroboxError, Refused, UsageError
+from tests.trees import snapshot
 
 # -- helpers -----------------------------------------------------------------------
 
@@ -65,20 +66,6 @@ def make_tar(*members: tuple[tarfile.TarInfo, bytes], fmt: int = tarfile.PAX_FOR
 def chunked(data: bytes, size: int = 1000) -> Iterator[bytes]:
     for i in range(0, len(data), size):
         yield data[i:i + size]
-
-
-def snapshot(root: Path, skip: str = "") -> dict[str, tuple[int, bytes]]:
-    """Every path under root but `skip` (symlinks not followed): its mode and content."""
-    seen: dict[str, tuple[int, bytes]] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        if Path(dirpath) == root and skip in dirnames:
-            dirnames.remove(skip)
-        for n in dirnames + filenames:
-            p = Path(dirpath, n)
-            st = p.lstat()
-            content = p.read_bytes() if stat.S_ISREG(st.st_mode) else b""
-            seen[str(p.relative_to(root))] = (st.st_mode, content)
-    return seen
 
 
 class Scratch:

@@ -16,6 +16,7 @@ import pytest
 
 import microbox
 from microbox.errors import Refused
+from tests.trees import snapshot
 from tests.vm.helpers import mb
 
 MTIME_NS = 1_600_000_000_123_456_789
@@ -33,19 +34,6 @@ def make_tree(root: Path) -> Path:
     for p in (src / "run.sh", src / "secret", src / "sub" / "data"):
         os.utime(p, ns=(MTIME_NS, MTIME_NS))
     return src
-
-
-def snapshot(root: Path, skip: str) -> dict[str, tuple[int, bytes]]:
-    seen: dict[str, tuple[int, bytes]] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        if Path(dirpath) == root and skip in dirnames:
-            dirnames.remove(skip)
-        for n in dirnames + filenames:
-            p = Path(dirpath, n)
-            st = p.lstat()
-            seen[str(p.relative_to(root))] = (
-                st.st_mode, p.read_bytes() if stat.S_ISREG(st.st_mode) else b"")
-    return seen
 
 
 @pytest.fixture

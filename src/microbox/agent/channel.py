@@ -218,6 +218,18 @@ class Channel:
     def closed(self) -> bool:
         return self._closed is not None
 
+    def ended(self) -> bool:
+        """closed, or about to be: the peer hung up and the reader thread has not
+        seen it yet (an end-of-file is sticky, so a peek finds it at once)."""
+        if self._closed is not None:
+            return True
+        try:
+            return self._sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+
     # -- receiving ---------------------------------------------------------
 
     def _read_loop(self) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import io
 import tempfile
 import threading
-from collections.abc import AsyncIterator
-from typing import IO, Annotated, Any, cast
+from collections.abc import AsyncIterator, Callable
+from typing import IO, Annotated, Any, TypeVar, cast
 
 import anyio.from_thread
 import anyio.to_thread
@@ -18,6 +18,8 @@ from microbox.api.guard import TooLarge
 from microbox.api.models import Copied, Envelope, Logs, Uploaded
 from microbox.api.streams import pull
 from microbox.envelope import envelope
+
+T = TypeVar("T")
 
 SPOOL_MEMORY = 1 << 20  # a download past this much goes to a temporary file, not memory
 READ_CHUNK = 64 * 1024
@@ -74,18 +76,25 @@ async def upload(ref: str, path: GuestPath, request: Request, rt: RT,
                              "description": "The file's bytes."}})
 async def download(ref: str, path: GuestPath, request: Request, rt: RT) -> Response:
     box = await anyio.to_thread.run_sync(rt.shared, ref)
+    limit = request.app.state.upload_limit
+    mode, spool, size = await _spool(lambda f: box.get(path, f, limit))
+    return StreamingResponse(_spooled(spool), media_type="application/octet-stream",
+                             headers={"X-Microbox-Mode": f"{mode:04o}",
+                                      "Content-Length": str(size)})
+
+
+async def _spool(fill: Callable[[IO[bytes]], T]) -> tuple[T, IO[bytes], int]:
+    """What `fill` returns, and the spool it wrote (rewound) with its size: a
+    download is whole before its response starts, so its errors are envelopes."""
     spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY)  # noqa: SIM115
     try:
-        mode = await anyio.to_thread.run_sync(box.get, path, spool,
-                                              request.app.state.upload_limit)
+        result = await anyio.to_thread.run_sync(fill, spool)
         size = spool.tell()
         spool.seek(0)
     except BaseException:
         spool.close()
         raise
-    return StreamingResponse(_spooled(spool), media_type="application/octet-stream",
-                             headers={"X-Microbox-Mode": f"{mode:04o}",
-                                      "Content-Length": str(size)})
+    return result, spool, size
 
 
 async def _spooled(spool: IO[bytes]) -> AsyncIterator[bytes]:
@@ -133,15 +142,9 @@ class _Capped(io.RawIOBase):
                              "description": "The tar stream."}})
 async def download_tar(ref: str, path: GuestPath, request: Request, rt: RT) -> Response:
     box = await anyio.to_thread.run_sync(rt.shared, ref)
-    spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY)  # noqa: SIM115
-    try:
-        capped = _Capped(spool, request.app.state.upload_limit, path)
-        await anyio.to_thread.run_sync(box.copy_out_tar, path, cast(IO[bytes], capped))
-        size = spool.tell()
-        spool.seek(0)
-    except BaseException:
-        spool.close()
-        raise
+    limit = request.app.state.upload_limit
+    _, spool, size = await _spool(
+        lambda f: box.copy_out_tar(path, cast(IO[bytes], _Capped(f, limit, path))))
     return StreamingResponse(_spooled(spool), media_type="application/x-tar",
                              headers={"Content-Length": str(size)})
 

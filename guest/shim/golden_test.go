@@ -1,0 +1,64 @@
+package main
+
+// The shim keeps its own copy of the frame types (it is a module of its own);
+// the golden frames of docs/protocol-golden.json, which the agent's and the
+// host's tests decode too, keep the three copies equal.
+
+import (
+	"bytes"
+	"encoding/hex"
+	"encoding/json"
+	"os"
+	"testing"
+)
+
+var shimTypes = map[string]byte{
+	"HELLO": tHello, "HELLO_REPLY": tHelloReply, "PING": tPing, "PONG": tPong,
+	"WINDOW": tWindow, "EXEC": tExec, "STARTED": tStarted, "STDIN": tStdin,
+	"STDOUT": tStdout, "STDERR": tStderr, "EXIT": tExit, "SIGNAL": tSignal,
+	"RESIZE": tResize, "CANCEL": tCancel, "PUT": tPut, "DATA": tData, "GET": tGet,
+	"FILE": tFile, "DONE": tDone, "TAR_GET": tTarGet, "TAR_PUT": tTarPut,
+	"SHUTDOWN": tShutdown, "CONNECT": tConnect, "CONNECTED": tConnected, "ERROR": tError,
+}
+
+func TestFrameTypesMatchTheGoldenFrames(t *testing.T) {
+	raw, err := os.ReadFile("../../docs/protocol-golden.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var golden struct {
+		Frames []struct {
+			Name     string `json:"name"`
+			Hex      string `json:"hex"`
+			Type     int    `json:"type"`
+			TypeName string `json:"type_name"`
+			Stream   uint32 `json:"stream"`
+		} `json:"frames"`
+	}
+	if err := json.Unmarshal(raw, &golden); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	all := union(fromClient, fromGuest, map[byte]bool{tWindow: true})
+	for _, g := range golden.Frames {
+		code, ok := shimTypes[g.TypeName]
+		if !ok || int(code) != g.Type {
+			t.Fatalf("%s: the shim has %s as 0x%02x (known %v), the spec 0x%02x", g.Name,
+				g.TypeName, code, ok, g.Type)
+		}
+		seen[g.TypeName] = true
+		b, err := hex.DecodeString(g.Hex)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := readFrame(bytes.NewReader(b), make([]byte, headerSize), all)
+		if err != nil || int(f.Type) != g.Type || f.Stream != g.Stream {
+			t.Fatalf("%s: decoded %+v, %v", g.Name, f, err)
+		}
+	}
+	for name := range shimTypes {
+		if !seen[name] {
+			t.Errorf("the shim knows %s, which no golden frame shows", name)
+		}
+	}
+}
