@@ -1,8 +1,13 @@
 // microbox-shim: the small host process of one box. It owns the agent's
 // virtio-serial ports for the box's whole life and multiplexes any number of
 // host clients (on <box dir>/mux.sock) and forwarded TCP connections over
-// them, and, for a box with user-mode networking, serves its egress proxy
-// (docs/net.md). It exits when the VM does. See docs/architecture.md.
+// them. For a box with a network policy (-policy, docs/net.md) it enforces
+// that policy: a --net user box's egress proxy (on <box dir>/proxy.sock),
+// and a --net tap box's DNS resolver (on a UDP socket the host bound in the
+// box's network namespace, -dns-fd; the tap box has no proxy, -no-proxy),
+// which fills the box's nftables set (-nft-set) with the addresses it
+// answers. Both share the policy and net.log. It exits when the VM does.
+// See docs/architecture.md.
 //
 // `microbox-shim -pipe SOCKET` is the other face of the same binary: the
 // per-connection process QEMU starts for the guest's proxy connections.
@@ -51,15 +56,20 @@ func main() {
 	window := flag.Uint("window", 256*1024, "per-stream flow-control window (bytes; 0: off)")
 	var fwds forwardList
 	flag.Var(&fwds, "forward", "FD:GUESTPORT: serve a listening socket inherited as FD")
-	policyPath := flag.String("policy", "", "serve the egress proxy with this policy (JSON)")
+	policyPath := flag.String("policy", "", "enforce this network policy (JSON): serve the egress proxy with it")
+	noProxy := flag.Bool("no-proxy", false, "with -policy: serve no egress proxy (a --net tap box)")
+	dnsFD := flag.Int("dns-fd", -1, "with -policy: serve the box's DNS resolver on this inherited UDP socket")
+	nftSet := flag.String("nft-set", "", "with -dns-fd: add the addresses the resolver answers, "+
+		"when the policy restricts names, to this set of table inet microbox")
 	pipe := flag.String("pipe", "", "carry stdio to and from this Unix socket, then exit")
 	flag.Parse()
 	if *pipe != "" {
 		os.Exit(runPipe(*pipe))
 	}
-	if *dir == "" || *ports < 1 {
+	if *dir == "" || *ports < 1 || *policyPath == "" && (*noProxy || *dnsFD >= 0) ||
+		*nftSet != "" && *dnsFD < 0 {
 		fatal(errors.New("usage: microbox-shim -dir BOXDIR [-ports N] [-forward FD:PORT]... " +
-			"[-policy FILE]"))
+			"[-policy FILE [-no-proxy] [-dns-fd FD [-nft-set NAME]]]"))
 	}
 	s := &shim{dir: *dir}
 	lock, err := takeLock(filepath.Join(*dir, "shim.lock"))
@@ -89,10 +99,24 @@ func main() {
 	}
 	var px *proxy
 	var pxLn net.Listener
+	var dns *dnsServer
+	var dnsConn net.PacketConn
 	proxyPath := filepath.Join(*dir, "proxy.sock")
 	if *policyPath != "" {
-		if px, pxLn, err = startProxy(*policyPath, proxyPath, filepath.Join(*dir, "net.log")); err != nil {
+		pol, log, err := loadNet(*policyPath, filepath.Join(*dir, "net.log"))
+		if err != nil {
 			fatal(err)
+		}
+		if !*noProxy {
+			px = newProxy(pol, log)
+			if pxLn, err = px.listen(proxyPath); err != nil {
+				fatal(err)
+			}
+		}
+		if *dnsFD >= 0 {
+			if dns, dnsConn, err = openDNS(pol, log, *dnsFD, *nftSet); err != nil {
+				fatal(err)
+			}
 		}
 	}
 	muxPath := filepath.Join(*dir, "mux.sock")
@@ -116,6 +140,13 @@ func main() {
 	if px != nil {
 		go func() { _ = px.serve(pxLn) }()
 	}
+	if dns != nil {
+		go func() {
+			if err := dns.serve(dnsConn); err != nil {
+				fmt.Fprintln(os.Stderr, "microbox-shim: dns:", err)
+			}
+		}()
+	}
 	fmt.Println("ready")
 	os.Stdout.Close()
 	sigs := make(chan os.Signal, 1)
@@ -133,7 +164,9 @@ func main() {
 	}
 }
 
-func startProxy(policyPath, sockPath, logPath string) (*proxy, net.Listener, error) {
+// loadNet reads the box's policy and opens its net.log, once for the proxy
+// and the resolver both.
+func loadNet(policyPath, logPath string) (*policy, *netLog, error) {
 	pol, err := loadPolicy(policyPath)
 	if err != nil {
 		return nil, nil, err
@@ -142,12 +175,7 @@ func startProxy(policyPath, sockPath, logPath string) (*proxy, net.Listener, err
 	if err != nil {
 		return nil, nil, err
 	}
-	px := newProxy(pol, log)
-	ln, err := px.listen(sockPath)
-	if err != nil {
-		return nil, nil, err
-	}
-	return px, ln, nil
+	return pol, log, nil
 }
 
 func (s *shim) accept() {
