@@ -3,8 +3,10 @@ path: Unix socket paths are limited to 108 bytes) under a leak guard."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -35,6 +37,24 @@ def shim_pids(home: Path) -> set[int]:
     """Box shims serving boxes under `home`, and the `-pipe` processes QEMU
     starts for their proxy connections (the same binary, the box dir in argv)."""
     return qemu_pids(home, "microbox-shim")
+
+
+def net_pieces() -> set[str]:
+    """Every --net tap piece on this host: box namespaces, box and scratch TAP
+    links, and the chains of microbox's nftables table (the table itself too)."""
+    found = {f"netns {n}" for n in (os.listdir("/run/netns") if os.path.isdir("/run/netns")
+                                    else []) if n.startswith("microbox-")}
+    found |= {f"link {n}" for n in os.listdir("/sys/class/net") if n.startswith(("mbx", "mbs"))}
+    nft = shutil.which("nft") or shutil.which("nft", path="/usr/sbin:/sbin")
+    if nft is not None and os.geteuid() == 0:
+        done = subprocess.run([nft, "-j", "list", "table", "inet", "microbox"],
+                              capture_output=True, text=True)
+        if done.returncode == 0:
+            found.add("nft table inet microbox")
+            for item in json.loads(done.stdout)["nftables"]:
+                if "chain" in item:
+                    found.add(f"nft chain {item['chain']['name']}")
+    return found
 
 
 def still_running(pids: set[int], timeout: float) -> set[int]:

@@ -223,6 +223,6 @@ type errorMsg struct {
 
 var (
 	agentName    = "microbox-agent 1"
-	capabilities = []string{"exec", "tty", "signal", "files", "ping", "shutdown", "identity", "cancel", "connect", "tar", "window", "net"}
+	capabilities = []string{"exec", "tty", "signal", "files", "ping", "shutdown", "identity", "cancel", "connect", "tar", "window", "net", "dns"}
 	doneJSON     = []byte("{}")
 )

@@ -58,12 +58,17 @@ func addEntropy(b []byte) error {
 
 // writeMachineID makes path hold id (and a newline), writing only when it differs.
 func writeMachineID(path, id string) error {
-	want := []byte(id + "\n")
+	return replaceFile(path, []byte(id+"\n"), 0o444)
+}
+
+// replaceFile makes path hold want: untouched when it already does, else
+// written beside it and renamed over it (a symlink there is replaced).
+func replaceFile(path string, want []byte, mode os.FileMode) error {
 	if cur, err := os.ReadFile(path); err == nil && bytes.Equal(cur, want) {
 		return nil
 	}
 	tmp := path + ".microbox-tmp"
-	if err := os.WriteFile(tmp, want, 0o444); err != nil {
+	if err := os.WriteFile(tmp, want, mode); err != nil {
 		return err
 	}
 	if err := os.Rename(tmp, path); err != nil {

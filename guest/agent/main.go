@@ -34,6 +34,11 @@ func main() {
 			consoleLogf("network: %v", err)
 		}
 	}
+	if cfg.dns != "" {
+		if err := writeResolvConf("/etc/resolv.conf", cfg.dns); err != nil {
+			consoleLogf("resolver: %v", err)
+		}
+	}
 	a := &Agent{
 		Reaper:      startReaper(),
 		PasswdPath:  "/etc/passwd",

@@ -5,6 +5,8 @@ package main
 // parameters") before any host connects: an address, the interface up, and
 // a default route. Plain ioctls, as the kernel offers them without netlink.
 // A box without the parameter has no network device and nothing is done.
+// microbox.dns=ADDR (a --net tap box) names the box's resolver, written to
+// /etc/resolv.conf.
 
 import (
 	"fmt"
@@ -121,4 +123,14 @@ func configureNet(c netConfig) error {
 		return fmt.Errorf("default route via %s: %v", c.gateway, err)
 	}
 	return nil
+}
+
+// writeResolvConf points the box's resolver at addr (an IPv4 address).
+func writeResolvConf(path, addr string) error {
+	ip := net.ParseIP(addr)
+	if ip == nil || ip.To4() == nil {
+		return fmt.Errorf("microbox.dns=%q: want an IPv4 address", addr)
+	}
+	return replaceFile(path, []byte("# written by microbox: the box's resolver\nnameserver "+
+		ip.To4().String()+"\n"), 0o644)
 }

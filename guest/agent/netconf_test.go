@@ -3,6 +3,7 @@ package main
 import (
 	"net"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"syscall"
@@ -90,5 +91,29 @@ func TestConfigureNet(t *testing.T) {
 	if !strings.Contains(route, "eth0\t00000000\t0202000A\t0003") ||
 		!strings.Contains(route, "eth0\t0002000A\t00000000\t0001") {
 		t.Fatalf("routes:\n%s", route)
+	}
+}
+
+func TestWriteResolvConf(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "resolv.conf")
+	if err := os.Symlink("/nonexistent/stub-resolv.conf", path); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeResolvConf(path, "10.0.2.2"); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(path)
+	if err != nil || !strings.Contains(string(got), "\nnameserver 10.0.2.2\n") {
+		t.Fatalf("resolv.conf = %q, %v", got, err)
+	}
+	if fi, _ := os.Lstat(path); fi.Mode()&os.ModeSymlink != 0 {
+		t.Fatal("the symlink was kept")
+	}
+	if err := writeResolvConf(path, "not-an-address"); err == nil {
+		t.Fatal("a bad address was written")
+	}
+	if cfg := parseCmdline("microbox.net=eth0,10.0.2.15/24,10.0.2.2 microbox.dns=10.0.2.2"); cfg.dns != "10.0.2.2" {
+		t.Fatalf("dns = %q", cfg.dns)
 	}
 }

@@ -15,6 +15,7 @@ type bootConfig struct {
 	root, fstype string
 	debug        bool
 	net          string // microbox.net=IFACE,ADDR/PREFIX,GATEWAY (netconf.go)
+	dns          string // microbox.dns=ADDR: the box's resolver (netconf.go)
 }
 
 // parseCmdline reads the microbox.* parameters of the kernel command line.
@@ -35,6 +36,8 @@ func parseCmdline(cmdline string) bootConfig {
 			cfg.debug = v == "1"
 		case "microbox.net":
 			cfg.net = v
+		case "microbox.dns":
+			cfg.dns = v
 		}
 	}
 	return cfg

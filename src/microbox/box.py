@@ -40,7 +40,7 @@ from microbox.images import pack as packs
 from microbox.images import store
 from microbox.images.pack import PackInfo
 from microbox.images.progress import QUIET, Progress
-from microbox.net import netlog, plan
+from microbox.net import netlog, nft, plan, tap
 from microbox.net import policy as net_policy
 from microbox.portmap import PortMap
 from microbox.spec import BoxSpec, validate_name
@@ -157,19 +157,32 @@ class Box:
         }
 
     def net_info(self) -> dict[str, Any]:
-        """The box's network: its mode and, with `user`, the proxy the guest uses,
-        the effective egress policy and how many connections were refused."""
+        """The box's network: its mode, the effective egress policy and how many
+        connections were refused; with `user`, the proxy the guest uses; with
+        `tap`, its addresses, host link and the firewall's refusals."""
         spec = self.record.spec
-        if spec.net != "user":
-            return {"mode": spec.net}
-        return {"mode": "user", "proxy": plan.PROXY_URL,
-                "policy": net_policy.effective(spec),
-                "refused": netlog.refused(box_dir(self.record).net_log)}
+        if spec.net == "none":
+            return {"mode": "none"}
+        info: dict[str, Any] = {"mode": spec.net, "policy": net_policy.effective(spec),
+                                "refused": netlog.refused(box_dir(self.record).net_log)}
+        if spec.net == "user":
+            info["proxy"] = plan.PROXY_URL
+            return info
+        firewall = nft.refused(self.record.id) if tap.present(self.record.id) else []
+        info.update(address=plan.GUEST, gateway=plan.GATEWAY, resolver=plan.GATEWAY,
+                    link=nft.link_of(self.record.id) if tap.present(self.record.id) else None,
+                    firewall=[r.to_json() for r in firewall])
+        info["refused"] += sum(r.packets for r in firewall)
+        return info
 
     def net_log(self) -> bytes:
-        """The box's network log: one line per connection its proxy refused
-        (time, number, destination, reason)."""
-        return netlog.read(box_dir(self.record).net_log)
+        """The box's network log: one line per connection its proxy (or, with
+        --net tap, its resolver) refused (time, number, destination, reason);
+        with --net tap, then one line per destination its firewall refused."""
+        log = netlog.read(box_dir(self.record).net_log)
+        if self.record.spec.net == "tap" and tap.present(self.record.id):
+            log += b"".join(f"{r}\n".encode() for r in nft.refused(self.record.id))
+        return log
 
     # -- lifecycle -----------------------------------------------------------
 

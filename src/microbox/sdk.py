@@ -130,7 +130,9 @@ class Runtime:
         ports into it ("8080:80", "0.0.0.0:8080:80"; 127.0.0.1 unless named).
         `net` is "user" (the default: egress through a filtering proxy, with the
         policy of allow_hosts, allow_cidrs, deny_all, allow_private; add_hosts
-        "NAME:ADDRESS" for the proxy's resolver) or "none" (docs/net.md).
+        "NAME:ADDRESS" for the proxy's resolver), "tap" (root: a routed TAP in
+        the box's own namespace, the same policy enforced by nftables and the
+        box's resolver) or "none" (docs/net.md).
         Values left None are the pack's, else the defaults."""
         given: dict[str, Any] = {
             "cpus": cpus, "memory_mib": memory_mib, "env": env, "workdir": workdir,

@@ -1,5 +1,5 @@
-"""Every VM test runs under a leak guard: no QEMU process, box shim or box dir
-may outlive it."""
+"""Every VM test runs under a leak guard: no QEMU process, box shim, box dir or
+--net tap piece (namespace, link, nftables chain) may outlive it."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import qemu_pids, shim_pids, still_running
+from tests.conftest import net_pieces, qemu_pids, shim_pids, still_running
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -21,7 +21,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.vm)
 
 
-def _check(home: Path, before: set[int]) -> list[str]:
+def _check(home: Path, before: set[int], nets: set[str]) -> list[str]:
     problems = []
     leaked = still_running(qemu_pids(home) - before, 5.0)
     for pid in leaked:
@@ -39,14 +39,18 @@ def _check(home: Path, before: set[int]) -> list[str]:
         shutil.rmtree(boxes / d, ignore_errors=True)
     if dirs:
         problems.append(f"box dirs outlived the test: {dirs}")
+    left = sorted(net_pieces() - nets)
+    if left:
+        problems.append(f"box networks outlived the test: {left}")
     return problems
 
 
 @pytest.fixture(autouse=True)
 def leak_guard(microbox_home: Path) -> Iterator[None]:
     before = qemu_pids(microbox_home) | shim_pids(microbox_home)
+    nets = net_pieces()
     yield
-    problems = _check(microbox_home, before)
+    problems = _check(microbox_home, before, nets)
     assert not problems, "; ".join(problems)
 
 
@@ -56,9 +60,10 @@ def fresh_home(microbox_home: Path) -> Iterator[Path]:
     damage the database."""
     home = Path(tempfile.mkdtemp(prefix="mbf-", dir="/tmp"))
     os.environ["MICROBOX_HOME"] = str(home)
+    nets = net_pieces()
     try:
         yield home
-        problems = _check(home, set())
+        problems = _check(home, set(), nets)
     finally:
         os.environ["MICROBOX_HOME"] = str(microbox_home)
         shutil.rmtree(home, ignore_errors=True)

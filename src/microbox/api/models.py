@@ -69,8 +69,10 @@ class CreateBox(_Strict):
     ports: list[str] = Field(default_factory=list, description="Published ports, "
                              "\"[HOST_IP:]HOST_PORT:GUEST_PORT\" (127.0.0.1 unless HOST_IP is "
                              "given), served for as long as the box runs.")
-    net: Literal["user", "none"] = Field("user", description="user: egress through the box's "
-                                         "filtering proxy (docs/net.md); none: no network device.")
+    net: Literal["user", "none", "tap"] = Field(
+        "user", description="user: egress through the box's filtering proxy (docs/net.md); "
+        "none: no network device; tap (a root server): a routed TAP in the box's own network "
+        "namespace, filtered by nftables.")
     allow_hosts: list[str] = Field(default_factory=list, description="Host names (*.x: the "
                                    "names below x); with any, other names are refused.")
     allow_cidrs: list[str] = Field(default_factory=list,
@@ -121,7 +123,7 @@ class SetBox(_Strict):
 
     cpus: int | None = None
     memory_mib: int | None = None
-    net: Literal["user", "none"] | None = None
+    net: Literal["user", "none", "tap"] | None = None
     allow_hosts: list[str] | None = None
     allow_cidrs: list[str] | None = None
     deny_all: bool | None = None

@@ -57,11 +57,12 @@ def net_options(*, for_set: bool = False) -> list[Callable[[F], F]]:
     list flags replace the box's and the switches can be turned off)."""
     lists = " (repeatable; replaces the box's list)" if for_set else " (repeatable)"
     return [
-        click.option("--net", "net", metavar="user|none",
+        click.option("--net", "net", metavar="user|none|tap",
                      default=None if for_set else plan.DEFAULT_MODE,
                      show_default=not for_set,
                      help="user: reach the network through the box's filtering proxy; "
-                          "none: no network device."),
+                          "none: no network device; tap (root): a routed TAP in the box's "
+                          "own network namespace, filtered by nftables."),
         click.option("--allow-host", "allow_host", multiple=True, metavar="NAME",
                      help="Allow this host name (*.example.org: the names below it); "
                           "names not allowed are then refused" + lists + "."),

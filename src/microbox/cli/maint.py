@@ -83,7 +83,8 @@ def kill(force: bool, as_json: bool, verbose: bool, box_id: str) -> None:
 @common_options
 def gc(dry_run: bool, as_json: bool, verbose: bool) -> None:
     """Remove leftovers no live box owns: dead --rm boxes, stray box dirs,
-    unused templates and snapshots, shims that outlived their VM."""
+    unused templates and snapshots, shims that outlived their VM, and (as root)
+    --net tap namespaces, links and nftables chains whose box is gone."""
     out = Out("gc", as_json, verbose)
 
     def body() -> None:
@@ -96,8 +97,10 @@ def gc(dry_run: bool, as_json: bool, verbose: bool) -> None:
         lines += [f"{verb} snapshot {t}" for t in report.snapshots]
         lines += [f"{'would end' if dry_run else 'ended'} shim pid {p} (its VM is gone)"
                   for p in report.shims]
+        lines += [f"{verb} {n}" for n in report.networks]
         out.result({"rows": report.rows, "dirs": report.dirs, "templates": report.templates,
-                    "snapshots": report.snapshots, "shims": report.shims, "dry_run": dry_run},
+                    "snapshots": report.snapshots, "shims": report.shims,
+                    "networks": report.networks, "dry_run": dry_run},
                    "\n".join(lines) or "nothing to collect")
 
     guarded(out, body)

@@ -115,7 +115,7 @@ def _net_log(out: Out, log: bytes, info: dict[str, object], tail: int | None) ->
         return 0
     sys.stdout.buffer.write(b"".join(lines))
     sys.stdout.flush()
-    if info.get("mode") != "user":
+    if info.get("mode") == "none":
         click.echo("microbox: the box has no network (--net none)", err=True)
     else:
         click.echo(f"microbox: {refused} connection(s) refused", err=True)

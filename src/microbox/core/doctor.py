@@ -22,6 +22,7 @@ from microbox.artifacts import agent, kernel
 from microbox.core import orphans, templates
 from microbox.core.boxdir import BoxDir, for_box
 from microbox.core.vm import default_kernel
+from microbox.net import tap
 from microbox.store import readonly
 from microbox.store.migrations import MIGRATIONS
 from microbox.vmm import accel
@@ -193,6 +194,20 @@ def _orphans() -> Check:
                  "or shims")
 
 
+def _networks() -> Check:
+    """--net tap namespaces, links and nftables chains that no live box owns
+    (of any data dir on this host: they are the kernel's, and shared)."""
+    if os.geteuid() != 0:
+        found = tap.strays()  # without the host lock: a start under way may show
+    else:
+        with tap.host_lock():
+            found = tap.strays()
+    if found:
+        return Check("network", "FAIL", f"{len(found)} box network piece(s) outlived their "
+                     "box: " + ", ".join(str(s) for s in found[:4]), "microbox gc (as root)")
+    return Check("network", "PASS", "no stray box namespaces, links or nftables chains")
+
+
 def _templates() -> Check:
     root = paths.templates_dir()
     ready = [d for d in root.iterdir() if not d.name.startswith(".") and templates.usable(d)] \
@@ -206,7 +221,8 @@ def _templates() -> Check:
 
 
 CHECKS: tuple[Callable[[], Check], ...] = (_qemu, _kernel, _agent, _accel, _data_dir,
-                                           _database, _disk, _crashed, _orphans, _templates)
+                                           _database, _disk, _crashed, _orphans, _networks,
+                                           _templates)
 
 
 def run_checks() -> list[Check]:

@@ -22,6 +22,7 @@ from microbox.core.orphans import scan
 from microbox.core.templates import Template
 from microbox.errors import VMError
 from microbox.images import builtin, store
+from microbox.net import nft, plan, tap
 from microbox.net import policy as net_policy
 from microbox.spec import BoxSpec, validate_name
 from microbox.store import boxes
@@ -94,6 +95,7 @@ def start(db: Database, record: BoxRecord, lock: locks.Lock, *, attached: bool,
     if record.status != "starting":
         record = record.with_(**_starter())
         boxes.update(db, record)
+    net: tap.Attachment | None = None
     try:
         # a taken host port fails the start before anything runs
         published = portmap.bind(record.spec.ports)
@@ -103,20 +105,27 @@ def start(db: Database, record: BoxRecord, lock: locks.Lock, *, attached: bool,
         raise
     try:
         try:
-            running, channel = _boot(record, lock, attached=attached, log=log)
+            net = _network(record)
+            running, channel = _boot(record, lock, attached=attached, log=log,
+                                     tap_fd=net.tap if net else None)
         except BaseException as exc:
+            lock.close()  # idempotent: the VMM took it, or never will
+            end_network(record)
             _roll_back(db, record, before, str(exc))
             raise
         try:
-            channel = _hand_to_shim(record, channel, published)
+            channel = _hand_to_shim(record, channel, published, net)
         except BaseException as exc:
             running.kill()
             shim.wait_gone(box_dir(record))
+            end_network(record)
             _roll_back(db, record, before, str(exc))
             raise
     finally:
         for sock in published:
             sock.close()  # the shim holds its own copies
+        if net is not None:
+            net.close()  # QEMU holds the TAP, the shim the resolver's socket
     record = record.with_(status="running", pending=False, started_at=time.time(),
                           pid=running.pid, pid_start=running.pid_start, last_error=None)
     try:
@@ -129,26 +138,44 @@ def start(db: Database, record: BoxRecord, lock: locks.Lock, *, attached: bool,
     return Started(record, running, channel)
 
 
-def _hand_to_shim(record: BoxRecord, boot: Channel,
-                  published: list[socket.socket]) -> Channel:
+def _network(record: BoxRecord) -> tap.Attachment | None:
+    """A --net tap box's namespace, TAP and firewall chain, made before its VMM
+    (which inherits the TAP); None for other modes."""
+    if record.spec.net != "tap":
+        return None
+    tap.available()
+    policy = net_policy.effective(record.spec)
+    assert policy is not None
+    return tap.setup(record.id, box_dir(record).path, nft.Rules.of(policy))
+
+
+def end_network(record: BoxRecord) -> None:
+    """Remove a box's --net tap network once its VMM is gone (idempotent)."""
+    tap.teardown(record.id)
+
+
+def _hand_to_shim(record: BoxRecord, boot: Channel, published: list[socket.socket],
+                  net: tap.Attachment | None) -> Channel:
     """The boot session ends; the box's shim takes its agent ports, the
-    published ports' listeners and, with --net user, the egress proxy (its
-    policy written first), and this command becomes one of its clients."""
+    published ports' listeners and, with --net user, the egress proxy (with
+    --net tap, the box's resolver), its policy written first, and this command
+    becomes one of its clients."""
     caps = boot.hello.get("capabilities", [])
     boot.close()
-    if record.spec.net == "user" and "net" not in caps:
+    need = plan.capability(record.spec.net)
+    if need is not None and need not in caps:
         raise VMError("the box's agent cannot configure its network; run 'microbox agent "
                       "build' and start the box again")
     d = box_dir(record)
     policy = net_policy.write(d.net_policy, record.spec)
     shim.spawn(d, vm.PORTS, [shim.Forward(sock, m.guest_port)
                              for sock, m in zip(published, record.spec.ports, strict=True)],
-               policy)
+               policy, shim.resolver(record.id, net.dns) if net else None)
     return shim.connect(d, time.monotonic() + shim.READY_TIMEOUT)
 
 
-def _boot(record: BoxRecord, lock: locks.Lock, *, attached: bool,
-          log: vm.Log) -> tuple[vm.Running, Channel]:
+def _boot(record: BoxRecord, lock: locks.Lock, *, attached: bool, log: vm.Log,
+          tap_fd: int | None) -> tuple[vm.Running, Channel]:
     """Warm (restored from a template) on a box's first start, unless it asks to
     boot cold; cold from its own disk on every later start."""
     d = box_dir(record)
@@ -156,15 +183,17 @@ def _boot(record: BoxRecord, lock: locks.Lock, *, attached: bool,
     backing = templates.used_by(d)
     if record.started_at is None and backing and backing.startswith(snapshots.PREFIX):
         return warm.restore_snapshot(d, record.spec, Template(paths.home() / backing), lock,
-                                     attached=attached, identity=identity, log=log)
+                                     attached=attached, identity=identity, log=log,
+                                     tap_fd=tap_fd)
     first = record.started_at is None
     if first and not record.spec.cold and record.image_digest:
         return warm.start(d, record.spec, store.blob_path(record.image_digest),
                           record.image_digest, lock, attached=attached, identity=identity,
-                          log=log)
+                          log=log, tap_fd=tap_fd)
     if first and not d.disk.exists() and record.image_digest:
         vm.create_disk(store.blob_path(record.image_digest), d.disk)
-    return vm.boot(d, record.spec, lock, attached=attached, identity=identity, log=log)
+    return vm.boot(d, record.spec, lock, attached=attached, identity=identity, log=log,
+                   tap_fd=tap_fd)
 
 
 def _roll_back(db: Database, record: BoxRecord, before: str, error: str) -> None:
@@ -206,6 +235,7 @@ def _kill_vmm(record: BoxRecord, running: vm.Running | None = None) -> None:
                 process.kill_group(v.pid)
                 process.wait_exit(v.pid, 10.0)
     shim.kill(d)
+    end_network(record)
 
 
 def destroy(db: Database, record: BoxRecord, running: vm.Running | None = None) -> None:
@@ -227,6 +257,7 @@ def stop(db: Database, record: BoxRecord, running: vm.Running | None,
     if running is not None and running.proc is not None:
         running.proc.wait()
     shim.wait_gone(box_dir(record))
+    end_network(record)
     box_dir(record).remove_runtime_files()
     record = record.with_(status="stopped", finished_at=time.time(), pid=None, pid_start=None)
     boxes.update(db, record)

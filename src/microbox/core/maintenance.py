@@ -17,6 +17,7 @@ from microbox.core.orphans import VMM
 from microbox.core.reconcile import reconcile, vanishes
 from microbox.core.templates import Template
 from microbox.errors import StateError
+from microbox.net import tap
 from microbox.store import boxes
 from microbox.store import images as image_rows
 from microbox.store.boxes import BoxRecord
@@ -31,6 +32,7 @@ class GcReport:
     templates: list[str] = field(default_factory=list)  # stale ones that no box uses
     snapshots: list[str] = field(default_factory=list)  # removed or fork's own, unused
     shims: list[int] = field(default_factory=list)  # pids of shims that outlived their VM
+    networks: list[str] = field(default_factory=list)  # --net tap pieces no live box owns
 
 
 def gc(db: Database, dry_run: bool = False) -> GcReport:
@@ -55,6 +57,8 @@ def gc(db: Database, dry_run: bool = False) -> GcReport:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(stray.pid, signal.SIGKILL)
             process.wait_exit(stray.pid, 5.0)
+    if os.geteuid() == 0:  # only root makes (and can remove) box networks
+        report.networks = tap.sweep(dry_run)
     return report
 
 

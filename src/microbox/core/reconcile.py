@@ -58,6 +58,7 @@ def reconcile(db: Database, record: BoxRecord) -> BoxRecord | None:
             return record  # its starter is still at work
         return lifecycle.abandon(db, record)
     if record.status in LIVE and not box_dir(record).alive():
+        lifecycle.end_network(record)
         if record.auto_remove:
             lifecycle.destroy(db, record)
             return None

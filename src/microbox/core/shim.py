@@ -6,7 +6,9 @@ takes any number of execs, shells, copies and forwarded connections at once
 Clients connect to `<box dir>/mux.sock` and speak protocol v1 as they would on
 a port of their own. A `--net user` box's shim also serves its egress proxy on
 `<box dir>/proxy.sock`, deciding connections by the policy file named on its
-command line (docs/net.md). A running box without a live shim (one started by an
+command line; a `--net tap` box's serves its resolver on a socket in the
+box's namespace, and fills the box's firewall set with what it allowed
+(docs/net.md). A running box without a live shim (one started by an
 older microbox, or whose shim was killed) gets a new one on first use.
 """
 
@@ -27,6 +29,7 @@ from microbox.artifacts import shim as shim_build
 from microbox.core.boxdir import BoxDir
 from microbox.core.vm import PORTS
 from microbox.errors import AgentError, HostError, VMError
+from microbox.net import nft, tap
 from microbox.portmap import PortMap
 from microbox.vmm import process
 
@@ -49,19 +52,37 @@ def binary() -> str:
     return str(path)
 
 
+@dataclass(frozen=True)
+class Resolver:
+    """A --net tap box's resolver: its UDP socket (inside the box's namespace)
+    and the firewall set the shim fills with the addresses of allowed names."""
+
+    sock: socket.socket
+    nft_set: str
+
+
+def resolver(box_id: str, sock: socket.socket) -> Resolver:
+    return Resolver(sock, nft.names_set(box_id))
+
+
 def spawn(box: BoxDir, ports: int, forwards: Sequence[Forward] = (),
-          policy: Path | None = None) -> None:
+          policy: Path | None = None, dns: Resolver | None = None) -> None:
     """Start the shim of a running box and wait until it serves (with `policy`,
-    its egress proxy too); a shim that is already serving the box is left as it is."""
+    its egress proxy too, or with `dns` the box's resolver instead); a shim that
+    is already serving the box is left as it is."""
     argv = [binary(), "-dir", str(box.path), "-ports", str(ports)]
+    fds = [f.sock.fileno() for f in forwards]
     for f in forwards:
         argv += ["-forward", f"{f.sock.fileno()}:{f.guest_port}"]
     if policy is not None:
         argv += ["-policy", str(policy)]
+    if dns is not None:
+        argv += ["-no-proxy", "-dns-fd", str(dns.sock.fileno()), "-nft-set", dns.nft_set]
+        fds.append(dns.sock.fileno())
     with open(box.shim_log, "ab") as log:
         proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
-            pass_fds=[f.sock.fileno() for f in forwards], start_new_session=True,
+            pass_fds=fds, start_new_session=True,
         )
     assert proc.stdout is not None
     with proc.stdout as out:
@@ -89,13 +110,17 @@ def connect(box: BoxDir, deadline: float, published: Sequence[PortMap] = ()) -> 
     with locks.held(box.path / "shim.spawn.lock"):
         if not locks.is_held(box.shim_lock):
             socks = portmap.bind(published)
+            dns = resolver(box.path.name, tap.dns_socket(box.path.name)) \
+                if tap.present(box.path.name) else None
             try:
                 policy = box.net_policy if box.net_policy.exists() else None
                 spawn(box, PORTS, [Forward(s, m.guest_port)
-                                   for s, m in zip(socks, published, strict=True)], policy)
+                                   for s, m in zip(socks, published, strict=True)], policy, dns)
             finally:
                 for s in socks:
                     s.close()
+                if dns is not None:
+                    dns.sock.close()
     try:
         return Channel.connect(box.mux, deadline)
     except OSError as exc:

@@ -25,6 +25,7 @@ from microbox.core import templates, vm
 from microbox.core.boxdir import BoxDir, for_box
 from microbox.core.templates import Template
 from microbox.errors import InvalidSpec, NotFound, StateError
+from microbox.net import tap
 from microbox.spec import BoxSpec, validate_name
 from microbox.store.boxes import BoxRecord
 from microbox.vmm import accel, migration, qmp
@@ -172,9 +173,10 @@ def _to_template_form(spec: BoxSpec, d: Path, log: vm.Log) -> None:
         held.close()
         raise
     try:
-        running = vm.launch(conv, spec, held, attached=True, log=log, art=art, choice=choice,
-                            memory=vm.Memory(d / "mem", shared=True), incoming=True,
-                            inherit=(full,))
+        with tap.scratch(spec.net) as tap_fd:
+            running = vm.launch(conv, spec, held, attached=True, log=log, art=art,
+                                choice=choice, memory=vm.Memory(d / "mem", shared=True),
+                                incoming=True, inherit=(full,), tap_fd=tap_fd)
         try:
             with qmp.session(conv.qmp, conv.qmp_lock, SAVE_TIMEOUT) as mon:
                 migration.load(mon, full, ignore_shared=False, what="loading the box's state",

@@ -61,7 +61,7 @@ def artifacts(spec: BoxSpec) -> Artifacts:
     if not initrd.exists():
         raise HostError("the guest agent has not been built yet", "microbox agent build")
     shim = shim_build.binary_path()
-    if spec.net == "user" and not shim.exists():
+    if spec.net != "none" and not shim.exists():
         raise HostError("the box shim has not been built yet", "microbox agent build")
     return Artifacts(qemu, vmlinux, initrd, shim)
 
@@ -128,10 +128,13 @@ class Memory:
 def launch(box: BoxDir, spec: BoxSpec, lock: locks.Lock, *, attached: bool, log: Log,
            memory: Memory | None = None, incoming: bool = False,
            art: Artifacts | None = None, choice: accel.Choice | None = None,
-           inherit: tuple[int, ...] = ()) -> Running:
+           inherit: tuple[int, ...] = (), tap_fd: int | None = None) -> Running:
     """Spawn QEMU for `box`. `lock` (the held box lock) passes to QEMU and is
     closed here; the sockets are listening before QEMU starts. QEMU also
-    inherits the fds in `inherit` (a migration stream to load, say)."""
+    inherits the fds in `inherit` (a migration stream to load, say) and, for a
+    --net tap box, its TAP (`tap_fd`; the caller keeps and closes its copy)."""
+    if spec.net == "tap" and tap_fd is None:
+        raise VMError("a --net tap box needs its TAP device")
     socks: list[socket.socket] = []
     try:
         art = art or artifacts(spec)
@@ -145,14 +148,15 @@ def launch(box: BoxDir, spec: BoxSpec, lock: locks.Lock, *, attached: bool, log:
             tsc_khz=tsc.host_tsc_khz() if choice.accel == "tcg" else None,
             memory_file=memory.path if memory else None,
             memory_shared=memory.shared if memory else False, incoming=incoming,
-            user_net=user_net(box, spec, art),
-            extra_cmdline=plan.boot_parameter() if spec.net == "user" else "",
+            user_net=user_net(box, spec, art), tap_fd=tap_fd if spec.net == "tap" else None,
+            extra_cmdline=plan.boot_parameter(spec.net),
         )
         argv = qemu_argv(cfg)
         log("qemu: " + " ".join(argv))
         started = time.monotonic()
         proc = process.spawn(argv, log=box.qemu_log, attached=attached,
-                             pass_fds=[lock.fileno(), *(s.fileno() for s in socks), *inherit])
+                             pass_fds=[lock.fileno(), *(s.fileno() for s in socks), *inherit,
+                                       *([tap_fd] if tap_fd is not None else [])])
     finally:
         for s in socks:
             s.close()
@@ -192,9 +196,9 @@ def await_agent(box: BoxDir, vm: Running, identity: Identity | None, timeout: fl
 
 def boot(box: BoxDir, spec: BoxSpec, lock: locks.Lock, *, attached: bool,
          identity: Identity | None, log: Log = _quiet,
-         memory: Memory | None = None) -> tuple[Running, Channel]:
+         memory: Memory | None = None, tap_fd: int | None = None) -> tuple[Running, Channel]:
     """Start QEMU for `box` and return once the agent answered the handshake."""
-    vm = launch(box, spec, lock, attached=attached, log=log, memory=memory)
+    vm = launch(box, spec, lock, attached=attached, log=log, memory=memory, tap_fd=tap_fd)
     return vm, await_agent(box, vm, identity, BOOT_TIMEOUT[vm.accel], log)
 
 

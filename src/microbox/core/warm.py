@@ -19,6 +19,7 @@ from microbox.core import templates, vm
 from microbox.core.boxdir import BoxDir
 from microbox.core.templates import Template
 from microbox.errors import MicroboxError, VMError
+from microbox.net import tap
 from microbox.spec import BoxSpec
 from microbox.vmm import accel, migration, qmp
 
@@ -26,7 +27,8 @@ RESTORE_TIMEOUT = {"kvm": 5.0, "tcg": 10.0}
 
 
 def start(box: BoxDir, spec: BoxSpec, image: Path, image_digest: str, lock: locks.Lock, *,
-          attached: bool, identity: Identity, log: vm.Log) -> tuple[vm.Running, Channel]:
+          attached: bool, identity: Identity, log: vm.Log,
+          tap_fd: int | None = None) -> tuple[vm.Running, Channel]:
     """Restore the box from its template (made now if missing), or boot it cold
     if the restore fails. `lock` is the held box lock; it passes to the VMM."""
     try:
@@ -40,7 +42,7 @@ def start(box: BoxDir, spec: BoxSpec, image: Path, image_digest: str, lock: lock
         raise
     try:
         return restore(box, spec, t, lock, art, choice, attached=attached,
-                       identity=identity, log=log)
+                       identity=identity, log=log, tap_fd=tap_fd)
     except VMError as exc:
         templates.discard(t, exc.message)
         log(f"warm start failed, booting cold: {exc.message}")
@@ -49,12 +51,13 @@ def start(box: BoxDir, spec: BoxSpec, image: Path, image_digest: str, lock: lock
         raise VMError("the box is held by another process after a failed restore")
     vm.create_disk(image, box.disk)
     templates.mark(box, None)
-    return vm.boot(box, spec, again, attached=attached, identity=identity, log=log)
+    return vm.boot(box, spec, again, attached=attached, identity=identity, log=log,
+                   tap_fd=tap_fd)
 
 
 def restore_snapshot(box: BoxDir, spec: BoxSpec, t: Template, lock: locks.Lock, *,
-                     attached: bool, identity: Identity,
-                     log: vm.Log) -> tuple[vm.Running, Channel]:
+                     attached: bool, identity: Identity, log: vm.Log,
+                     tap_fd: int | None = None) -> tuple[vm.Running, Channel]:
     """A box's first start from a snapshot: no cold fallback (its disk is the
     snapshot's); a snapshot that cannot be restored fails the start."""
     try:
@@ -66,7 +69,7 @@ def restore_snapshot(box: BoxDir, spec: BoxSpec, t: Template, lock: locks.Lock, 
         raise
     try:
         return restore(box, spec, t, lock, art, choice, attached=attached,
-                       identity=identity, log=log)
+                       identity=identity, log=log, tap_fd=tap_fd)
     except VMError as exc:
         raise VMError(f"the snapshot cannot be restored: {exc.message}") from None
 
@@ -98,8 +101,10 @@ def make(key: str, parts: dict[str, object], spec: BoxSpec, image: Path, art: vm
         d, held = templates.staging()
         try:
             vm.create_disk(image, d.disk)
-            running = vm.launch(d, spec, held, attached=True, log=log, art=art, choice=choice,
-                                memory=vm.Memory(d.path / "mem", shared=True))
+            with tap.scratch(spec.net) as tap_fd:
+                running = vm.launch(d, spec, held, attached=True, log=log, art=art,
+                                    choice=choice, memory=vm.Memory(d.path / "mem", shared=True),
+                                    tap_fd=tap_fd)
             channel = vm.await_agent(d, running, None, vm.BOOT_TIMEOUT[running.accel], log)
             _warm_up(channel)
             channel.close()  # clones start with no session: the agent waits for a host
@@ -131,7 +136,7 @@ def _warm_up(channel: Channel) -> None:
 
 def restore(box: BoxDir, spec: BoxSpec, t: Template, lock: locks.Lock, art: vm.Artifacts,
             choice: accel.Choice, *, attached: bool, identity: Identity,
-            log: vm.Log) -> tuple[vm.Running, Channel]:
+            log: vm.Log, tap_fd: int | None = None) -> tuple[vm.Running, Channel]:
     """A VMM on the template's RAM (copy-on-write) loading its device state; the
     guest goes on from agent-ready and takes the box's identity in the handshake."""
     try:
@@ -142,7 +147,7 @@ def restore(box: BoxDir, spec: BoxSpec, t: Template, lock: locks.Lock, art: vm.A
     try:
         running = vm.launch(box, spec, lock, attached=attached, log=log, art=art,
                             choice=choice, memory=vm.Memory(t.mem, shared=False),
-                            incoming=True, inherit=(state,))
+                            incoming=True, inherit=(state,), tap_fd=tap_fd)
         try:
             with qmp.session(box.qmp, box.qmp_lock) as mon:
                 migration.load(mon, state, ignore_shared=True, what="loading the template",

@@ -1,16 +1,20 @@
-"""The addressing plan of a `--net user` box: QEMU's user-mode network,
-restricted so that the guest reaches nothing but one forward, the box's
-egress proxy. The guest is configured by its agent from a boot parameter
-(docs/protocol.md, "Boot parameters"); every exec gets proxy variables.
+"""The addressing plan of a networked box. `--net user`: QEMU's user-mode
+network, restricted so that the guest reaches nothing but one forward, the
+box's egress proxy; every exec gets proxy variables. `--net tap`: the same
+guest address and gateway on a TAP in the box's own network namespace, routed
+by the host, with the box's resolver on the gateway (net/tap.py). The guest is
+configured by its agent from boot parameters (docs/protocol.md, "Boot
+parameters").
 """
 
 from __future__ import annotations
 
-MODES = ("user", "none")
+MODES = ("user", "none", "tap")
 DEFAULT_MODE = "user"
 
 NETWORK = "10.0.2.0/24"  # QEMU's user-mode network (its defaults, written out)
-GATEWAY = "10.0.2.2"  # the user-mode stack itself; restrict=on: it forwards nothing
+GATEWAY = "10.0.2.2"  # user: the stack itself (restrict=on: it forwards nothing); tap: the
+#                       box's namespace, which routes, and where its resolver listens
 GUEST = "10.0.2.15/24"
 IFACE = "eth0"
 PROXY_ADDR = "10.0.2.100"  # the one forward (guestfwd) out of the box
@@ -19,9 +23,18 @@ PROXY_URL = f"http://{PROXY_ADDR}:{PROXY_PORT}"
 NO_PROXY = "localhost,127.0.0.1"
 
 
-def boot_parameter() -> str:
-    """The kernel argument the agent configures the interface from."""
-    return f"microbox.net={IFACE},{GUEST},{GATEWAY}"
+def boot_parameter(mode: str) -> str:
+    """The kernel arguments the agent configures the network from."""
+    if mode == "user":
+        return f"microbox.net={IFACE},{GUEST},{GATEWAY}"
+    if mode == "tap":
+        return f"microbox.net={IFACE},{GUEST},{GATEWAY} microbox.dns={GATEWAY}"
+    return ""
+
+
+def capability(mode: str) -> str | None:
+    """The agent capability a box of `mode` needs (docs/protocol.md)."""
+    return {"user": "net", "tap": "dns"}.get(mode)
 
 
 def exec_env(mode: str) -> dict[str, str]:

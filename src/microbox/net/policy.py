@@ -1,7 +1,8 @@
-"""The egress policy of a `--net user` box (docs/net.md): the flags that make
-it, checked before anything is created, and the effective policy the host
-writes into the box dir for the box's shim, which decides every connection
-against it before dialing.
+"""The egress policy of a networked box (docs/net.md): the flags that make it,
+checked before anything is created, and the effective policy the host writes
+into the box dir for the box's shim, which decides every connection (--net
+user) or every name (--net tap, whose firewall chain decides addresses)
+against it.
 
 By default a box reaches public addresses only. Refused: loopback, the
 host's own addresses, private ranges (RFC 1918, 100.64/10, fc00::/7),
@@ -99,10 +100,11 @@ def added_host(text: str) -> tuple[str, str]:
 
 def check(spec: BoxSpec) -> None:
     """Refuse a bad or conflicting network spec (before anything is created)."""
-    if spec.net == "tap":
-        raise InvalidSpec("--net tap is not built yet; use --net user or --net none")
     if spec.net not in plan.MODES:
         raise InvalidSpec(f"--net must be one of {', '.join(plan.MODES)}, not {spec.net!r}")
+    if spec.net == "tap":
+        from microbox.net import tap  # root, /dev/net/tun, nftables
+        tap.available()
     if spec.net == "none":
         given = [flag for flag, value in (
             ("--allow-host", spec.allow_hosts), ("--allow-cidr", spec.allow_cidrs),
@@ -124,9 +126,10 @@ def _blocks(rules: Iterable[tuple[str, str]]) -> list[dict[str, str]]:
 
 
 def effective(spec: BoxSpec) -> dict[str, Any] | None:
-    """What the box's shim enforces (None for --net none): normalized allows,
-    the blocks that apply, and --add-host names."""
-    if spec.net != "user":
+    """What the box's shim (and, for --net tap, its firewall chain) enforces
+    (None for --net none): normalized allows, the blocks that apply, and
+    --add-host names."""
+    if spec.net == "none":
         return None
     hosts: dict[str, list[str]] = {}
     for entry in spec.add_hosts:
@@ -135,7 +138,7 @@ def effective(spec: BoxSpec) -> dict[str, Any] | None:
     blocks = list(ALWAYS_BLOCKED) + ([] if spec.allow_private else list(PRIVATE_BLOCKED))
     return {
         "version": VERSION,
-        "proxy": plan.PROXY_URL,
+        "proxy": plan.PROXY_URL if spec.net == "user" else None,
         "deny_all": spec.deny_all,
         "allow_hosts": sorted({host_pattern(h) for h in spec.allow_hosts}),
         "allow_cidrs": sorted({cidr(c) for c in spec.allow_cidrs}),

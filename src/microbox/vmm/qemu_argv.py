@@ -70,6 +70,7 @@ class VMConfig:
     memory_shared: bool = False
     incoming: bool = False  # wait for a migration stream (QMP migrate-incoming)
     user_net: UserNet | None = None  # a virtio-net device on it; None: no network device
+    tap_fd: int | None = None  # or a virtio-net device on this TAP (--net tap; inherited)
 
 
 def qemu_argv(cfg: VMConfig) -> list[str]:
@@ -111,8 +112,13 @@ def qemu_argv(cfg: VMConfig) -> list[str]:
             "-chardev", f"socket,id=port{n},fd={fd},server=on,wait=off",
             "-device", f"virtserialport,chardev=port{n},name=microbox.{n}",
         ]
+    if cfg.user_net is not None and cfg.tap_fd is not None:
+        raise ValueError("a box has one network device: user_net or tap_fd, not both")
     if cfg.user_net is not None:
         argv += _user_net(cfg.user_net)
+    if cfg.tap_fd is not None:  # the same device and id as user_net's: one device set
+        argv += ["-netdev", f"tap,id=n0,fd={cfg.tap_fd},vhost=off",
+                 "-device", "virtio-net-device,netdev=n0"]
     if cfg.incoming:
         argv += ["-incoming", "defer"]
     return argv
