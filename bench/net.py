@@ -1,6 +1,6 @@
-"""User-mode networking, in one run (docs/net.md), against stand-in servers in
-a network namespace of this host (tests/standin.py; needs root). Nothing
-leaves the machine.
+"""Networking, in one run (docs/net.md): `--net user` and `--net tap`, against
+stand-in servers in a network namespace of this host (tests/standin.py;
+needs root). Nothing leaves the machine.
 
     .venv/bin/python bench/net.py [--mb 32] [--conns 50] [--starts 8]
 
@@ -13,8 +13,12 @@ Figures, each beside its floor measured in the same run:
   connect    connection setup through the proxy, p50/p95 of --conns: connect to
              10.0.2.100:3128, CONNECT to an echo server, one byte there and back;
              floor: the same from the host alone, and through the proxy socket
+  tap        the same three in a --net tap box (direct TCP, routed by the host
+             through its namespace and nftables), open and with an allowlist
+             (--allow-host, the address from the box's resolver)
   start      wall of Runtime.run of a busybox box restored from its template
-             (warm), --net user against the floor --net none, p50 of --starts
+             (warm), --net user and --net tap against the floor --net none,
+             p50 of --starts
 The guest side runs in a debian box (python3 times itself); the box's own
 exec overhead is outside every figure.
 """
@@ -29,6 +33,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -38,14 +43,17 @@ import microbox
 from microbox.core.lifecycle import box_dir
 
 SERVER = "203.0.113.10"
+NAME = "standin.test"
 BLOCK = 64 * 1024
 
 GUEST = r"""
 import json, socket, sys, time
 PROXY = ("10.0.2.100", 3128)
-what, server, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+what, server, n, via = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 
 def tunnel(port):
+    if via == "direct":
+        return socket.create_connection((socket.gethostbyname(server), port))
     s = socket.create_connection(PROXY)
     s.sendall(b"CONNECT %s:%d HTTP/1.1\r\n\r\n" % (server.encode(), port))
     head = b""
@@ -65,9 +73,13 @@ if what == "upload":
     print(json.dumps({"s": time.perf_counter() - t, "bytes": got}))
 elif what == "download":
     t = time.perf_counter()
-    s = socket.create_connection(PROXY)
-    s.sendall(b"GET http://%s/bytes/%d HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-              % (server.encode(), n))
+    if via == "direct":
+        s = socket.create_connection((server, 80))
+        s.sendall(b"GET /bytes/%d HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % n)
+    else:
+        s = socket.create_connection(PROXY)
+        s.sendall(b"GET http://%s/bytes/%d HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                  % (server.encode(), n))
     got = 0
     while chunk := s.recv(1 << 16):
         got += len(chunk)
@@ -140,8 +152,8 @@ def host_connects(n: int, via: Path | None = None) -> list[float]:
 
 
 def starts(rt: microbox.Runtime, n: int) -> dict[str, list[float]]:
-    """Warm starts of each mode, interleaved so that neither gets the quieter moments."""
-    out: dict[str, list[float]] = {"user": [], "none": []}
+    """Warm starts of each mode, interleaved so that none gets the quieter moments."""
+    out: dict[str, list[float]] = {"user": [], "tap": [], "none": []}
     for net in out:
         rt.warm("busybox", net=net)
     for _ in range(n):
@@ -173,13 +185,21 @@ def main() -> None:
         with microbox.Runtime() as rt:
             with rt.run("debian") as box:
                 proxy = box_dir(box.record).proxy_sock
-                guest(box, "connect", SERVER, 3)  # warm the guest's python and the path
-                up = guest(box, "upload", SERVER, n)
-                down = guest(box, "download", SERVER, n)
-                conns = guest(box, "connect", SERVER, args.conns)
+                guest(box, "connect", SERVER, 3, "proxy")  # warm the guest's python and path
+                up = guest(box, "upload", SERVER, n, "proxy")
+                down = guest(box, "download", SERVER, n, "proxy")
+                conns = guest(box, "connect", SERVER, args.conns, "proxy")
                 up_host, up_proxy = host_upload(n), host_upload(n, proxy)
                 down_host = host_download(n)
                 c_host, c_proxy = host_connects(args.conns), host_connects(args.conns, proxy)
+            tap: dict[str, tuple[Any, Any, Any]] = {}
+            for kind, extra in (("open", []), ("allowlist", [NAME])):
+                with rt.run("debian", net="tap", add_hosts=[f"{NAME}:{SERVER}"],
+                            allow_hosts=extra) as box:
+                    guest(box, "connect", NAME, 3, "direct")
+                    tap[kind] = (guest(box, "upload", NAME, n, "direct"),
+                                 guest(box, "download", SERVER, n, "direct"),
+                                 guest(box, "connect", NAME, args.conns, "direct"))
             started = starts(rt, args.starts)
     finally:
         servers.close()
@@ -198,8 +218,20 @@ def main() -> None:
          f"host alone {pct(c_host, 0.5) * 1000:.3f} ms", p50 / (pct(c_host, 0.5) * 1000))
     line("  p95", f"{pct(conns, 0.95) * 1000:.2f} ms", "", None)
     line("  host -> proxy socket, p50", f"{pct(c_proxy, 0.5) * 1000:.3f} ms", "", None)
-    su, sn = statistics.median(started["user"]), statistics.median(started["none"])
-    line("box start, warm, --net user, p50", f"{su:.3f} s", f"--net none {sn:.3f} s", su / sn)
+    for kind, (t_up, t_down, t_conns) in tap.items():
+        line(f"--net tap ({kind}): upload guest -> stand-in", f"{mbs / t_up['s']:.1f} MB/s",
+             f"host alone {mbs / up_host:.0f} MB/s", mbs / up_host / (mbs / t_up["s"]))
+        line(f"--net tap ({kind}): download stand-in -> guest",
+             f"{mbs / t_down['s']:.1f} MB/s", f"host alone {mbs / down_host:.0f} MB/s",
+             mbs / down_host / (mbs / t_down["s"]))
+        p50 = pct(t_conns, 0.5) * 1000
+        line(f"--net tap ({kind}): connection setup, p50", f"{p50:.2f} ms",
+             f"host alone {pct(c_host, 0.5) * 1000:.3f} ms", p50 / (pct(c_host, 0.5) * 1000))
+    sn = statistics.median(started["none"])
+    for mode in ("user", "tap"):
+        sm = statistics.median(started[mode])
+        line(f"box start, warm, --net {mode}, p50", f"{sm:.3f} s", f"--net none {sn:.3f} s",
+             sm / sn)
     print("\n(ratio: floor's speed over the figure's, or the figure's time over the floor's)")
 
 

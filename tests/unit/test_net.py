@@ -29,8 +29,7 @@ def test_user_is_the_default_and_lists_become_tuples() -> None:
 
 
 @pytest.mark.parametrize("kw,message", [
-    ({"net": "bridge"}, "--net must be one of user, none, not 'bridge'"),
-    ({"net": "tap"}, "--net tap is not built yet; use --net user or --net none"),
+    ({"net": "bridge"}, "--net must be one of user, none, tap, not 'bridge'"),
     ({"net": "none", "allow_hosts": ["a.org"]},
      "--allow-host has no effect with --net none; drop it, or use --net user"),
     ({"net": "none", "deny_all": True}, "--deny-all has no effect with --net none"),

@@ -133,9 +133,15 @@ def test_a_root_guest_changing_its_network_gains_nothing(servers: standin.StandI
         assert r.exit_code != 0
 
 
-def test_a_file_from_an_allowed_server(servers: standin.StandIns) -> None:
+def test_a_file_from_an_allowed_server_after_the_shim_was_killed(
+        servers: standin.StandIns) -> None:
     with microbox.Runtime() as rt, \
             rt.run("busybox", net="tap", allow_hosts=["good.test"], add_hosts=HOSTS) as box:
+        old = shim.pid(box_dir(box.record))
+        assert old is not None
+        os.kill(old, signal.SIGKILL)
+        assert not still_running({old}, 10)
+        # the next use starts a new shim, with the box's resolver in its namespace
         r = box.run(["sh", "-c", "wget -q -O /tmp/f http://good.test/bytes/3000000 && "
                                  "wc -c < /tmp/f"], timeout=120)
         assert r.exit_code == 0 and r.stdout.strip() == b"3000000", r

@@ -109,10 +109,11 @@ def connect(box: BoxDir, deadline: float, published: Sequence[PortMap] = ()) -> 
         raise AgentError("the box's VM is not running")
     with locks.held(box.path / "shim.spawn.lock"):
         if not locks.is_held(box.shim_lock):
-            socks = portmap.bind(published)
             dns = resolver(box.path.name, tap.dns_socket(box.path.name)) \
                 if tap.present(box.path.name) else None
+            socks = []
             try:
+                socks = portmap.bind(published)
                 policy = box.net_policy if box.net_policy.exists() else None
                 spawn(box, PORTS, [Forward(s, m.guest_port)
                                    for s, m in zip(socks, published, strict=True)], policy, dns)

@@ -160,32 +160,37 @@ def script_remove(box_id: str, boxes_left: int) -> str:
     ]) + "\n"
 
 
+def _state() -> tuple[bool, set[str]]:
+    """Whether the table exists, and the 12-digit ids of the boxes it holds."""
+    items = read("table", "inet", TABLE)
+    found = {name[1:] for item in items
+             if (name := item.get("chain", {}).get("name", "")).startswith("b") and len(name) == 13}
+    return bool(items), found
+
+
 def boxes() -> set[str]:
     """The 12-digit ids of the boxes the table holds (their chains)."""
-    found: set[str] = set()
-    for item in read("table", "inet", TABLE):
-        name = item.get("chain", {}).get("name", "")
-        if name.startswith("b") and len(name) == 13:
-            found.add(name[1:])
-    return found
+    return _state()[1]
 
 
 def add(box_id: str, rules: Rules, pool: str) -> None:
-    present = boxes()
-    if box_id[:12] in present:
-        remove(box_id)
-        present.discard(box_id[:12])
-    run(script_add(box_id, rules, pool, table_exists=bool(read("table", "inet", TABLE))))
+    """Add a box's chain and sets (the table too, with the first box), replacing
+    a leftover of the same box, in one transaction."""
+    exists, present = _state()
+    before = ""
+    if box_id[:12] in present:  # a leftover of this very box
+        before = script_remove(box_id, len(present) - 1)
+        exists = len(present) > 1
+    run(before + script_add(box_id, rules, pool, table_exists=exists))
 
 
 def remove(box_id: str) -> None:
     """Remove a box's chain and sets (the table too, with the last box). Idempotent."""
-    present = boxes()
-    if box_id[:12] not in present:
-        if not present and read("table", "inet", TABLE):
-            run(f"delete table inet {TABLE}\n")
-        return
-    run(script_remove(box_id, len(present) - 1))
+    exists, present = _state()
+    if box_id[:12] in present:
+        run(script_remove(box_id, len(present) - 1))
+    elif exists and not present:
+        run(f"delete table inet {TABLE}\n")
 
 
 @dataclass(frozen=True)

@@ -199,7 +199,8 @@ def setup(box_id: str, box_path: Path, rules: nft.Rules) -> Attachment:
     net = pool()
     name, link = netns_name(box_id), nft.link_of(box_id)
     with host_lock():
-        _remove(box_id)  # a leftover of a crash of this very box
+        if present(box_id) or _has_link(box_id):
+            _remove(box_id)  # a leftover of a crash of this very box
         try:
             rtnl.create_netns(name)
             nsfd = os.open(NETNS_DIR / name, os.O_RDONLY | os.O_CLOEXEC)
