@@ -197,10 +197,10 @@ def _orphans() -> Check:
 def _networks() -> Check:
     """--net tap namespaces, links and nftables chains that no live box owns
     (of any data dir on this host: they are the kernel's, and shared)."""
-    if os.geteuid() != 0:
-        found = tap.strays()  # without the host lock: a start under way may show
+    if os.geteuid() != 0 or not tap.HOST_LOCK.exists():  # never made a box network
+        found = tap.strays()
     else:
-        with tap.host_lock():
+        with tap.host_lock():  # no start or stop is half way
             found = tap.strays()
     if found:
         return Check("network", "FAIL", f"{len(found)} box network piece(s) outlived their "
