@@ -179,3 +179,22 @@ def test_bad_input_makes_nothing(home: Path) -> None:
         assert r.returncode == 2 and words in r.stderr, r
         assert mb("inspect", "bad").returncode != 0
     assert net_pieces() == before
+
+
+def test_forks_of_a_tap_box_each_have_their_own_network(servers: standin.StandIns) -> None:
+    with microbox.Runtime() as rt, \
+            rt.run("busybox", name="parent", net="tap", allow_hosts=["good.test"],
+                   add_hosts=HOSTS) as box:
+        assert wget(box, "http://good.test/")[0] == 0
+        clones = box.fork(2)
+        try:
+            links = {nft.link_of(c.record.id) for c in clones}
+            assert len(links) == 2 and nft.link_of(box.record.id) not in links
+            for c in clones:
+                assert c.info()["net"]["link"] in links
+                # the policy came along; the names set is the clone's own, filled anew
+                assert wget(c, "http://good.test/")[:2] == (0, f"standin {GOOD}\n".encode())
+                assert not reaches(c, OTHER)
+        finally:
+            for c in clones:
+                c.delete(force=True)

@@ -31,7 +31,7 @@ NLMSG_ERROR, NLMSG_DONE = 2, 3
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE = 0x1, 0x4, 0x200, 0x400
 NLM_F_DUMP = 0x300
 NLA_F_NESTED = 0x8000
-IFLA_IFNAME, IFLA_LINKINFO, IFLA_IFALIAS, IFLA_NET_NS_FD = 3, 18, 20, 28
+IFLA_ADDRESS, IFLA_IFNAME, IFLA_LINKINFO, IFLA_IFALIAS, IFLA_NET_NS_FD = 1, 3, 18, 20, 28
 IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
 IFA_ADDRESS, IFA_LOCAL = 1, 2
 RTA_GATEWAY = 5
@@ -130,12 +130,15 @@ class Netlink:
         self.request(RTM_NEWLINK, _ifinfo() + _attr(IFLA_IFNAME, _name(name)) + info,
                      NLM_F_CREATE | NLM_F_EXCL)
 
-    def set_link(self, name: str, *, up: bool | None = None, alias: str | None = None) -> None:
+    def set_link(self, name: str, *, up: bool | None = None, alias: str | None = None,
+                 mac: str | None = None) -> None:
         index = socket.if_nametoindex(name)
         flags = (IFF_UP if up else 0, IFF_UP) if up is not None else (0, 0)
         body = _ifinfo(index, *flags)
         if alias is not None:
             body += _attr(IFLA_IFALIAS, alias.encode())
+        if mac is not None:
+            body += _attr(IFLA_ADDRESS, bytes.fromhex(mac.replace(":", "")))
         self.request(RTM_NEWLINK, body)
 
     def delete_link(self, name: str) -> bool:

@@ -7,8 +7,8 @@ needs no privilege for it). docs/net.md, "--net tap".
     host mbx<id12> 10.239.x.even/31 ──▶ table inet microbox decides ──▶ routed out,
         masqueraded as the host
 
-Every box has the same guest address, gateway and MAC inside its own
-namespace (warm clones and forks need that); only its link addresses differ,
+Every box has the same guest address and MAC, and the same gateway address
+and MAC, inside its own namespace (warm clones and forks need that); only its link addresses differ,
 one /31 of the pool (MICROBOX_TAP_POOL, default 10.239.0.0/16) per box.
 The host side's alias names the box dir, so any microbox on the host (any data
 dir) can tell a live box's network from a stray one. All changes to the
@@ -38,6 +38,9 @@ from microbox.net.rtnl import NETNS_DIR, Netlink
 NETNS_PREFIX = "microbox-"
 HOST_LOCK = Path("/run/microbox-net.lock")  # all data dirs share the kernel's state
 TAP = "tap0"
+# The gateway's MAC, the same in every box: a clone's guest (a fork, a warm
+# start) keeps the ARP entry its template or parent learned.
+GATEWAY_MAC = "02:6d:62:00:00:02"
 NS_LINK = "eth0"
 _TUNSETIFF = 0x400454CA
 _IFF_TAP, _IFF_NO_PI, _IFF_VNET_HDR = 0x0002, 0x1000, 0x4000
@@ -178,6 +181,7 @@ def _inside(host_addr: str, ns_addr: str) -> tuple[int, socket.socket]:
             nl.add_address(NS_LINK, ns_addr, 31)
             nl.set_link(NS_LINK, up=True)
             nl.add_default_route(host_addr)
+            nl.set_link(TAP, mac=GATEWAY_MAC)
             nl.add_address(TAP, plan.GATEWAY, ipaddress.IPv4Network(plan.NETWORK).prefixlen)
             nl.set_link(TAP, up=True)
         _set_sysctl("/proc/sys/net/ipv4/ip_forward", "1")
