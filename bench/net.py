@@ -5,17 +5,18 @@ needs root). Nothing leaves the machine.
     .venv/bin/python bench/net.py [--mb 32] [--conns 50] [--starts 8]
 
 Figures, each beside its floor measured in the same run:
-  upload     MB/s of --mb MB sent from the guest to a stand-in's sink through
-             the proxy (CONNECT); floor: the same bytes sent by the host alone,
-             and through the box's proxy socket by the host (no guest, no slirp)
-  download   MB/s of --mb MB fetched by the guest with an absolute-URI GET;
-             floor: the same GET by the host alone
-  connect    connection setup through the proxy, p50/p95 of --conns: connect to
-             10.0.2.100:3128, CONNECT to an echo server, one byte there and back;
-             floor: the same from the host alone, and through the proxy socket
-  tap        the same three in a --net tap box (direct TCP, routed by the host
-             through its namespace and nftables), open and with an allowlist
-             (--allow-host, the address from the box's resolver)
+  upload     MB/s of --mb MB sent from the guest to a stand-in's sink: --net
+             user through the proxy (CONNECT), --net tap directly (routed by
+             the host through the box's namespace and nftables); floor: the
+             same bytes sent by the host alone (and through a box's proxy
+             socket by the host: no guest, no slirp)
+  download   MB/s of --mb MB fetched by the guest (user: an absolute-URI GET
+             to the proxy); floor: the same GET by the host alone
+  connect    connection setup, p50/p95 of --conns: (user: connect to
+             10.0.2.100:3128, CONNECT) to an echo server, one byte there and
+             back; floor: the same from the host alone
+  Each mode is measured open and with an allowlist (--allow-host of the
+  stand-in's name; tap: its address comes from the box's resolver).
   start      wall of Runtime.run of a busybox box restored from its template
              (warm), --net user and --net tap against the floor --net none,
              p50 of --starts
@@ -183,50 +184,42 @@ def main() -> None:
     servers = standin.start([SERVER], name=f"mbb{os.getpid()}")
     try:
         with microbox.Runtime() as rt:
-            with rt.run("debian") as box:
+            with rt.run("debian") as box:  # the proxy's own floor, from the host
                 proxy = box_dir(box.record).proxy_sock
-                guest(box, "connect", SERVER, 3, "proxy")  # warm the guest's python and path
-                up = guest(box, "upload", SERVER, n, "proxy")
-                down = guest(box, "download", SERVER, n, "proxy")
-                conns = guest(box, "connect", SERVER, args.conns, "proxy")
                 up_host, up_proxy = host_upload(n), host_upload(n, proxy)
                 down_host = host_download(n)
                 c_host, c_proxy = host_connects(args.conns), host_connects(args.conns, proxy)
-            tap: dict[str, tuple[Any, Any, Any]] = {}
-            for kind, extra in (("open", []), ("allowlist", [NAME])):
-                with rt.run("debian", net="tap", add_hosts=[f"{NAME}:{SERVER}"],
-                            allow_hosts=extra) as box:
-                    guest(box, "connect", NAME, 3, "direct")
-                    tap[kind] = (guest(box, "upload", NAME, n, "direct"),
-                                 guest(box, "download", SERVER, n, "direct"),
-                                 guest(box, "connect", NAME, args.conns, "direct"))
+            runs: dict[str, tuple[Any, Any, Any]] = {}
+            for net, via in (("user", "proxy"), ("tap", "direct")):
+                for kind, allow in (("open", []), ("allowlist", [NAME])):
+                    with rt.run("debian", net=net, add_hosts=[f"{NAME}:{SERVER}"],
+                                allow_hosts=allow) as box:
+                        guest(box, "connect", NAME, 3, via)  # warm the guest's python, path
+                        runs[f"--net {net} ({kind})"] = (
+                            guest(box, "upload", NAME, n, via),
+                            guest(box, "download", NAME if via == "proxy" else SERVER, n, via),
+                            guest(box, "connect", NAME, args.conns, via))
             started = starts(rt, args.starts)
     finally:
         servers.close()
-    assert isinstance(up, dict) and isinstance(down, dict) and isinstance(conns, list)
     mbs = n / 1e6
     print(f"bench/net.py: {args.mb} MiB transfers, {args.conns} connections, "
           f"{args.starts} starts; TCG unless KVM works\n")
     line("figure", "value", "floor (same run)", None)
-    line("upload guest -> stand-in through the proxy", f"{mbs / up['s']:.1f} MB/s",
-         f"host alone {mbs / up_host:.0f} MB/s", mbs / up_host / (mbs / up["s"]))
-    line("  host -> proxy socket -> stand-in", f"{mbs / up_proxy:.0f} MB/s", "", None)
-    line("download stand-in -> guest (GET)", f"{mbs / down['s']:.1f} MB/s",
-         f"host alone {mbs / down_host:.0f} MB/s", mbs / down_host / (mbs / down["s"]))
-    p50 = pct(conns, 0.5) * 1000
-    line("connection setup through the proxy, p50", f"{p50:.2f} ms",
-         f"host alone {pct(c_host, 0.5) * 1000:.3f} ms", p50 / (pct(c_host, 0.5) * 1000))
-    line("  p95", f"{pct(conns, 0.95) * 1000:.2f} ms", "", None)
-    line("  host -> proxy socket, p50", f"{pct(c_proxy, 0.5) * 1000:.3f} ms", "", None)
-    for kind, (t_up, t_down, t_conns) in tap.items():
-        line(f"--net tap ({kind}): upload guest -> stand-in", f"{mbs / t_up['s']:.1f} MB/s",
+    line("host -> a box's proxy socket -> stand-in", f"{mbs / up_proxy:.0f} MB/s",
+         f"host alone {mbs / up_host:.0f} MB/s", mbs / up_host / (mbs / up_proxy))
+    line("  connection setup, p50", f"{pct(c_proxy, 0.5) * 1000:.3f} ms",
+         f"host alone {pct(c_host, 0.5) * 1000:.3f} ms", pct(c_proxy, 0.5) / pct(c_host, 0.5))
+    for label, (t_up, t_down, t_conns) in runs.items():
+        line(f"{label}: upload guest -> stand-in", f"{mbs / t_up['s']:.1f} MB/s",
              f"host alone {mbs / up_host:.0f} MB/s", mbs / up_host / (mbs / t_up["s"]))
-        line(f"--net tap ({kind}): download stand-in -> guest",
+        line(f"{label}: download stand-in -> guest",
              f"{mbs / t_down['s']:.1f} MB/s", f"host alone {mbs / down_host:.0f} MB/s",
              mbs / down_host / (mbs / t_down["s"]))
         p50 = pct(t_conns, 0.5) * 1000
-        line(f"--net tap ({kind}): connection setup, p50", f"{p50:.2f} ms",
+        line(f"{label}: connection setup, p50", f"{p50:.2f} ms",
              f"host alone {pct(c_host, 0.5) * 1000:.3f} ms", p50 / (pct(c_host, 0.5) * 1000))
+        line("  p95", f"{pct(t_conns, 0.95) * 1000:.2f} ms", "", None)
     sn = statistics.median(started["none"])
     for mode in ("user", "tap"):
         sm = statistics.median(started[mode])

@@ -222,7 +222,7 @@ def test_set_changes_a_stopped_box_and_bad_input_makes_nothing(home: Path) -> No
     finally:
         mb("rm", "-f", "s1")
     for bad in (["--net", "none", "--allow-private"], ["--allow-cidr", "nonsense"],
-                ["--add-host", "x"], ["--net", "tap"]):
+                ["--add-host", "x"], ["--net", "bridge"]):
         r = mb("run", "--rm", "--name", "never", *bad, "busybox", "--", "true")
         assert r.returncode == 2 and r.stderr.count(b"\n") == 1, r
     assert b"never" not in mb("ls", "-a").stdout
