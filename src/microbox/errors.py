@@ -79,6 +79,13 @@ class GuestNotFound(AgentError):
     type = "not_found"
 
 
+class GuestRefused(AgentError):
+    """The guest agent answered an operation with an error of its own (a path
+    that is a directory, a name it will not write through a link...)."""
+
+    type = "guest"
+
+
 class ConnectFailed(MicroboxError):
     """Nothing in the box accepted a TCP connection (refused, unreachable, timed out)."""
 
@@ -119,6 +126,7 @@ class ImageLacks(MicroboxError):
 
 
 class WorkspaceError(MicroboxError):
-    """A git or tar command of a workspace push or export failed in the box."""
+    """A git command, or the copy of the files, of a workspace push or export
+    failed in the box."""
 
     type = "workspace"

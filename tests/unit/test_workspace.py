@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from microbox.errors import UsageError
+from microbox.cp.report import CopyReport
+from microbox.cp.tarwrite import files_tar
+from microbox.errors import HostError, UsageError
 from microbox.workspace import repo_root, workspace_files
-from microbox.workspace.files import write_tar
 
 NEWLINE_NAME = "two\nlines.txt"
 RAW_NAME = os.fsdecode(b"raw-\xff.bin")  # not UTF-8
@@ -108,20 +109,32 @@ def test_outside_a_work_tree_is_refused_in_one_sentence(tmp_path: Path) -> None:
 
 def test_tar_holds_the_files_with_modes_links_and_raw_names(repo: Path) -> None:
     files = workspace_files(repo, include_untracked=True)
-    buf = io.BytesIO()
-    shipped = write_tar(repo, files, buf.write)
-    assert shipped == sum(f.size for f in files if not f.is_link)
-    buf.seek(0)
+    report = CopyReport()
+    buf = io.BytesIO(b"".join(files_tar(str(repo), [f.path for f in files], report,
+                                        owner=(1000, 1001))))
+    assert report.bytes == sum(f.size for f in files if not f.is_link)
     with tarfile.open(fileobj=buf, encoding="utf-8", errors="surrogateescape") as tar:
         members = {m.name: m for m in tar.getmembers()}
         assert set(members) == {f.path for f in files}
-        assert all(m.uid == 0 and m.uname == "root" for m in members.values())
+        assert all((m.uid, m.gid) == (1000, 1001) for m in members.values())
         assert members["link"].issym() and members["link"].linkname == "a.txt"
         assert members["sub/x.sh"].mode == 0o755
         extracted = tar.extractfile(members[RAW_NAME])
         assert extracted is not None and extracted.read() == b"\0\1\2"
     raw = buf.getvalue()
     assert b"raw-\xff.bin" in raw and b"two\nlines.txt" in raw  # the names' own bytes
+
+
+def test_the_tar_refuses_a_path_through_a_link_and_a_vanished_file(repo: Path,
+                                                                    tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_text("not in the repository\n")
+    (repo / "via").symlink_to(outside)
+    with pytest.raises(HostError, match="via/secret is reached through a symbolic link"):
+        b"".join(files_tar(str(repo), ["via/secret"], CopyReport()))
+    with pytest.raises(HostError, match=r"gone\.txt disappeared while it was being sent"):
+        b"".join(files_tar(str(repo), ["gone.txt"], CopyReport()))
 
 
 def test_dry_run_needs_no_box_and_quotes_odd_names(repo: Path, tmp_path: Path) -> None:

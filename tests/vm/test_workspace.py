@@ -147,6 +147,15 @@ def test_push_work_export_apply(tmp_path: Path) -> None:
             report.base, 6, "detached")  # the guest's commit keeps its branch
         assert guest_tree(box, {"cache.tmp", "src/new file.py"}) == host_tree(repo)
 
+        # the box made a directory where a pushed file goes: the push fails in a
+        # sentence naming the file, and the base stays where it was
+        ok(box, "sh", "-c", "rm /workspace/notes.txt && mkdir -p /workspace/notes.txt/x")
+        r = mb("workspace", "push", "wsbox", str(repo))
+        assert r.returncode == 1 and b"notes.txt" in r.stderr, r
+        assert r.stderr.count(b"\n") == 1, r.stderr
+        base = ok(box, *GIT, "rev-parse", BASE_REF).decode().strip()
+        assert base == second["base"]
+
 
 def test_busybox_has_no_git(tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "repo")
@@ -158,3 +167,15 @@ def test_busybox_has_no_git(tmp_path: Path) -> None:
             assert (r.returncode, r.stderr) == (1, sentence)
         r = mb("workspace", "push", "nogit", str(repo), "--json")
         assert json.loads(r.stdout)["error"]["type"] == "image_lacks"
+
+
+def test_a_box_user_owns_what_it_was_pushed(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo")
+    with microbox.Runtime() as rt, rt.run("debian", name="wsuser", user="nobody") as box:
+        report = box.workspace_push(repo, dest="/tmp/ws")
+        assert report.files == 6
+        owners = ok(box, "sh", "-c", "stat -c '%u:%g %n' /tmp/ws/notes.txt /tmp/ws/run.sh; "
+                                     "echo more >> /tmp/ws/notes.txt && echo appended")
+        assert owners == (b"65534:65534 /tmp/ws/notes.txt\n65534:65534 /tmp/ws/run.sh\n"
+                          b"appended\n")
+        assert b"+more" in box.workspace_export("/tmp/ws")

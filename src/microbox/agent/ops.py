@@ -7,7 +7,7 @@ from typing import IO, Any
 
 from microbox.agent.channel import Channel, Stream
 from microbox.agent.protocol import CHUNK, Frame, ProtocolError, T, untrusted_text, wire
-from microbox.errors import AgentError, ExecFailed, GuestNotFound, UsageError
+from microbox.errors import AgentError, ExecFailed, GuestNotFound, GuestRefused, UsageError
 
 DEFAULT_TIMEOUT = 30.0
 
@@ -157,7 +157,7 @@ def _expect(stream: Stream, want: T, doing: str, timeout: float) -> Frame:
 def _check(frame: Frame, want: T, doing: str) -> Frame:
     if frame.type == T.ERROR:
         kind, message = _error(frame)
-        error = GuestNotFound if kind == "not_found" else AgentError
+        error = GuestNotFound if kind == "not_found" else GuestRefused
         raise error(f"{doing} failed in the box ({kind}): {message}")
     if frame.type != want:
         raise AgentError(f"{doing}: the guest agent sent {frame.type.name}, not {want.name}")

@@ -1,4 +1,5 @@
-"""A host tree as a PAX tar, streamed in bounded memory (what `cp` sends in).
+"""A host tree, or a list of files in one, as a PAX tar streamed in bounded
+memory (what `cp` and `workspace push` send in).
 
 The tree is walked through directory descriptors without following symlinks:
 a symlink is sent as a symlink, a hard link as one more copy of its file, and a
@@ -12,7 +13,7 @@ import contextlib
 import os
 import stat
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from microbox.cp.chunks import CHUNK, coalesce
 from microbox.cp.report import CopyReport
@@ -28,6 +29,57 @@ def tree_tar(src: str, name: str | None, report: CopyReport) -> Iterator[bytes]:
     entry named `name`; with `name` None, `src` must be a directory (followed) and
     the tar holds its contents only. Counts go to `report`."""
     return coalesce(_entries(src, name, report), CHUNK)
+
+
+def files_tar(top: str, names: Iterable[str], report: CopyReport,
+              owner: tuple[int, int] = (0, 0)) -> Iterator[bytes]:
+    """The tar of the entries `names` ('/'-separated paths relative to the
+    directory `top`: a file list, say git's), each reached from `top` one
+    directory at a time without following a symlink, owned by `owner` (uid,
+    gid). A directory among them is sent without its contents; the receiver
+    makes missing parents."""
+    return coalesce(_listed(top, names, report, owner), CHUNK)
+
+
+def _listed(top: str, names: Iterable[str], report: CopyReport,
+            owner: tuple[int, int]) -> Iterator[bytes]:
+    root = os.open(top, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for name in names:
+            *dirs, leaf = name.split("/")
+            parent = os.dup(root)
+            try:
+                for d in dirs:
+                    try:
+                        sub = os.open(d, _DIR_FLAGS, dir_fd=parent)
+                    except OSError as err:
+                        raise _unreachable(top, name, parent, d, err) from None
+                    os.close(parent)
+                    parent = sub
+                try:
+                    st = os.lstat(leaf, dir_fd=parent)
+                except OSError as err:
+                    raise _unreachable(top, name, parent, leaf, err) from None
+                yield from _member(parent, leaf, name, st, report, owner)
+            finally:
+                os.close(parent)
+    finally:
+        os.close(root)
+    yield end_of_archive()
+
+
+def _unreachable(top: str, name: str, parent: int, part: str, err: OSError) -> Exception:
+    """Why `name` cannot be read: a component is a symlink (not followed), or it
+    is gone; other errors as they are."""
+    path = os.path.join(top, name)
+    with contextlib.suppress(OSError):
+        if stat.S_ISLNK(os.lstat(part, dir_fd=parent).st_mode):
+            return HostError(f"{path} is reached through a symbolic link, which is not "
+                             "followed")
+    if isinstance(err, (FileNotFoundError, NotADirectoryError)):
+        return HostError(f"{path} disappeared while it was being sent; try again once "
+                         "nothing changes it")
+    return err
 
 
 def end_of_archive() -> bytes:
@@ -89,11 +141,11 @@ def _close(level: tuple[int, Iterator[os.DirEntry[str]], str]) -> None:
 
 
 def _member(dir_fd: int | None, leaf: str, arcname: str, st: os.stat_result,
-            report: CopyReport) -> Iterator[bytes]:
+            report: CopyReport, owner: tuple[int, int] = (0, 0)) -> Iterator[bytes]:
     info = tarfile.TarInfo(arcname)
     info.mode = stat.S_IMODE(st.st_mode)
     _mtime(info, st)
-    info.uid = info.gid = 0
+    info.uid, info.gid = owner
     info.uname = info.gname = ""
     if stat.S_ISDIR(st.st_mode):
         info.type = tarfile.DIRTYPE

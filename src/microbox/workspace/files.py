@@ -1,13 +1,11 @@
-"""The host side of a workspace: which files of a git repository go into a box,
-and the tar stream that carries them (docs/workspace.md)."""
+"""The host side of a workspace: which files of a git repository go into a box
+(docs/workspace.md; cp/tarwrite.py makes the tar that carries them)."""
 
 from __future__ import annotations
 
 import os
 import stat
 import subprocess
-import tarfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -103,71 +101,3 @@ def workspace_files(path: str | Path = ".", include_untracked: bool = False
         if stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
             found.append(WorkspaceFile(name, st.st_size, st.st_mode, tracked))
     return found
-
-
-def write_tar(top: Path, files: list[WorkspaceFile], write: Callable[[bytes], object]) -> int:
-    """Write a tar of `files` (read from `top`) to `write` in pieces of a few
-    KiB; returns the bytes of file content shipped. Owners are root (the guest's
-    tar extracts as whoever runs it); modes and mtimes are the host's."""
-    sink = _Sink(write)
-    total = 0
-    with tarfile.open(fileobj=sink, mode="w|", format=tarfile.GNU_FORMAT,
-                      encoding="utf-8", errors="surrogateescape") as tar:
-        for f in files:
-            full = top / f.path
-            if f.is_link:
-                info = tar.gettarinfo(full, arcname=f.path)
-                _as_root(info)
-                tar.addfile(info)
-                continue
-            try:
-                fh = open(full, "rb")  # noqa: SIM115 - closed below, after addfile
-            except FileNotFoundError:
-                raise HostError(f"{full} disappeared while it was being pushed; "
-                                "push again") from None
-            with fh:
-                info = tar.gettarinfo(arcname=f.path, fileobj=fh)  # its size, from fstat
-                _as_root(info)
-                if info.islnk():  # a hard link to a file already in the tar
-                    tar.addfile(info)
-                    continue
-                if not info.isreg():
-                    raise HostError(f"{full} stopped being a regular file while it was "
-                                    "being pushed; push again")
-                try:
-                    tar.addfile(info, fh)
-                except OSError as err:  # tarfile's "unexpected end of data": it shrank
-                    raise HostError(f"{full} changed while it was being pushed ({err}); "
-                                    "push again") from None
-                total += info.size
-    return total
-
-
-def _as_root(info: tarfile.TarInfo) -> None:
-    info.uid = info.gid = 0
-    info.uname = info.gname = "root"
-
-
-class _Sink:
-    """The file object tarfile writes its stream to (only write is used)."""
-
-    def __init__(self, write: Callable[[bytes], object]) -> None:
-        self._write = write
-        self._written = 0
-
-    def write(self, data: bytes) -> int:
-        self._write(bytes(data))
-        self._written += len(data)
-        return len(data)
-
-    def tell(self) -> int:
-        return self._written
-
-    def read(self, size: int) -> bytes:
-        raise OSError("a tar being written cannot be read")
-
-    def seek(self, pos: int) -> int:
-        raise OSError("a tar stream cannot seek")
-
-    def close(self) -> None:
-        pass

@@ -1,23 +1,24 @@
 """The guest side of a workspace: push a repository's files into a box and
-commit them as the base, export what changed since as a patch. Every step is
-an exec of git (or tar) with an argv list; paths travel on stdin, NUL-separated
-(docs/workspace.md)."""
+commit them as the base, export what changed since as a patch. The files go
+in as a tar over TAR_PUT (as `cp` sends trees); every other step is an exec of
+git with an argv list, paths on stdin, NUL-separated (docs/workspace.md)."""
 
 from __future__ import annotations
 
 import contextlib
 import posixpath
 import secrets
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from microbox.agent.protocol import untrusted_text, wire
+from microbox.cp.report import CopyReport
+from microbox.cp.tarwrite import files_tar
 from microbox.errors import (
-    AgentError,
     ExecFailed,
+    GuestRefused,
     ImageLacks,
     MicroboxError,
     StateError,
@@ -25,7 +26,7 @@ from microbox.errors import (
     WorkspaceError,
 )
 from microbox.execution import Result
-from microbox.workspace.files import WorkspaceFile, host_head, repo_root, workspace_files, write_tar
+from microbox.workspace.files import WorkspaceFile, host_head, repo_root, workspace_files
 
 if TYPE_CHECKING:
     from microbox.box import Box
@@ -82,17 +83,14 @@ def _names(out: bytes) -> list[str]:
 
 
 def _lacks(box: Box, program: str) -> ImageLacks:
-    needs = "git" if program == "git" else "git and tar"
     return ImageLacks(f"box '{box.name}' has no {program}, and workspaces need an image with "
-                      f"{needs}, such as debian")
+                      "git, such as debian")
 
 
-def _failed(box: Box, what: str, r: Result, first: bool = False) -> WorkspaceError:
-    """The command's last line on stderr (git's "fatal: ...") or, with `first`,
-    its first (tar names the file before its closing summary)."""
+def _failed(box: Box, what: str, r: Result) -> WorkspaceError:
+    """The command's last line on stderr (git's "fatal: ...")."""
     lines = [ln for ln in r.stderr.decode(errors="replace").splitlines() if ln.strip()]
-    why = (untrusted_text(lines[0 if first else -1].strip(), 300) if lines
-           else f"exit status {r.exit_code}")
+    why = untrusted_text(lines[-1].strip(), 300) if lines else f"exit status {r.exit_code}"
     return WorkspaceError(f"{what} failed in box '{box.name}': {why}")
 
 
@@ -168,41 +166,26 @@ def _remove_gone(box: Box, dest: str, previous: str | None, shipped: set[str]) -
 
 
 def _extract(box: Box, dest: str, top: Path, files: list[WorkspaceFile]) -> int:
-    """Stream the tar of `files` into `tar -x` in the box; the bytes shipped."""
-    argv = ["tar", "-x", "-f", "-", "--no-same-owner", "-C", dest]
+    """Stream the tar of `files` into `dest` in the box (TAR_PUT, as `cp` does);
+    the bytes of file content shipped."""
+    report = CopyReport()
+    tar = files_tar(str(top), [f.path for f in files], report, _owner(box))
     try:
-        ex = box.exec(argv, stdin=True, env=dict(ENV))
-    except ExecFailed as err:
-        if err.kind == "not_found":
-            raise _lacks(box, "tar") from None
-        raise
-    sent: list[int] = []
-    failed: list[BaseException] = []
+        box.copy_in_tar(tar, dest)
+    except GuestRefused as err:  # what the box made is in the way of a pushed file
+        raise WorkspaceError(f"{err.message.rstrip('.')}; move it aside in the box (or "
+                             "'microbox workspace export' first), then push again") from None
+    return report.bytes
 
-    def feed() -> None:
-        try:
-            sent.append(write_tar(top, files, ex.write))
-        except BaseException as err:  # reported after tar's own exit
-            failed.append(err)
-        with contextlib.suppress(MicroboxError):
-            ex.close_stdin()  # a cut tar makes tar fail too
 
-    feeder = threading.Thread(target=feed, name="microbox-workspace-tar", daemon=True)
-    feeder.start()
-    try:
-        result = ex.collect()
-    except BaseException:
-        ex.kill()  # the feeder's next write then fails instead of waiting on a reader
-        raise
-    finally:
-        feeder.join()
-    if failed and not isinstance(failed[0], AgentError):
-        raise failed[0]  # a host-side failure (a file that vanished) says what it was
-    if result.exit_code != 0:
-        raise _failed(box, "tar", result, first=True)  # it stopped reading: why is its word
-    if failed:
-        raise failed[0]
-    return sent[0]
+def _owner(box: Box) -> tuple[int, int]:
+    """The uid and gid the box's commands run as (its --user, else its image's
+    user, else root): the owner the pushed files get, as git init's were."""
+    r = _run(box, ["sh", "-c", "id -u && id -g"])
+    ids = r.stdout.split()
+    if r.exit_code != 0 or len(ids) != 2 or not all(i.isdigit() for i in ids):
+        raise _failed(box, "id", r)
+    return int(ids[0]), int(ids[1])
 
 
 def _message(commit: str | None, branch: str | None, untracked: bool) -> str:
