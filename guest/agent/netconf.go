@@ -5,8 +5,9 @@ package main
 // parameters") before any host connects: an address, the interface up, and
 // a default route. Plain ioctls, as the kernel offers them without netlink.
 // A box without the parameter has no network device and nothing is done.
-// microbox.dns=ADDR (a --net tap box) names the box's resolver, written to
-// /etc/resolv.conf.
+// microbox.dns=ADDR names the box's resolver, written to /etc/resolv.conf (a
+// --net tap box's on its gateway; a --net user box's on its own loopback,
+// where nothing answers, so that a lookup fails at once).
 
 import (
 	"fmt"
@@ -131,6 +132,6 @@ func writeResolvConf(path, addr string) error {
 	if ip == nil || ip.To4() == nil {
 		return fmt.Errorf("microbox.dns=%q: want an IPv4 address", addr)
 	}
-	return replaceFile(path, []byte("# written by microbox: the box's resolver\nnameserver "+
+	return replaceFile(path, []byte("# written by microbox (docs/net.md)\nnameserver "+
 		ip.To4().String()+"\n"), 0o644)
 }

@@ -195,6 +195,15 @@ def test_a_guest_without_the_proxy_gains_nothing(servers: standin.StandIns) -> N
         again.release()
 
 
+def test_a_lookup_in_a_user_box_fails_at_once(home: Path) -> None:
+    """No resolver in a --net user box: a lookup is refused by the guest's own
+    loopback (it used to wait 10 s on an address the restricted stack drops)."""
+    with microbox.Runtime() as rt, rt.run("busybox") as box:
+        assert box.run(["cat", "/etc/resolv.conf"]).stdout.endswith(b"nameserver 127.0.0.1\n")
+        r = box.run(["nslookup", "example.test"], timeout=4)
+        assert not r.status.timed_out and r.exit_code != 0, r
+
+
 def test_net_none_has_only_lo(home: Path) -> None:
     r = mb("run", "--rm", "--net", "none", "busybox", "--", "sh", "-c",
            "ls /sys/class/net; env | grep -ci proxy")

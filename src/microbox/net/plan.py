@@ -23,10 +23,17 @@ PROXY_URL = f"http://{PROXY_ADDR}:{PROXY_PORT}"
 NO_PROXY = "localhost,127.0.0.1"
 
 
+# A --net user box has no resolver (its proxy resolves names): its lookups go
+# to the guest's own loopback, where nothing listens, and fail at once. Left to
+# the image's resolv.conf they went to an address the restricted stack drops,
+# and every lookup (git's identity, sudo, getfqdn) hung for 10 s.
+NO_RESOLVER = "127.0.0.1"
+
+
 def boot_parameter(mode: str) -> str:
     """The kernel arguments the agent configures the network from."""
     if mode == "user":
-        return f"microbox.net={IFACE},{GUEST},{GATEWAY}"
+        return f"microbox.net={IFACE},{GUEST},{GATEWAY} microbox.dns={NO_RESOLVER}"
     if mode == "tap":
         return f"microbox.net={IFACE},{GUEST},{GATEWAY} microbox.dns={GATEWAY}"
     return ""
