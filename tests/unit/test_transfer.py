@@ -122,6 +122,8 @@ def test_tar_put_stops_at_an_early_error(tmp_path: Path) -> None:
     def script(conn: socket.socket, frames: Iterator[Frame]) -> None:
         req = next(frames)
         conn.sendall(encode(T.ERROR, req.stream, {"kind": "not_found", "message": "/srv: gone"}))
+        for _ in frames:  # as the agent does, read (and drop) what the host still sends,
+            pass  # until it closes: a peer that hung up would fail the send, not the upload
 
     ch = agent(tmp_path, script)
 
