@@ -24,7 +24,7 @@ def test_exact_tcg_command_line() -> None:
         "/usr/bin/qemu-system-x86_64",
         "-M", "microvm,acpi=off,x-option-roms=off,isa-serial=on",
         "-accel", "tcg",
-        "-cpu", "max",
+        "-cpu", "max,erms=off,fsrm=off",
         "-smp", "2",
         "-m", "256M",
         "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",

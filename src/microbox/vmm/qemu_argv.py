@@ -17,6 +17,11 @@ from pathlib import Path
 # the reset immediate).
 BASE_CMDLINE = "console=ttyS0 quiet reboot=t panic=-1"
 RAM_ID = "mem0"  # the RAM block's name: a template's and its clones' must match
+# Under TCG, `rep movsb` and `rep stosb` run one translated block per byte.
+# Without ERMS and FSRM in CPUID the guest kernel copies and clears with
+# `rep movsq`/`rep stosq` (8 bytes a block) and glibc with vector loops:
+# a pipe in the guest went from 50-80 to 140-260 MB/s (bench/inside.py).
+TCG_CPU = "max,erms=off,fsrm=off"
 
 
 def kernel_cmdline(accel: str, cpus: int, tsc_khz: int | None, extra: str = "") -> str:
@@ -91,7 +96,7 @@ def qemu_argv(cfg: VMConfig) -> list[str]:
         "-M", machine,
         *memory,
         "-accel", accel,
-        "-cpu", "host" if cfg.accel == "kvm" else "max",
+        "-cpu", "host" if cfg.accel == "kvm" else TCG_CPU,
         "-smp", str(cfg.cpus),
         "-m", f"{cfg.memory_mib}M",
         "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
