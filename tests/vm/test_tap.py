@@ -26,7 +26,7 @@ from microbox.core.lifecycle import box_dir
 from microbox.net import nft, plan, tap
 from tests import standin
 from tests.conftest import net_pieces, still_running
-from tests.vm.helpers import mb
+from tests.vm.helpers import mb, spawn
 
 GOOD, OTHER, INNER, METADATA = "203.0.113.20", "203.0.113.21", "10.203.0.20", "169.254.169.254"
 HOSTS = [f"good.test:{GOOD}", f"other.test:{OTHER}", f"inner.test:{INNER}"]
@@ -198,3 +198,22 @@ def test_forks_of_a_tap_box_each_have_their_own_network(servers: standin.StandIn
         finally:
             for c in clones:
                 c.delete(force=True)
+
+
+def test_boxes_started_at_once_get_links_of_their_own(servers: standin.StandIns) -> None:
+    """Four CLI processes start tap boxes at the same moment: each box gets its
+    own /31 (allocated under the host-wide lock) and reaches the stand-in."""
+    names = [f"par{i}" for i in range(4)]
+    procs = [spawn("run", "-d", "--name", n, "--net", "tap", "busybox") for n in names]
+    try:
+        for p in procs:
+            _, err = p.communicate(timeout=300)
+            assert p.returncode == 0, err
+        with microbox.Runtime() as rt:
+            boxes = [rt.get(n) for n in names]
+            addrs = {_ns_address(b) for b in boxes}
+            assert len(addrs) == 4, addrs
+            for b in boxes:
+                assert reaches(b, GOOD)
+    finally:
+        mb("rm", "-f", *names)
