@@ -304,7 +304,8 @@ class Runtime:
         snap = snapshots.get(snapshot)
         with store.using():
             record, lock = lifecycle.create(self.db, snap.spec, name=name, start_next=True,
-                                            snapshot=snap.template)
+                                            snapshot=snap.template,
+                                            image_digest=snap.image_digest)
         started = lifecycle.start(self.db, record, lock, attached=False, log=self.log)
         box = Box(self, started.record, started=started)
         box.release()
@@ -349,14 +350,15 @@ class Runtime:
         return importer.import_rootfs(self.db, source, name, progress=progress)
 
     def remove_image(self, name: str, *, force: bool = False) -> Image:
-        """Remove an image name; refused while a box uses it unless force (the box
-        keeps its disk's backing file: it is unlinked only once nothing uses it)."""
-        return store.remove(self.db, name, force)
+        """Remove an image name; refused while a box or a snapshot uses it unless
+        force (they keep the disk's backing file: it is unlinked only once nothing
+        uses it)."""
+        return store.remove(self.db, name, force, _snapshot_images())
 
     def prune_images(self, *, all: bool = False) -> builtins.list[str]:
         """Remove unnamed image files, unused cached layers, abandoned work; with all,
-        also every image no box uses."""
-        return store.prune(self.db, all)
+        also every image no box or snapshot uses."""
+        return store.prune(self.db, all, _snapshot_images())
 
     def image_users(self, name: str) -> builtins.list[str]:
         """Names of the boxes whose disk is backed by the image `name`."""
@@ -408,3 +410,10 @@ class Runtime:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+
+def _snapshot_images() -> dict[str, builtins.list[str]]:
+    """The image files snapshots need, by digest: the names of those snapshots."""
+    needed: dict[str, builtins.list[str]] = {}
+    for snap in snapshots.all_snapshots():
+        needed.setdefault(snap.image_digest, []).append(snap.name)
+    return needed

@@ -110,3 +110,36 @@ def test_async_fork_and_restore() -> None:
             await rt.remove_snapshot(snap.id)
 
     asyncio.run(main())
+
+
+def test_an_image_a_snapshot_needs_is_kept(fresh_home: Path) -> None:
+    """image rm refuses while a snapshot needs the image; with -f the name goes but
+    the file stays (prune too) until the snapshot is gone."""
+    assert mb("create", "--start", "--name", "src", "busybox").returncode == 0
+    try:
+        assert mb("snapshot", "create", "src", "keep").returncode == 0
+    finally:
+        mb("delete", "-f", "src")
+    r = mb("image", "rm", "busybox")
+    assert r.returncode == 1, r
+    assert r.stderr.startswith(b"microbox: image 'busybox' is used by snapshot keep; run "
+                               b"'microbox image rm -f busybox'"), r.stderr
+    assert mb("image", "rm", "-f", "busybox").returncode == 0
+    assert mb("image", "prune").returncode == 0
+    blobs = fresh_home / "images" / "blobs"
+    assert len(list(blobs.glob("*.ext4"))) == 1  # the snapshot's disk still backed
+    r = mb("snapshot", "restore", "keep", "--name", "back")
+    assert r.returncode == 0, r.stderr
+    try:
+        assert mb("exec", "back", "--", "true").returncode == 0
+        # restored onto the snapshot's own image file: busybox was not built again
+        digest = json.loads(mb("inspect", "back").stdout)["image_digest"]
+        assert [b.name for b in blobs.glob("*.ext4")] == [f"{digest.replace(':', '-')}.ext4"]
+        assert mb("image", "prune").returncode == 0
+        assert len(list(blobs.glob("*.ext4"))) == 1
+    finally:
+        mb("delete", "-f", "back")
+    assert mb("snapshot", "rm", "-f", "keep").returncode == 0
+    assert mb("gc").returncode == 0
+    assert mb("image", "prune").returncode == 0
+    assert list(blobs.glob("*.ext4")) == []

@@ -44,9 +44,12 @@ def _starter() -> dict[str, object]:
 
 def create(db: Database, spec: BoxSpec, *, name: str | None = None,
            auto_remove: bool = False, start_next: bool = False,
-           snapshot: Template | None = None) -> tuple[BoxRecord, locks.Lock]:
+           snapshot: Template | None = None,
+           image_digest: str | None = None) -> tuple[BoxRecord, locks.Lock]:
     """Validate, then make the dir, the disk (unless start_next: the start makes
-    it) and the row; or nothing at all.
+    it) and the row; or nothing at all. `image_digest` (a snapshot's) names the
+    image file the box's disk chain ends in, whatever the image's name means
+    now (it may have been removed with `image rm -f`, or rebuilt).
 
     Returns the record and the box lock, held so that no other
     process mistakes the half-made box for a dead one. Pass it to start(), or
@@ -57,9 +60,13 @@ def create(db: Database, spec: BoxSpec, *, name: str | None = None,
     portmap.check_free(spec.ports)
     if name is not None:
         boxes.check_name_free(db.conn, validate_name(name))
-    image = builtin.ensure(db, spec.image)
+    if image_digest is None:
+        image = builtin.ensure(db, spec.image)
+        image_name, image_digest, image_path = image.name, image.digest, image.path
+    else:
+        image_name, image_path = spec.image, store.blob_path(image_digest)
     record = BoxRecord(id=uuid.uuid4().hex, name=name or f"box-{secrets.token_hex(4)}",
-                       image=image.name, spec=spec, image_digest=image.digest,
+                       image=image_name, spec=spec, image_digest=image_digest,
                        status="created", auto_remove=auto_remove)
     if start_next:
         record = record.with_(pending=True, **_starter())
@@ -67,7 +74,7 @@ def create(db: Database, spec: BoxSpec, *, name: str | None = None,
     lock = d.create()
     try:
         if not start_next:  # else its first start makes it, over what it starts from
-            vm.create_disk(image.path, d.disk)
+            vm.create_disk(image_path, d.disk)
         templates.mark(d, snapshot)  # its first start restores the snapshot
         boxes.insert(db, record)
     except BaseException:

@@ -19,7 +19,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import replace
 from pathlib import Path
@@ -167,34 +167,41 @@ def boxes_using(db: Database, digest: str) -> list[str]:
     return [r.name for r in boxes.all_boxes(db) if r.image_digest == digest]
 
 
-def _unlink_unused_blob(db: Database, digest: str) -> bool:
-    if any(i.digest == digest for i in rows.all_images(db)) or boxes_using(db, digest):
+def _unlink_unused_blob(db: Database, digest: str, kept: Mapping[str, Sequence[str]]) -> bool:
+    if (any(i.digest == digest for i in rows.all_images(db)) or boxes_using(db, digest)
+            or kept.get(digest)):
         return False
     blob_path(digest).unlink(missing_ok=True)
     return True
 
 
-def remove(db: Database, name: str, force: bool = False) -> Image:
-    """Remove the name; its file goes too unless another name or a box still uses it.
-    While a box uses it, only with force (the box keeps its backing file)."""
+def remove(db: Database, name: str, force: bool = False,
+           kept: Mapping[str, Sequence[str]] | None = None) -> Image:
+    """Remove the name; its file goes too unless another name, a box, or what
+    `kept` names for its digest (snapshots, by the SDK) still uses it. While a box
+    or a snapshot uses it, only with force (they keep the file)."""
+    kept = kept or {}
     with _exclusive():
         image = rows.get(db, name) or get(db, name)
-        users = boxes_using(db, image.digest)
+        users = [f"box {b}" for b in boxes_using(db, image.digest)]
+        users += [f"snapshot {n}" for n in kept.get(image.digest, ())]
         if users and not force:
-            raise Refused(f"image {image.name!r} is used by box {', '.join(users)}",
+            raise Refused(f"image {image.name!r} is used by {', '.join(users)}",
                           f"microbox image rm -f {image.name}", "to remove the name anyway")
         rows.delete(db, image.name)
-        _unlink_unused_blob(db, image.digest)
+        _unlink_unused_blob(db, image.digest, kept)
         return image
 
 
-def prune(db: Database, every_unused: bool = False) -> list[str]:
-    """Remove what nothing uses: image files without a name or box, cached layers no
-    image was made of, abandoned work in tmp/; with every_unused, also images no box
-    uses. Returns what was removed."""
+def prune(db: Database, every_unused: bool = False,
+          kept: Mapping[str, Sequence[str]] | None = None) -> list[str]:
+    """Remove what nothing uses: image files without a name, box or snapshot
+    (`kept`), cached layers no image was made of, abandoned work in tmp/; with
+    every_unused, also images no box or snapshot uses. Returns what was removed."""
     removed: list[str] = []
     with _exclusive():
         in_use = {r.image_digest for r in boxes.all_boxes(db) if r.image_digest}
+        in_use |= {digest for digest, users in (kept or {}).items() if users}
         if every_unused:
             for image in rows.all_images(db):
                 if image.digest not in in_use:
