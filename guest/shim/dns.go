@@ -98,34 +98,33 @@ func (d *dnsServer) answer(pkt []byte) []byte {
 		return q.reply(rcodeFormErr, nil)
 	case q.qclass != classIN:
 		return q.reply(rcodeNotImp, nil)
-	case !validName(q.name):
-		return d.refuse(q, "", "not a valid host name")
-	case !d.pol.nameAllowed(q.name):
-		return d.refuse(q, "", "a name not in --allow-host")
 	case q.qtype != typeA: // AAAA and the rest: the guest has IPv4 only
+		if r := d.pol.nameRefusal(q.name, q.name); r != nil {
+			return d.refuse(q, "", r.reason)
+		}
 		return q.reply(rcodeOK, nil)
 	}
-	ips, rcode := d.resolve(q.name)
-	if rcode != rcodeOK {
-		return q.reply(rcode, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), dnsLookupTimeout)
+	defer cancel()
+	ips, err := d.pol.resolveName(ctx, q.name, q.name) // as the proxy decides a name
+	var ref *refusal
+	var lk *lookupError
+	var dnsErr *net.DNSError
+	switch {
+	case errors.As(err, &ref):
+		return d.refuse(q, ref.addr, ref.reason)
+	case errors.As(err, &lk) && lk.err == nil: // no address at all
+		return q.reply(rcodeOK, nil)
+	case errors.As(err, &dnsErr) && dnsErr.IsNotFound:
+		return q.reply(rcodeNXDomain, nil)
+	case err != nil:
+		return q.reply(rcodeServFail, nil)
 	}
 	var allowed []net.IP
-	var firstAddr, firstWhy string
 	for _, ip := range ips {
-		v4 := ip.To4()
-		if v4 == nil {
-			continue // not for an A query
+		if v4 := ip.To4(); v4 != nil { // an allowed IPv6 address is not for an A query
+			allowed = append(allowed, v4)
 		}
-		if why := d.pol.check(v4, false); why != "" {
-			if firstWhy == "" {
-				firstAddr, firstWhy = v4.String(), why
-			}
-			continue
-		}
-		allowed = append(allowed, v4)
-	}
-	if len(allowed) == 0 && firstWhy != "" {
-		return d.refuse(q, firstAddr, firstWhy)
 	}
 	if len(allowed) > 0 && d.pol.restricted && d.allow != nil {
 		if err := d.allow(allowed); err != nil {
@@ -134,29 +133,6 @@ func (d *dnsServer) answer(pkt []byte) []byte {
 		}
 	}
 	return q.reply(rcodeOK, allowed)
-}
-
-// resolve finds a name's addresses on the host: --add-host, else the
-// host's resolver. The rcode says why there are none.
-func (d *dnsServer) resolve(name string) ([]net.IP, int) {
-	if ips, ok := d.pol.hosts[name]; ok {
-		return ips, rcodeOK
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), dnsLookupTimeout)
-	defer cancel()
-	found, err := d.pol.lookup(ctx, name)
-	var dnsErr *net.DNSError
-	switch {
-	case errors.As(err, &dnsErr) && dnsErr.IsNotFound:
-		return nil, rcodeNXDomain
-	case err != nil:
-		return nil, rcodeServFail
-	}
-	ips := make([]net.IP, 0, len(found))
-	for _, a := range found {
-		ips = append(ips, a.IP)
-	}
-	return ips, rcodeOK
 }
 
 // refuse answers REFUSED and writes the refusal to net.log, worded as the

@@ -173,12 +173,27 @@ func (p *policy) resolve(ctx context.Context, dest string) ([]net.IP, error) {
 		}
 		return []net.IP{ip}, nil
 	}
-	name := normName(host)
+	return p.resolveName(ctx, dest, normName(host))
+}
+
+// nameRefusal decides a name before any lookup: nil, or why it is refused.
+func (p *policy) nameRefusal(dest, name string) *refusal {
 	if !validName(name) {
-		return nil, &refusal{dest: dest, reason: "not a valid host name"}
+		return &refusal{dest: dest, reason: "not a valid host name"}
 	}
 	if !p.nameAllowed(name) {
-		return nil, &refusal{dest: dest, reason: "a name not in --allow-host"}
+		return &refusal{dest: dest, reason: "a name not in --allow-host"}
+	}
+	return nil
+}
+
+// resolveName decides a (normalized) name: refused as a name, or resolved on
+// the host (--add-host first) and each address decided; the addresses
+// allowed, or the first refusal, or a lookupError. The proxy and the box's
+// resolver (dns.go) both decide names here. dest names it in a refusal.
+func (p *policy) resolveName(ctx context.Context, dest, name string) ([]net.IP, error) {
+	if r := p.nameRefusal(dest, name); r != nil {
+		return nil, r
 	}
 	ips, ok := p.hosts[name]
 	if !ok {
@@ -212,6 +227,8 @@ type lookupError struct {
 	dest string
 	err  error
 }
+
+func (e *lookupError) Unwrap() error { return e.err }
 
 func (e *lookupError) Error() string {
 	if e.err == nil {

@@ -57,6 +57,20 @@ func testPolicy(t *testing.T, f policyFile) *policy {
 	return p
 }
 
+// decision: a destination, the addresses the policy allows for it (joined by
+// ","), or the reason it refuses it.
+type decision struct{ dest, addrs, reason string }
+
+func expectDecisions(t *testing.T, p *policy, cases []decision) {
+	t.Helper()
+	for _, c := range cases {
+		addrs, reason := decide(p, c.dest)
+		if addrs != c.addrs || reason != c.reason {
+			t.Errorf("%s: got (%q, %q), want (%q, %q)", c.dest, addrs, reason, c.addrs, c.reason)
+		}
+	}
+}
+
 func decide(p *policy, dest string) (string, string) {
 	ips, err := p.resolve(context.Background(), dest)
 	var ref *refusal
@@ -75,7 +89,7 @@ func decide(p *policy, dest string) (string, string) {
 
 func TestDefaultPolicy(t *testing.T) {
 	p := testPolicy(t, policyFile{})
-	cases := []struct{ dest, addrs, reason string }{
+	cases := []decision{
 		{"public.test:80", "203.0.113.10", ""},
 		{"203.0.113.10:443", "203.0.113.10", ""},
 		{"127.0.0.1:22", "", "loopback"},
@@ -99,17 +113,12 @@ func TestDefaultPolicy(t *testing.T) {
 		{"bad_name!:80", "", "not a valid host name"},
 		{"noport", "", "not a host:port destination"},
 	}
-	for _, c := range cases {
-		addrs, reason := decide(p, c.dest)
-		if addrs != c.addrs || reason != c.reason {
-			t.Errorf("%s: got (%q, %q), want (%q, %q)", c.dest, addrs, reason, c.addrs, c.reason)
-		}
-	}
+	expectDecisions(t, p, cases)
 }
 
 func TestAllowHostsRestrictNames(t *testing.T) {
 	p := testPolicy(t, policyFile{AllowHosts: []string{"public.test", "*.pypi.org"}})
-	cases := []struct{ dest, addrs, reason string }{
+	cases := []decision{
 		{"public.test:80", "203.0.113.10", ""},
 		{"PUBLIC.test.:80", "203.0.113.10", ""},
 		{"files.pypi.org:443", "203.0.113.20", ""},
@@ -117,18 +126,13 @@ func TestAllowHostsRestrictNames(t *testing.T) {
 		{"mixed.test:80", "", "a name not in --allow-host"},
 		{"203.0.113.10:80", "", "an address outside --allow-cidr, and only --allow-host names are allowed"},
 	}
-	for _, c := range cases {
-		addrs, reason := decide(p, c.dest)
-		if addrs != c.addrs || reason != c.reason {
-			t.Errorf("%s: got (%q, %q), want (%q, %q)", c.dest, addrs, reason, c.addrs, c.reason)
-		}
-	}
+	expectDecisions(t, p, cases)
 }
 
 func TestDenyAllAndAllowCIDR(t *testing.T) {
 	p := testPolicy(t, policyFile{DenyAll: true, AllowCIDRs: []string{"10.9.0.0/16", "127.0.0.1/32"},
 		AllowHosts: []string{"rebind.test"}})
-	cases := []struct{ dest, addrs, reason string }{
+	cases := []decision{
 		{"10.9.1.1:80", "10.9.1.1", ""},   // an explicit allow beats the private block
 		{"127.0.0.1:80", "127.0.0.1", ""}, // and the loopback block
 		{"127.0.0.2:80", "", "loopback"},  // a block's reason comes first
@@ -137,12 +141,7 @@ func TestDenyAllAndAllowCIDR(t *testing.T) {
 		{"public.test:80", "", "a name not in --allow-host"},
 		{"rebind.test:80", "127.0.0.1", ""}, // allowed name, allowed address
 	}
-	for _, c := range cases {
-		addrs, reason := decide(p, c.dest)
-		if addrs != c.addrs || reason != c.reason {
-			t.Errorf("%s: got (%q, %q), want (%q, %q)", c.dest, addrs, reason, c.addrs, c.reason)
-		}
-	}
+	expectDecisions(t, p, cases)
 }
 
 func TestAllowPrivateKeepsMetadataBlocked(t *testing.T) {

@@ -168,9 +168,10 @@ class Box:
         if spec.net == "user":
             info["proxy"] = plan.PROXY_URL
             return info
-        firewall = nft.refused(self.record.id) if tap.present(self.record.id) else []
+        up = tap.present(self.record.id)  # the box runs (its network exists)
+        firewall = nft.refused(self.record.id) if up else []
         info.update(address=plan.GUEST, gateway=plan.GATEWAY, resolver=plan.GATEWAY,
-                    link=nft.link_of(self.record.id) if tap.present(self.record.id) else None,
+                    link=nft.link_of(self.record.id) if up else None,
                     firewall=[r.to_json() for r in firewall])
         info["refused"] += sum(r.packets for r in firewall)
         return info

@@ -19,8 +19,10 @@ import ipaddress
 import os
 import socket
 import struct
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 NETNS_DIR = Path("/run/netns")
 
@@ -40,6 +42,7 @@ CLONE_NEWNET = 0x40000000
 MS_BIND, MNT_DETACH = 0x1000, 0x2
 
 _libc = ctypes.CDLL(None, use_errno=True)
+T = TypeVar("T")
 
 
 class NetlinkError(OSError):
@@ -187,30 +190,54 @@ def _check(ret: int, what: str) -> None:
         raise OSError(code, f"{what}: {os.strerror(code)}")
 
 
+def in_thread(work: Callable[[], T], name: str) -> T:
+    """Run `work` in a thread of its own and hand back its result or error: a
+    thread that changes its network namespace (unshare, setns) takes the
+    change with it when it ends, and the rest of this process never moves."""
+    result: list[T] = []
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            result.append(work())
+        except BaseException as exc:  # handed to the caller
+            failure.append(exc)
+
+    t = threading.Thread(target=run, name=name)
+    t.start()
+    t.join()
+    if failure:
+        raise failure[0]
+    return result[0]
+
+
 def create_netns(name: str) -> None:
     """A named namespace (/run/netns/NAME, as `ip netns add` makes it): a
     thread unshares, and its namespace is bind-mounted to the name."""
     NETNS_DIR.mkdir(mode=0o755, exist_ok=True)
     path = NETNS_DIR / name
     os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444))
-    failure: list[BaseException] = []
 
-    def run() -> None:
-        try:
-            _check(_libc.unshare(CLONE_NEWNET), "unshare")
-            src = f"/proc/self/task/{_libc.gettid()}/ns/net".encode()
-            _check(_libc.mount(src, str(path).encode(), b"none", MS_BIND, None),
-                   f"bind-mount {path}")
-        except BaseException as exc:
-            failure.append(exc)
+    def unshare() -> None:
+        _check(_libc.unshare(CLONE_NEWNET), "unshare")
+        src = f"/proc/self/task/{_libc.gettid()}/ns/net".encode()
+        _check(_libc.mount(src, str(path).encode(), b"none", MS_BIND, None),
+               f"bind-mount {path}")
 
-    import threading
-    t = threading.Thread(target=run, name=f"unshare-{name}")
-    t.start()
-    t.join()
-    if failure:
+    try:
+        in_thread(unshare, f"unshare-{name}")
+    except BaseException:
         path.unlink(missing_ok=True)
-        raise failure[0]
+        raise
+
+
+def in_netns(name: str, work: Callable[[], T]) -> T:
+    """Run `work` inside the named namespace: what it opens (sockets, a TAP,
+    processes it starts) belongs to the namespace."""
+    def inside() -> T:
+        enter_netns(name)
+        return work()
+    return in_thread(inside, f"netns-{name}")
 
 
 def remove_netns(name: str) -> None:

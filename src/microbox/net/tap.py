@@ -24,11 +24,9 @@ import os
 import secrets
 import socket
 import struct
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
 
 from microbox import locks
 from microbox.errors import HostError, InvalidSpec
@@ -44,7 +42,6 @@ GATEWAY_MAC = "02:6d:62:00:00:02"
 NS_LINK = "eth0"
 _TUNSETIFF = 0x400454CA
 _IFF_TAP, _IFF_NO_PI, _IFF_VNET_HDR = 0x0002, 0x1000, 0x4000
-T = TypeVar("T")
 
 
 def pool() -> ipaddress.IPv4Network:
@@ -71,27 +68,6 @@ def available() -> None:
     if not os.path.exists("/dev/net/tun"):
         raise HostError("this host has no /dev/net/tun (--net tap needs it)", "modprobe tun")
     nft.binary()
-
-
-def _in_netns(name: str, work: Callable[[], T]) -> T:
-    """Run `work` in a thread that joined the namespace: what it opens (sockets,
-    the TAP, processes it starts) belongs to the namespace; the rest of this
-    process does not move."""
-    result: list[Any] = []
-
-    def run() -> None:
-        try:
-            rtnl.enter_netns(name)
-            result.append(work())
-        except BaseException as exc:  # handed to the caller
-            result.append(exc)
-
-    t = threading.Thread(target=run, name=f"netns-{name}")
-    t.start()
-    t.join()
-    if isinstance(result[0], BaseException):
-        raise result[0]
-    return result[0]  # type: ignore[no-any-return]
 
 
 @contextlib.contextmanager
@@ -135,13 +111,16 @@ def scratch(mode: str) -> Iterator[int | None]:
         os.close(fd)
 
 
+def _resolver_socket() -> socket.socket:
+    """UDP on the gateway's port 53, in the calling thread's namespace."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((plan.GATEWAY, 53))
+    return s
+
+
 def dns_socket(box_id: str) -> socket.socket:
-    """The box's resolver socket: UDP on the gateway's port 53 inside its namespace."""
-    def make() -> socket.socket:
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.bind((plan.GATEWAY, 53))
-        return s
-    return _in_netns(netns_name(box_id), make)
+    """The box's resolver socket, made inside its namespace (for a new shim)."""
+    return rtnl.in_netns(netns_name(box_id), _resolver_socket)
 
 
 @dataclass
@@ -189,12 +168,11 @@ def _inside(host_addr: str, ns_addr: str) -> tuple[int, socket.socket]:
                 f"add chain ip {nft.TABLE} postrouting {{ type nat hook postrouting "
                 "priority srcnat; policy accept; }\n"
                 f'add rule ip {nft.TABLE} postrouting oifname "{NS_LINK}" masquerade\n')
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.bind((plan.GATEWAY, 53))
+        resolver = _resolver_socket()
     except BaseException:
         os.close(tap)
         raise
-    return tap, s
+    return tap, resolver
 
 
 def setup(box_id: str, box_path: Path, rules: nft.Rules) -> Attachment:
@@ -218,7 +196,7 @@ def setup(box_id: str, box_path: Path, rules: nft.Rules) -> Attachment:
             finally:
                 os.close(nsfd)
             _set_sysctl("/proc/sys/net/ipv4/ip_forward", "1")
-            tap, dns = _in_netns(name, lambda: _inside(host_addr, ns_addr))
+            tap, dns = rtnl.in_netns(name, lambda: _inside(host_addr, ns_addr))
             try:
                 nft.add(box_id, rules, str(net))
             except BaseException:
