@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -25,6 +26,11 @@ type Port struct {
 
 	wmu  sync.Mutex // one whole frame per locked write loop
 	rbuf []byte
+	// heard: bytes came from the host since read(2) last reported its end.
+	// The guest learns of a new host's connection (a control message the
+	// kernel handles in a work queue) after, at times, that host's first
+	// bytes: a reply to them must wait for the connection, not be dropped.
+	heard atomic.Bool
 }
 
 func newPort(fd int, name string, virtio bool) *Port {
@@ -60,8 +66,10 @@ func (p *Port) read() ([]byte, error) {
 			return nil, err
 		}
 		if n == 0 {
+			p.heard.Store(false)
 			return nil, io.EOF
 		}
+		p.heard.Store(true)
 		return p.rbuf[:n], nil
 	}
 }
@@ -69,10 +77,13 @@ func (p *Port) read() ([]byte, error) {
 // writeFrame writes one whole frame, looping over short writes. The caller
 // holds p.wmu. On a virtio port it gives up (dropping the rest of the frame)
 // as soon as no host is connected, because write(2) would block until the
-// next host connects and hand it the stale bytes.
+// next host connects and hand it the stale bytes; unless bytes came from a
+// host since the last end: then the connection is there (its notice is on
+// its way, and write(2) waits for it), and a host gone meanwhile is noticed
+// by the reader. A host skips stale bytes before its HELLO's reply.
 func (p *Port) writeFrame(b []byte) error {
 	for len(b) > 0 {
-		if p.virtio && !p.hostConnected() {
+		if p.virtio && !p.heard.Load() && !p.hostConnected() {
 			return errHostGone
 		}
 		n := len(b)
