@@ -8,7 +8,7 @@ MB      := $(VENV)/bin/microbox
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := qemu-system-x86 qemu-utils e2fsprogs busybox-static golang-go \
 	linux-source-6.1 build-essential flex bison bc libelf-dev libssl-dev cpio xz-utils \
-	skopeo mmdebstrap uidmap libarchive13 docker-registry apache2-utils nftables iproute2
+	skopeo mmdebstrap uidmap libarchive13 docker-registry apache2-utils nftables iproute2 patch
 # `mke2fs -d -` (a tar stream on stdin) needs e2fsprogs >= 1.47.1: bookworm-backports has it.
 E2FS_MIN := 1.47.1
 BACKPORTS_LIST := /etc/apt/sources.list.d/microbox-backports.sources

@@ -27,3 +27,27 @@ def test_a_failing_step_names_the_kept_log(tmp_path: Path) -> None:
     with pytest.raises(KernelBuildError, match=r"kept\.log") as err:
         _run(["sh", "-c", "echo broken; exit 3"], tmp_path, logs)
     assert "exit code 3" in str(err.value) and "broken" in err.value.detail
+
+
+def test_the_key_covers_each_patch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from microbox.artifacts import kernel
+
+    patches = tmp_path / "patches"
+    patches.mkdir()
+    fragment = tmp_path / "microbox.config"
+    fragment.write_text(kernel.fragment_path().read_text())
+    monkeypatch.setattr(kernel, "_beside_or_in_repo", lambda name: [tmp_path / name])
+    bare = kernel.cache_key()
+    (patches / "0002-b.patch").write_text("--- a/x\n+++ b/x\n")
+    (patches / "0001-a.patch").write_text("--- a/y\n+++ b/y\n")
+    assert [p.name for p in kernel.patches()] == ["0001-a.patch", "0002-b.patch"]
+    with_two = kernel.cache_key()
+    (patches / "0002-b.patch").write_text("--- a/x\n+++ b/x\n@@ changed @@\n")
+    assert len({bare, with_two, kernel.cache_key()}) == 3
+
+
+def test_the_repo_patches_are_found() -> None:
+    from microbox.artifacts import kernel
+
+    names = [p.name for p in kernel.patches()]
+    assert "0001-virtio-console-read-many-buffers.patch" in names

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
+import random
 import signal
 from pathlib import Path
 
@@ -39,6 +41,25 @@ def test_streaming_stdin_signal_and_results() -> None:
         t = box.exec(["sh", "-c", "tty; stty size"], tty=True, rows=33, cols=101)
         out = b"".join(d for _, d in t.events())
         assert b"/dev/pts/" in out and b"33 101" in out
+
+
+def test_stdin_in_odd_sized_writes_arrives_whole() -> None:
+    """Writes of every size from 1 byte to past a frame, so the guest's reads of
+    its port end in the middle of the kernel's receive buffers as well as at
+    their ends (the kernel patch that reads many buffers at once)."""
+    rng = random.Random(7)
+    data = rng.randbytes(6 << 20)
+    with microbox.Runtime() as rt, rt.run("busybox") as box:
+        ex = box.exec(["sha256sum"], stdin=True)
+        at = 0
+        while at < len(data):
+            n = rng.choice((1, 7, 4095, 4096, 4097, 65535, 65536, 70001, rng.randrange(1, 200000)))
+            ex.write(data[at:at + n])
+            at += n
+        ex.close_stdin()
+        out = b"".join(d for name, d in ex.events() if name == "stdout")
+        assert ex.status is not None and ex.status.exit_code == 0
+        assert out.split()[0].decode() == hashlib.sha256(data).hexdigest()
 
 
 def test_put_get_keep_bytes_and_mode(tmp_path: Path) -> None:

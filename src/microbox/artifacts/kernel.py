@@ -1,10 +1,12 @@
 """Build and cache the guest kernel from the distribution's kernel source.
 
-The kernel is `make tinyconfig` plus the repo's fragment
-(`guest/kernel/microbox.config`), then `make olddefconfig`, built as an
-uncompressed ELF `vmlinux` that QEMU boots through the PVH entry point. The
-result lives in `<cache>/kernel/<key>/vmlinux`, where the key hashes the
-kernel source version and the fragment, so editing either gives a new kernel.
+The kernel is the distribution's source with the repo's patches applied
+(`guest/kernel/patches/*.patch`, in name order), configured as `make tinyconfig`
+plus the repo's fragment (`guest/kernel/microbox.config`), then `make
+olddefconfig`, and built as an uncompressed ELF `vmlinux` that QEMU boots through
+the PVH entry point. The result lives in `<cache>/kernel/<key>/vmlinux`, where
+the key hashes the kernel source version, the patches and the fragment, so
+editing any of them gives a new kernel.
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ SOURCE_DIR = Path("/usr/src")
 SOURCE_GLOB = "linux-source-*.tar.xz"
 SOURCE_PACKAGE = "linux-source-6.1"
 FRAGMENT_NAME = "microbox.config"
+PATCHES_NAME = "patches"
 # Bump when the build procedure changes in a way that changes the output.
 RECIPE_VERSION = "1"
-BUILD_TOOLS = ("make", "gcc", "ld", "flex", "bison", "bc", "tar", "xz")
+BUILD_TOOLS = ("make", "gcc", "ld", "flex", "bison", "bc", "tar", "xz", "patch")
 
 _ASSIGN = re.compile(r"^(CONFIG_[A-Za-z0-9_]+)=(.*)$")
 _NOT_SET = re.compile(r"^# (CONFIG_[A-Za-z0-9_]+) is not set$")
@@ -60,17 +63,28 @@ def source_tarball() -> Path:
     return found[-1]
 
 
-def fragment_path() -> Path:
-    """The config fragment: next to this module (wheel) or in the repo checkout."""
+def _beside_or_in_repo(name: str) -> list[Path]:
+    """Where a file of guest/kernel/ is: next to this module (wheel), or in the
+    repo checkout."""
     here = Path(__file__).resolve()
-    candidates = [
-        here.with_name(FRAGMENT_NAME),
-        here.parents[3] / "guest" / "kernel" / FRAGMENT_NAME,
-    ]
+    return [here.with_name(name), here.parents[3] / "guest" / "kernel" / name]
+
+
+def fragment_path() -> Path:
+    """The config fragment."""
+    candidates = _beside_or_in_repo(FRAGMENT_NAME)
     for candidate in candidates:
         if candidate.is_file():
             return candidate
     raise KernelBuildError(f"kernel config fragment {FRAGMENT_NAME} not found at {candidates[-1]}")
+
+
+def patches() -> list[Path]:
+    """The repo's patches to the kernel source, in the order they apply."""
+    for candidate in _beside_or_in_repo(PATCHES_NAME):
+        if candidate.is_dir():
+            return sorted(candidate.glob("*.patch"))
+    return []
 
 
 def cache_key() -> str:
@@ -83,6 +97,9 @@ def cache_key() -> str:
     digest = hashlib.sha256()
     digest.update(f"microbox-kernel-recipe:{RECIPE_VERSION}\n{source_id}\n".encode())
     digest.update(fragment_path().read_bytes())
+    for patch in patches():
+        digest.update(f"\npatch {patch.name}\n".encode())
+        digest.update(patch.read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -158,7 +175,8 @@ def _check_host() -> None:
     if absent:
         raise KernelBuildError(
             f"missing kernel build tools: {', '.join(absent)}; install them with: "
-            "sudo apt-get install build-essential flex bison bc libelf-dev libssl-dev xz-utils"
+            "sudo apt-get install build-essential flex bison bc libelf-dev libssl-dev xz-utils "
+            "patch"
         )
 
 
@@ -194,6 +212,9 @@ def build_kernel(
             if len(trees) != 1:
                 raise KernelBuildError(f"{tarball} did not unpack to a single source directory")
             tree = trees[0]
+            for patch in patches():
+                say(f"applying {patch.name}")
+                _run(["patch", "-p1", "--forward", "--batch", "-i", str(patch)], tree, logs)
             say("configuring: tinyconfig + microbox.config + olddefconfig")
             _make(["tinyconfig"], tree, logs)
             dot_config = tree / ".config"
