@@ -119,10 +119,15 @@ def main() -> None:
             with rt.run("busybox", accel="tcg") as box:
                 box.run(["true"])
                 client.post(f"/boxes/{box.id}/run", json={"command": ["true"]})  # warm-up
-                sdk = timed(lambda: box.run(["true"]), args.execs)
-                http = timed(lambda: client.post(f"/boxes/{box.id}/run",
-                                                 json={"command": ["true"]}).raise_for_status(),
-                             args.execs)
+                # Interleaved, one of each per round: this host's speed drifts
+                # by 2x within minutes, which two back-to-back series would
+                # read as a difference between the paths.
+                sdk, http = [], []
+                for _ in range(args.execs):
+                    sdk += timed(lambda: box.run(["true"]), 1)
+                    http += timed(lambda: client.post(f"/boxes/{box.id}/run",
+                                                      json={"command": ["true"]}
+                                                      ).raise_for_status(), 1)
             mcp = asyncio.run(through_mcp(args.execs))
             for clients in (1, 16):
                 start = time.monotonic()
@@ -149,6 +154,8 @@ def main() -> None:
         extra = (statistics.median(values) - base) * 1000
         print(f"{f'{name} - SDK (p50)':<48}{extra:>8.2f}ms"
               f"{statistics.median(values) / base:>9.2f}x")
+    paired = statistics.median(h - s for h, s in zip(http, sdk, strict=True)) * 1000
+    print(f"{'HTTP - SDK, median of paired rounds':<48}{paired:>8.2f}ms")
     for clients, rate in rates.items():
         print(f"{f'create+run+delete via API, {clients} client(s)':<48}{rate:>8.2f}/s")
 
