@@ -107,65 +107,83 @@ func encodeFrame(t byte, stream uint32, payload []byte) []byte {
 }
 
 // Decoder turns a byte stream into frames. The zero value is ready to use.
+//
+// Each payload is copied once, from the bytes fed straight into a buffer of
+// its final size: a frame that spans many reads (a 64 KiB frame arrives in
+// 4 KiB pieces) is not gathered in a growing buffer first.
 type Decoder struct {
-	buf []byte
+	head   [headerSize]byte // the header being gathered, then the current frame's
+	nhead  int
+	cur    *Frame // the frame whose payload is being filled (its header is valid)
+	filled int
+	bad    []byte // after an error: the bytes from the bad header on
 }
 
-// Feed appends data and returns every whole frame now available. After an
+// Feed takes data and returns every whole frame now available. After an
 // error the decoder holds the bytes from the bad header on (see Salvage) and
 // must not be fed again: the stream has lost its frame boundaries.
 func (d *Decoder) Feed(data []byte) ([]Frame, error) {
-	d.buf = append(d.buf, data...)
 	var frames []Frame
-	var err error
-	off := 0
-	for len(d.buf)-off >= headerSize {
-		h := d.buf[off:]
-		length := binary.BigEndian.Uint32(h[0:4])
-		t := h[4]
-		if length < 5 || length > maxPayload+5 {
-			err = errProtocol("frame length %d outside 5..%d", length, maxPayload+5)
-			break
+	for len(data) > 0 {
+		if d.cur == nil {
+			n := copy(d.head[d.nhead:], data)
+			d.nhead += n
+			data = data[n:]
+			if d.nhead < headerSize {
+				break
+			}
+			length := binary.BigEndian.Uint32(d.head[0:4])
+			t := d.head[4]
+			var err error
+			if length < 5 || length > maxPayload+5 {
+				err = errProtocol("frame length %d outside 5..%d", length, maxPayload+5)
+			} else if _, ok := typeNames[t]; !ok {
+				err = errProtocol("unknown frame type 0x%02x", t)
+			}
+			if err != nil {
+				d.bad = append(append([]byte(nil), d.head[:]...), data...)
+				d.nhead = 0
+				return frames, err
+			}
+			d.cur = &Frame{Type: t, Stream: binary.BigEndian.Uint32(d.head[5:9]),
+				Payload: make([]byte, int(length)-5)}
 		}
-		if _, ok := typeNames[t]; !ok {
-			err = errProtocol("unknown frame type 0x%02x", t)
-			break
+		n := copy(d.cur.Payload[d.filled:], data)
+		d.filled += n
+		data = data[n:]
+		if d.filled == len(d.cur.Payload) {
+			frames = append(frames, *d.cur)
+			d.cur, d.nhead, d.filled = nil, 0, 0
 		}
-		end := 4 + int(length)
-		if len(h) < end {
-			break
-		}
-		payload := make([]byte, end-headerSize)
-		copy(payload, h[headerSize:end])
-		frames = append(frames, Frame{Type: t, Stream: binary.BigEndian.Uint32(h[5:9]), Payload: payload})
-		off += end
 	}
-	d.trim(off)
-	return frames, err
+	return frames, nil
+}
+
+// held returns the bytes taken towards the next frame (or, after an error,
+// from the bad header on), as they came.
+func (d *Decoder) held() []byte {
+	if d.bad != nil {
+		return d.bad
+	}
+	b := append([]byte(nil), d.head[:d.nhead]...)
+	if d.cur != nil {
+		b = append(b, d.cur.Payload[:d.filled]...)
+	}
+	return b
 }
 
 // Salvage returns what followed the start of the bad or torn frame at the
 // head of the buffer: the bytes in which a resynchronising hunt begins.
 func (d *Decoder) Salvage() []byte {
-	if len(d.buf) == 0 {
+	b := d.held()
+	if len(b) == 0 {
 		return nil
 	}
-	return append([]byte(nil), d.buf[1:]...)
-}
-
-func (d *Decoder) trim(off int) {
-	if off > 0 {
-		n := copy(d.buf, d.buf[off:])
-		d.buf = d.buf[:n]
-		if cap(d.buf) > 2*chunkSize && n < chunkSize {
-			// Do not keep a 1 MiB buffer around after a big frame.
-			d.buf = append([]byte(nil), d.buf...)
-		}
-	}
+	return append([]byte(nil), b[1:]...)
 }
 
 // Pending returns the number of bytes buffered towards the next frame.
-func (d *Decoder) Pending() int { return len(d.buf) }
+func (d *Decoder) Pending() int { return d.nhead + d.filled + len(d.bad) }
 
 // marshalJSON encodes v compactly without HTML escaping.
 func marshalJSON(v interface{}) []byte {

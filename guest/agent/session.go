@@ -155,7 +155,7 @@ func (l *sessionLoop) dispatchAll(frames []Frame) ([]byte, *protoError) {
 			for _, g := range frames[i+1:] {
 				rest = append(rest, encodeFrame(g.Type, g.Stream, g.Payload)...)
 			}
-			return append(rest, l.dec.buf...), perr
+			return append(rest, l.dec.held()...), perr
 		}
 	}
 	return nil, nil
