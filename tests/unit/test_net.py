@@ -121,7 +121,7 @@ def test_user_netdev_in_the_qemu_argv() -> None:
     assert argv[i:i + 4] == [
         "-netdev", "user,id=n0,net=10.0.2.0/24,host=10.0.2.2,restrict=on,ipv6=off,"
                    "guestfwd=tcp:10.0.2.100:3128-cmd:/c/microbox-shim -pipe '/h o,,me/proxy.sock'",
-        "-device", "virtio-net-device,netdev=n0"]
+        "-device", "virtio-net-device,netdev=n0,guest_announce=off"]
     no_net = qemu_argv(VMConfig(
         qemu="q", accel="tcg", cpus=1, memory_mib=256, kernel=Path("/k"), initrd=Path("/i"),
         disk=Path("/d"), console_log=Path("/c"), qmp_fd=5, port_fds=(6,)))

@@ -90,7 +90,7 @@ def test_tap_netdev_in_the_qemu_argv() -> None:
     argv = qemu_argv(cfg)
     i = argv.index("-netdev")
     assert argv[i:i + 4] == ["-netdev", "tap,id=n0,fd=9,vhost=off",
-                             "-device", "virtio-net-device,netdev=n0"]
+                             "-device", "virtio-net-device,netdev=n0,guest_announce=off"]
     both = VMConfig(**{**cfg.__dict__, "user_net": UserNet("10.0.2.0/24", "10.0.2.2",
                                                            "10.0.2.100", 3128, ("x",))})
     with pytest.raises(ValueError, match="one network device"):

@@ -36,7 +36,7 @@ from microbox.errors import VMError
 from microbox.spec import BoxSpec
 from microbox.vmm import migration, process, qmp
 
-FORMAT = 2  # bump when what a template holds, or the QEMU argv shape, changes
+FORMAT = 3  # bump when what a template holds, or the QEMU argv shape, changes
 SAVE_TIMEOUT = 30.0
 FAILURES = "restore-failures"  # one line per discarded template, read by doctor
 DISCARDED = "discarded"  # in a template dir: never restore from it again
