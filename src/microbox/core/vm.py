@@ -23,7 +23,7 @@ from microbox.core.boxdir import BoxDir
 from microbox.errors import AgentError, AgentTimeout, HostError, VMError
 from microbox.net import plan
 from microbox.spec import BoxSpec
-from microbox.vmm import accel, process, tsc
+from microbox.vmm import accel, process, qcow2, tsc
 from microbox.vmm.qemu_argv import UserNet, VMConfig, qemu_argv
 
 PORTS = 4
@@ -78,15 +78,12 @@ def user_net(box: BoxDir, spec: BoxSpec, art: Artifacts) -> UserNet | None:
 
 def create_disk(backing: Path, disk: Path, backing_format: str = "raw") -> None:
     """A qcow2 overlay backed by a read-only image (or a template's disk): O(1)
-    in the backing file's size."""
-    disk.unlink(missing_ok=True)
-    done = subprocess.run(
-        ["qemu-img", "create", "-q", "-f", "qcow2", "-F", backing_format, "-b", str(backing),
-         str(disk)],
-        capture_output=True, text=True,
-    )
-    if done.returncode != 0:
-        raise VMError(f"cannot create the disk overlay: {done.stderr.strip()}")
+    in the backing file's size, written directly (vmm/qcow2.py)."""
+    try:
+        qcow2.create_overlay(backing, disk, backing_format)
+    except (OSError, qcow2.Qcow2Error) as exc:
+        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise VMError(f"cannot create the disk overlay {disk}: {detail}") from None
 
 
 @dataclass
