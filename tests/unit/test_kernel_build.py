@@ -51,3 +51,4 @@ def test_the_repo_patches_are_found() -> None:
 
     names = [p.name for p in kernel.patches()]
     assert "0001-virtio-console-read-many-buffers.patch" in names
+
