@@ -7,8 +7,6 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import psutil
-
 from microbox.errors import InvalidSpec
 from microbox.net import plan
 from microbox.net import policy as net_policy
@@ -63,7 +61,7 @@ class BoxSpec:
         host_cpus = os.cpu_count() or 1
         if not 1 <= self.cpus <= max(host_cpus, 1) * 4:
             raise InvalidSpec(f"--cpus must be between 1 and {host_cpus * 4}, not {self.cpus}")
-        host_mib = psutil.virtual_memory().total // (1 << 20)
+        host_mib = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // (1 << 20)
         if not MIN_MEMORY_MIB <= self.memory_mib <= host_mib:
             raise InvalidSpec(f"--memory must be between {MIN_MEMORY_MIB} and {host_mib} MiB, "
                               f"not {self.memory_mib}")

@@ -7,8 +7,6 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
-
 from microbox import paths
 from microbox.errors import NotFound, UsageError
 
@@ -25,6 +23,7 @@ class VMM:
 
 def scan(boxes_dir: Path | None = None) -> list[VMM]:
     """Every QEMU process running a box under `boxes_dir` (default: this MICROBOX_HOME)."""
+    import psutil  # here, not at the top: only gc and doctor need it
     root = (boxes_dir or paths.boxes_dir()).resolve()
     found = []
     for p in psutil.process_iter(["cmdline", "create_time"]):
@@ -51,6 +50,8 @@ class Shim:
 def stray_shims(boxes_dir: Path | None = None) -> list[Shim]:
     """Box shims (docs/architecture.md) whose VM is gone: a shim exits with its
     VM, so one that did not is stuck, and `gc` ends it."""
+    import psutil  # here, not at the top: only gc and doctor need it
+
     from microbox.core.boxdir import BoxDir
 
     root = (boxes_dir or paths.boxes_dir()).resolve()

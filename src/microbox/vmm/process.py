@@ -21,8 +21,6 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import TypeVar
 
-import psutil
-
 PR_SET_PDEATHSIG = 1
 T = TypeVar("T")
 # Loaded here, not in the forked child: dlopen there could wait for ever on a
@@ -100,11 +98,25 @@ def _popen(argv: Sequence[str], log: Path, pass_fds: Sequence[int], *, attached:
 
 
 def start_time(pid: int) -> float | None:
-    """The process start time (seconds since epoch), the second half of its identity."""
+    """The process start time (seconds since epoch), the second half of its identity:
+    its start in clock ticks after boot (/proc/PID/stat) plus the boot time, as
+    psutil's create_time works it out (psutil costs 6% of the CLI's imports)."""
     try:
-        return psutil.Process(pid).create_time()
-    except psutil.Error:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        ticks = int(stat[stat.rindex(b")") + 2:].split()[19])  # field 22, starttime
+    except (OSError, ValueError, IndexError):
         return None
+    return ticks / os.sysconf("SC_CLK_TCK") + _boot_time()
+
+
+def _boot_time() -> float:
+    """The host's boot time (seconds since epoch), from /proc/stat's btime."""
+    with open("/proc/stat", "rb") as f:
+        for line in f:
+            if line.startswith(b"btime"):
+                return float(line.split()[1])
+    raise OSError("/proc/stat has no btime line")
 
 
 def wait_exit(pid: int, timeout: float) -> bool:
