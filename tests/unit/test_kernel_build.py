@@ -52,3 +52,17 @@ def test_the_repo_patches_are_found() -> None:
     names = [p.name for p in kernel.patches()]
     assert "0001-virtio-console-read-many-buffers.patch" in names
 
+
+
+def test_the_key_ignores_the_fragments_comments(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from microbox.artifacts import kernel
+
+    fragment = tmp_path / "microbox.config"
+    monkeypatch.setattr(kernel, "_beside_or_in_repo", lambda name: [tmp_path / name])
+    fragment.write_text("# one comment\nCONFIG_A=y\n# CONFIG_B is not set\n")
+    key = kernel.cache_key()
+    fragment.write_text("# another comment\n\nCONFIG_A=y\n# more words\n# CONFIG_B is not set\n")
+    assert kernel.cache_key() == key
+    fragment.write_text("CONFIG_A=y\nCONFIG_B=y\n")
+    assert kernel.cache_key() != key

@@ -88,7 +88,8 @@ def patches() -> list[Path]:
 
 
 def cache_key() -> str:
-    """16 hex chars identifying (kernel source version, fragment, recipe)."""
+    """16 hex chars identifying (kernel source version, patches, the fragment's
+    settings, recipe): editing a comment of the fragment builds nothing."""
     # The tarball's name, size and mtime change with every package upgrade, and a
     # stat costs microseconds where asking dpkg costs ~10 ms on every box start.
     tarball = source_tarball()
@@ -96,7 +97,8 @@ def cache_key() -> str:
     source_id = f"{tarball.name}:{st.st_size}:{st.st_mtime_ns}"
     digest = hashlib.sha256()
     digest.update(f"microbox-kernel-recipe:{RECIPE_VERSION}\n{source_id}\n".encode())
-    digest.update(fragment_path().read_bytes())
+    settings = parse_config(fragment_path().read_text())
+    digest.update("".join(f"{k}={v}\n" for k, v in sorted(settings.items())).encode())
     for patch in patches():
         digest.update(f"\npatch {patch.name}\n".encode())
         digest.update(patch.read_bytes())
