@@ -10,7 +10,10 @@ import microbox
 from tests.vm.conftest import wait_for
 from tests.vm.helpers import mb
 
-LOOP = "n=0; while true; do n=$((n+1)); echo $n > /root/count; sleep 0.1; done"
+# The counter is replaced by a rename, never rewritten in place: a snapshot (or a
+# reader) that comes between a truncate and its write would see an empty file.
+LOOP = ("n=0; while true; do n=$((n+1)); echo $n > /root/count.new; "
+        "mv /root/count.new /root/count; sleep 0.1; done")
 PROBE = ["sh", "-c", "head -c 16 /dev/urandom | od -An -tx1; hostname; cat /etc/machine-id"]
 
 
@@ -43,7 +46,8 @@ def test_fork_carries_running_state_into_clones_that_are_their_own_machines() ->
         finally:
             for c in clones:
                 c.delete(force=True)
-    assert rt.gc().snapshots  # fork's own snapshot goes once its clones are gone
+            collected = rt.gc()  # here, so that a failure above leaves no snapshot either
+    assert collected.snapshots  # fork's own snapshot goes once its clones are gone
 
 
 def test_snapshot_commands_round_trip(home: Path) -> None:
