@@ -46,12 +46,21 @@ def test_the_key_covers_each_patch(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert len({bare, with_two, kernel.cache_key()}) == 3
 
 
-def test_the_repo_patches_are_found() -> None:
+def test_a_wheel_carries_the_patches_where_the_build_looks() -> None:
+    """pyproject's force-include puts guest/kernel/ files beside the kernel module,
+    the first place _beside_or_in_repo looks: in an installed wheel the patches
+    (and the fragment) must be found there, not silently missing from the key."""
+    import tomllib
+
     from microbox.artifacts import kernel
 
-    names = [p.name for p in kernel.patches()]
-    assert "0001-virtio-console-read-many-buffers.patch" in names
-
+    root = Path(__file__).resolve().parents[2]
+    include = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["hatch"]["build"][
+        "targets"]["wheel"]["force-include"]
+    module_dir = Path(kernel.__file__).resolve().parent.relative_to(root / "src")
+    for name in (kernel.PATCHES_NAME, kernel.FRAGMENT_NAME):
+        assert include[f"guest/kernel/{name}"] == str(module_dir / name)
+    assert kernel.patches() == sorted((root / "guest/kernel/patches").glob("*.patch")) != []
 
 
 def test_the_key_ignores_the_fragments_comments(tmp_path: Path,

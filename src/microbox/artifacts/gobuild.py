@@ -48,9 +48,7 @@ _known: dict[tuple[tuple[str, int, int], ...], str] = {}
 def cache_key(src: Path) -> str:
     """16 hex digits of a hash of the package's Go sources, go.mod and go.sum."""
     files = _sources(src)
-    stats = [f.stat() for f in files]
-    seen = tuple((str(f), st.st_size, st.st_mtime_ns) for f, st in zip(files, stats,
-                                                                          strict=True))
+    seen = tuple((str(f), (st := f.stat()).st_size, st.st_mtime_ns) for f in files)
     key = _known.get(seen)
     if key is None:
         h = hashlib.sha256()

@@ -25,13 +25,11 @@ HEADER_LENGTH = 112  # version 3 with the compression type byte, padded to 8
 EXT_BACKING_FORMAT = 0xE2792ACA
 REFCOUNT_ORDER = 4  # 16-bit refcounts
 BACKING_NAME_MAX = 1023  # QEMU refuses longer backing file names
+SECTOR = 512
 
 
 class Qcow2Error(Exception):
     """The backing file cannot carry an overlay (unreadable, or not the format named)."""
-
-
-SECTOR = 512
 
 
 def virtual_size(backing: Path, backing_format: str) -> int:
