@@ -5,8 +5,9 @@
 
 Taking one: the box is stopped for a moment, its whole state (RAM included)
 streamed to a file and its disk overlay copied, then it runs on. The stream is
-then loaded into a VMM whose RAM is a file and saved again without RAM: that
-file is the snapshot's `mem`. The directory is renamed into place when whole.
+then split into the RAM, written into the sparse file `mem`, and the rest,
+`state`, as QEMU saves a VMM whose RAM is that file (vmm/ramsplit.py). The
+directory is renamed into place when whole.
 """
 
 from __future__ import annotations
@@ -25,10 +26,10 @@ from microbox.core import templates, vm
 from microbox.core.boxdir import BoxDir, for_box
 from microbox.core.templates import Template
 from microbox.errors import InvalidSpec, NotFound, StateError
-from microbox.net import tap
 from microbox.spec import BoxSpec, validate_name
 from microbox.store.boxes import BoxRecord
-from microbox.vmm import accel, migration, qmp
+from microbox.vmm import migration, qmp, ramsplit
+from microbox.vmm.qemu_argv import RAM_ID
 
 SAVE_TIMEOUT = 60.0
 PREFIX = "snapshots/"  # how a box dir names the snapshot its disk is backed by
@@ -123,7 +124,7 @@ def create(record: BoxRecord, name: str | None = None, *, auto: bool = False,
         started = time.monotonic()
         _save_full(box, tmp)
         log(f"box state saved in {time.monotonic() - started:.3f} s")
-        _to_template_form(record.spec, tmp, log)
+        _to_template_form(tmp)
         meta = {"id": sid, "name": name or f"{record.name}-{time.strftime('%Y%m%d-%H%M%S')}",
                 "box": record.name, "created_at": time.time(), "spec": record.spec.to_json(),
                 "image_digest": record.image_digest, "auto": auto,
@@ -158,38 +159,13 @@ def _save_full(box: BoxDir, dest: Path) -> None:
                 mon.execute("cont")  # also takes back the disk migration handed off
 
 
-def _to_template_form(spec: BoxSpec, d: Path, log: vm.Log) -> None:
-    """Load d/full into a VMM whose RAM is the file d/mem, save the rest to d/state."""
-    conv = BoxDir(d / "vm")
-    conv.path.mkdir(mode=0o700)
-    held = conv.take_lock()
-    assert held is not None
-    vm.create_disk(d / "disk.qcow2", conv.disk, "qcow2")
-    art = vm.artifacts(spec)
-    choice = accel.choose(spec.accel, art.qemu, art.kernel)
+def _to_template_form(d: Path) -> None:
+    """Split d/full into the RAM file d/mem and the rest, d/state: what a VMM
+    whose RAM is d/mem would save (vmm/ramsplit.py)."""
     try:
-        full = os.open(d / "full", os.O_RDONLY | os.O_CLOEXEC)
-    except BaseException:
-        held.close()
-        raise
-    try:
-        with tap.scratch(spec.net) as tap_fd:
-            running = vm.launch(conv, spec, held, attached=True, log=log, art=art,
-                                choice=choice, memory=vm.Memory(d / "mem", shared=True),
-                                incoming=True, inherit=(full,), tap_fd=tap_fd)
-        try:
-            with qmp.session(conv.qmp, conv.qmp_lock, SAVE_TIMEOUT) as mon:
-                migration.load(mon, full, ignore_shared=False, what="loading the box's state",
-                               timeout=SAVE_TIMEOUT)
-                migration.save(mon, d / "state", ignore_shared=True,
-                               what="saving the snapshot", timeout=SAVE_TIMEOUT)
-                migration.quit(mon)
-        finally:
-            running.kill()
+        ramsplit.split(d / "full", RAM_ID, d / "mem", d / "state")
     finally:
-        os.close(full)
-    (d / "full").unlink()
-    shutil.rmtree(conv.path)
+        (d / "full").unlink(missing_ok=True)
     for name in ("state", "disk.qcow2"):
         os.chmod(d / name, 0o444)
 
