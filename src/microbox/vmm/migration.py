@@ -16,6 +16,7 @@ from microbox.errors import VMError
 from microbox.vmm.qmp import Monitor
 
 _ENDED = ("completed", "failed", "cancelled")
+UNPACED = 1 << 40  # bytes/s
 
 
 def _capabilities(mon: Monitor, ignore_shared: bool) -> None:
@@ -34,6 +35,9 @@ def _wait(mon: Monitor, what: str, timeout: float) -> None:
 def save(mon: Monitor, path: Path, *, ignore_shared: bool, what: str, timeout: float) -> None:
     """Write the (stopped) VM's state into a new file at `path` and wait for it."""
     _capabilities(mon, ignore_shared)
+    # QEMU paces a migration to 128 MiB/s by default, for a guest that runs on
+    # while it moves; this one is stopped and only waits for the file.
+    mon.execute("migrate-set-parameters", **{"max-bandwidth": UNPACED})
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
         mon.pass_fd("microbox-out", fd)
