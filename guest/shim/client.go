@@ -27,7 +27,7 @@ type client struct {
 
 func (s *shim) serveClient(conn net.Conn) {
 	limit := 0
-	if s.ports[0].window == 0 {
+	if s.first.window == 0 {
 		limit = clientQueue
 	}
 	c := &client{s: s, conn: conn, out: newOutbox(limit), streams: map[uint32]*route{}}
@@ -45,7 +45,7 @@ type hello struct {
 }
 
 func (c *client) reply(session string) {
-	p := c.s.ports[0]
+	p := c.s.first
 	caps := []string{"mux"}
 	for _, cap := range p.hello.Capabilities {
 		if cap != "window" {

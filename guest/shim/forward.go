@@ -42,7 +42,7 @@ func (s *shim) serveForward(f forward) {
 			return
 		}
 		tcp, ok := conn.(*net.TCPConn)
-		if !ok || !s.ports[0].caps["connect"] {
+		if !ok || !s.first.caps["connect"] {
 			conn.Close() // an agent without CONNECT cannot serve it
 			continue
 		}

@@ -23,18 +23,31 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 )
 
 type shim struct {
 	dir      string
-	ports    []*port
+	window   uint32
 	forwards []forward
 	mux      net.Listener
+	ended    chan error // a port's session ended: the VM exited or reset
+	first    *port      // ports[0], whose HELLO reply speaks for the agent
+
+	mu      sync.Mutex
+	ports   []*port  // open, first among them for good
+	spare   []string // ports locked but not opened yet, opened as the box gets busy
+	opening bool     // one of them is being opened
 }
 
-// pick returns the port carrying the fewest streams.
+// pick returns the port carrying the fewest streams. When every open port
+// carries one already, the next spare port is opened in the background for
+// the streams to come: a box that is used one command at a time keeps one
+// session (each more costs its start ~15 ms of guest time under TCG).
 func (s *shim) pick() *port {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	best := s.ports[0]
 	bl := best.load()
 	for _, p := range s.ports[1:] {
@@ -42,7 +55,34 @@ func (s *shim) pick() *port {
 			best, bl = p, l
 		}
 	}
+	if bl > 0 && len(s.spare) > 0 && !s.opening {
+		path := s.spare[0]
+		s.spare, s.opening = s.spare[1:], true
+		go s.open(path)
+	}
 	return best
+}
+
+// open starts a session on one more port. One that fails is left unused: the
+// box goes on with the ports it has (a VM that is gone ends port 0's too).
+func (s *shim) open(path string) {
+	p, err := openPort(path, s.window)
+	s.mu.Lock()
+	s.opening = false
+	if err == nil {
+		s.ports = append(s.ports, p)
+	}
+	s.mu.Unlock()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "microbox-shim:", err)
+		return
+	}
+	s.serve(p)
+}
+
+func (s *shim) serve(p *port) {
+	go func() { _ = p.out.run(p.conn); p.conn.Close() }()
+	go func() { s.ended <- p.readLoop() }()
 }
 
 type forwardList []string
@@ -71,7 +111,7 @@ func main() {
 		fatal(errors.New("usage: microbox-shim -dir BOXDIR [-ports N] [-forward FD:PORT]... " +
 			"[-policy FILE [-no-proxy] [-dns-fd FD [-nft-set NAME]]]"))
 	}
-	s := &shim{dir: *dir}
+	s := &shim{dir: *dir, window: uint32(*window)}
 	lock, err := takeLock(filepath.Join(*dir, "shim.lock"))
 	if err != nil {
 		fatal(err)
@@ -84,19 +124,22 @@ func main() {
 		}
 		s.forwards = append(s.forwards, f)
 	}
+	var locked []string
 	for n := 0; n < *ports; n++ {
 		if !tryLock(filepath.Join(*dir, fmt.Sprintf("port%d.lock", n))) {
 			continue // a client of the port from before the shim: leave it be
 		}
-		p, err := openPort(n, filepath.Join(*dir, fmt.Sprintf("port%d.sock", n)), uint32(*window))
-		if err != nil {
-			fatal(err)
-		}
-		s.ports = append(s.ports, p)
+		locked = append(locked, filepath.Join(*dir, fmt.Sprintf("port%d.sock", n)))
 	}
-	if len(s.ports) == 0 {
+	if len(locked) == 0 {
 		fatal(errors.New("every agent port is held by another client"))
 	}
+	first, err := openPort(locked[0], s.window)
+	if err != nil {
+		fatal(err)
+	}
+	s.first, s.ports, s.spare = first, []*port{first}, locked[1:]
+	s.ended = make(chan error, len(locked))
 	var px *proxy
 	var pxLn net.Listener
 	var dns *dnsServer
@@ -127,12 +170,7 @@ func main() {
 	if err != nil {
 		fatal(err)
 	}
-	ended := make(chan error, len(s.ports))
-	for _, p := range s.ports {
-		p := p
-		go func() { _ = p.out.run(p.conn); p.conn.Close() }()
-		go func() { ended <- p.readLoop() }()
-	}
+	s.serve(first)
 	for _, f := range s.forwards {
 		go s.serveForward(f)
 	}
@@ -152,7 +190,7 @@ func main() {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	select {
-	case err = <-ended: // the VM exited, reset, or its agent failed
+	case err = <-s.ended: // the VM exited, reset, or its agent failed
 		if err != nil && !errors.Is(err, io.EOF) {
 			fmt.Fprintln(os.Stderr, "microbox-shim:", err)
 		}

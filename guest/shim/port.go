@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"path/filepath"
 	"sync"
 	"time"
 )
@@ -20,7 +21,7 @@ import (
 const portQueue = 8 << 20 // bytes queued for a port before writers wait
 
 type port struct {
-	n      int
+	name   string // port<N>.sock
 	conn   net.Conn
 	out    *outbox
 	hello  helloReply
@@ -42,15 +43,16 @@ type helloReply struct {
 const handshakeTimeout = 10 * time.Second
 
 // openPort connects to an agent port and starts a session on it.
-func openPort(n int, path string, window uint32) (*port, error) {
+func openPort(path string, window uint32) (*port, error) {
 	conn, err := net.DialTimeout("unix", path, handshakeTimeout)
 	if err != nil {
 		return nil, err
 	}
-	p := &port{n: n, conn: conn, out: newOutbox(portQueue), routes: map[uint32]*route{}}
+	p := &port{name: filepath.Base(path), conn: conn, out: newOutbox(portQueue),
+		routes: map[uint32]*route{}}
 	if err := p.handshake(window); err != nil {
 		conn.Close()
-		return nil, fmt.Errorf("port %d: %w", n, err)
+		return nil, fmt.Errorf("%s: %w", p.name, err)
 	}
 	return p, nil
 }
@@ -221,7 +223,7 @@ func (p *port) readLoop() error {
 		}
 		if f.Stream == 0 {
 			if f.Type == tError {
-				return fmt.Errorf("the agent ended the session on port %d: %s", p.n, f.Payload)
+				return fmt.Errorf("the agent ended the session on %s: %s", p.name, f.Payload)
 			}
 			continue
 		}

@@ -105,12 +105,12 @@ func (c *testClient) read(t *testing.T) Frame {
 func newTestShim(t *testing.T, caps []string) (*shim, *fakeAgent, string) {
 	dir := t.TempDir()
 	fa := startFake(t, filepath.Join(dir, "port0.sock"), caps)
-	p, err := openPort(0, filepath.Join(dir, "port0.sock"), 64*1024)
+	p, err := openPort(filepath.Join(dir, "port0.sock"), 64*1024)
 	if err != nil {
 		t.Fatal(err)
 	}
 	<-fa.waitReady
-	s := &shim{dir: dir, ports: []*port{p}}
+	s := &shim{dir: dir, first: p, ports: []*port{p}}
 	go func() { _ = p.out.run(p.conn) }()
 	go func() { _ = p.readLoop() }()
 	mux := filepath.Join(dir, "mux.sock")

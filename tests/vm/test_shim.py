@@ -19,6 +19,7 @@ import pytest
 import microbox
 from microbox.core import shim
 from microbox.core.lifecycle import box_dir
+from microbox.vmm import qmp
 from tests.conftest import qemu_pids, shim_pids, still_running
 from tests.vm.helpers import mb, spawn
 
@@ -85,6 +86,29 @@ def test_clients_beyond_the_port_count_wait_for_nothing(many: microbox.Box) -> N
     for n, p in enumerate(clis):
         out, err = p.communicate(timeout=60)
         assert (p.returncode, out) == (0, f"cli-{n}\n".encode()), err
+
+
+def _connected_ports(box: microbox.Box) -> int:
+    """Agent ports with a host connected, as QEMU reports its chardevs."""
+    d = box_dir(box.reload().record)
+    with qmp.session(d.qmp, d.qmp_lock) as mon:
+        return sum(1 for c in mon.execute("query-chardev") if c["label"].startswith("port")
+                   and not c["filename"].startswith("disconnected:"))
+
+
+def test_the_shim_opens_more_ports_only_as_the_box_gets_busy(many: microbox.Box) -> None:
+    for _ in range(3):
+        assert many.run(["true"]).exit_code == 0
+    assert _connected_ports(many) == 1  # one command at a time needs one session
+    execs = []
+    while _connected_ports(many) < 4 and len(execs) < 64:
+        execs.append(many.exec(["sh", "-c", "read x; echo got-$x"], stdin=True))
+    assert _connected_ports(many) == 4
+    for n, ex in enumerate(execs):
+        ex.write(f"{n}\n".encode())
+        ex.close_stdin()
+    for n, ex in enumerate(execs):
+        assert ex.collect().stdout == f"got-{n}\n".encode()
 
 
 def test_a_killed_client_takes_its_process_with_it(many: microbox.Box) -> None:
