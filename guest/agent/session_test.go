@@ -296,17 +296,6 @@ func TestHelloRejectsBadIdentity(t *testing.T) {
 	}
 }
 
-func TestWriteMachineID(t *testing.T) {
-	path := t.TempDir() + "/machine-id"
-	if err := writeMachineID(path, "0123456789abcdef0123456789abcdef"); err != nil {
-		t.Fatal(err)
-	}
-	b, err := os.ReadFile(path)
-	if err != nil || string(b) != "0123456789abcdef0123456789abcdef\n" {
-		t.Fatalf("%q %v", b, err)
-	}
-}
-
 func TestWrongVersion(t *testing.T) {
 	h := newHost(t)
 	h.sendJSON(tHello, 0, map[string]interface{}{"version": 2, "session": "x"})

@@ -210,6 +210,7 @@ def test_net_none_has_only_lo(home: Path) -> None:
     assert (r.returncode, r.stdout) == (1, b"lo\n0\n"), r  # grep -c found nothing: exit 1
     r = mb("run", "--rm", "busybox", "--", "sh", "-c", "ls /sys/class/net; ip addr show eth0")
     assert r.stdout.startswith(b"eth0\nlo\n") and b"inet 10.0.2.15/24" in r.stdout, r
+    assert b"inet6" not in r.stdout, r  # no microbox network carries IPv6 (docs/net.md)
 
 
 def test_set_changes_a_stopped_box_and_bad_input_makes_nothing(home: Path) -> None:

@@ -39,6 +39,9 @@ def test_warm_and_cold_boxes_answer_alike(cold: bool) -> None:
         assert r.status.timed_out and r.status.reported_code == 124
         t = box.exec(["sh", "-c", "stty size"], tty=True, rows=33, cols=101)
         assert b"33 101" in b"".join(d for _, d in t.events())
+        # no background zeroing of the root disk's inode tables (agent setup.go)
+        mounts = box.run(["cat", "/proc/mounts"]).stdout.decode().splitlines()
+        assert any(m.startswith("/dev/vda / ext4 ") and "noinit_itable" in m for m in mounts)
 
 
 def test_clones_are_each_their_own_machine() -> None:

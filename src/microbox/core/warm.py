@@ -9,6 +9,7 @@ boots cold; later starts always boot from the box's own disk.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 from pathlib import Path
 
@@ -105,7 +106,10 @@ def make(key: str, parts: dict[str, object], spec: BoxSpec, image: Path, art: vm
                 running = vm.launch(d, spec, held, attached=True, log=log, art=art,
                                     choice=choice, memory=vm.Memory(d.path / "mem", shared=True),
                                     tap_fd=tap_fd)
-            channel = vm.await_agent(d, running, None, vm.BOOT_TIMEOUT[running.accel], log)
+            # An identity of its own leaves a machine-id file of the right
+            # length in the template's disk, which clones overwrite in place.
+            own = Identity("microbox-template", secrets.token_hex(16))
+            channel = vm.await_agent(d, running, own, vm.BOOT_TIMEOUT[running.accel], log)
             _warm_up(channel)
             channel.close()  # clones start with no session: the agent waits for a host
             try:
