@@ -128,27 +128,12 @@ func configureNet(c netConfig) error {
 	if err := interfaceUp(c.iface); err != nil {
 		return fmt.Errorf("bring %s up: %v", c.iface, err)
 	}
-	waitOperUp(c.iface, 2*time.Second)
 	rt := rtentry{dst: inet(net.IPv4zero), gateway: inet(c.gateway), genmask: inet(net.IPv4zero),
 		flags: syscall.RTF_UP | syscall.RTF_GATEWAY}
 	if err := ioctlPtr(fd, syscall.SIOCADDRT, unsafe.Pointer(&rt)); err != nil && err != syscall.EEXIST {
 		return fmt.Errorf("default route via %s: %v", c.gateway, err)
 	}
 	return nil
-}
-
-// waitOperUp waits, up to d, until the kernel reports the link of iface
-// operationally up. The kernel takes a link up in deferred work (linkwatch);
-// a template saved before that work ran left it to every restored clone.
-func waitOperUp(iface string, d time.Duration) {
-	deadline := time.Now().Add(d)
-	for time.Now().Before(deadline) {
-		if b, err := os.ReadFile("/sys/class/net/" + iface + "/operstate"); err != nil ||
-			strings.TrimSpace(string(b)) == "up" {
-			return
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // writeResolvConf points the box's resolver at addr (an IPv4 address).

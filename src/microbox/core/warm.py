@@ -8,9 +8,11 @@ boots cold; later starts always boot from the box's own disk.
 
 from __future__ import annotations
 
+import io
 import os
 import secrets
 import shutil
+import time
 from pathlib import Path
 
 from microbox import locks
@@ -20,11 +22,12 @@ from microbox.core import templates, vm
 from microbox.core.boxdir import BoxDir
 from microbox.core.templates import Template
 from microbox.errors import MicroboxError, VMError
-from microbox.net import tap
+from microbox.net import plan, tap
 from microbox.spec import BoxSpec
 from microbox.vmm import accel, migration, qmp
 
 RESTORE_TIMEOUT = {"kvm": 5.0, "tcg": 10.0}
+LINK_SETTLE = 3.0  # s
 
 
 def start(box: BoxDir, spec: BoxSpec, image: Path, image_digest: str, lock: locks.Lock, *,
@@ -111,6 +114,7 @@ def make(key: str, parts: dict[str, object], spec: BoxSpec, image: Path, art: vm
             own = Identity("microbox-template", secrets.token_hex(16))
             channel = vm.await_agent(d, running, own, vm.BOOT_TIMEOUT[running.accel], log)
             _warm_up(channel)
+            _settle_link(channel, spec.net)
             channel.close()  # clones start with no session: the agent waits for a host
             try:
                 templates.save(d, running.pid)
@@ -136,6 +140,25 @@ def _warm_up(channel: Channel) -> None:
             stream.close()
     except MicroboxError:
         pass  # an image without a shell: clones read it from disk, no harm done
+
+
+def _settle_link(channel: Channel, net: str) -> None:
+    """Wait, up to LINK_SETTLE, until the guest's kernel has taken the box's
+    link up. It does that in deferred work, rate-limited to once a second, so
+    up to a second after boot; a template saved before that left the work
+    (routes, notifications) to every clone. A cold boot does not wait for it."""
+    if net == "none":
+        return
+    deadline = time.monotonic() + LINK_SETTLE
+    while time.monotonic() < deadline:
+        state = io.BytesIO()
+        try:
+            ops.get_file(channel, f"/sys/class/net/{plan.IFACE}/operstate", state, 64)
+        except MicroboxError:
+            return
+        if state.getvalue().strip() == b"up":
+            return
+        time.sleep(0.01)  # a guest condition with no event to wait on
 
 
 def restore(box: BoxDir, spec: BoxSpec, t: Template, lock: locks.Lock, art: vm.Artifacts,
