@@ -4,7 +4,8 @@ forwarded connections, and what the box's shim costs.
     .venv/bin/python bench/inside.py [--execs 200] [--mb 100]
 
 Figures:
-  exec rtt      `true` through Box.run, p50/p95: one client, then 16 threads at once
+  exec rtt      `true` through Box.run, p50/p95: one client, then 16 threads at once;
+                its floor: a `true` started by a shell inside the guest
   exec stdout   MB/s of `dd if=/dev/zero bs=64k` read through exec
   exec stdin    MB/s of 64 KiB writes into `dd of=/dev/null bs=64k` through exec
   floor         the same bytes through an in-guest pipe (`dd | cat >/dev/null`),
@@ -53,6 +54,16 @@ def seconds(fn: Callable[[], object]) -> float:
 
 def rtt(box: microbox.Box, n: int) -> list[float]:
     return [seconds(lambda: box.run(["true"])) for _ in range(n)]
+
+
+def spawn_floor(box: microbox.Box, n: int) -> float:
+    """Seconds per `true` started and waited for by a shell inside the guest: the
+    guest's own cost of one exec, under any host round trip (timed from the host,
+    less the same shell running no `true`)."""
+    loop = "i=0; while [ $i -lt {} ]; do /bin/true; i=$((i+1)); done"
+    empty = statistics.median(seconds(lambda: box.run(["sh", "-c", loop.format(0)]))
+                              for _ in range(5))
+    return (seconds(lambda: box.run(["sh", "-c", loop.format(n)])) - empty) / n
 
 
 def rtt_parallel(rt: microbox.Runtime, box: microbox.Box, n: int, clients: int) -> list[float]:
@@ -193,9 +204,11 @@ def main() -> None:
             print(shim_memory(box))
             box.run(["true"])
             one = rtt(box, args.execs)
-            print(f"exec rtt 1       {ms(one)}")
+            spawn = spawn_floor(box, args.execs)
+            print(f"exec rtt 1       {ms(one)}   {pct(one, 0.5) / spawn:4.1f}x the floor")
             many = rtt_parallel(rt, box, args.execs, 16)
-            print(f"exec rtt 16      {ms(many)}")
+            print(f"exec rtt 16      {ms(many)}   {pct(many, 0.5) / spawn:4.1f}x the floor")
+            print(f"floor (spawn)    {spawn * 1000:6.2f} ms per `true` a shell in the guest runs")
             floor = floor_mbs(box, args.mb)
             out = stdout_mbs(box, args.mb)
             inp = stdin_mbs(box, args.mb)
