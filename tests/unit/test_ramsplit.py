@@ -32,8 +32,8 @@ def config(*subs: bytes) -> bytes:
     return bytes([rs.CONFIGURATION]) + u32(7) + b"microvm" + b"".join(subs)
 
 
-def start(addrs: bool = False) -> bytes:
-    blocks = [(b"mem0", 4 * P, 0), (b"pc.bios", 2 * P, (1 << 32) - 2 * P)]
+def start(addrs: bool = False, ram: bytes = b"mem0") -> bytes:
+    blocks = [(ram, 4 * P, 0), (b"pc.bios", 2 * P, (1 << 32) - 2 * P)]
     body = u64(6 * P | rs.F_MEM_SIZE) + b"".join(
         name(n) + u64(ln) + (u64(a) if addrs else b"") for n, ln, a in blocks)
     return (bytes([rs.START]) + u32(2) + name(b"ram") + u32(0) + u32(4) + body
@@ -55,6 +55,7 @@ def zero(offset: int, block: bytes | None) -> bytes:
 
 
 HEADER = u32(rs.MAGIC) + u32(rs.VERSION)
+CAPS = bytes([rs.SUBSECTION]) + name(rs.CAPABILITIES) + u32(1) + u32(1) + name(rs.IGNORE_SHARED)
 PART = section(rs.PART, page(0, 1, b"mem0") + zero(P, None) + page(0, 7, b"pc.bios"))
 END = section(rs.END, zero(2 * P, b"mem0") + page(3 * P, 2, None) + zero(P, b"pc.bios"))
 STREAM = HEADER + config() + start() + PART + END + DEVICES
@@ -69,10 +70,8 @@ def split(tmp: Path, stream: bytes) -> tuple[Path, Path]:
 def test_the_blocks_pages_go_to_the_file_and_the_rest_stays(tmp_path: Path) -> None:
     mem, state = split(tmp_path, STREAM)
     assert mem.read_bytes() == b"\x01" * P + b"\x00" * 2 * P + b"\x02" * P
-    caps = (bytes([rs.SUBSECTION]) + name(rs.CAPABILITIES) + u32(1) + u32(1)
-            + name(rs.IGNORE_SHARED))
     assert state.read_bytes() == (
-        HEADER + config(caps) + start(addrs=True)
+        HEADER + config(CAPS) + start(addrs=True)
         + section(rs.PART, page(0, 7, b"pc.bios"))  # named: the block before it went
         + section(rs.END, zero(P, None)) + DEVICES)  # the same block as the last kept
 
@@ -85,6 +84,16 @@ def test_a_page_named_by_continuation_across_sections(tmp_path: Path) -> None:
     assert mem.read_bytes()[3 * P:] == b"\x03" * P
     assert state.read_bytes().endswith(
         section(rs.END, page(0, 5, b"pc.bios") + page(P, 6, None)) + DEVICES)
+
+
+def test_a_vmms_own_ram_is_split_and_named_as_clones_name_theirs(tmp_path: Path) -> None:
+    """A box booted cold has no memory backend: QEMU calls its RAM microvm.ram."""
+    own = (HEADER + config() + start(ram=b"microvm.ram")
+           + PART.replace(b"\x04mem0", b"\x0bmicrovm.ram")
+           + END.replace(b"\x04mem0", b"\x0bmicrovm.ram") + DEVICES)
+    mem, state = split(tmp_path, own)
+    assert mem.read_bytes() == b"\x01" * P + b"\x00" * 2 * P + b"\x02" * P
+    assert state.read_bytes().startswith(HEADER + config(CAPS) + start(addrs=True))
 
 
 @pytest.mark.parametrize("stream, says", [
@@ -103,6 +112,10 @@ def test_a_page_named_by_continuation_across_sections(tmp_path: Path) -> None:
      "past the end"),
     (HEADER + config() + start() + PART + DEVICES, "no end section"),
     (HEADER + config() + start() + PART + END + b"\x09", "unknown section after"),
+    (HEADER + config() + start().replace(b"\x07pc.bios", b"\x0bmicrovm.ram") + PART + END
+     + DEVICES, "unknown RAM block microvm.ram"),  # a second guest RAM
+    (HEADER + config() + start(ram=b"pc.ram") + PART + END + DEVICES,
+     "unknown RAM block pc.ram"),
 ])
 def test_refusals_leave_nothing(tmp_path: Path, stream: bytes, says: str) -> None:
     with pytest.raises(rs.Refused, match=says):

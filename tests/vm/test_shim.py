@@ -100,7 +100,7 @@ def test_the_shim_opens_more_ports_only_as_the_box_gets_busy(many: microbox.Box)
     for _ in range(3):
         assert many.run(["true"]).exit_code == 0
     assert _connected_ports(many) == 1  # one command at a time needs one session
-    execs = []
+    execs: list[microbox.Execution] = []
     while _connected_ports(many) < 4 and len(execs) < 64:
         execs.append(many.exec(["sh", "-c", "read x; echo got-$x"], stdin=True))
     assert _connected_ports(many) == 4

@@ -50,6 +50,22 @@ def test_fork_carries_running_state_into_clones_that_are_their_own_machines() ->
     assert collected.snapshots  # fork's own snapshot goes once its clones are gone
 
 
+def test_a_booted_box_forks_too() -> None:
+    """A box booted rather than restored (--cold, or any start after its first)
+    has QEMU's own RAM instead of a memory backend; its RAM goes along all the
+    same (a file in tmpfs lives only there)."""
+    with microbox.Runtime() as rt, rt.run("busybox", name="booted", cold=True) as src:
+        assert src.info()["template"] is None
+        src.run(["sh", "-c", "echo kept > /dev/shm/mark"])
+        clones = src.fork(1)
+        try:
+            assert clones[0].run(["cat", "/dev/shm/mark"]).stdout == b"kept\n"
+        finally:
+            for c in clones:
+                c.delete(force=True)
+            rt.gc()
+
+
 def test_snapshot_commands_round_trip(home: Path) -> None:
     r = mb("create", "--start", "--name", "snapsrc", "busybox")
     assert r.returncode == 0, r.stderr

@@ -38,6 +38,7 @@ IGNORE_SHARED = b"x-ignore-shared"
 CAPABILITIES = b"configuration/capabilities"
 PAGE_BITS = b"configuration/target-page-bits"
 BIOS = "pc.bios"  # mapped just below 4 GiB on x86
+MACHINE_RAM = b"microvm.ram"  # the guest's RAM of a VMM without a memory backend
 _U32, _U64 = struct.Struct(">I"), struct.Struct(">Q")
 # A run of zero pages of the block read last: be64 offset|ZERO|CONTINUE (the
 # offset's low 12 bits clear), then the fill byte 0. Most of a guest's RAM.
@@ -117,9 +118,11 @@ class _Pages:
 
 
 def split(full: Path, block: str, mem: Path, state: Path) -> None:
-    """Write the RAM block `block` of the stream in `full` into the new sparse
-    file `mem` (its pages at their offsets, zero pages left as holes) and the
-    rest of the stream into the new file `state`."""
+    """Write the guest's RAM, the block `block` of the stream in `full` (or the
+    machine's own, MACHINE_RAM, of a VMM booted without a memory backend),
+    into the new sparse file `mem` (its pages at their offsets, zero pages left
+    as holes) and the rest of the stream into the new file `state`, where the
+    RAM is named `block`, as the VMMs that restore it name theirs."""
     made: list[Path] = []
     try:
         with open(full, "rb") as f, mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as m:
@@ -145,11 +148,9 @@ def _split(r: _Reader, block: bytes, fd: int) -> list[bytes]:
         raise Refused("the saved state is not a QEMU migration stream of version 3")
     out: list[bytes] = [_U32.pack(MAGIC) + _U32.pack(VERSION)]
     out.append(_configuration(r))
-    sid, blocks = _ram_start(r, block, out)
-    if block not in blocks:
-        raise Refused(f"the saved state has no RAM block {block.decode()!r}")
-    pages = _Pages(fd, block, blocks)
-    os.ftruncate(fd, blocks[block])
+    sid, blocks, source = _ram_start(r, block, out)
+    pages = _Pages(fd, source, blocks)
+    os.ftruncate(fd, blocks[source])
     while r.peek() in (PART, END):
         kind = r.u8()
         if r.u32() != sid:
@@ -188,9 +189,11 @@ def _configuration(r: _Reader) -> bytes:
 
 
 def _ram_start(r: _Reader, block: bytes,
-               out: list[bytes]) -> tuple[int, dict[bytes, int]]:
+               out: list[bytes]) -> tuple[int, dict[bytes, int], bytes]:
     """The RAM setup section: its blocks and lengths, copied with the address
-    of each, which x-ignore-shared adds (QEMU checks it for the shared one)."""
+    of each, which x-ignore-shared adds (QEMU checks it for the shared one),
+    and the guest's RAM renamed `block`. Returns the section's id, the blocks
+    and the name the guest's RAM has in the stream."""
     if r.u8() != START:
         raise Refused("the saved state does not start with its RAM")
     sid, idstr, instance, version = r.u32(), r.name(), r.u32(), r.u32()
@@ -203,22 +206,27 @@ def _ram_start(r: _Reader, block: bytes,
     head = (bytes([START]) + _U32.pack(sid) + _name(idstr) + _U32.pack(instance)
             + _U32.pack(version) + _U64.pack(size))
     blocks: dict[bytes, int] = {}
+    source = b""
     while sum(blocks.values()) < total:
         name, length = r.name(), r.u64()
-        if name == block:
-            addr = 0
+        if name in blocks:
+            raise Refused("the saved state declares a RAM block twice")
+        if name in (block, MACHINE_RAM) and not source:
+            source, named, addr = name, block, 0
         elif name == BIOS.encode():
-            addr = (1 << 32) - length
+            named, addr = name, (1 << 32) - length
         else:
             raise Refused("the saved state has an unknown RAM block "
                           f"{name.decode(errors='replace')}")
         blocks[name] = length
-        head += _name(name) + _U64.pack(length) + _U64.pack(addr)
+        head += _name(named) + _U64.pack(length) + _U64.pack(addr)
     if sum(blocks.values()) != total or r.u64() != F_EOS:
         raise Refused("the saved state's RAM blocks do not add up to its size")
+    if not source:
+        raise Refused("the saved state has no guest RAM")
     out.append(head + _U64.pack(F_EOS))
     _footer(r, sid, out)
-    return sid, blocks
+    return sid, blocks, source
 
 
 def _ram_pages(r: _Reader, pages: _Pages) -> bytes:
