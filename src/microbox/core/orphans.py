@@ -9,6 +9,7 @@ from pathlib import Path
 
 from microbox import paths
 from microbox.errors import NotFound, UsageError
+from microbox.vmm import process
 
 _DISK = re.compile(r"file=(?P<dir>/.+/(?P<id>[0-9a-f]{32}))/disk\.qcow2(?:,|$)")
 
@@ -26,7 +27,7 @@ def scan(boxes_dir: Path | None = None) -> list[VMM]:
     import psutil  # here, not at the top: only gc and doctor need it
     root = (boxes_dir or paths.boxes_dir()).resolve()
     found = []
-    for p in psutil.process_iter(["cmdline", "create_time"]):
+    for p in psutil.process_iter(["cmdline"]):
         try:
             argv = p.info["cmdline"] or []
         except psutil.Error:
@@ -36,7 +37,9 @@ def scan(boxes_dir: Path | None = None) -> list[VMM]:
         for arg in argv:
             m = _DISK.search(arg)
             if m and Path(m["dir"]).parent.resolve() == root:
-                found.append(VMM(p.pid, p.info["create_time"], m["id"], Path(m["dir"])))
+                started = process.start_time(p.pid)  # None: it exited meanwhile
+                if started is not None:
+                    found.append(VMM(p.pid, started, m["id"], Path(m["dir"])))
                 break
     return found
 

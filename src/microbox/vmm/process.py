@@ -98,16 +98,23 @@ def _popen(argv: Sequence[str], log: Path, pass_fds: Sequence[int], *, attached:
 
 
 def start_time(pid: int) -> float | None:
-    """The process start time (seconds since epoch), the second half of its identity:
-    its start in clock ticks after boot (/proc/PID/stat) plus the boot time, as
-    psutil's create_time works it out (psutil costs 6% of the CLI's imports)."""
+    """The process's start, the second half of its identity: seconds after the
+    host booted (/proc/PID/stat's starttime), which no change of the wall clock
+    moves. (A start in wall-clock time, as psutil works it out from btime, moved
+    with every step of the clock, and a box's VMM then no longer looked like
+    itself to stop, kill and delete.)"""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
         ticks = int(stat[stat.rindex(b")") + 2:].split()[19])  # field 22, starttime
     except (OSError, ValueError, IndexError):
         return None
-    return ticks / os.sysconf("SC_CLK_TCK") + _boot_time()
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+# Identities recorded by microbox before start_time counted from boot are
+# wall-clock times (seconds since the epoch): any value past this one is one.
+WALL_CLOCK_FROM = 1e9
 
 
 def _boot_time() -> float:
@@ -146,6 +153,8 @@ def same_process(pid: int, started: float | None) -> bool:
     if started is None:
         return False
     now = start_time(pid)
+    if now is not None and started >= WALL_CLOCK_FROM:
+        now += _boot_time()  # recorded before the upgrade, as psutil did
     return now is not None and abs(now - started) < 0.01 and not exited(pid)
 
 
