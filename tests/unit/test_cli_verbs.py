@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 
 
@@ -34,3 +35,17 @@ def test_aliases_answer_like_the_originals(tmp_path: Path) -> None:
     assert rm.returncode == 1
     assert rm.stderr == (b"microbox: no box named or with id 'nosuchbox'; "
                          b"run 'microbox list --all'.\n")
+
+
+def test_every_command_resolves_and_loads_only_when_asked() -> None:
+    """The CLI imports a command's module when the command runs: every name in
+    its table must resolve, and starting it must not import the SDK."""
+    from microbox.cli.main import COMMANDS, cli
+    ctx = click.Context(cli)
+    for name in COMMANDS:
+        command = cli.get_command(ctx, name)
+        assert isinstance(command, click.Command), name
+        assert name in (command.name, "ls", "ps", "rm", "ssh", "images", "pull"), name
+    probe = subprocess.run([sys.executable, "-c", "import sys, microbox.cli.main; "
+                            "print('microbox.sdk' in sys.modules)"], capture_output=True)
+    assert probe.stdout == b"False\n", probe.stderr
