@@ -112,6 +112,7 @@ def test_a_vmms_own_ram_is_split_and_named_as_clones_name_theirs(tmp_path: Path)
      "past the end"),
     (HEADER + config() + start() + PART + DEVICES, "no end section"),
     (HEADER + config() + start() + PART + END + b"\x09", "unknown section after"),
+    (b"", "empty"),
     (HEADER + config() + start().replace(b"\x07pc.bios", b"\x0bmicrovm.ram") + PART + END
      + DEVICES, "unknown RAM block microvm.ram"),  # a second guest RAM
     (HEADER + config() + start(ram=b"pc.ram") + PART + END + DEVICES,

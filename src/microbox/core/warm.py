@@ -114,7 +114,7 @@ def make(key: str, parts: dict[str, object], spec: BoxSpec, image: Path, art: vm
             own = Identity("microbox-template", secrets.token_hex(16))
             channel = vm.await_agent(d, running, own, vm.BOOT_TIMEOUT[running.accel], log)
             _warm_up(channel)
-            _settle_link(channel, spec.net)
+            _settle_link(channel)
             channel.close()  # clones start with no session: the agent waits for a host
             try:
                 templates.save(d, running.pid)
@@ -142,13 +142,12 @@ def _warm_up(channel: Channel) -> None:
         pass  # an image without a shell: clones read it from disk, no harm done
 
 
-def _settle_link(channel: Channel, net: str) -> None:
+def _settle_link(channel: Channel) -> None:
     """Wait, up to LINK_SETTLE, until the guest's kernel has taken the box's
     link up. It does that in deferred work, rate-limited to once a second, so
     up to a second after boot; a template saved before that left the work
-    (routes, notifications) to every clone. A cold boot does not wait for it."""
-    if net == "none":
-        return
+    (routes, notifications) to every clone. A cold boot does not wait for it.
+    A box without a network has no such file: the first read ends the wait."""
     deadline = time.monotonic() + LINK_SETTLE
     while time.monotonic() < deadline:
         state = io.BytesIO()

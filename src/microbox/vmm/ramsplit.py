@@ -37,7 +37,7 @@ PAGE = 4096  # x86's target page: the stream's offsets carry flags below it
 IGNORE_SHARED = b"x-ignore-shared"
 CAPABILITIES = b"configuration/capabilities"
 PAGE_BITS = b"configuration/target-page-bits"
-BIOS = "pc.bios"  # mapped just below 4 GiB on x86
+BIOS = b"pc.bios"  # mapped just below 4 GiB on x86
 MACHINE_RAM = b"microvm.ram"  # the guest's RAM of a VMM without a memory backend
 _U32, _U64 = struct.Struct(">I"), struct.Struct(">Q")
 # A run of zero pages of the block read last: be64 offset|ZERO|CONTINUE (the
@@ -73,7 +73,7 @@ class _Reader:
         return int(_U64.unpack(self.take(8))[0])
 
     def name(self) -> bytes:
-        return bytes(self.take(self.u8()))
+        return self.take(self.u8())
 
     def peek(self) -> int:
         return self.buf[self.pos] if self.pos < len(self.buf) else -1
@@ -125,7 +125,11 @@ def split(full: Path, block: str, mem: Path, state: Path) -> None:
     RAM is named `block`, as the VMMs that restore it name theirs."""
     made: list[Path] = []
     try:
-        with open(full, "rb") as f, mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as m:
+        with open(full, "rb") as f:
+            if os.fstat(f.fileno()).st_size == 0:
+                raise Refused("the saved state is empty")
+            m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+        with m:
             fd = os.open(mem, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             made.append(mem)
             try:
@@ -176,7 +180,7 @@ def _configuration(r: _Reader) -> bytes:
     the loading side must have on (as QEMU writes it with that capability)."""
     if r.u8() != CONFIGURATION:
         raise Refused("the saved state has no configuration section")
-    machine = bytes(r.take(r.u32()))
+    machine = r.take(r.u32())
     out = bytes([CONFIGURATION]) + _U32.pack(len(machine)) + machine
     while r.peek() == SUBSECTION:
         r.u8()
@@ -213,7 +217,7 @@ def _ram_start(r: _Reader, block: bytes,
             raise Refused("the saved state declares a RAM block twice")
         if name in (block, MACHINE_RAM) and not source:
             source, named, addr = name, block, 0
-        elif name == BIOS.encode():
+        elif name == BIOS:
             named, addr = name, (1 << 32) - length
         else:
             raise Refused("the saved state has an unknown RAM block "
