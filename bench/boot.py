@@ -27,6 +27,7 @@ from pathlib import Path
 
 from microbox.artifacts.initramfs import Entry, archive
 from microbox.core import vm
+from microbox.core.boxdir import PORTS
 from microbox.sdk import Runtime
 from microbox.vmm import tsc
 from microbox.vmm.qemu_argv import kernel_cmdline
@@ -125,7 +126,7 @@ def main() -> None:
     print(f"{'handshake minus floor':<44}{statistics.median(readies) - floor:>9.3f}s")
     print(f"{f'exec round trip of true (x{len(execs)})':<44}"
           f"{statistics.median(execs) * 1000:>8.2f}ms{pct(execs, 0.95) * 1000:>8.2f}ms")
-    print(f"vmlinux {vm.default_kernel()} ({vm.PORTS} agent ports), runs={args.runs}")
+    print(f"vmlinux {vm.default_kernel()} ({PORTS} agent ports), runs={args.runs}")
 
 
 if __name__ == "__main__":

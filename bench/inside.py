@@ -32,7 +32,7 @@ from pathlib import Path
 
 import microbox
 from microbox.core import shim
-from microbox.core.lifecycle import box_dir
+from microbox.core.boxdir import box_dir
 
 BLOCK = 64 * 1024
 

@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests import standin
 
 import microbox
-from microbox.core.lifecycle import box_dir
+from microbox.core.boxdir import box_dir
 
 SERVER = "203.0.113.10"
 NAME = "standin.test"

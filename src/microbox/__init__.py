@@ -6,8 +6,9 @@ for asyncio and the rest of the SDK at every start.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from microbox import lazy
 
 __version__ = "0.1.0"
 
@@ -32,8 +33,4 @@ __all__ = ["AsyncBox", "AsyncExecution", "AsyncRuntime", "Box", "Execution", "Ex
            "workspace_files"]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'microbox' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy.attributes(__name__, _LAZY)

@@ -1,5 +1,9 @@
 """A handle on one box (like docker-py's Container): lifecycle, exec, files,
-logs, snapshots. `microbox.sdk.Runtime` makes and finds them."""
+logs, snapshots. `microbox.sdk.Runtime` makes and finds them.
+
+What only some methods need (VMs, snapshots, images, packs, the network's
+state) is imported by those methods, so a handle used for exec
+(`microbox exec`) loads none of it."""
 
 from __future__ import annotations
 
@@ -9,7 +13,6 @@ import io
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any
@@ -20,35 +23,25 @@ from microbox.agent import transfer as agent_transfer
 from microbox.agent.channel import Channel
 from microbox.agent.ops import ExecRequest
 from microbox.connection import Connection
-from microbox.core import (
-    control,
-    lifecycle,
-    reconcile,
-    snapshots,
-    templates,
-)
-from microbox.core.boxdir import BoxDir
-from microbox.core.lifecycle import LIVE, box_dir
-from microbox.core.snapshots import Snapshot
-from microbox.cp import transfer
+from microbox.core import control, reconcile
+from microbox.core.boxdir import BoxDir, box_dir
 from microbox.cp.chunks import as_chunks
 from microbox.cp.report import CopyReport
 from microbox.errors import AgentError, ExecFailed, GuestNotFound, InvalidSpec, StateError
 from microbox.execution import Execution, Result
-from microbox.images import config as image_config
-from microbox.images import pack as packs
-from microbox.images import store
-from microbox.images.pack import PackInfo
 from microbox.images.progress import QUIET, Progress
-from microbox.net import netlog, nft, plan, tap
+from microbox.net import netlog, plan
 from microbox.net import policy as net_policy
 from microbox.portmap import PortMap
 from microbox.spec import BoxSpec, validate_name
 from microbox.store import boxes as boxes_store
-from microbox.store.boxes import BoxRecord
+from microbox.store.boxes import LIVE, BoxRecord
 from microbox.store.db import Database
 
 if TYPE_CHECKING:
+    from microbox.core.lifecycle import Started
+    from microbox.core.snapshots import Snapshot
+    from microbox.images.pack import PackInfo
     from microbox.sdk import Runtime
 
 FORK_PARALLEL = 4  # restores at once: QEMU's start-up is CPU-bound
@@ -87,7 +80,7 @@ class Box:
     down); one from `get`/`list` does not (closing it ends only its session)."""
 
     def __init__(self, runtime: Runtime, record: BoxRecord, *,
-                 started: lifecycle.Started | None = None, remove: bool = False,
+                 started: Started | None = None, remove: bool = False,
                  owned: bool = False) -> None:
         self.runtime = runtime
         self.record = record
@@ -132,6 +125,9 @@ class Box:
                 ) -> builtins.list[str]:
         """What Docker would run here: the image's Entrypoint (or `entrypoint`) and then
         `args`, or the image's Cmd when there are none ([] if the image names neither)."""
+        from microbox.images import config as image_config
+        from microbox.images import store
+
         image = store.find(self._db, self.record.image)
         config = image.config if image is not None else image_config.ImageConfig()
         return config.command(entrypoint, list(args))
@@ -143,6 +139,8 @@ class Box:
 
     def info(self) -> dict[str, Any]:
         """Everything known about the box, as JSON-ready values."""
+        from microbox.core import templates
+
         r = self.record
         d = box_dir(r)
         return {
@@ -168,6 +166,8 @@ class Box:
         if spec.net == "user":
             info["proxy"] = plan.PROXY_URL
             return info
+        from microbox.net import nft, tap
+
         up = tap.present(self.record.id)  # the box runs (its network exists)
         firewall = nft.refused(self.record.id) if up else []
         info.update(address=plan.GUEST, gateway=plan.GATEWAY, resolver=plan.GATEWAY,
@@ -180,6 +180,8 @@ class Box:
         """The box's network log: one line per connection its proxy (or, with
         --net tap, its resolver) refused (time, number, destination, reason);
         with --net tap, then one line per destination its firewall refused."""
+        from microbox.net import nft, tap
+
         log = netlog.read(box_dir(self.record).net_log)
         if self.record.spec.net == "tap" and tap.present(self.record.id):
             log += b"".join(f"{r}\n".encode() for r in nft.refused(self.record.id))
@@ -194,6 +196,8 @@ class Box:
 
     def stop(self, timeout: float = 10.0) -> Box:
         """Graceful: the guest syncs its disk and powers off; then SIGTERM, SIGKILL."""
+        from microbox.core import lifecycle
+
         channel = self._take_session()
         if self._vm is not None:
             self.record = lifecycle.stop(self._db, self.record, self._vm, channel, timeout)
@@ -221,6 +225,8 @@ class Box:
     def snapshot(self, name: str | None = None) -> Snapshot:
         """Snapshot this running (or paused) box: memory, devices and disk, taken
         consistently while its vCPUs stop for a moment; it keeps running."""
+        from microbox.core import snapshots
+
         record = self.reload().record
         reconcile.require(record, "running", "paused")
         return snapshots.create(record, name, log=self.runtime.log)
@@ -228,6 +234,10 @@ class Box:
     def fork(self, n: int = 1, *, name_prefix: str | None = None) -> builtins.list[Box]:
         """`n` running clones of this running box, made through a snapshot (removed
         by gc once the clones are gone); each clone is its own machine."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from microbox.core import snapshots
+
         if not 1 <= n <= 256:
             raise InvalidSpec(f"fork makes 1 to 256 clones, not {n}")
         prefix = name_prefix or f"{self.name}-fork"
@@ -257,6 +267,10 @@ class Box:
         backing chain (the pack needs no template or image store), its image's
         config and its spec. A running or paused box is stopped first only with
         `stop` (and stays stopped); otherwise that is refused."""
+        from microbox.images import config as image_config
+        from microbox.images import pack as packs
+        from microbox.images import store
+
         record = self.reload().record
         if record.status in LIVE:
             if not stop:
@@ -295,6 +309,8 @@ class Box:
         if channel is not None:
             channel.close()
         if self._vm is not None:
+            from microbox.core import lifecycle
+
             lifecycle.destroy(self._db, self.record, self._vm)
             self._vm = None
             return
@@ -396,6 +412,8 @@ class Box:
         `src` ending in `/.` copies a directory's contents. Modes and mtimes are
         kept; symlinks are copied as symlinks, never followed; entries are owned
         by root in the box. Memory stays bounded whatever the size."""
+        from microbox.cp import transfer
+
         return self._copy(transfer.copy_in, str(src), dest)
 
     def copy_out(self, src: str, dest: str | Path) -> CopyReport:
@@ -404,17 +422,23 @@ class Box:
         replaced or followed outside `dest`, setuid/setgid bits are dropped, and an
         unsafe entry stops the copy (Refused) leaving what was already copied
         (microbox.cp.extract)."""
+        from microbox.cp import transfer
+
         return self._copy(transfer.copy_out, src, str(dest))
 
     def copy_in_tar(self, tar: IO[bytes] | Iterable[bytes], dest: str) -> CopyReport:
         """Extract a tar stream (a binary file or byte chunks) into the existing
         directory `dest` in the box, as `docker cp - BOX:DEST` does."""
+        from microbox.cp import transfer
+
         return self._copy(transfer.copy_in_tar, as_chunks(tar), dest)
 
     def copy_out_tar(self, src: str, out: IO[bytes]) -> CopyReport:
         """Write the box's tar of `src` (top entry: its base name) to the binary
         file `out`, as `docker cp BOX:SRC -` does. The tar is passed on as the box
         made it: extract it as untrusted input (or use copy_out)."""
+        from microbox.cp import transfer
+
         return self._copy(transfer.copy_out_tar, src, out)
 
     def _copy(self, fn: Callable[..., CopyReport], *args: Any) -> CopyReport:
@@ -449,7 +473,11 @@ class Box:
         the host repository; the guest repository is left as it was."""
         return workspace.export(self, dest)
 
-    workspace_files = staticmethod(workspace.workspace_files)
+    @staticmethod
+    def workspace_files(path: str | Path = ".", include_untracked: bool = False
+                        ) -> builtins.list[workspace.WorkspaceFile]:
+        """The files workspace_push would ship (microbox.workspace.workspace_files)."""
+        return workspace.workspace_files(path, include_untracked)
 
     def logs(self, tail: int | None = None) -> bytes:
         """The console log (the last `tail` lines, if given)."""

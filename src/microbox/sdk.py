@@ -22,45 +22,48 @@ import threading
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from microbox import paths, portmap
-from microbox.artifacts import agent as agent_build
-from microbox.artifacts import kernel as kernel_build
-from microbox.artifacts import shim as shim_build
+from microbox import lazy, paths, portmap
 from microbox.box import Box
-from microbox.core import (
-    doctor,
-    lifecycle,
-    maintenance,
-    orphans,
-    reconcile,
-    snapshots,
-    vm,
-    warm,
-)
-from microbox.core.maintenance import GcReport
-from microbox.core.orphans import VMM
-from microbox.core.snapshots import Snapshot
+from microbox.core import reconcile
+from microbox.core.log import Log, quiet
 from microbox.errors import BuildError, Refused, UsageError
 from microbox.execution import Execution, Result
-from microbox.images import auth, builtin, importer, reference, skopeo, store
-from microbox.images import config as image_config
-from microbox.images import pack as packs
-from microbox.images import pull as image_pull
-from microbox.images.pack import PackInfo
 from microbox.images.progress import QUIET, Progress
 from microbox.net import plan
 from microbox.portmap import PortMap
 from microbox.spec import DEFAULT_MEMORY_MIB, BoxSpec, validate_name
 from microbox.store import boxes as boxes_store
-from microbox.store.boxes import STATUSES, BoxRecord
+from microbox.store.boxes import LIVE, STATUSES, BoxRecord
 from microbox.store.db import Database
-from microbox.store.images import Image
-from microbox.workspace import WorkspaceFile, WorkspacePush, workspace_files
 
-__all__ = ["STATUSES", "VMM", "Box", "Execution", "GcReport", "Image", "PackInfo", "Result",
-           "Runtime", "Snapshot", "WorkspaceFile", "WorkspacePush", "workspace_files"]
+# What only some calls need (booting VMs, images, packs, snapshots, housekeeping,
+# builds) is imported by those calls, so a program that only runs commands in
+# existing boxes (`microbox exec`) does not load it. The names below that come
+# from those modules are loaded on first use, as `microbox`'s own are.
+if TYPE_CHECKING:
+    from microbox.core.doctor import Check
+    from microbox.core.maintenance import GcReport
+    from microbox.core.orphans import VMM
+    from microbox.core.snapshots import Snapshot
+    from microbox.images.pack import PackInfo
+    from microbox.store.images import Image
+    from microbox.workspace import WorkspaceFile, WorkspacePush, workspace_files
+
+_LAZY = {
+    "GcReport": "microbox.core.maintenance", "VMM": "microbox.core.orphans",
+    "Snapshot": "microbox.core.snapshots", "PackInfo": "microbox.images.pack",
+    "Image": "microbox.store.images", "WorkspaceFile": "microbox.workspace",
+    "WorkspacePush": "microbox.workspace", "workspace_files": "microbox.workspace",
+}
+
+__all__ = ["LIVE", "STATUSES", "VMM", "Box", "Execution", "GcReport", "Image", "PackInfo",
+           "Result", "Runtime", "Snapshot", "WorkspaceFile", "WorkspacePush",
+           "workspace_files"]
+
+
+__getattr__ = lazy.attributes(__name__, _LAZY)
 
 
 def _one_source(image: str | None, pack: str | Path) -> None:
@@ -72,8 +75,8 @@ def _one_source(image: str | None, pack: str | Path) -> None:
 class Runtime:
     """Entry point of the SDK: makes and finds boxes under MICROBOX_HOME."""
 
-    def __init__(self, *, log: vm.Log | None = None) -> None:
-        self.log: vm.Log = log or vm._quiet
+    def __init__(self, *, log: Log | None = None) -> None:
+        self.log: Log = log or quiet
         self._db: Database | None = None
         self._db_lock = threading.Lock()
         self._shared: dict[str, Box] = {}
@@ -105,6 +108,9 @@ class Runtime:
 
     def create_spec(self, spec: BoxSpec, *, name: str | None = None,
                     start: bool = False, progress: Progress = QUIET) -> Box:
+        from microbox.core import lifecycle
+        from microbox.images import store
+
         spec = self._with_image(spec, progress)
         with store.using():  # `image rm` cannot take the file between resolve and disk
             record, lock = lifecycle.create(self.db, spec, name=name, start_next=start)
@@ -152,6 +158,9 @@ class Runtime:
     def run_spec(self, spec: BoxSpec, *, name: str | None = None, rm: bool = True,
                  detach: bool = False, progress: Progress = QUIET) -> Box:
         """run() for a ready-made BoxSpec. Without detach the VM dies with this process."""
+        from microbox.core import lifecycle
+        from microbox.images import store
+
         spec = self._with_image(spec, progress)
         with store.using():
             record, lock = lifecycle.create(self.db, spec, name=name, auto_remove=rm,
@@ -165,6 +174,9 @@ class Runtime:
                    progress: Progress = QUIET) -> PackInfo:
         """Write the image `name` (built or pulled if missing, as `run` does) to
         the pack file `path`: its disk, its config, a default box spec."""
+        from microbox.images import builtin, store
+        from microbox.images import pack as packs
+
         image = builtin.ensure(self.db, name, progress=progress)
         with store.using():  # `image rm` cannot take the file while it is read
             return packs.write(Path(path), image.path, disk_format="raw", kind="image",
@@ -175,6 +187,8 @@ class Runtime:
     @staticmethod
     def inspect_pack(path: str | Path, *, progress: Progress = QUIET) -> PackInfo:
         """Check a pack whole (every checksum) and read its manifest; writes nothing."""
+        from microbox.images import pack as packs
+
         return packs.verify(Path(path), progress)
 
     def import_pack(self, path: str | Path, *, box_name: str | None = None,
@@ -183,6 +197,9 @@ class Runtime:
         disk in the store as an image (content-addressed) and return the spec of a
         box of it: the pack's, with `overrides` (env and labels add to the pack's).
         The spec and `box_name` are checked before the store is touched."""
+        from microbox.images import config as image_config
+        from microbox.images import pack as packs
+
         info = packs.verify(Path(path), progress)
         spec = packs.merge(info.spec(info.image_name), overrides).validate()
         if box_name is not None:
@@ -192,6 +209,8 @@ class Runtime:
         return image_config.apply(info.config, spec)
 
     def _pack_requires(self, info: PackInfo) -> None:
+        from microbox.images import pack as packs
+
         made = (info.manifest.get("requires") or {})
         here = packs.requires(BoxSpec(image=info.image_name))
         for what in ("kernel", "agent"):
@@ -203,6 +222,9 @@ class Runtime:
     def _with_image(self, spec: BoxSpec, progress: Progress) -> BoxSpec:
         """Make sure the image exists (built-in ones are built, registry references
         pulled), then fill the spec's defaults from its config (Env, WorkingDir, User)."""
+        from microbox.images import builtin
+        from microbox.images import config as image_config
+
         image = builtin.ensure(self.db, spec.validate().image, progress=progress)
         return image_config.apply(image.config, replace(spec, image=image.name))
 
@@ -254,42 +276,58 @@ class Runtime:
 
     def cleanup_candidates(self, include_running: bool = False) -> builtins.list[Box]:
         """Stopped and crashed boxes; with include_running, every box."""
+        from microbox.core import maintenance
+
         records = maintenance.cleanup_candidates(reconcile.reconcile_all(self.db),
                                                  include_running)
         return [Box(self, r) for r in records]
 
     def cleanup(self, boxes: Sequence[Box]) -> builtins.list[str]:
         """Delete `boxes` (running ones are killed); returns their ids."""
+        from microbox.core import lifecycle
+
         for box in boxes:
             lifecycle.destroy(self.db, box.record)
         return [b.id for b in boxes]
 
     def gc(self, dry_run: bool = False) -> GcReport:
         """Remove what no live box owns: dead --rm boxes, stray box dirs."""
+        from microbox.core import maintenance
+
         return maintenance.gc(self.db, dry_run)
 
     def find_vmm(self, box_id: str) -> VMM:
         """A box's VMM process, from /proc alone (works with the database gone)."""
+        from microbox.core import orphans
+
         return orphans.match(orphans.scan(), box_id)
 
     def kill_vmm(self, target: VMM) -> None:
         """SIGKILL a VMM found by find_vmm, after checking it is still that process."""
+        from microbox.core import maintenance
+
         if not maintenance.kill_vmm(target):
             raise Refused(f"pid {target.pid} is no longer box {target.box_id[:12]}'s VMM; "
                           "nothing was killed")
 
     @staticmethod
-    def doctor() -> builtins.list[doctor.Check]:
+    def doctor() -> builtins.list[Check]:
         """Read-only checks of everything microbox depends on."""
+        from microbox.core import doctor
+
         return doctor.run_checks()
 
     # -- images and artifacts ------------------------------------------------
 
     def images(self) -> builtins.list[Image]:
+        from microbox.images import store
+
         return store.all_images(self.db)
 
     def image(self, name: str) -> Image:
         """An image in the store by name (`NAME` also finds `NAME:latest`)."""
+        from microbox.images import store
+
         return store.get(self.db, name)
 
     def build_image(self, name: str = "busybox", *, force: bool = False,
@@ -297,10 +335,15 @@ class Runtime:
                     progress: Progress = QUIET) -> Image:
         """Build a built-in image, busybox or debian[:SUITE] (kept if already present,
         unless force, or extra packages to include)."""
+        from microbox.images import builtin
+
         return builtin.build(self.db, name, force=force, include=include, progress=progress)
 
     def restore(self, snapshot: str, *, name: str | None = None) -> Box:
         """A new running box (detached) from a snapshot, by name or id."""
+        from microbox.core import lifecycle, snapshots
+        from microbox.images import store
+
         snap = snapshots.get(snapshot)
         with store.using():
             record, lock = lifecycle.create(self.db, snap.spec, name=name, start_next=True,
@@ -312,15 +355,21 @@ class Runtime:
         return box
 
     def snapshots(self) -> builtins.list[Snapshot]:
+        from microbox.core import snapshots
+
         return snapshots.all_snapshots()
 
     def snapshot(self, ref: str) -> Snapshot:
         """A snapshot by name, id or unique id prefix."""
+        from microbox.core import snapshots
+
         return snapshots.get(ref)
 
     def remove_snapshot(self, ref: str, force: bool = False) -> None:
         """Delete a snapshot; one that boxes were restored from needs force (they
         keep working: its files stay until gc finds them unused)."""
+        from microbox.core import snapshots
+
         snapshots.remove(snapshots.get(ref), force)
 
     def warm(self, image: str = "busybox", *, cpus: int = 1,
@@ -329,6 +378,9 @@ class Runtime:
         """Make the warm-start template of boxes of `image` with this shape and
         network mode ahead of their first start (which would make it otherwise);
         returns its key."""
+        from microbox.core import warm
+        from microbox.images import store
+
         spec = self._with_image(BoxSpec(image=image, cpus=cpus, memory_mib=memory_mib,
                                         accel=accel, net=net), QUIET)
         found = store.get(self.db, spec.image)
@@ -337,44 +389,62 @@ class Runtime:
 
     @staticmethod
     def builtin_images() -> builtins.list[str]:
+        from microbox.images import builtin
+
         return list(builtin.NAMES)
 
     def pull(self, ref: str, *, insecure: bool = False, progress: Progress = QUIET) -> Image:
         """Pull an OCI image (`[REGISTRY/]NAME[:TAG][@DIGEST]`) into the store."""
+        from microbox.images import pull as image_pull
+
         return image_pull.pull(self.db, ref, insecure=insecure, progress=progress)
 
     def import_image(self, source: str | Path | IO[bytes], name: str, *,
                      progress: Progress = QUIET) -> Image:
         """A root filesystem from a directory, a tarball (gzip, zstd or plain) or a
         binary stream of one, stored as `name`."""
+        from microbox.images import importer
+
         return importer.import_rootfs(self.db, source, name, progress=progress)
 
     def remove_image(self, name: str, *, force: bool = False) -> Image:
         """Remove an image name; refused while a box or a snapshot uses it unless
         force (they keep the disk's backing file: it is unlinked only once nothing
         uses it)."""
+        from microbox.images import store
+
         return store.remove(self.db, name, force, _snapshot_images())
 
     def prune_images(self, *, all: bool = False) -> builtins.list[str]:
         """Remove unnamed image files, unused cached layers, abandoned work; with all,
         also every image no box or snapshot uses."""
+        from microbox.images import store
+
         return store.prune(self.db, all, _snapshot_images())
 
     def image_users(self, name: str) -> builtins.list[str]:
         """Names of the boxes whose disk is backed by the image `name`."""
+        from microbox.images import store
+
         return store.boxes_using(self.db, self.image(name).digest)
 
     def tag_image(self, source: str, target: str) -> Image:
+        from microbox.images import importer, store
+
         return store.tag(self.db, source, importer.valid_name(target))
 
     @staticmethod
     def login(registry: str, username: str, password: str, *, insecure: bool = False) -> None:
         """Check credentials with the registry and keep them (0600) for pulls."""
+        from microbox.images import auth, reference, skopeo
+
         skopeo.login(registry, username, password, auth.prepare_own_file(),
                      plain_http=insecure or reference.is_loopback(registry))
 
     def build_kernel(self, *, force: bool = False, progress: Progress = QUIET) -> Path:
         """Build the guest kernel (minutes, once; cached), saying each step."""
+        from microbox.artifacts import kernel as kernel_build
+
 
         def say(text: str) -> None:
             self.log(text)
@@ -388,6 +458,9 @@ class Runtime:
     @staticmethod
     def build_agent(*, force: bool = False) -> Path:
         """The guest agent's initramfs, and the box shim beside it (host side)."""
+        from microbox.artifacts import agent as agent_build
+        from microbox.artifacts import shim as shim_build
+
         shim_build.build_shim(force=force)
         return agent_build.build_agent(force=force)
 
@@ -413,6 +486,8 @@ class Runtime:
 
 def _snapshot_images() -> dict[str, builtins.list[str]]:
     """The image files snapshots need, by digest: the names of those snapshots."""
+    from microbox.core import snapshots
+
     needed: dict[str, builtins.list[str]] = {}
     for snap in snapshots.all_snapshots():
         needed.setdefault(snap.image_digest, []).append(snap.name)

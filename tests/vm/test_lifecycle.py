@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 from pathlib import Path
 from typing import Any
 
 from microbox.core.orphans import scan
 from tests.vm.conftest import wait_for
-from tests.vm.helpers import mb, spawn
+from tests.vm.helpers import CLI, mb, spawn
 
 
 def js(*args: str) -> Any:
@@ -37,6 +38,31 @@ def test_create_start_exec_stop_start_keeps_data() -> None:
     assert r.returncode == 1 and b"microbox delete -f life" in r.stderr
     assert mb("delete", "-f", "life").returncode == 0
     assert js("list", "--all")["data"] == []
+
+
+# What `microbox exec` must not load: booting VMs, networks, images, snapshots,
+# copies, workspaces. Each costs the command's start-up time (imports).
+NOT_FOR_EXEC = ("microbox.core.lifecycle", "microbox.core.vm", "microbox.core.snapshots",
+                "microbox.core.templates", "microbox.images.store", "microbox.net.tap",
+                "microbox.artifacts.gobuild", "microbox.cp.transfer",
+                "microbox.workspace.guest", "tarfile", "concurrent.futures")
+
+
+def test_exec_loads_only_what_a_session_needs() -> None:
+    """`microbox exec` on a running box imports no module of starting one, none
+    of images, snapshots, copies or workspaces (PYTHONPROFILEIMPORTTIME lists
+    every module the command imported, at any time)."""
+    assert mb("run", "-d", "--name", "lean", "busybox", "--", "sleep", "600").returncode == 0
+    try:
+        r = subprocess.run([*CLI, "exec", "lean", "--", "echo", "hi"], capture_output=True,
+                           timeout=60, env={**os.environ, "PYTHONPROFILEIMPORTTIME": "1"})
+        assert (r.returncode, r.stdout) == (0, b"hi\n"), r.stderr[-2000:]
+        loaded = {line.split("|")[-1].strip() for line in r.stderr.decode().splitlines()
+                  if line.startswith("import time:")}
+        assert "microbox.core.shim" in loaded  # the listing is real
+        assert not loaded & set(NOT_FOR_EXEC), sorted(loaded & set(NOT_FOR_EXEC))
+    finally:
+        assert mb("delete", "-f", "lean").returncode == 0
 
 
 def test_set_applies_at_next_start() -> None:

@@ -20,8 +20,7 @@ import pytest
 
 import microbox
 from microbox.core import shim
-from microbox.core.boxdir import BoxDir
-from microbox.core.lifecycle import box_dir
+from microbox.core.boxdir import BoxDir, box_dir
 from microbox.net import policy
 from tests import standin
 from tests.conftest import shim_pids, still_running

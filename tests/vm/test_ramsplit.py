@@ -12,6 +12,7 @@ from pathlib import Path
 import microbox
 from microbox.core import snapshots, vm
 from microbox.core.boxdir import BoxDir, for_box
+from microbox.core.log import quiet
 from microbox.net import tap
 from microbox.vmm import accel, migration, qmp, ramsplit
 from microbox.vmm.qemu_argv import RAM_ID
@@ -29,7 +30,7 @@ def _qemu_converts(box: microbox.Box, full: Path, d: Path) -> None:
     fd = os.open(full, os.O_RDONLY | os.O_CLOEXEC)
     try:
         with tap.scratch(spec.net) as tap_fd:
-            running = vm.launch(conv, spec, held, attached=True, log=vm._quiet, art=art,
+            running = vm.launch(conv, spec, held, attached=True, log=quiet, art=art,
                                 choice=accel.choose(spec.accel, art.qemu, art.kernel),
                                 memory=vm.Memory(d / "mem", shared=True), incoming=True,
                                 inherit=(fd,), tap_fd=tap_fd)

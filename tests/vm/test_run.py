@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from microbox.core import lifecycle
-from microbox.core.lifecycle import box_dir
+from microbox.core.boxdir import box_dir
 from microbox.core.vm import default_kernel
 from microbox.store import boxes
 from microbox.store.db import Database

@@ -18,7 +18,7 @@ import pytest
 
 import microbox
 from microbox.core import shim
-from microbox.core.lifecycle import box_dir
+from microbox.core.boxdir import box_dir
 from microbox.vmm import qmp
 from tests.conftest import qemu_pids, shim_pids, still_running
 from tests.vm.helpers import mb, spawn

@@ -22,7 +22,7 @@ import pytest
 
 import microbox
 from microbox.core import shim
-from microbox.core.lifecycle import box_dir
+from microbox.core.boxdir import box_dir
 from microbox.net import nft, plan, tap
 from tests import standin
 from tests.conftest import net_pieces, still_running

@@ -12,7 +12,6 @@ import contextlib
 import itertools
 import os
 import queue
-import secrets
 import select
 import socket
 import threading
@@ -341,7 +340,7 @@ def handshake(
 
 
 def _send_hello(sock: socket.socket, identity: Identity | None) -> str:
-    session = secrets.token_hex(8)
+    session = os.urandom(8).hex()
     hello: dict[str, Any] = {"version": VERSION, "session": session, "time_ns": time.time_ns()}
     if identity is not None:
         hello.update(hostname=identity.hostname, machine_id=identity.machine_id,

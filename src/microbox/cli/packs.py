@@ -13,9 +13,7 @@ from microbox.cli.output import Out
 from microbox.cli.progress import CliProgress
 from microbox.errors import Refused
 from microbox.images.progress import human
-from microbox.sdk import Box, PackInfo, Runtime
-
-LIVE = ("running", "paused")
+from microbox.sdk import LIVE, Box, PackInfo, Runtime
 
 
 @click.group()

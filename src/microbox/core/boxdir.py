@@ -24,9 +24,15 @@ import shutil
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from microbox import locks, paths
 from microbox.errors import UsageError
+
+if TYPE_CHECKING:
+    from microbox.store.boxes import BoxRecord
+
+PORTS = 4  # the box's virtio-serial agent ports, port0.sock .. port3.sock
 
 # sockaddr_un.sun_path holds 108 bytes including the terminating NUL.
 _SUN_PATH_MAX = 107
@@ -150,3 +156,7 @@ def creating(*, shared: bool) -> contextlib.AbstractContextManager[locks.Lock]:
 
 def for_box(box_id: str) -> BoxDir:
     return BoxDir(paths.boxes_dir() / box_id)
+
+
+def box_dir(record: BoxRecord) -> BoxDir:
+    return for_box(record.id)

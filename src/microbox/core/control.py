@@ -1,7 +1,9 @@
 """Acting on existing boxes: start, stop, restart, pause, resume, set, delete, connect.
 
 Every function takes a reconciled record and refuses, with the recovery
-command, when the box's state does not allow the action.
+command, when the box's state does not allow the action. The functions that
+make or end a VM import lifecycle (QEMU, networks, images) when they run, so
+opening a session with a running box (`microbox exec`) does not load it.
 """
 
 from __future__ import annotations
@@ -9,11 +11,11 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from microbox.agent.channel import Channel
-from microbox.core import lifecycle, shim, vm
-from microbox.core.lifecycle import box_dir
+from microbox.core import shim
+from microbox.core.boxdir import box_dir
 from microbox.core.reconcile import CRASHED, ended_by_main, require
 from microbox.errors import (
     AgentError,
@@ -28,11 +30,16 @@ from microbox.store.boxes import BoxRecord
 from microbox.store.db import Database
 from microbox.vmm import process, qmp
 
+if TYPE_CHECKING:
+    from microbox.core.log import Log
+
 CONNECT_TIMEOUT = 10.0
 
 
-def start(db: Database, record: BoxRecord, log: vm.Log = vm._quiet) -> BoxRecord:
+def start(db: Database, record: BoxRecord, log: Log) -> BoxRecord:
     """Boot a created, stopped or crashed box, detached from this process."""
+    from microbox.core import lifecycle
+
     require(record, "created", "stopped", "error")
     d = box_dir(record)
     lock = d.take_lock()
@@ -77,6 +84,8 @@ def _lost(record: BoxRecord, error: AgentError) -> MicroboxError:
 
 def stop(db: Database, record: BoxRecord, timeout: float = 10.0) -> BoxRecord:
     """Graceful stop: the agent syncs the disk and powers off; then SIGTERM, SIGKILL."""
+    from microbox.core import lifecycle
+
     if record.status in ("stopped", "created"):
         return record
     require(record, "running", "paused")
@@ -86,12 +95,6 @@ def stop(db: Database, record: BoxRecord, timeout: float = 10.0) -> BoxRecord:
     with contextlib.suppress(VMError):  # no agent to ask: lifecycle.stop goes to SIGTERM
         channel = connect(record, timeout=min(timeout, CONNECT_TIMEOUT))
     return lifecycle.stop(db, record, None, channel, timeout)
-
-
-def restart(db: Database, record: BoxRecord, timeout: float = 10.0,
-            log: vm.Log = vm._quiet) -> BoxRecord:
-    record = stop(db, record, timeout)
-    return start(db, record, log)
 
 
 def pause(db: Database, record: BoxRecord) -> BoxRecord:
@@ -145,6 +148,8 @@ def set_spec(db: Database, record: BoxRecord, *, reset_policy: bool = False,
 
 
 def delete(db: Database, record: BoxRecord, force: bool = False) -> None:
+    from microbox.core import lifecycle
+
     if record.status in ("running", "paused", "starting") and not force:
         raise StateError(f"box '{record.name}' is {record.status}",
                          f"microbox delete -f {record.name}", "to kill and delete it")

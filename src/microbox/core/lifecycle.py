@@ -16,8 +16,9 @@ from dataclasses import dataclass
 
 from microbox import locks, paths, portmap
 from microbox.agent.channel import Channel, Identity
-from microbox.core import shim, snapshots, templates, vm, warm
-from microbox.core.boxdir import BoxDir, for_box
+from microbox.core import shim, shim_start, templates, vm, warm
+from microbox.core.boxdir import PORTS, box_dir
+from microbox.core.log import Log, quiet
 from microbox.core.orphans import scan
 from microbox.core.templates import Template
 from microbox.errors import VMError
@@ -26,15 +27,9 @@ from microbox.net import nft, plan, tap
 from microbox.net import policy as net_policy
 from microbox.spec import BoxSpec, validate_name
 from microbox.store import boxes
-from microbox.store.boxes import BoxRecord
+from microbox.store.boxes import LIVE, BoxRecord
 from microbox.store.db import Database
 from microbox.vmm import process
-
-LIVE = ("running", "paused")
-
-
-def box_dir(record: BoxRecord) -> BoxDir:
-    return for_box(record.id)
 
 
 def _starter() -> dict[str, object]:
@@ -92,7 +87,7 @@ class Started:
 
 
 def start(db: Database, record: BoxRecord, lock: locks.Lock, *, attached: bool,
-          log: vm.Log = vm._quiet) -> Started:
+          log: Log = quiet) -> Started:
     """Boot the box; `lock` (the held box lock) passes to the VMM and is closed here.
 
     On failure the box returns to where it was: a pending create is removed,
@@ -175,20 +170,20 @@ def _hand_to_shim(record: BoxRecord, boot: Channel, published: list[socket.socke
                       "build' and start the box again")
     d = box_dir(record)
     policy = net_policy.write(d.net_policy, record.spec)
-    shim.spawn(d, vm.PORTS, [shim.Forward(sock, m.guest_port)
-                             for sock, m in zip(published, record.spec.ports, strict=True)],
-               policy, shim.resolver(record.id, net.dns) if net else None)
-    return shim.connect(d, time.monotonic() + shim.READY_TIMEOUT)
+    shim_start.spawn(d, PORTS, [shim_start.Forward(sock, m.guest_port)
+                                for sock, m in zip(published, record.spec.ports, strict=True)],
+                     policy, shim_start.resolver(record.id, net.dns) if net else None)
+    return shim.connect(d, time.monotonic() + shim_start.READY_TIMEOUT)
 
 
-def _boot(record: BoxRecord, lock: locks.Lock, *, attached: bool, log: vm.Log,
+def _boot(record: BoxRecord, lock: locks.Lock, *, attached: bool, log: Log,
           tap_fd: int | None) -> tuple[vm.Running, Channel]:
     """Warm (restored from a template) on a box's first start, unless it asks to
     boot cold; cold from its own disk on every later start."""
     d = box_dir(record)
     identity = Identity(record.name, record.id)
     backing = templates.used_by(d)
-    if record.started_at is None and backing and backing.startswith(snapshots.PREFIX):
+    if record.started_at is None and backing and backing.startswith(templates.SNAPSHOT):
         return warm.restore_snapshot(d, record.spec, Template(paths.home() / backing), lock,
                                      attached=attached, identity=identity, log=log,
                                      tap_fd=tap_fd)

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import time
 
-from microbox.core import lifecycle
-from microbox.core.lifecycle import LIVE, box_dir
+from microbox.core.boxdir import box_dir
 from microbox.errors import NotFound, StateError
 from microbox.store import boxes
-from microbox.store.boxes import BoxRecord
+from microbox.store.boxes import LIVE, BoxRecord
 from microbox.store.db import Database
 from microbox.vmm import process
 
@@ -56,20 +55,27 @@ def reconcile(db: Database, record: BoxRecord) -> BoxRecord | None:
     if record.status == "starting":
         if starter_alive(record):
             return record  # its starter is still at work
+    elif record.status not in LIVE or box_dir(record).alive():
+        return record
+    # Reality differs from the record. lifecycle (VMs, networks, images) is
+    # imported only now, so a command on a healthy box (`microbox exec`) does not
+    # pay for loading it.
+    from microbox.core import lifecycle
+
+    if record.status == "starting":
         return lifecycle.abandon(db, record)
-    if record.status in LIVE and not box_dir(record).alive():
-        lifecycle.end_network(record)
-        if record.auto_remove:
-            lifecycle.destroy(db, record)
-            return None
-        if ended_by_main(record):
-            record = record.with_(status="stopped", pid=None, pid_start=None,
-                                  finished_at=time.time())
-            box_dir(record).remove_runtime_files()
-        else:
-            record = record.with_(status="error", pid=None, pid_start=None,
-                                  last_error=CRASHED)
-        boxes.update(db, record)
+    lifecycle.end_network(record)
+    if record.auto_remove:
+        lifecycle.destroy(db, record)
+        return None
+    if ended_by_main(record):
+        record = record.with_(status="stopped", pid=None, pid_start=None,
+                              finished_at=time.time())
+        box_dir(record).remove_runtime_files()
+    else:
+        record = record.with_(status="error", pid=None, pid_start=None,
+                              last_error=CRASHED)
+    boxes.update(db, record)
     return record
 
 

@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from microbox import locks, paths
-from microbox.core import templates, vm
+from microbox.core import templates
 from microbox.core.boxdir import BoxDir, for_box
+from microbox.core.log import Log, quiet
 from microbox.core.templates import Template
 from microbox.errors import InvalidSpec, NotFound, StateError
 from microbox.spec import BoxSpec, validate_name
@@ -32,7 +33,6 @@ from microbox.vmm import migration, qmp, ramsplit
 from microbox.vmm.qemu_argv import RAM_ID
 
 SAVE_TIMEOUT = 60.0
-PREFIX = "snapshots/"  # how a box dir names the snapshot its disk is backed by
 REMOVED = "removed"  # in a snapshot dir: removed with -f, kept while boxes use it
 
 
@@ -101,11 +101,11 @@ def users(snap: Snapshot) -> list[str]:
     if not root.is_dir():
         return []
     return sorted(d.name for d in root.iterdir()
-                  if templates.used_by(BoxDir(d)) == PREFIX + snap.id)
+                  if templates.used_by(BoxDir(d)) == templates.SNAPSHOT + snap.id)
 
 
 def create(record: BoxRecord, name: str | None = None, *, auto: bool = False,
-           log: vm.Log = vm._quiet) -> Snapshot:
+           log: Log = quiet) -> Snapshot:
     """Snapshot the running or paused box `record`; it keeps its status."""
     if name is not None:
         validate_name(name)
@@ -195,7 +195,7 @@ def sweep(referenced: set[str], dry_run: bool) -> list[str]:
     for d in sorted(root.iterdir()):
         if not d.is_dir():
             continue
-        if PREFIX + d.name in referenced:
+        if templates.SNAPSHOT + d.name in referenced:
             continue
         snap = _load(d)
         doomed = (d / REMOVED).exists() or (snap is not None and snap.auto)

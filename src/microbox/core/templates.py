@@ -159,6 +159,9 @@ def failures() -> int:
         return 0
 
 
+SNAPSHOT = "snapshots/"  # how used_by names a snapshot: snapshots/<id>
+
+
 def used_by(box: BoxDir) -> str | None:
     """What the box's disk is backed by besides its image, if anything:
     `templates/<key>` or `snapshots/<id>` (relative to the data dir)."""

@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,22 +18,15 @@ from microbox.agent.channel import Channel, Identity
 from microbox.agent.protocol import untrusted_text
 from microbox.artifacts import agent, kernel
 from microbox.artifacts import shim as shim_build
-from microbox.core.boxdir import BoxDir
+from microbox.core.boxdir import PORTS, BoxDir
+from microbox.core.log import Log, quiet
 from microbox.errors import AgentError, AgentTimeout, HostError, VMError
 from microbox.net import plan
 from microbox.spec import BoxSpec
-from microbox.vmm import accel, process, qcow2, tsc
+from microbox.vmm import accel, process, qcow2, spawn, tsc
 from microbox.vmm.qemu_argv import UserNet, VMConfig, qemu_argv
 
-PORTS = 4
 BOOT_TIMEOUT = {"kvm": 15.0, "tcg": 60.0}
-
-Log = Callable[[str], None]
-
-
-def _quiet(_: str) -> None:
-    pass
-
 
 @dataclass(frozen=True)
 class Artifacts:
@@ -151,7 +143,7 @@ def launch(box: BoxDir, spec: BoxSpec, lock: locks.Lock, *, attached: bool, log:
         argv = qemu_argv(cfg)
         log("qemu: " + " ".join(argv))
         started = time.monotonic()
-        proc = process.spawn(argv, log=box.qemu_log, attached=attached,
+        proc = spawn.spawn(argv, log=box.qemu_log, attached=attached,
                              pass_fds=[lock.fileno(), *(s.fileno() for s in socks), *inherit,
                                        *([tap_fd] if tap_fd is not None else [])])
     finally:
@@ -192,7 +184,7 @@ def await_agent(box: BoxDir, vm: Running, identity: Identity | None, timeout: fl
 
 
 def boot(box: BoxDir, spec: BoxSpec, lock: locks.Lock, *, attached: bool,
-         identity: Identity | None, log: Log = _quiet,
+         identity: Identity | None, log: Log = quiet,
          memory: Memory | None = None, tap_fd: int | None = None) -> tuple[Running, Channel]:
     """Start QEMU for `box` and return once the agent answered the handshake."""
     vm = launch(box, spec, lock, attached=attached, log=log, memory=memory, tap_fd=tap_fd)

@@ -19,7 +19,8 @@ from microbox import locks
 from microbox.agent import ops
 from microbox.agent.channel import Channel, Identity
 from microbox.core import templates, vm
-from microbox.core.boxdir import BoxDir
+from microbox.core.boxdir import PORTS, BoxDir
+from microbox.core.log import Log
 from microbox.core.templates import Template
 from microbox.errors import MicroboxError, VMError
 from microbox.net import plan, tap
@@ -31,7 +32,7 @@ LINK_SETTLE = 3.0  # s
 
 
 def start(box: BoxDir, spec: BoxSpec, image: Path, image_digest: str, lock: locks.Lock, *,
-          attached: bool, identity: Identity, log: vm.Log,
+          attached: bool, identity: Identity, log: Log,
           tap_fd: int | None = None) -> tuple[vm.Running, Channel]:
     """Restore the box from its template (made now if missing), or boot it cold
     if the restore fails. `lock` is the held box lock; it passes to the VMM."""
@@ -60,7 +61,7 @@ def start(box: BoxDir, spec: BoxSpec, image: Path, image_digest: str, lock: lock
 
 
 def restore_snapshot(box: BoxDir, spec: BoxSpec, t: Template, lock: locks.Lock, *,
-                     attached: bool, identity: Identity, log: vm.Log,
+                     attached: bool, identity: Identity, log: Log,
                      tap_fd: int | None = None) -> tuple[vm.Running, Channel]:
     """A box's first start from a snapshot: no cold fallback (its disk is the
     snapshot's); a snapshot that cannot be restored fails the start."""
@@ -79,14 +80,14 @@ def restore_snapshot(box: BoxDir, spec: BoxSpec, t: Template, lock: locks.Lock, 
 
 
 def prepare(spec: BoxSpec, image: Path, image_digest: str, art: vm.Artifacts,
-            choice: accel.Choice, log: vm.Log) -> Template:
+            choice: accel.Choice, log: Log) -> Template:
     """The template boxes of this spec restore from (made now if missing)."""
     parts = templates.key_parts(spec, image_digest, art.qemu, art.kernel, art.initrd,
-                                choice.accel, vm.PORTS)
+                                choice.accel, PORTS)
     return make(templates.key_of(parts), parts, spec, image, art, choice, log)
 
 
-def warm_image(spec: BoxSpec, image: Path, image_digest: str, log: vm.Log) -> Template:
+def warm_image(spec: BoxSpec, image: Path, image_digest: str, log: Log) -> Template:
     """`image warm`: make the template of `spec` ahead of the first box."""
     art = vm.artifacts(spec)
     return prepare(spec, image, image_digest, art,
@@ -94,7 +95,7 @@ def warm_image(spec: BoxSpec, image: Path, image_digest: str, log: vm.Log) -> Te
 
 
 def make(key: str, parts: dict[str, object], spec: BoxSpec, image: Path, art: vm.Artifacts,
-         choice: accel.Choice, log: vm.Log) -> Template:
+         choice: accel.Choice, log: Log) -> Template:
     """The template `key`, booted and saved now if it does not exist yet (once
     across processes: others wait for it and use it)."""
     with templates.lock(key):
@@ -162,7 +163,7 @@ def _settle_link(channel: Channel) -> None:
 
 def restore(box: BoxDir, spec: BoxSpec, t: Template, lock: locks.Lock, art: vm.Artifacts,
             choice: accel.Choice, *, attached: bool, identity: Identity,
-            log: vm.Log, tap_fd: int | None = None) -> tuple[vm.Running, Channel]:
+            log: Log, tap_fd: int | None = None) -> tuple[vm.Running, Channel]:
     """A VMM on the template's RAM (copy-on-write) loading its device state; the
     guest goes on from agent-ready and takes the box's identity in the handshake."""
     try:

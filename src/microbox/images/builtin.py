@@ -5,13 +5,19 @@ when the name looks like a registry reference."""
 from __future__ import annotations
 
 from microbox.errors import NotFound
-from microbox.images import busybox, debian, pull, reference, store
+from microbox.images import reference, store
 from microbox.images.progress import QUIET, Progress
 from microbox.store.db import Database
 from microbox.store.images import Image
 
-NAMES = (busybox.NAME, debian.NAME)
-DEFAULT = debian.NAME
+BUSYBOX = "busybox"
+DEBIAN = "debian"
+NAMES = (BUSYBOX, DEBIAN)
+DEFAULT = DEBIAN
+
+# The builders and the registry client are imported when an image is built or
+# pulled: a box of an image already in the store (every start but the first)
+# needs neither.
 
 
 def is_builtin(name: str) -> bool:
@@ -21,16 +27,18 @@ def is_builtin(name: str) -> bool:
 def build(db: Database, name: str, *, force: bool = False, include: list[str] | None = None,
           progress: Progress = QUIET) -> Image:
     """Build a built-in image (kept if already present, unless force or include)."""
+    from microbox.images import busybox, debian
+
     base, _, suite = name.partition(":")
-    if not is_builtin(name) or (base == busybox.NAME and suite):
+    if not is_builtin(name) or (base == BUSYBOX and suite):
         raise NotFound(f"no built-in image named {name!r} (there are {', '.join(NAMES)})")
-    if base == debian.NAME:
+    if base == DEBIAN:
         name = debian.name_for(suite or None)
     with store.build_lock(name):
         known = store.find(db, name)
         if known is not None and not force and not include:
             return known
-        if base == busybox.NAME:
+        if base == BUSYBOX:
             return busybox.build(db)
         return debian.build(db, suite or None, include, progress, force=force)
 
@@ -43,5 +51,7 @@ def ensure(db: Database, name: str, *, progress: Progress = QUIET) -> Image:
     if is_builtin(name):
         return build(db, name, progress=progress)
     if reference.looks_remote(name):
+        from microbox.images import pull
+
         return pull.pull(db, name, progress=progress)
     raise NotFound(f"no image named {name!r}", "microbox image list")

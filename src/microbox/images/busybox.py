@@ -9,9 +9,9 @@ from pathlib import Path
 
 from microbox.errors import BuildError, HostError
 from microbox.images import store
+from microbox.images.builtin import BUSYBOX
 from microbox.store.db import Database
 
-NAME = "busybox"
 SIZE = "256M"
 BUSYBOX_CANDIDATES = (Path("/bin/busybox"), Path("/usr/bin/busybox"))
 
@@ -64,7 +64,7 @@ def build(db: Database) -> store.Image:
         root.mkdir()
         populate(root, busybox)
         out = tmp / "image.ext4"
-        cmd = ["mkfs.ext4", "-q", "-F", "-L", NAME, "-b", "4096", "-J", "size=4",
+        cmd = ["mkfs.ext4", "-q", "-F", "-L", BUSYBOX, "-b", "4096", "-J", "size=4",
                "-E", "lazy_itable_init=1,lazy_journal_init=1", "-d", str(root), str(out), SIZE]
         try:
             done = subprocess.run(cmd, capture_output=True, text=True)
@@ -73,4 +73,4 @@ def build(db: Database) -> store.Image:
         if done.returncode != 0:
             raise BuildError(f"mkfs.ext4 failed building the busybox image: "
                              f"{done.stderr.strip()}")
-        return store.add(db, NAME, out, f"busybox-static {busybox}")
+        return store.add(db, BUSYBOX, out, f"busybox-static {busybox}")

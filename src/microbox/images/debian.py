@@ -17,10 +17,10 @@ from pathlib import Path
 from microbox import paths
 from microbox.errors import BuildError, HostError
 from microbox.images import mkfs, store
+from microbox.images.builtin import DEBIAN
 from microbox.images.progress import QUIET, Progress
 from microbox.store.db import Database
 
-NAME = "debian"
 DEFAULT_SUITE = "bookworm"
 PACKAGES = ("python3", "python3-pip", "python3-venv", "ca-certificates", "iproute2", "procps",
             "curl", "git", "openssh-server")
@@ -34,7 +34,7 @@ RECIPE = 1  # bump when the build changes in a way the lists above do not show
 
 
 def name_for(suite: str | None) -> str:
-    return NAME if suite in (None, DEFAULT_SUITE) else f"{NAME}:{suite}"
+    return DEBIAN if suite in (None, DEFAULT_SUITE) else f"{DEBIAN}:{suite}"
 
 
 def mmdebstrap_argv(suite: str, include: list[str], out: Path) -> list[str]:

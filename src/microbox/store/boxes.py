@@ -13,6 +13,7 @@ from microbox.spec import BoxSpec
 from microbox.store.db import Database
 
 STATUSES = ("created", "running", "paused", "stopped", "error")
+LIVE = ("running", "paused")  # a VM exists
 
 
 _PENDING = "_pending_create"  # stored beside the spec fields (schema 1 keeps them together)

@@ -26,13 +26,12 @@ from microbox.errors import (
     WorkspaceError,
 )
 from microbox.execution import Result
+from microbox.workspace import BASE_REF, DEFAULT_DEST
 from microbox.workspace.files import WorkspaceFile, host_head, repo_root, workspace_files
 
 if TYPE_CHECKING:
     from microbox.box import Box
 
-DEFAULT_DEST = "/workspace"
-BASE_REF = "refs/microbox/base"  # microbox's own ref: no branch of the user's is touched
 IDENTITY = ("-c", "user.name=microbox", "-c", "user.email=microbox@localhost")
 # Whatever the image's or its user's git config says, these commands read and
 # write the same bytes: no CRLF conversion, no quoting, patches git apply takes.
