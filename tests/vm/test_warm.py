@@ -44,6 +44,26 @@ def test_warm_and_cold_boxes_answer_alike(cold: bool) -> None:
         assert any(m.startswith("/dev/vda / ext4 ") and "noinit_itable" in m for m in mounts)
 
 
+def _thp_enabled(pid: int) -> str:
+    with open(f"/proc/{pid}/status") as f:
+        return next(line.split()[1] for line in f if line.startswith("THP_enabled:"))
+
+
+def test_vmms_run_without_transparent_huge_pages() -> None:
+    """Attached and detached VMMs alike (vmm/spawn.py): QEMU's huge-page advice
+    on TCG's code buffer cost each idle clone ~2 MiB of Pss."""
+    own = _thp_enabled(os.getpid())
+    with microbox.Runtime() as rt, rt.run("busybox") as attached:
+        detached = rt.run("busybox", detach=True, rm=False)
+        try:
+            for box in (attached, detached):
+                assert box.record.pid is not None
+                assert _thp_enabled(box.record.pid) == "0"
+        finally:
+            detached.delete(force=True)
+    assert _thp_enabled(os.getpid()) == own  # the caller's own setting is untouched
+
+
 def test_clones_are_each_their_own_machine() -> None:
     """Distinct entropy, hostname, machine-id and a correct clock; private disks."""
     probe = ["sh", "-c", "head -c 16 /dev/urandom | od -An -tx1; hostname; "
