@@ -93,7 +93,9 @@ func (f *forwardList) Set(v string) error { *f = append(*f, v); return nil }
 func main() {
 	dir := flag.String("dir", "", "the box directory")
 	ports := flag.Int("ports", 4, "agent ports to use")
-	window := flag.Uint("window", 256*1024, "per-stream flow-control window (bytes; 0: off)")
+	// 1 MiB: with 256 KiB, a stream's credit ran out before the grant came
+	// back through QEMU and the guest (docs/architecture.md, Flow control).
+	window := flag.Uint("window", 1<<20, "per-stream flow-control window (bytes; 0: off)")
 	var fwds forwardList
 	flag.Var(&fwds, "forward", "FD:GUESTPORT: serve a listening socket inherited as FD")
 	policyPath := flag.String("policy", "", "enforce this network policy (JSON): serve the egress proxy with it")
