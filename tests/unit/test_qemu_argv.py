@@ -31,7 +31,7 @@ def test_exact_tcg_command_line() -> None:
         "-kernel", "/k/vmlinux",
         "-initrd", "/a/initramfs.cpio",
         "-append", "console=ttyS0 quiet reboot=t panic=-1 tsc=reliable no_timer_check"
-                   " tsc_early_khz=2600000 lpj=26000000",
+                   " tsc_early_khz=2600000 lpj=26000000 lapic_timer_period=10000000",
         "-chardev", "file,id=console,path=/b/console.log",
         "-serial", "chardev:console",
         "-chardev", "socket,id=qmp,fd=5,server=on,wait=off",
@@ -54,12 +54,12 @@ def test_kvm_uses_host_cpu_and_no_tcg_tuning() -> None:
     assert argv[argv.index("-append") + 1] == BASE_CMDLINE + " microbox.debug=1"
 
 
-def test_one_tcg_vcpu_leaves_the_apic_timer_alone() -> None:
+def test_tcg_gives_the_kernel_the_tsc_and_apic_timer_rates() -> None:
     assert kernel_cmdline("tcg", 1, 2600000) == (
         BASE_CMDLINE + " tsc=reliable no_timer_check tsc_early_khz=2600000 lpj=26000000"
-        " noapictimer noreplace-smp")
-    assert kernel_cmdline("tcg", 1, None) == (
-        BASE_CMDLINE + " tsc=reliable no_timer_check noapictimer noreplace-smp")
+        " lapic_timer_period=10000000 noreplace-smp")
+    assert kernel_cmdline("tcg", 2, None) == (
+        BASE_CMDLINE + " tsc=reliable no_timer_check lapic_timer_period=10000000")
 
 
 def test_unknown_accel_is_refused() -> None:

@@ -42,6 +42,13 @@ def test_warm_and_cold_boxes_answer_alike(cold: bool) -> None:
         # no background zeroing of the root disk's inode tables (agent setup.go)
         mounts = box.run(["cat", "/proc/mounts"]).stdout.decode().splitlines()
         assert any(m.startswith("/dev/vda / ext4 ") and "noinit_itable" in m for m in mounts)
+        # the local APIC timer ticks, at the rate the command line gives it (kernel
+        # patch 0002): a wrong rate would stretch every sleep by its error
+        ev = box.run(["cat", "/sys/devices/system/clockevents/clockevent0/current_device"])
+        assert ev.stdout.startswith(b"lapic"), ev.stdout
+        up = box.run(["sh", "-c", "cut -d' ' -f1 /proc/uptime; sleep 0.5; "
+                      "cut -d' ' -f1 /proc/uptime"]).stdout.split()
+        assert 0.5 <= float(up[1]) - float(up[0]) < 2.5, up
 
 
 def _thp_enabled(pid: int) -> str:
