@@ -445,7 +445,6 @@ class Runtime:
         """Build the guest kernel (minutes, once; cached), saying each step."""
         from microbox.artifacts import kernel as kernel_build
 
-
         def say(text: str) -> None:
             self.log(text)
             progress.step(text)
