@@ -367,10 +367,28 @@ func pipePair(agentReads bool) (int, *os.File, error) {
 		mine, child = fds[0], fds[1]
 	}
 	syscall.SetNonblock(mine, true)
+	if agentReads {
+		// Room for a whole output frame: fewer, larger frames cost every
+		// hop (agent, QEMU, shim, client) less per byte. The pipe keeps its
+		// 64 KiB if the kernel refuses (pipe-max-size, user quota).
+		syscall.Syscall(syscall.SYS_FCNTL, uintptr(mine), fSetPipeSz, outputChunk)
+	}
 	return child, os.NewFile(uintptr(mine), "pipe"), nil
 }
 
-var bufPool = sync.Pool{New: func() interface{} { b := make([]byte, headerSize+chunkSize); return &b }}
+const fSetPipeSz = 1031 // F_SETPIPE_SZ
+
+// outputChunk is the largest payload of an exec's STDOUT or STDERR frame.
+// Measured under TCG, old and new agents alternated: exec stdout 102 -> 138
+// MB/s against 64 KiB frames. Each pump holds one buffer of it while it runs.
+const outputChunk = 128 * 1024
+
+var bufPool = newBufPool(chunkSize)
+var outputPool = newBufPool(outputChunk)
+
+func newBufPool(size int) *sync.Pool {
+	return &sync.Pool{New: func() interface{} { b := make([]byte, headerSize+size); return &b }}
+}
 
 // serve starts the goroutines of an attached process.
 func (p *proc) serve(timeoutMs int64) {
@@ -403,7 +421,7 @@ func (p *proc) serve(timeoutMs int64) {
 func (p *proc) pump(f *os.File, t byte) {
 	defer p.wg.Done()
 	defer f.Close()
-	err := forwardChunks(f, t, p.stream, p.fl, func(frame []byte) bool {
+	err := forwardChunks(f, t, p.stream, p.fl, outputPool, outputChunk, func(frame []byte) bool {
 		p.s.sendFrame(frame) // a dead session drops it; keep draining
 		return true
 	})
@@ -423,12 +441,13 @@ var errSendRefused = errors.New("frame not sent")
 // read is sent as credit allows, waiting for it; no credit is held while a
 // read waits, since a stream's stdout and stderr share theirs. Once the
 // stream ended (fl closed) it stops with errSendRefused.
-func forwardChunks(f io.Reader, t byte, stream uint32, fl *flow, send func([]byte) bool) error {
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
+func forwardChunks(f io.Reader, t byte, stream uint32, fl *flow, pool *sync.Pool, size int,
+	send func([]byte) bool) error {
+	bp := pool.Get().(*[]byte)
+	defer pool.Put(bp)
 	buf := *bp
 	for {
-		room, ok := fl.peek(chunkSize)
+		room, ok := fl.peek(size)
 		if !ok {
 			return errSendRefused
 		}

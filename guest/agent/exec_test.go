@@ -264,7 +264,7 @@ func TestExecLargeOutput(t *testing.T) {
 	h.hello()
 	r := h.run(1, argv("head", "-c", "300000", "/dev/zero"))
 	r.wantExit(t, 0, nil, false)
-	if r.stdout.Len() != 300000 || r.maxChunk > chunkSize {
+	if r.stdout.Len() != 300000 || r.maxChunk > outputChunk {
 		t.Fatalf("got %d bytes, largest chunk %d", r.stdout.Len(), r.maxChunk)
 	}
 }
