@@ -5,7 +5,8 @@ forwarded connections, and what the box's shim costs.
 
 Figures:
   exec rtt      `true` through Box.run, p50/p95: one client, then 16 threads at once;
-                its floor: a `true` started by a shell inside the guest
+                its floor: a `true` started by a shell inside the guest; then
+                `microbox exec BOX -- true` from a new process (the CLI)
   exec stdout   MB/s of `dd if=/dev/zero bs=64k` read through exec
   exec stdin    MB/s of 64 KiB writes into `dd of=/dev/null bs=64k` through exec
   floor         the same bytes through an in-guest pipe (`dd | cat >/dev/null`),
@@ -22,6 +23,7 @@ import argparse
 import os
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -54,6 +56,13 @@ def seconds(fn: Callable[[], object]) -> float:
 
 def rtt(box: microbox.Box, n: int) -> list[float]:
     return [seconds(lambda: box.run(["true"])) for _ in range(n)]
+
+
+def cli_exec(box: microbox.Box, n: int) -> list[float]:
+    """Wall of `microbox exec BOX -- true` from a new process: what a shell user
+    waits for, Python's start and the command's imports included."""
+    argv = [sys.executable, "-m", "microbox", "exec", box.name, "--", "true"]
+    return [seconds(lambda: subprocess.run(argv, check=True)) for _ in range(n)]
 
 
 def spawn_floor(box: microbox.Box, n: int) -> float:
@@ -208,6 +217,7 @@ def main() -> None:
             print(f"exec rtt 1       {ms(one)}   {pct(one, 0.5) / spawn:4.1f}x the floor")
             many = rtt_parallel(rt, box, args.execs, 16)
             print(f"exec rtt 16      {ms(many)}   {pct(many, 0.5) / spawn:4.1f}x the floor")
+            print(f"microbox exec    {ms(cli_exec(box, 20))}   (the CLI, a new process each)")
             print(f"floor (spawn)    {spawn * 1000:6.2f} ms per `true` a shell in the guest runs")
             floor = floor_mbs(box, args.mb)
             out = stdout_mbs(box, args.mb)
