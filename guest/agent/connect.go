@@ -98,7 +98,7 @@ func dialFailure(err error) string {
 
 // read forwards what the server sends; its end of file is an empty DATA.
 func (op *connOp) read(c net.Conn) {
-	switch err := forwardChunks(c, tData, op.stream, op.fl, bufPool, chunkSize, op.frame); err {
+	switch err := forwardChunks(c, tData, op.stream, op.fl, bufPool, op.frame); err {
 	case io.EOF:
 		if op.frame(encodeFrame(tData, op.stream, nil)) {
 			op.ended1()

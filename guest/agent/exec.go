@@ -421,7 +421,7 @@ func (p *proc) serve(timeoutMs int64) {
 func (p *proc) pump(f *os.File, t byte) {
 	defer p.wg.Done()
 	defer f.Close()
-	err := forwardChunks(f, t, p.stream, p.fl, outputPool, outputChunk, func(frame []byte) bool {
+	err := forwardChunks(f, t, p.stream, p.fl, outputPool, func(frame []byte) bool {
 		p.s.sendFrame(frame) // a dead session drops it; keep draining
 		return true
 	})
@@ -441,11 +441,12 @@ var errSendRefused = errors.New("frame not sent")
 // read is sent as credit allows, waiting for it; no credit is held while a
 // read waits, since a stream's stdout and stderr share theirs. Once the
 // stream ended (fl closed) it stops with errSendRefused.
-func forwardChunks(f io.Reader, t byte, stream uint32, fl *flow, pool *sync.Pool, size int,
+func forwardChunks(f io.Reader, t byte, stream uint32, fl *flow, pool *sync.Pool,
 	send func([]byte) bool) error {
 	bp := pool.Get().(*[]byte)
 	defer pool.Put(bp)
 	buf := *bp
+	size := len(buf) - headerSize // the pool's chunk: chunkSize or outputChunk
 	for {
 		room, ok := fl.peek(size)
 		if !ok {

@@ -197,7 +197,7 @@ func (o *streamOut) streamFile(f *os.File, st os.FileInfo) {
 		o.s.forget(o.stream)
 		return
 	}
-	switch err := forwardChunks(f, tData, o.stream, o.fl, bufPool, chunkSize, o.frame); err {
+	switch err := forwardChunks(f, tData, o.stream, o.fl, bufPool, o.frame); err {
 	case io.EOF:
 		o.finish(tData, nil)
 	case errSendRefused:

@@ -110,9 +110,8 @@ func newTestShim(t *testing.T, caps []string) (*shim, *fakeAgent, string) {
 		t.Fatal(err)
 	}
 	<-fa.waitReady
-	s := &shim{dir: dir, first: p, ports: []*port{p}}
-	go func() { _ = p.out.run(p.conn) }()
-	go func() { _ = p.readLoop() }()
+	s := &shim{dir: dir, first: p, ports: []*port{p}, ended: make(chan error, 1)}
+	s.serve(p)
 	mux := filepath.Join(dir, "mux.sock")
 	if s.mux, err = net.Listen("unix", mux); err != nil {
 		t.Fatal(err)
