@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import microbox
-from microbox.artifacts import agent
+from microbox.artifacts import agent, capstone_stub
 from microbox.core import templates
 from microbox.errors import ExecFailed
 from tests.conftest import qemu_pids, still_running
@@ -72,6 +73,22 @@ def test_vmms_run_without_transparent_huge_pages() -> None:
         finally:
             detached.delete(force=True)
     assert _thp_enabled(os.getpid()) == own  # the caller's own setting is untouched
+
+
+def test_vmms_load_the_disassembler_stub() -> None:
+    """Where the host's QEMU links libcapstone and a compiler is at hand, every
+    VMM maps the stub (artifacts/capstone_stub.py), not the system library."""
+    qemu = shutil.which("qemu-system-x86_64")
+    assert qemu is not None
+    stub = capstone_stub.library_dir(qemu)
+    if stub is None:
+        pytest.skip("this host's QEMU links no libcapstone, or no stub could be built")
+    with microbox.Runtime() as rt, rt.run("busybox") as box:
+        assert box.record.pid is not None
+        with open(f"/proc/{box.record.pid}/maps") as f:
+            libs = {line.split()[-1] for line in f if "libcapstone" in line}
+        assert libs and all(lib.startswith(f"{stub}/") for lib in libs), libs
+        assert box.run(["true"]).exit_code == 0
 
 
 def test_clones_are_each_their_own_machine() -> None:

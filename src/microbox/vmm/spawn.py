@@ -83,20 +83,33 @@ _spawner = _Spawner()
 
 
 def spawn(
-    argv: Sequence[str], *, log: Path, pass_fds: Sequence[int], attached: bool
+    argv: Sequence[str], *, log: Path, pass_fds: Sequence[int], attached: bool,
+    libs: Path | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start QEMU. Its stdout and stderr go to `log` (QEMU's own messages)."""
+    """Start QEMU. Its stdout and stderr go to `log` (QEMU's own messages). A
+    `libs` directory goes first on its library path (artifacts/capstone_stub.py)."""
+    env = environ(libs)
     if attached:
-        return _spawner.call(lambda: _popen(argv, log, pass_fds, attached=True))
-    return _popen(argv, log, pass_fds, attached=False)
+        return _spawner.call(lambda: _popen(argv, log, pass_fds, env, attached=True))
+    return _popen(argv, log, pass_fds, env, attached=False)
 
 
-def _popen(argv: Sequence[str], log: Path, pass_fds: Sequence[int], *, attached: bool
-           ) -> subprocess.Popen[bytes]:
+def environ(libs: Path | None) -> dict[str, str]:
+    """This process's environment, with `libs` first on LD_LIBRARY_PATH."""
+    env = dict(os.environ)
+    if libs is not None:
+        env["LD_LIBRARY_PATH"] = ":".join(filter(None, [str(libs),
+                                                        env.get("LD_LIBRARY_PATH")]))
+    return env
+
+
+def _popen(argv: Sequence[str], log: Path, pass_fds: Sequence[int], env: dict[str, str], *,
+           attached: bool) -> subprocess.Popen[bytes]:
     parent = os.getpid()
     with open(log, "ab") as out:
         return subprocess.Popen(
             list(argv),
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
