@@ -99,6 +99,20 @@ def test_a_qemu_without_capstone_is_left_alone(tmp_path: Path) -> None:
 
 
 @needs_cc
+def test_a_static_qemu_is_only_asked_its_version(tmp_path: Path) -> None:
+    """The loader's trace does not apply to a static binary: it runs, so it
+    must be run with -version (a bare QEMU would start a VM)."""
+    started = tmp_path / "started"
+    (tmp_path / "main.c").write_text(
+        '#include <stdio.h>\n#include <string.h>\n'
+        'int main(int c, char **v) { if (c == 2 && !strcmp(v[1], "-version")) return 0; '
+        f'fclose(fopen("{started}", "w")); return 0; }}\n')
+    _cc("-static", "-o", tmp_path / "qemu", tmp_path / "main.c")
+    assert capstone_stub.library_dir(str(tmp_path / "qemu")) is None
+    assert not started.exists()
+
+
+@needs_cc
 def test_a_rebuilt_qemu_is_checked_again(tmp_path: Path) -> None:
     qemu = _program(tmp_path, [], [])
     assert capstone_stub.library_dir(str(qemu)) is None

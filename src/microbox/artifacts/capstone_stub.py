@@ -91,7 +91,10 @@ def library_dir(qemu: str) -> Path | None:
         return d
     if (d / _UNUSED).exists():
         return None
-    return _make(qemu, d)
+    try:
+        return _make(qemu, d)
+    except OSError:  # an unwritable cache: QEMU loads its own library
+        return None
 
 
 def _make(qemu: str, d: Path) -> Path | None:
@@ -122,9 +125,11 @@ def _make(qemu: str, d: Path) -> Path | None:
 
 
 def _capstone_soname(qemu: str) -> str | None:
-    """The libcapstone soname `qemu` needs, from the dynamic loader's own trace."""
+    """The libcapstone soname `qemu` needs, from the dynamic loader's own trace
+    (`-version` too: a static QEMU ignores the trace and must not start a VM)."""
     try:
-        out = subprocess.run([qemu], env={**os.environ, "LD_TRACE_LOADED_OBJECTS": "1"},
+        out = subprocess.run([qemu, "-version"],
+                             env={**os.environ, "LD_TRACE_LOADED_OBJECTS": "1"},
                              capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.SubprocessError):
         return None
@@ -136,19 +141,23 @@ def _build(cc: str, soname: str, work: Path) -> str | None:
     """Compile the stub into work/soname; the failure, if any."""
     src = work / "stub.c"
     src.write_text(SOURCE)
-    done = subprocess.run([cc, "-shared", "-fPIC", "-O2", "-nostdlib", f"-Wl,-soname,{soname}",
-                           "-o", str(work / soname), str(src)],
-                          capture_output=True, text=True, timeout=120)
-    if done.returncode != 0:
-        return f"{cc} failed: {done.stderr.strip()[:300]}"
-    return None
+    return _failure([cc, "-shared", "-fPIC", "-O2", "-nostdlib", f"-Wl,-soname,{soname}",
+                     "-o", str(work / soname), str(src)], {}, f"{cc} failed")
 
 
 def _check(qemu: str, work: Path) -> str | None:
     """QEMU starting with the stub; why not, if it does not."""
-    env = {**os.environ, "LD_LIBRARY_PATH": str(work)}
-    done = subprocess.run([qemu, "-version"], env=env, capture_output=True, text=True,
-                          timeout=30)
+    return _failure([qemu, "-version"], {"LD_LIBRARY_PATH": str(work)},
+                    "QEMU refused the stub")
+
+
+def _failure(argv: list[str], env: dict[str, str], what: str) -> str | None:
+    """Run argv (with `env` added); a sentence if it did not succeed."""
+    try:
+        done = subprocess.run(argv, env={**os.environ, **env}, capture_output=True, text=True,
+                              timeout=120)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"{what}: {exc}"
     if done.returncode != 0:
-        return f"QEMU refused the stub: {done.stderr.strip()[:300]}"
+        return f"{what}: {done.stderr.strip()[:300]}"
     return None
