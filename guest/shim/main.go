@@ -25,6 +25,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 )
 
 type shim struct {
@@ -36,9 +37,25 @@ type shim struct {
 	first    *port      // ports[0], whose HELLO reply speaks for the agent
 
 	mu      sync.Mutex
-	ports   []*port  // open, first among them for good
-	spare   []string // ports locked but not opened yet, opened as the box gets busy
-	opening bool     // one of them is being opened
+	ports   []*port       // open, first among them for good
+	spare   []string      // ports locked but not opened yet, opened as the box gets busy
+	opening bool          // one of them is being opened
+	retryAt time.Time     // after a failed open: no spare port is opened before this
+	backoff time.Duration // the wait after the next failure
+}
+
+// spareRetry is the first wait after a spare port failed to open; each
+// failure in a row doubles it, up to spareRetryMax.
+var spareRetry, spareRetryMax = time.Second, time.Minute
+
+func nextBackoff(d time.Duration) time.Duration {
+	switch {
+	case d < spareRetry:
+		return spareRetry
+	case 2*d > spareRetryMax:
+		return spareRetryMax
+	}
+	return 2 * d
 }
 
 // pick returns the port carrying the fewest streams. When every open port
@@ -55,7 +72,7 @@ func (s *shim) pick() *port {
 			best, bl = p, l
 		}
 	}
-	if bl > 0 && len(s.spare) > 0 && !s.opening {
+	if bl > 0 && len(s.spare) > 0 && !s.opening && !time.Now().Before(s.retryAt) {
 		path := s.spare[0]
 		s.spare, s.opening = s.spare[1:], true
 		go s.open(path)
@@ -63,14 +80,21 @@ func (s *shim) pick() *port {
 	return best
 }
 
-// open starts a session on one more port. One that fails is left unused: the
-// box goes on with the ports it has (a VM that is gone ends port 0's too).
+// open starts a session on one more port. One that fails (a guest too busy
+// to answer its HELLO in time, say) goes back among the spare ports, tried
+// again once the box is busy again after a wait; meanwhile the box goes on
+// with the ports it has (a VM that is gone ends port 0's session too).
 func (s *shim) open(path string) {
 	p, err := openPort(path, s.window)
 	s.mu.Lock()
 	s.opening = false
 	if err == nil {
 		s.ports = append(s.ports, p)
+		s.backoff = 0
+	} else {
+		s.spare = append(s.spare, path)
+		s.backoff = nextBackoff(s.backoff)
+		s.retryAt = time.Now().Add(s.backoff)
 	}
 	s.mu.Unlock()
 	if err != nil {

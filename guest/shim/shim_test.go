@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"net"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 )
@@ -184,5 +185,71 @@ func TestAStalledClientStallsNobodyElse(t *testing.T) {
 	}
 	if granted != 4*uint32(len(chunk)) {
 		t.Fatalf("granted %d bytes for %d read", granted, 4*len(chunk))
+	}
+}
+
+// A spare port whose first session fails to start (the guest did not answer
+// its HELLO) is opened again once the box is busy again after the wait, and
+// then carries streams.
+func TestASpareThatFailedIsOpenedAgain(t *testing.T) {
+	first := spareRetry
+	spareRetry = 50 * time.Millisecond
+	defer func() { spareRetry = first }()
+	s, fa, mux := newTestShim(t, []string{"exec", "cancel", "window"})
+	spare := filepath.Join(s.dir, "port1.sock")
+	ln, err := net.Listen("unix", spare)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	second := make(chan *fakeAgent, 1)
+	go func() {
+		refused, err := ln.Accept() // the first session: HELLO unanswered, then gone
+		if err != nil {
+			return
+		}
+		_, _ = readFrame(bufio.NewReader(refused), make([]byte, headerSize), fromClient)
+		refused.Close()
+		ln.Close()
+		// the second: a fake agent that answers
+		second <- startFake(t, spare, []string{"exec", "cancel", "window"})
+	}()
+	s.mu.Lock()
+	s.spare = []string{spare}
+	s.mu.Unlock()
+
+	c := dialClient(t, mux)
+	c.conn.Write(encode(tExec, 1, []byte(`{}`))) // port 0 carries a stream: busy
+	fa.next(t, 0)
+	c.conn.Write(encode(tExec, 2, []byte(`{}`))) // opens the spare, which fails
+	fa.next(t, 0)
+	fa2 := <-second
+	waitFor(t, "the failed spare port to go back among the spares", func() bool {
+		return !s.opening && len(s.spare) == 1
+	}, &s.mu)
+	time.Sleep(2 * spareRetry)
+	c.conn.Write(encode(tExec, 3, []byte(`{}`))) // busy again: the spare is opened
+	fa.next(t, 0)
+	waitFor(t, "the spare port to open", func() bool { return len(s.ports) == 2 }, &s.mu)
+	c.conn.Write(encode(tExec, 4, []byte(`{}`))) // the least loaded port: the new one
+	if f := fa2.next(t, 0); f.Type != tExec {
+		t.Fatalf("the reopened port got type %x, want EXEC", f.Type)
+	}
+}
+
+// waitFor polls cond, under mu, for up to 5 s.
+func waitFor(t *testing.T, what string, cond func() bool, mu *sync.Mutex) {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		mu.Lock()
+		ok := cond()
+		mu.Unlock()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
