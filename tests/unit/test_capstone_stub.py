@@ -77,6 +77,8 @@ def test_the_installed_qemu_gets_a_stub_whose_every_call_fails() -> None:
     built = lib.stat().st_mtime_ns
     assert capstone_stub.library_dir(QEMU) == d
     assert lib.stat().st_mtime_ns == built
+    assert capstone_stub.status(QEMU) == (True, f"QEMU starts with microbox's libcapstone "
+                                                f"stub ({d})")
 
 
 @needs_cc
@@ -93,9 +95,14 @@ def test_a_qemu_that_needs_more_than_the_stub_keeps_its_own_library(tmp_path: Pa
 @needs_cc
 def test_a_qemu_without_capstone_is_left_alone(tmp_path: Path) -> None:
     qemu = _program(tmp_path, [], [])
+    assert capstone_stub.status(str(qemu)) == (
+        True, "the libcapstone stub is built when the first box starts")
+    assert not Path(os.environ["MICROBOX_CACHE"]).exists()  # status builds nothing
     assert capstone_stub.library_dir(str(qemu)) is None
     (marker,) = Path(os.environ["MICROBOX_CACHE"]).glob("vmm-lib/*/unused")
     assert "links no libcapstone" in marker.read_text()
+    assert capstone_stub.status(str(qemu)) == (
+        True, "QEMU loads its own libcapstone: QEMU links no libcapstone")
 
 
 @needs_cc
@@ -128,6 +135,8 @@ def test_without_a_compiler_nothing_is_recorded(tmp_path: Path,
     monkeypatch.setattr(shutil, "which", lambda name: None)
     assert capstone_stub.library_dir(str(fake)) is None
     assert not (Path(os.environ["MICROBOX_CACHE"]) / "vmm-lib").exists()
+    ok, detail = capstone_stub.status(str(fake))
+    assert not ok and detail.startswith("no C compiler")
 
 
 def test_the_vmm_environment_puts_the_stub_first(monkeypatch: pytest.MonkeyPatch) -> None:

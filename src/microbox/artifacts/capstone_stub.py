@@ -81,20 +81,39 @@ _READY, _UNUSED = "ready", "unused"  # marker files: the stub works / QEMU keeps
 def library_dir(qemu: str) -> Path | None:
     """The directory to put first on `qemu`'s library path (it holds the stub),
     built and checked on first use; None when `qemu` should load its own."""
+    d = _dir(qemu)
+    if d is None or (d / _UNUSED).exists():
+        return None
+    if (d / _READY).exists():
+        return d
+    try:
+        return _make(qemu, d)
+    except OSError:  # an unwritable cache: QEMU loads its own library
+        return None
+
+
+def status(qemu: str) -> tuple[bool, str]:
+    """Whether `qemu` starts with the stub, and a sentence saying so or why
+    not; read-only (`doctor`): nothing is built."""
+    d = _dir(qemu)
+    if d is not None and (d / _READY).exists():
+        return True, f"QEMU starts with microbox's libcapstone stub ({d})"
+    if d is not None and (d / _UNUSED).exists():
+        return True, f"QEMU loads its own libcapstone: {(d / _UNUSED).read_text().strip()}"
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        return False, ("no C compiler to build the libcapstone stub: each box's QEMU holds "
+                       "1.4 MiB more")
+    return True, "the libcapstone stub is built when the first box starts"
+
+
+def _dir(qemu: str) -> Path | None:
+    """The cache directory of `qemu`'s stub (keyed by the binary and SOURCE)."""
     try:
         st = os.stat(qemu)
     except OSError:
         return None
     ident = f"{os.path.realpath(qemu)}\0{st.st_size}\0{st.st_mtime_ns}\0{SOURCE}"
-    d = paths.cache() / "vmm-lib" / hashlib.sha256(ident.encode()).hexdigest()[:16]
-    if (d / _READY).exists():
-        return d
-    if (d / _UNUSED).exists():
-        return None
-    try:
-        return _make(qemu, d)
-    except OSError:  # an unwritable cache: QEMU loads its own library
-        return None
+    return paths.cache() / "vmm-lib" / hashlib.sha256(ident.encode()).hexdigest()[:16]
 
 
 def _make(qemu: str, d: Path) -> Path | None:

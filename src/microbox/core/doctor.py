@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from microbox import paths
-from microbox.artifacts import agent, kernel
+from microbox.artifacts import agent, capstone_stub, kernel
 from microbox.core import orphans, templates
 from microbox.core.boxdir import BoxDir, for_box
 from microbox.core.vm import default_kernel
@@ -53,6 +53,15 @@ def _qemu() -> Check:
     if shutil.which("qemu-img") is None:
         return Check("qemu", "FAIL", "qemu-img is not installed", "apt-get install -y qemu-utils")
     return Check("qemu", "PASS", f"QEMU {version[0]}.{version[1]} at {qemu}")
+
+
+def _qemu_libs() -> Check:
+    qemu = shutil.which("qemu-system-x86_64")
+    if qemu is None:
+        return Check("qemu libs", "PASS", "no QEMU (see the qemu line)")
+    ok, detail = capstone_stub.status(qemu)
+    return Check("qemu libs", "PASS" if ok else "WARN", detail,
+                 None if ok else "apt-get install -y gcc")
 
 
 def _kernel() -> Check:
@@ -220,7 +229,7 @@ def _templates() -> Check:
     return Check("templates", "PASS", f"{text}; no restore failed")
 
 
-CHECKS: tuple[Callable[[], Check], ...] = (_qemu, _kernel, _agent, _accel, _data_dir,
+CHECKS: tuple[Callable[[], Check], ...] = (_qemu, _qemu_libs, _kernel, _agent, _accel, _data_dir,
                                            _database, _disk, _crashed, _orphans, _networks,
                                            _templates)
 
