@@ -49,3 +49,30 @@ def test_every_command_resolves_and_loads_only_when_asked() -> None:
     probe = subprocess.run([sys.executable, "-c", "import sys, microbox.cli.main; "
                             "print('microbox.sdk' in sys.modules)"], capture_output=True)
     assert probe.stdout == b"False\n", probe.stderr
+
+
+@pytest.mark.parametrize("args,meant", [
+    (["exec", "dev", "-w", "/src", "--", "make", "-j2"], "microbox exec -w /src dev -- make -j2"),
+    (["exec", "dev", "-it", "sh"], "microbox exec -it dev -- sh"),
+    (["exec", "dev", "-eK=V", "--timeout=3", "env"], "microbox exec -eK=V --timeout=3 dev -- env"),
+    (["run", "busybox", "-p", "8080:80", "-d", "--", "httpd", "-f"],
+     "microbox run -p 8080:80 -d busybox -- httpd -f"),
+])
+def test_options_after_the_box_or_image_are_refused_with_the_line_meant(
+        tmp_path: Path, args: list[str], meant: str) -> None:
+    """As in Docker, words after BOX or IMAGE are the command's; ones that
+    begin with the command's own options were meant as options (no VM)."""
+    done = mb(tmp_path, *args)
+    assert done.returncode == 2
+    assert done.stderr.decode().splitlines()[-1] == (
+        f"Error: {args[2]} after {'BOX' if args[0] == 'exec' else 'IMAGE'} would be the "
+        f"command; options go before it: {meant}")
+    assert not (tmp_path / "boxes").exists()  # refused before anything was made
+
+
+@pytest.mark.parametrize("args", [["exec", "dev", "--", "-w"], ["exec", "dev", "ls", "-w", "1"],
+                                  ["run", "--from", "nosuch.pack", "ls", "-la"]])
+def test_option_like_words_of_the_command_itself_are_left_alone(tmp_path: Path,
+                                                                args: list[str]) -> None:
+    done = mb(tmp_path, *args)
+    assert b"would be the command" not in done.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -128,3 +129,46 @@ def guarded(out: Out, body: Callable[[], int | None]) -> None:
         sys.exit(out.fail(HostError(f"{err.strerror or err}"
                                     + (f": {err.filename}" if err.filename else ""))))
     sys.exit(code or 0)
+
+
+def takes_value(cmd: click.Command, token: str) -> bool:
+    """Whether `token`, one of cmd's options, takes the next word as its value."""
+    for p in cmd.params:
+        if isinstance(p, click.Option) and token in (*p.opts, *p.secondary_opts):
+            return not p.is_flag and not p.count
+    return False  # --opt=value, -eVALUE, flags
+
+
+def refuse_options_after(ctx: click.Context, command: tuple[str, ...], word: str | None,
+                         what: str) -> None:
+    """COMMAND comes after BOX or IMAGE (`word`), where, as in Docker, every
+    word is the command's: one that begins with this command's own options
+    (`exec dev -w /src -- make`) was surely meant otherwise, so it is refused
+    with the command line that was meant."""
+    n = 0
+    while n < len(command) and _own_option(ctx.command, command[n]):
+        n += 2 if takes_value(ctx.command, command[n]) else 1
+    if n == 0:
+        return
+    rest = command[n:][1:] if command[n:n + 1] == ("--",) else command[n:]
+    meant = ["microbox", str(ctx.info_name), *command[:n], *([word] if word else []),
+             "--", *rest]
+    raise click.UsageError(f"{command[0]} after {what} would be the command; options go "
+                           f"before it: {shlex.join(meant)}")
+
+
+def _own_option(cmd: click.Command, token: str) -> bool:
+    """`token` is one of cmd's options: its name, `--name=value`, a value glued
+    to a short option (`-eK=V`) or short flags run together (`-it`)."""
+    if not token.startswith("-") or token in ("-", "--"):
+        return False
+    names = {o: p for p in cmd.params if isinstance(p, click.Option)
+             for o in (*p.opts, *p.secondary_opts)}
+    if token in names or token.split("=", 1)[0] in names:
+        return True
+    if token.startswith("--"):
+        return False
+    first = names.get(token[:2])
+    if first is not None and takes_value(cmd, token[:2]):
+        return True  # -eKEY=VALUE
+    return all(f"-{c}" in names and not takes_value(cmd, f"-{c}") for c in token[1:])

@@ -9,7 +9,7 @@ import sys
 import click
 
 from microbox.cli.attach import exec_attached
-from microbox.cli.common import common_options, guarded
+from microbox.cli.common import common_options, guarded, refuse_options_after
 from microbox.cli.output import Out
 from microbox.cli.render import boxes_table
 from microbox.sdk import STATUSES, Runtime
@@ -148,6 +148,8 @@ def exec_(env: tuple[str, ...], workdir: str | None, user: str | None, interacti
         raise click.UsageError("the input device is not a TTY; drop -t or run from a terminal")
     if command[:1] == ("--",):
         command = command[1:]
+    else:
+        refuse_options_after(click.get_current_context(), command, box, "BOX")
     if not command:
         raise click.UsageError("no command given: microbox exec BOX -- CMD [ARG...]")
 

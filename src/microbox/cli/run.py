@@ -20,8 +20,10 @@ from microbox.cli.common import (
     from_option,
     given_spec,
     guarded,
+    refuse_options_after,
     spec_from,
     spec_options,
+    takes_value,
 )
 from microbox.cli.output import Out
 from microbox.cli.progress import CliProgress
@@ -40,16 +42,10 @@ class DefaultImage(click.Command):
         from_pack = False
         while i < len(args) and args[i].startswith("-") and args[i] != "--":
             from_pack = from_pack or args[i] == "--from" or args[i].startswith("--from=")
-            i += 2 if self._takes_value(args[i]) else 1
+            i += 2 if takes_value(self, args[i]) else 1
         if i < len(args) and args[i] == "--":
             args = [*args[:i], "" if from_pack else DEFAULT_IMAGE, *args[i:]]
         return super().parse_args(ctx, args)
-
-    def _takes_value(self, token: str) -> bool:
-        for p in self.params:
-            if isinstance(p, click.Option) and token in (*p.opts, *p.secondary_opts):
-                return not p.is_flag and not p.count
-        return False  # --opt=value, -eVALUE, flags
 
 
 @click.command(cls=DefaultImage, context_settings={"allow_interspersed_args": False})
@@ -94,6 +90,8 @@ def run(remove: bool, detach: bool, name: str | None, cpus: int, memory: int,
         raise click.UsageError("--json cannot be combined with -t")
     if command[:1] == ("--",):  # options ended at IMAGE, so click kept the separator
         command = command[1:]
+    elif image and from_pack is None:  # with a pack, IMAGE's place is the command's
+        refuse_options_after(click.get_current_context(), command, image, "IMAGE")
     if from_pack is not None and image:  # no IMAGE with a pack: it began COMMAND
         command = (image, *command)
 
