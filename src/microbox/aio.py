@@ -358,8 +358,8 @@ class AsyncRuntime:
     async def gc(self, dry_run: bool = False) -> GcReport:
         return await self._pool.call(self._rt.gc, dry_run)
 
-    async def find_vmm(self, box_id: str) -> VMM:
-        return await self._pool.call(self._rt.find_vmm, box_id)
+    async def find_vmm(self, ref: str) -> VMM:
+        return await self._pool.call(self._rt.find_vmm, ref)
 
     async def kill_vmm(self, target: VMM) -> None:
         await self._pool.call(self._rt.kill_vmm, target)

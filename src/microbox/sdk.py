@@ -296,11 +296,32 @@ class Runtime:
 
         return maintenance.gc(self.db, dry_run)
 
-    def find_vmm(self, box_id: str) -> VMM:
-        """A box's VMM process, from /proc alone (works with the database gone)."""
-        from microbox.core import orphans
+    def find_vmm(self, ref: str) -> VMM:
+        """A box's VMM process, found in /proc by the box's id or a unique prefix
+        of it (works with the database gone), else by the box's name, which only
+        a readable database knows."""
+        import sqlite3
 
-        return orphans.match(orphans.scan(), box_id)
+        from microbox.core import orphans
+        from microbox.errors import NotFound
+        from microbox.store import readonly
+
+        vmms = orphans.scan()
+        try:
+            return orphans.match(vmms, ref)
+        except NotFound:
+            db = paths.home() / "microbox.db"
+            try:
+                named = [i for i, name, _ in readonly.box_summaries(db) if name == ref] \
+                    if db.exists() else []
+            except sqlite3.Error:
+                named = []
+            if not named:
+                raise
+        try:
+            return orphans.match(vmms, named[0])
+        except NotFound:
+            raise NotFound(f"box {ref!r} has no running VMM", "microbox list --all") from None
 
     def kill_vmm(self, target: VMM) -> None:
         """SIGKILL a VMM found by find_vmm, after checking it is still that process."""

@@ -49,11 +49,14 @@ def test_kill_prompt_paths_and_prefix() -> None:
     assert js("kill", box_id[:6])["error"]["type"] == "refused"
     r = mb_tty("kill", box_id[:6], answer=b"n\n")
     assert r.returncode == 0 and [v.box_id for v in scan()] == [box_id]
-    r = mb_tty("kill", box_id[:6], answer=b"y\n")
+    r = mb_tty("kill", "k1", answer=b"y\n")  # by name too, as the database says
     assert r.returncode == 0, r.stderr
     assert scan() == []
     assert js("inspect", "k1")["data"]["status"] == "error"
     assert mb("kill", "--force", "ffff").returncode == 1
+    r = mb("kill", "--force", "k1")
+    assert r.returncode == 1
+    assert r.stderr == b"microbox: box 'k1' has no running VMM; run 'microbox list --all'.\n"
     assert mb("delete", "k1").returncode == 0
 
 
@@ -69,6 +72,8 @@ def test_kill_and_doctor_with_a_corrupt_database(fresh_home: Path) -> None:
     assert b"unreadable" in doc.stdout and b"microbox kill" in doc.stdout
     body = js("doctor")
     assert body["ok"] is False and body["exit_code"] == 1
+    r = mb("kill", "--force", "kc")  # a name needs a readable database
+    assert r.returncode == 1 and b"no running box VMM has an id starting with 'kc'" in r.stderr
     r = mb("kill", "--force", box_id[:8])
     assert r.returncode == 0, r.stderr
     assert scan() == []

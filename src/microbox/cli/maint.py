@@ -58,14 +58,15 @@ def cleanup(include_running: bool, force: bool, dry_run: bool, as_json: bool,
 @click.command()
 @click.option("-f", "--force", is_flag=True, help="Do not ask.")
 @common_options
-@click.argument("box_id")
-def kill(force: bool, as_json: bool, verbose: bool, box_id: str) -> None:
-    """SIGKILL a box's VMM, found from /proc (works without the database)."""
+@click.argument("box")
+def kill(force: bool, as_json: bool, verbose: bool, box: str) -> None:
+    """SIGKILL a box's VMM, found from /proc by the box's id or a unique prefix
+    of it (works without the database), or by its name."""
     out = Out("kill", as_json, verbose)
 
     def body() -> int:
         rt = Runtime()
-        target = rt.find_vmm(box_id)
+        target = rt.find_vmm(box)
         question = f"kill box {target.box_id[:12]} (VMM pid {target.pid})?"
         if not force and not _confirm(out, question, f"kill box {target.box_id[:12]}"):
             out.info("nothing killed")
