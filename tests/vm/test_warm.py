@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import microbox
-from microbox.artifacts import agent, capstone_stub
+from microbox.artifacts import agent, vmm_libs
 from microbox.core import templates
 from microbox.errors import ExecFailed
 from tests.conftest import qemu_pids, still_running
@@ -75,19 +75,25 @@ def test_vmms_run_without_transparent_huge_pages() -> None:
     assert _thp_enabled(os.getpid()) == own  # the caller's own setting is untouched
 
 
-def test_vmms_load_the_disassembler_stub() -> None:
-    """Where the host's QEMU links libcapstone and a compiler is at hand, every
-    VMM maps the stub (artifacts/capstone_stub.py), not the system library."""
+def test_vmms_load_microbox_s_builds_of_libcapstone_and_libpmem() -> None:
+    """Where the host's QEMU links them and a compiler is at hand, every VMM
+    maps our builds (artifacts/vmm_libs.py), not the system's libraries, nor
+    what the system's libpmem brings (libndctl, libkmod, libcrypto)."""
     qemu = shutil.which("qemu-system-x86_64")
     assert qemu is not None
-    stub = capstone_stub.library_dir(qemu)
-    if stub is None:
-        pytest.skip("this host's QEMU links no libcapstone, or no stub could be built")
+    ours = vmm_libs.library_dir(qemu)
+    if ours is None:
+        pytest.skip("this host's QEMU links neither library, or no build could be made")
+    built = {p.name.split(".so")[0] for p in ours.glob("lib*.so.*")}
     with microbox.Runtime() as rt, rt.run("busybox") as box:
         assert box.record.pid is not None
         with open(f"/proc/{box.record.pid}/maps") as f:
-            libs = {line.split()[-1] for line in f if "libcapstone" in line}
-        assert libs and all(lib.startswith(f"{stub}/") for lib in libs), libs
+            libs = {line.split()[-1] for line in f if "/lib" in line}
+        for name in built:
+            mapped = {lib for lib in libs if f"/{name}.so" in lib}
+            assert mapped and all(lib.startswith(f"{ours}/") for lib in mapped), mapped
+        if "libpmem" in built:
+            assert not any("/libndctl.so" in lib or "/libkmod.so" in lib for lib in libs)
         assert box.run(["true"]).exit_code == 0
 
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from microbox import paths
-from microbox.artifacts import agent, capstone_stub, kernel
+from microbox.artifacts import agent, kernel, vmm_libs
 from microbox.core import orphans, templates
 from microbox.core.boxdir import BoxDir, for_box
 from microbox.core.vm import default_kernel
@@ -59,7 +59,7 @@ def _qemu_libs() -> Check:
     qemu = shutil.which("qemu-system-x86_64")
     if qemu is None:
         return Check("qemu libs", "PASS", "no QEMU (see the qemu line)")
-    ok, detail = capstone_stub.status(qemu)
+    ok, detail = vmm_libs.status(qemu)
     return Check("qemu libs", "PASS" if ok else "WARN", detail,
                  None if ok else "apt-get install -y gcc")
 

@@ -16,7 +16,7 @@ from microbox import locks
 from microbox.agent import ops
 from microbox.agent.channel import Channel, Identity
 from microbox.agent.protocol import untrusted_text
-from microbox.artifacts import agent, capstone_stub, kernel
+from microbox.artifacts import agent, kernel, vmm_libs
 from microbox.artifacts import shim as shim_build
 from microbox.core.boxdir import PORTS, BoxDir
 from microbox.core.log import Log, quiet
@@ -34,7 +34,7 @@ class Artifacts:
     kernel: Path
     initrd: Path
     shim: Path  # also the per-connection pipe of user-mode networking
-    qemu_libs: Path | None = None  # first on QEMU's library path (artifacts/capstone_stub)
+    qemu_libs: Path | None = None  # first on QEMU's library path (artifacts/vmm_libs.py)
 
 
 def default_kernel() -> Path:
@@ -56,7 +56,7 @@ def artifacts(spec: BoxSpec) -> Artifacts:
     shim = shim_build.binary_path()
     if spec.net != "none" and not shim.exists():
         raise HostError("the box shim has not been built yet", "microbox agent build")
-    return Artifacts(qemu, vmlinux, initrd, shim, capstone_stub.library_dir(qemu))
+    return Artifacts(qemu, vmlinux, initrd, shim, vmm_libs.library_dir(qemu))
 
 
 def user_net(box: BoxDir, spec: BoxSpec, art: Artifacts) -> UserNet | None:
@@ -144,7 +144,7 @@ def launch(box: BoxDir, spec: BoxSpec, lock: locks.Lock, *, attached: bool, log:
         argv = qemu_argv(cfg)
         log("qemu: " + " ".join(argv))
         if art.qemu_libs is not None:
-            log(f"qemu: libcapstone is the stub in {art.qemu_libs}")
+            log(f"qemu: libraries of microbox's first, from {art.qemu_libs}")
         started = time.monotonic()
         proc = spawn.spawn(argv, log=box.qemu_log, attached=attached, libs=art.qemu_libs,
                              pass_fds=[lock.fileno(), *(s.fileno() for s in socks), *inherit,

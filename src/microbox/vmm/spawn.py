@@ -87,7 +87,7 @@ def spawn(
     libs: Path | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start QEMU. Its stdout and stderr go to `log` (QEMU's own messages). A
-    `libs` directory goes first on its library path (artifacts/capstone_stub.py)."""
+    `libs` directory goes first on its library path (artifacts/vmm_libs.py)."""
     env = environ(libs)
     if attached:
         return _spawner.call(lambda: _popen(argv, log, pass_fds, env, attached=True))
