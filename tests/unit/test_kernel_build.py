@@ -3,6 +3,7 @@ kbuild compiles, the kept log named when a step fails."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -75,3 +76,23 @@ def test_the_key_ignores_the_fragments_comments(tmp_path: Path,
     assert kernel.cache_key() == key
     fragment.write_text("CONFIG_A=y\nCONFIG_B=y\n")
     assert kernel.cache_key() != key
+
+
+def test_the_cached_kernel_has_no_symbol_table() -> None:
+    """QEMU reads, sorts and keeps an ELF kernel's symbols at every start: the
+    cached vmlinux has none (its PVH entry note stays), System.map has them.
+    (`make test` builds the kernel before the tests.)"""
+    from microbox.artifacts import kernel
+
+    path = kernel.kernel_path()
+    if not path.is_file():
+        pytest.skip("no guest kernel has been built on this host")
+    sections = subprocess.run(["readelf", "-SW", str(path)], capture_output=True, text=True,
+                              check=True).stdout
+    assert ".symtab" not in sections and ".text" in sections
+    notes = subprocess.run(["readelf", "-nW", str(path)], capture_output=True, text=True,
+                           check=True).stdout
+    assert "Xen" in notes  # XEN_ELFNOTE_PHYS32_ENTRY: QEMU's PVH boot needs it
+    symbols = (path.parent / "System.map").read_text().splitlines()
+    assert len(symbols) > 10_000
+    assert any(line.endswith(" T startup_64") for line in symbols)

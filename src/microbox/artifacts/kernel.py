@@ -7,6 +7,11 @@ olddefconfig`, and built as an uncompressed ELF `vmlinux` that QEMU boots throug
 the PVH entry point. The result lives in `<cache>/kernel/<key>/vmlinux`, where
 the key hashes the kernel source version, the patches and the fragment, so
 editing any of them gives a new kernel.
+
+The cached vmlinux has no symbol table (`strip --strip-all`; the PVH note and
+every loaded section stay): QEMU reads an ELF kernel's symbols at every start,
+sorts them and keeps them for its disassembler, which cost each VMM about
+1 MiB (docs/kernel.md). `System.map` beside it has the symbols.
 """
 
 from __future__ import annotations
@@ -29,8 +34,9 @@ SOURCE_PACKAGE = "linux-source-6.1"
 FRAGMENT_NAME = "microbox.config"
 PATCHES_NAME = "patches"
 # Bump when the build procedure changes in a way that changes the output.
-RECIPE_VERSION = "1"
-BUILD_TOOLS = ("make", "gcc", "ld", "flex", "bison", "bc", "tar", "xz", "patch")
+# 2: the vmlinux is stripped, its symbols in System.map.
+RECIPE_VERSION = "2"
+BUILD_TOOLS = ("make", "gcc", "ld", "strip", "flex", "bison", "bc", "tar", "xz", "patch")
 
 _ASSIGN = re.compile(r"^(CONFIG_[A-Za-z0-9_]+)=(.*)$")
 _NOT_SET = re.compile(r"^# (CONFIG_[A-Za-z0-9_]+) is not set$")
@@ -231,9 +237,13 @@ def build_kernel(
                 )
             say(f"compiling vmlinux with {njobs} jobs (a few minutes)")
             _make([f"-j{njobs}", "vmlinux"], tree, logs, on_line=Counter(say).line)
+            stripped = build_root / "vmlinux.stripped"
+            _run(["strip", "--strip-all", "-o", str(stripped), str(tree / "vmlinux")], tree,
+                 logs)
             key_dir.mkdir(parents=True, exist_ok=True)
             _install_atomically(dot_config, key_dir / "config")
-            _install_atomically(tree / "vmlinux", target)
+            _install_atomically(tree / "System.map", key_dir / "System.map")
+            _install_atomically(stripped, target)
             say(f"kernel ready: {target}")
             return target
         except KernelBuildError:
