@@ -84,7 +84,10 @@ def test_the_cached_kernel_has_no_symbol_table() -> None:
     (`make test` builds the kernel before the tests.)"""
     from microbox.artifacts import kernel
 
-    path = kernel.kernel_path()
+    try:
+        path = kernel.kernel_path()
+    except KernelBuildError:  # no kernel source installed
+        pytest.skip("no guest kernel has been built on this host")
     if not path.is_file():
         pytest.skip("no guest kernel has been built on this host")
     sections = subprocess.run(["readelf", "-SW", str(path)], capture_output=True, text=True,
