@@ -26,6 +26,11 @@ def cache() -> Path:
     return base / "microbox"
 
 
+def database() -> Path:
+    """The SQLite database of boxes and images (store/db.py)."""
+    return home() / "microbox.db"
+
+
 def boxes_dir() -> Path:
     return home() / "boxes"
 

@@ -86,7 +86,7 @@ class Runtime:
     def db(self) -> Database:
         with self._db_lock:
             if self._db is None:
-                self._db = Database(paths.home() / "microbox.db")
+                self._db = Database(paths.database())
             return self._db
 
     # -- making boxes --------------------------------------------------------
@@ -310,7 +310,7 @@ class Runtime:
         try:
             return orphans.match(vmms, ref)
         except NotFound:
-            db = paths.home() / "microbox.db"
+            db = paths.database()
             try:
                 named = [i for i, name, _ in readonly.box_summaries(db) if name == ref] \
                     if db.exists() else []

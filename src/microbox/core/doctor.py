@@ -119,7 +119,7 @@ def _data_dir() -> Check:
 
 
 def _database() -> Check:
-    path = paths.home() / "microbox.db"
+    path = paths.database()
     if not path.exists():
         return Check("database", "PASS", f"{path} does not exist yet; it will be created")
     try:
@@ -149,7 +149,7 @@ def _disk() -> Check:
 
 def _rows() -> list[tuple[str, str, str]] | None:
     """(id, name, status) of every box, read-only; None if the database is unreadable."""
-    path = paths.home() / "microbox.db"
+    path = paths.database()
     if not path.exists():
         return []
     try:
