@@ -120,6 +120,7 @@ void *pmem_memcpy_persist(void *dst, const void *src, size_t len)
 """, symbol_version="LIBPMEM_1.0")
 
 BUILDS = (CAPSTONE, PMEM)
+_BUILDS_ID = hashlib.sha256(repr(BUILDS).encode()).hexdigest()  # part of every cache key
 _READY, _UNUSED = "ready", "unused"  # marker files: builds in use / QEMU keeps its own
 
 
@@ -157,7 +158,7 @@ def _dir(qemu: str) -> Path | None:
         st = os.stat(qemu)
     except OSError:
         return None
-    ident = f"{os.path.realpath(qemu)}\0{st.st_size}\0{st.st_mtime_ns}\0{BUILDS!r}"
+    ident = f"{os.path.realpath(qemu)}\0{st.st_size}\0{st.st_mtime_ns}\0{_BUILDS_ID}"
     return paths.cache() / "vmm-lib" / hashlib.sha256(ident.encode()).hexdigest()[:16]
 
 
@@ -191,8 +192,10 @@ def _make(qemu: str, d: Path) -> Path | None:
                 kept.append(build.library)
         for f in work.glob("*.[cv]"):
             f.unlink()
-        marker = (work / _READY, ", ".join(kept)) if kept else (work / _UNUSED, "; ".join(why))
-        marker[0].write_text(marker[1] + "\n")
+        if kept:
+            (work / _READY).write_text(", ".join(kept) + "\n")
+        else:
+            (work / _UNUSED).write_text("; ".join(why) + "\n")
         with contextlib.suppress(OSError):  # another process published it first
             os.rename(work, d)
     finally:

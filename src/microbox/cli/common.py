@@ -139,7 +139,7 @@ def takes_value(cmd: click.Command, token: str) -> bool:
     return False  # --opt=value, -eVALUE, flags
 
 
-def refuse_options_after(ctx: click.Context, command: tuple[str, ...], word: str | None,
+def refuse_options_after(ctx: click.Context, command: tuple[str, ...], word: str,
                          what: str) -> None:
     """COMMAND comes after BOX or IMAGE (`word`), where, as in Docker, every
     word is the command's: one that begins with this command's own options
@@ -151,8 +151,7 @@ def refuse_options_after(ctx: click.Context, command: tuple[str, ...], word: str
     if n == 0:
         return
     rest = command[n:][1:] if command[n:n + 1] == ("--",) else command[n:]
-    meant = ["microbox", str(ctx.info_name), *command[:n], *([word] if word else []),
-             "--", *rest]
+    meant = ["microbox", str(ctx.info_name), *command[:n], word, "--", *rest]
     raise click.UsageError(f"{command[0]} after {what} would be the command; options go "
                            f"before it: {shlex.join(meant)}")
 
@@ -162,13 +161,12 @@ def _own_option(cmd: click.Command, token: str) -> bool:
     to a short option (`-eK=V`) or short flags run together (`-it`)."""
     if not token.startswith("-") or token in ("-", "--"):
         return False
-    names = {o: p for p in cmd.params if isinstance(p, click.Option)
+    names = {o for p in cmd.params if isinstance(p, click.Option)
              for o in (*p.opts, *p.secondary_opts)}
-    if token in names or token.split("=", 1)[0] in names:
+    if token.split("=", 1)[0] in names:
         return True
     if token.startswith("--"):
         return False
-    first = names.get(token[:2])
-    if first is not None and takes_value(cmd, token[:2]):
+    if token[:2] in names and takes_value(cmd, token[:2]):
         return True  # -eKEY=VALUE
     return all(f"-{c}" in names and not takes_value(cmd, f"-{c}") for c in token[1:])

@@ -229,9 +229,9 @@ def _templates() -> Check:
     return Check("templates", "PASS", f"{text}; no restore failed")
 
 
-CHECKS: tuple[Callable[[], Check], ...] = (_qemu, _qemu_libs, _kernel, _agent, _accel, _data_dir,
-                                           _database, _disk, _crashed, _orphans, _networks,
-                                           _templates)
+CHECKS: tuple[Callable[[], Check], ...] = (_qemu, _qemu_libs, _kernel, _agent, _accel,
+                                           _data_dir, _database, _disk, _crashed, _orphans,
+                                           _networks, _templates)
 
 
 def run_checks() -> list[Check]:

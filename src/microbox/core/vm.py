@@ -34,7 +34,7 @@ class Artifacts:
     kernel: Path
     initrd: Path
     shim: Path  # also the per-connection pipe of user-mode networking
-    qemu_libs: Path | None = None  # first on QEMU's library path (artifacts/vmm_libs.py)
+    qemu_libs: Path | None  # first on QEMU's library path (artifacts/vmm_libs.py)
 
 
 def default_kernel() -> Path:
@@ -144,7 +144,7 @@ def launch(box: BoxDir, spec: BoxSpec, lock: locks.Lock, *, attached: bool, log:
         argv = qemu_argv(cfg)
         log("qemu: " + " ".join(argv))
         if art.qemu_libs is not None:
-            log(f"qemu: libraries of microbox's first, from {art.qemu_libs}")
+            log(f"qemu: library path starts with {art.qemu_libs} (artifacts/vmm_libs.py)")
         started = time.monotonic()
         proc = spawn.spawn(argv, log=box.qemu_log, attached=attached, libs=art.qemu_libs,
                              pass_fds=[lock.fileno(), *(s.fileno() for s in socks), *inherit,
