@@ -128,14 +128,16 @@ func main() {
 	nftSet := flag.String("nft-set", "", "with -dns-fd: add the addresses the resolver answers, "+
 		"when the policy restricts names, to this set of table inet microbox")
 	pipe := flag.String("pipe", "", "carry stdio to and from this Unix socket, then exit")
+	ownerFD := flag.Int("owner-fd", -1, "the read end of the owner's pipe: when it ends, kill the VMM")
+	vmmFD := flag.Int("vmm-pidfd", -1, "with -owner-fd: a pidfd of the box's VMM")
 	flag.Parse()
 	if *pipe != "" {
 		os.Exit(runPipe(*pipe))
 	}
 	if *dir == "" || *ports < 1 || *policyPath == "" && (*noProxy || *dnsFD >= 0) ||
-		*nftSet != "" && *dnsFD < 0 {
+		*nftSet != "" && *dnsFD < 0 || (*ownerFD >= 0) != (*vmmFD >= 0) {
 		fatal(errors.New("usage: microbox-shim -dir BOXDIR [-ports N] [-forward FD:PORT]... " +
-			"[-policy FILE [-no-proxy] [-dns-fd FD [-nft-set NAME]]]"))
+			"[-policy FILE [-no-proxy] [-dns-fd FD [-nft-set NAME]]] [-owner-fd FD -vmm-pidfd FD]"))
 	}
 	s := &shim{dir: *dir, window: uint32(*window)}
 	lock, err := takeLock(filepath.Join(*dir, "shim.lock"))
@@ -208,6 +210,14 @@ func main() {
 		go func() {
 			if err := dns.serve(dnsConn); err != nil {
 				fmt.Fprintln(os.Stderr, "microbox-shim: dns:", err)
+			}
+		}()
+	}
+	if *ownerFD >= 0 {
+		owner, vmm := os.NewFile(uintptr(*ownerFD), "owner"), *vmmFD
+		go func() {
+			if err := watchOwner(owner, vmm); err != nil {
+				fmt.Fprintln(os.Stderr, "microbox-shim: killing the VMM of a departed owner:", err)
 			}
 		}()
 	}

@@ -1,0 +1,47 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"syscall"
+	"testing"
+)
+
+const sysPidfdOpen = 434
+
+// The VMM lives while the owner's pipe is open, bytes on it included, and
+// is SIGKILLed once its last write end closes.
+func TestADepartedOwnerKillsTheVMM(t *testing.T) {
+	vmm := exec.Command("sleep", "60")
+	if err := vmm.Start(); err != nil {
+		t.Fatal(err)
+	}
+	fd, _, errno := syscall.Syscall(sysPidfdOpen, uintptr(vmm.Process.Pid), 0, 0)
+	if errno != 0 {
+		t.Fatal(errno)
+	}
+	defer syscall.Close(int(fd))
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- watchOwner(r, int(fd)) }()
+	if _, err := w.Write([]byte("still here")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("the watch ended while its owner lived: %v", err)
+	default:
+	}
+	w.Close()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	err = vmm.Wait()
+	status, ok := err.(*exec.ExitError)
+	if !ok || status.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		t.Fatalf("the VMM was not killed: %v", err)
+	}
+}
