@@ -35,6 +35,7 @@ from microbox.sdk import (
     GcReport,
     Image,
     PackInfo,
+    Pool,
     Result,
     Runtime,
     Snapshot,
@@ -402,6 +403,18 @@ class AsyncRuntime:
 
     async def warm(self, image: str = "busybox", **kw: Any) -> str:
         return await self._pool.call(self._rt.warm, image, **kw)
+
+    async def add_pool(self, image: str = "busybox", **kw: Any) -> Pool:
+        return await self._pool.call(self._rt.add_pool, image, **kw)
+
+    async def pools(self) -> builtins.list[Pool]:
+        return await self._pool.call(self._rt.pools)
+
+    async def pool(self, ref: str) -> Pool:
+        return await self._pool.call(self._rt.pool, ref)
+
+    async def remove_pool(self, ref: str) -> Pool:
+        return await self._pool.call(self._rt.remove_pool, ref)
 
     async def pack_image(self, name: str, path: str | Path) -> PackInfo:
         return await self._pool.call(self._rt.pack_image, name, path)

@@ -45,6 +45,11 @@ def images_dir() -> Path:
 
 
 
+def pools_dir() -> Path:
+    """Each pool's lock (one filler at a time) and its fillers' log."""
+    return home() / "pools"
+
+
 def templates_dir() -> Path:
     """Warm-start templates: a booted guest's RAM, device state and disk."""
     return home() / "templates"

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from microbox.core.doctor import Check
     from microbox.core.maintenance import GcReport
     from microbox.core.orphans import VMM
+    from microbox.core.pool import Pool
     from microbox.core.snapshots import Snapshot
     from microbox.images.pack import PackInfo
     from microbox.store.images import Image
@@ -53,13 +54,14 @@ if TYPE_CHECKING:
 
 _LAZY = {
     "GcReport": "microbox.core.maintenance", "VMM": "microbox.core.orphans",
+    "Pool": "microbox.core.pool",
     "Snapshot": "microbox.core.snapshots", "PackInfo": "microbox.images.pack",
     "Image": "microbox.store.images", "WorkspaceFile": "microbox.workspace",
     "WorkspacePush": "microbox.workspace", "workspace_files": "microbox.workspace",
 }
 
 __all__ = ["LIVE", "STATUSES", "VMM", "Box", "Execution", "GcReport", "Image", "PackInfo",
-           "Result", "Runtime", "Snapshot", "WorkspaceFile", "WorkspacePush",
+           "Pool", "Result", "Runtime", "Snapshot", "WorkspaceFile", "WorkspacePush",
            "workspace_files"]
 
 
@@ -157,11 +159,16 @@ class Runtime:
 
     def run_spec(self, spec: BoxSpec, *, name: str | None = None, rm: bool = True,
                  detach: bool = False, progress: Progress = QUIET) -> Box:
-        """run() for a ready-made BoxSpec. Without detach the VM dies with this process."""
-        from microbox.core import lifecycle
+        """run() for a ready-made BoxSpec. Without detach the VM dies with this process.
+        A pool's spare of the spec's shape is taken when there is one (add_pool)."""
+        from microbox.core import lifecycle, pool
         from microbox.images import store
 
         spec = self._with_image(spec, progress)
+        taken = pool.claim(self.db, spec, name=name, auto_remove=rm, attached=not detach,
+                           log=self.log)
+        if taken is not None:
+            return Box(self, taken.record, started=taken, remove=rm, owned=True)
         with store.using():
             record, lock = lifecycle.create(self.db, spec, name=name, auto_remove=rm,
                                             start_next=True)
@@ -267,6 +274,8 @@ class Runtime:
             records = [r for r in records if r.status == status]
         elif not all:
             records = [r for r in records if r.status in ("running", "paused", "error")]
+        else:
+            records = [r for r in records if r.status != boxes_store.SPARE]
         for key, value in (labels or {}).items():
             records = [r for r in records if key in r.spec.labels
                        and (value is None or r.spec.labels[key] == value)]
@@ -407,6 +416,37 @@ class Runtime:
         found = store.get(self.db, spec.image)
         with store.using():
             return warm.warm_image(spec, found.path, found.digest, self.log).path.name
+
+    # -- pools of ready boxes ------------------------------------------------
+
+    def add_pool(self, image: str = "busybox", *, size: int = 1, cpus: int = 1,
+                 memory_mib: int = DEFAULT_MEMORY_MIB, accel: str = "auto",
+                 kernel: str | None = None, net: str = plan.DEFAULT_MODE) -> Pool:
+        """Keep `size` boxes of this shape restored, run once and ready, for
+        run() to take (a pool of the same shape gets the new size); returns when
+        they are. Each costs a resident VMM (docs/pool.md)."""
+        from microbox.core import pool
+
+        spec = BoxSpec(image=image, cpus=cpus, memory_mib=memory_mib, accel=accel,
+                       kernel=kernel, net=net)
+        return pool.add(self.db, spec, size, self.log)
+
+    def pools(self) -> builtins.list[Pool]:
+        from microbox.core import pool
+
+        return pool.listing(self.db)
+
+    def pool(self, ref: str) -> Pool:
+        """A pool by id, id prefix, or its image's name if one pool has it."""
+        from microbox.core import pool
+
+        return pool.get(self.db, ref)
+
+    def remove_pool(self, ref: str) -> Pool:
+        """Remove a pool and its waiting boxes (those run() took are not touched)."""
+        from microbox.core import pool
+
+        return pool.remove(self.db, ref)
 
     @staticmethod
     def builtin_images() -> builtins.list[str]:

@@ -53,6 +53,22 @@ def spec_options(f: F) -> F:
     return f
 
 
+def shape_options(f: F) -> F:
+    """The flags that shape a box's VM (its template's key, not its use), of
+    `image warm` and `pool add`."""
+    for opt in reversed([
+        click.option("--cpus", type=int, default=1, show_default=True, help="Virtual CPUs."),
+        click.option("--memory", type=int, default=DEFAULT_MEMORY_MIB, show_default=True,
+                     help="Memory in MiB."),
+        click.option("--accel", type=click.Choice(ACCELS), default="auto", show_default=True),
+        click.option("--net", "net", type=click.Choice(plan.MODES), default=plan.DEFAULT_MODE,
+                     show_default=True, help="The network mode of the boxes (part of the "
+                     "template)."),
+    ]):
+        f = opt(f)
+    return f
+
+
 def net_options(*, for_set: bool = False) -> list[Callable[[F], F]]:
     """The networking flags (docs/net.md), of run/create, and of set (where the
     list flags replace the box's and the switches can be turned off)."""

@@ -8,14 +8,12 @@ from typing import Any
 
 import click
 
-from microbox.cli.common import common_options, guarded
+from microbox.cli.common import common_options, guarded, shape_options
 from microbox.cli.output import Out
 from microbox.cli.progress import CliProgress
 from microbox.cli.render import ago, print_table
 from microbox.images.progress import human
-from microbox.net import plan
 from microbox.sdk import Image, Runtime
-from microbox.spec import ACCELS, DEFAULT_MEMORY_MIB
 
 
 def _row(i: Image) -> dict[str, Any]:
@@ -59,12 +57,7 @@ def build_cmd(name: str, force: bool, include: str | None, as_json: bool,
 
 @image.command("warm")
 @click.argument("name")
-@click.option("--cpus", type=int, default=1, show_default=True, help="Virtual CPUs.")
-@click.option("--memory", type=int, default=DEFAULT_MEMORY_MIB, show_default=True,
-              help="Memory in MiB.")
-@click.option("--accel", type=click.Choice(ACCELS), default="auto", show_default=True)
-@click.option("--net", "net", type=click.Choice(plan.MODES), default=plan.DEFAULT_MODE,
-              show_default=True, help="The network mode of the boxes (part of the template).")
+@shape_options
 @common_options
 def warm_cmd(name: str, cpus: int, memory: int, accel: str, net: str, as_json: bool,
              verbose: bool) -> None:

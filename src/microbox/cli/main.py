@@ -35,6 +35,7 @@ COMMANDS = {
     "mcp": "microbox.cli.mcp:mcp",
     "pack": "microbox.cli.packs:pack",
     "pause": "microbox.cli.boxes:pause",
+    "pool": "microbox.cli.pool:pool",
     "port": "microbox.cli.inside:port",
     "ps": "microbox.cli.query:list_",
     "pull": "microbox.cli.images:pull_cmd",

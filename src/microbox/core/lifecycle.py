@@ -27,12 +27,12 @@ from microbox.net import nft, plan, tap
 from microbox.net import policy as net_policy
 from microbox.spec import BoxSpec, validate_name
 from microbox.store import boxes
-from microbox.store.boxes import LIVE, BoxRecord
+from microbox.store.boxes import LIVE, SPARE, BoxRecord
 from microbox.store.db import Database
 from microbox.vmm import process
 
 
-def _starter() -> dict[str, object]:
+def starter() -> dict[str, object]:
     return {"status": "starting", "pid": os.getpid(),
             "pid_start": process.start_time(os.getpid())}
 
@@ -64,7 +64,7 @@ def create(db: Database, spec: BoxSpec, *, name: str | None = None,
                        image=image_name, spec=spec, image_digest=image_digest,
                        status="created", auto_remove=auto_remove)
     if start_next:
-        record = record.with_(pending=True, **_starter())
+        record = record.with_(pending=True, **starter())
     d = box_dir(record)
     lock = d.create()
     try:
@@ -95,7 +95,7 @@ def start(db: Database, record: BoxRecord, lock: locks.Lock, *, attached: bool,
     """
     before = record.status
     if record.status != "starting":
-        record = record.with_(**_starter())
+        record = record.with_(**starter())
         boxes.update(db, record)
     net: tap.Attachment | None = None
     try:
@@ -157,11 +157,12 @@ def end_network(record: BoxRecord) -> None:
 
 
 def _hand_to_shim(record: BoxRecord, boot: Channel, published: list[socket.socket],
-                  net: tap.Attachment | None) -> Channel:
+                  net: tap.Attachment | None,
+                  owner: shim_start.Owner | None = None) -> Channel:
     """The boot session ends; the box's shim takes its agent ports, the
     published ports' listeners and, with --net user, the egress proxy (with
     --net tap, the box's resolver), its policy written first, and this command
-    becomes one of its clients."""
+    becomes one of its clients (and with `owner`, the one whose exit kills the VMM)."""
     caps = boot.hello.get("capabilities", [])
     boot.close()
     need = plan.capability(record.spec.net)
@@ -172,8 +173,71 @@ def _hand_to_shim(record: BoxRecord, boot: Channel, published: list[socket.socke
     policy = net_policy.write(d.net_policy, record.spec)
     shim_start.spawn(d, PORTS, [shim_start.Forward(sock, m.guest_port)
                                 for sock, m in zip(published, record.spec.ports, strict=True)],
-                     policy, shim_start.resolver(record.id, net.dns) if net else None)
+                     policy, shim_start.resolver(record.id, net.dns) if net else None, owner)
     return shim.connect(d, time.monotonic() + shim_start.READY_TIMEOUT)
+
+
+def start_spare(db: Database, record: BoxRecord, lock: locks.Lock, *, log: Log) -> BoxRecord:
+    """Make the pending create `record` a pool's spare: started as `start` does
+    (detached), run once (so TCG has translated the exec path), then left with
+    no session and no shim, for `adopt` to hand out. Removed if any step fails."""
+    try:
+        if record.spec.net == "tap":
+            raise VMError("a pool's boxes use --net user or none")
+        running, channel = _boot(record, lock, attached=False, log=log, tap_fd=None)
+    except BaseException as exc:
+        lock.close()
+        _roll_back(db, record, "starting", str(exc))
+        raise
+    try:
+        warm.warm_up(channel)
+        channel.close()  # the agent waits for a host, as a template's clone does
+        record = record.with_(status=SPARE, pending=False, started_at=time.time(),
+                              pid=running.pid, pid_start=running.pid_start)
+        boxes.update(db, record)
+    except BaseException:
+        destroy(db, record, running)
+        raise
+    return record
+
+
+def adopt(db: Database, record: BoxRecord, vmm: vm.Running, published: list[socket.socket],
+          *, attached: bool, log: Log) -> Started:
+    """Hand a spare (its row already taken: `starting`, this command its
+    starter) to its box: the agent takes the box's identity in the handshake,
+    then the shim takes the ports. Attached, the box's VMM dies with this
+    process through its shim (it is not our child). The box is removed if this fails."""
+    d = box_dir(record)
+    try:
+        channel = vm.await_agent(d, vmm, Identity(record.name, record.id),
+                                 warm.RESTORE_TIMEOUT[vmm.accel], log)
+        owner = None
+        if attached:
+            owner = _owner(vmm)
+        try:
+            channel = _hand_to_shim(record, channel, published, None, owner)
+        finally:
+            if owner is not None:
+                os.close(owner.pipe)
+                os.close(owner.vmm)
+    except BaseException:
+        destroy(db, record, vmm)
+        raise
+    record = record.with_(status="running", pending=False, started_at=time.time(),
+                          pid=vmm.pid, pid_start=vmm.pid_start, last_error=None)
+    boxes.update(db, record)
+    return Started(record, vmm, channel)
+
+
+def _owner(vmm: vm.Running) -> shim_start.Owner:
+    """This process's pipe to the shim (it keeps the write end in `vmm`), and a
+    pidfd of the VMM, checked to be the spare's and not a reuse of its pid."""
+    pidfd = os.pidfd_open(vmm.pid)
+    if not process.same_process(vmm.pid, vmm.pid_start):
+        os.close(pidfd)
+        raise VMError("the pool's box exited before it was taken")
+    read, vmm.owner_fd = os.pipe()
+    return shim_start.Owner(read, pidfd)
 
 
 def _boot(record: BoxRecord, lock: locks.Lock, *, attached: bool, log: Log,
@@ -227,7 +291,7 @@ def _kill_vmm(record: BoxRecord, running: vm.Running | None = None) -> None:
         running.kill()
     elif not d.alive():
         pass
-    elif record.status in LIVE and record.pid is not None:
+    elif record.status in (*LIVE, SPARE) and record.pid is not None:
         if process.same_process(record.pid, record.pid_start):
             process.kill_group(record.pid)
             process.wait_exit(record.pid, 10.0)
@@ -258,6 +322,8 @@ def stop(db: Database, record: BoxRecord, running: vm.Running | None,
         channel.close()
     if running is not None and running.proc is not None:
         running.proc.wait()
+    if running is not None:
+        running.disown()
     shim.wait_gone(box_dir(record))
     end_network(record)
     box_dir(record).remove_runtime_files()

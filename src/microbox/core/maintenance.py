@@ -111,9 +111,10 @@ def _remove_unowned(db: Database, d: BoxDir, dry_run: bool) -> bool:
 
 
 def cleanup_candidates(records: list[BoxRecord], include_running: bool) -> list[BoxRecord]:
-    """Stopped and crashed boxes; with include_running, every box."""
+    """Stopped and crashed boxes; with include_running, every box but a pool's
+    waiting ones (`pool rm` removes those)."""
     if include_running:
-        return list(records)
+        return [r for r in records if r.status != boxes.SPARE]
     return [r for r in records if r.status in ("stopped", "created", "error")]
 
 

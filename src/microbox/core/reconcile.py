@@ -14,7 +14,7 @@ import time
 from microbox.core.boxdir import box_dir
 from microbox.errors import NotFound, StateError
 from microbox.store import boxes
-from microbox.store.boxes import LIVE, BoxRecord
+from microbox.store.boxes import LIVE, SPARE, BoxRecord
 from microbox.store.db import Database
 from microbox.vmm import process
 
@@ -42,8 +42,10 @@ def starter_alive(record: BoxRecord) -> bool:
 
 
 def vanishes(record: BoxRecord) -> bool:
-    """True if reconcile would remove this box: a dead `--rm` box, or a pending
-    create whose starter died."""
+    """True if reconcile would remove this box: a dead `--rm` box or spare, or a
+    pending create whose starter died."""
+    if record.status == SPARE:
+        return not box_dir(record).alive()
     if record.status == "starting":
         return not starter_alive(record) and bool(
             record.pending or record.auto_remove)
@@ -55,7 +57,7 @@ def reconcile(db: Database, record: BoxRecord) -> BoxRecord | None:
     if record.status == "starting":
         if starter_alive(record):
             return record  # its starter is still at work
-    elif record.status not in LIVE or box_dir(record).alive():
+    elif record.status not in (*LIVE, SPARE) or box_dir(record).alive():
         return record
     # Reality differs from the record. lifecycle (VMs, networks, images) is
     # imported only now, so a command on a healthy box (`microbox exec`) does not
@@ -65,7 +67,7 @@ def reconcile(db: Database, record: BoxRecord) -> BoxRecord | None:
     if record.status == "starting":
         return lifecycle.abandon(db, record)
     lifecycle.end_network(record)
-    if record.auto_remove:
+    if record.auto_remove or record.status == SPARE:
         lifecycle.destroy(db, record)
         return None
     if ended_by_main(record):

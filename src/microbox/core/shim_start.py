@@ -46,8 +46,19 @@ def resolver(box_id: str, sock: socket.socket) -> Resolver:
     return Resolver(sock, nft.names_set(box_id))
 
 
+@dataclass(frozen=True)
+class Owner:
+    """An owner the shim outlives only to kill the VMM (a pool's box taken by
+    `run` without -d): the read end of a pipe that only the owner writes, and a
+    pidfd of the VMM."""
+
+    pipe: int
+    vmm: int
+
+
 def spawn(box: BoxDir, ports: int, forwards: Sequence[Forward] = (),
-          policy: Path | None = None, dns: Resolver | None = None) -> None:
+          policy: Path | None = None, dns: Resolver | None = None,
+          owner: Owner | None = None) -> None:
     """Start the shim of a running box and wait until it serves (with `policy`,
     its egress proxy too, or with `dns` the box's resolver instead); a shim that
     is already serving the box is left as it is."""
@@ -60,6 +71,9 @@ def spawn(box: BoxDir, ports: int, forwards: Sequence[Forward] = (),
     if dns is not None:
         argv += ["-no-proxy", "-dns-fd", str(dns.sock.fileno()), "-nft-set", dns.nft_set]
         fds.append(dns.sock.fileno())
+    if owner is not None:
+        argv += ["-owner-fd", str(owner.pipe), "-vmm-pidfd", str(owner.vmm)]
+        fds += [owner.pipe, owner.vmm]
     with open(box.shim_log, "ab") as log:
         proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,

@@ -89,12 +89,25 @@ class Running:
     proc: subprocess.Popen[bytes] | None = None
     ready_after: float = 0.0  # seconds from spawning QEMU to the agent's handshake
     spawned_at: float = 0.0  # time.monotonic() when QEMU was spawned
+    # A pool's VMM (not our child) owned by this process: the write end of the
+    # pipe whose end tells the box's shim to kill it (core/pool.py).
+    owner_fd: int | None = None
 
     def kill(self) -> None:
-        """SIGKILL the VMM's process group and reap it if it is our child."""
+        """SIGKILL the VMM's process group and reap it if it is our child (wait
+        for it to exit if it is not)."""
         process.kill_group(self.pid)
         if self.proc is not None:
             self.proc.wait()
+        else:
+            process.wait_exit(self.pid, 10.0)
+        self.disown()
+
+    def disown(self) -> None:
+        """Stop owning a pool's VMM: its shim no longer kills it when we exit."""
+        if self.owner_fd is not None:
+            os.close(self.owner_fd)
+            self.owner_fd = None
 
 
 def _tail(path: Path, lines: int = 5) -> str:
@@ -159,15 +172,16 @@ def launch(box: BoxDir, spec: BoxSpec, lock: locks.Lock, *, attached: bool, log:
 
 def await_agent(box: BoxDir, vm: Running, identity: Identity | None, timeout: float,
                 log: Log) -> Channel:
-    """The handshaken session with the agent of a just-launched VMM; on any
-    failure the VMM is killed before the error propagates."""
-    assert vm.proc is not None
+    """The handshaken session with the agent of a just-launched VMM (or a
+    pool's, not our child); on any failure the VMM is killed before the error
+    propagates."""
     proc = vm.proc
     pidfd = os.pidfd_open(vm.pid)
     try:
         channel = Channel.open(
             box.port, box.port_lock, PORTS, deadline=vm.spawned_at + timeout,
-            identity=identity, abort_fd=pidfd, abort_reason=lambda: _died(box, proc),
+            identity=identity, abort_fd=pidfd,
+            abort_reason=lambda: _died(box, proc) if proc else "the VM exited",
         )
     except AgentTimeout:
         vm.kill()

@@ -87,6 +87,15 @@ def prepare(spec: BoxSpec, image: Path, image_digest: str, art: vm.Artifacts,
     return make(templates.key_of(parts), parts, spec, image, art, choice, log)
 
 
+def template_key(spec: BoxSpec, image_digest: str) -> tuple[str, str]:
+    """The key of the template boxes of this spec restore from, and their accelerator."""
+    art = vm.artifacts(spec)
+    choice = accel.choose(spec.accel, art.qemu, art.kernel)
+    parts = templates.key_parts(spec, image_digest, art.qemu, art.kernel, art.initrd,
+                                choice.accel, PORTS)
+    return templates.key_of(parts), choice.accel
+
+
 def warm_image(spec: BoxSpec, image: Path, image_digest: str, log: Log) -> Template:
     """`image warm`: make the template of `spec` ahead of the first box."""
     art = vm.artifacts(spec)
@@ -114,7 +123,7 @@ def make(key: str, parts: dict[str, object], spec: BoxSpec, image: Path, art: vm
             # length in the template's disk, which clones overwrite in place.
             own = Identity("microbox-template", secrets.token_hex(16))
             channel = vm.await_agent(d, running, own, vm.BOOT_TIMEOUT[running.accel], log)
-            _warm_up(channel)
+            warm_up(channel)
             _settle_link(channel)
             channel.close()  # clones start with no session: the agent waits for a host
             try:
@@ -128,9 +137,10 @@ def make(key: str, parts: dict[str, object], spec: BoxSpec, image: Path, art: vm
             raise
 
 
-def _warm_up(channel: Channel) -> None:
-    """Run one short command before saving, so every clone starts with the exec
-    path (the image's shell and libc) already in the guest's page cache."""
+def warm_up(channel: Channel) -> None:
+    """Run one short command: before saving a template, so every clone starts
+    with the exec path (the image's shell and libc) already in the guest's page
+    cache; in a pool's spare, so that TCG has translated it too."""
     req = ops.ExecRequest(argv=["sh", "-c", "true"], cwd="/", timeout=10.0)
     try:
         stream, _ = ops.start_exec(channel, req)

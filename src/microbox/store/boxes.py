@@ -14,16 +14,19 @@ from microbox.store.db import Database
 
 STATUSES = ("created", "running", "paused", "stopped", "error")
 LIVE = ("running", "paused")  # a VM exists
+SPARE = "spare"  # a pool's box, its VM ready for a `run` to take (core/pool.py)
 
 
 _PENDING = "_pending_create"  # stored beside the spec fields (schema 1 keeps them together)
 _DIGEST = "image_digest"
+_POOL, _SPARE_KEY = "_pool", "_spare_key"
 
 
 @dataclass(frozen=True)
 class BoxRecord:
     """One box as the database knows it. `spec` is what the user asked for;
-    `pending` marks a create that exists only if its first start succeeds."""
+    `pending` marks a create that exists only if its first start succeeds. A
+    spare names its pool and the template key its VM was made for."""
 
     id: str
     name: str
@@ -39,6 +42,8 @@ class BoxRecord:
     last_error: str | None = None
     image_digest: str | None = None
     pending: bool = False
+    pool: str | None = None
+    spare_key: str | None = None
 
     def with_(self, **changes: Any) -> BoxRecord:
         return replace(self, **changes)
@@ -49,6 +54,7 @@ def _from_row(row: sqlite3.Row) -> BoxRecord:
     return BoxRecord(
         id=row["id"], name=row["name"], image=row["image"], spec=BoxSpec.from_json(stored),
         image_digest=stored.get(_DIGEST), pending=bool(stored.get(_PENDING)),
+        pool=stored.get(_POOL), spare_key=stored.get(_SPARE_KEY),
         status=row["status"], auto_remove=bool(row["auto_remove"]),
         created_at=row["created_at"], started_at=row["started_at"],
         finished_at=row["finished_at"], pid=row["pid"], pid_start=row["pid_start"],
@@ -66,6 +72,10 @@ def _spec_json(r: BoxRecord) -> str:
         stored[_DIGEST] = r.image_digest
     if r.pending:
         stored[_PENDING] = True
+    if r.pool is not None:
+        stored[_POOL] = r.pool
+    if r.spare_key is not None:
+        stored[_SPARE_KEY] = r.spare_key
     return json.dumps(stored, sort_keys=True)
 
 
@@ -124,3 +134,27 @@ def resolve(db: Database, ref: str) -> BoxRecord:
             raise UsageError(f"the id prefix {ref!r} matches {len(rows)} boxes: {names}; "
                              "give more characters")
     raise NotFound(f"no box named or with id {ref!r}", "microbox list --all")
+
+
+def spares(db: Database, *, pool: str | None = None,
+           key: str | None = None) -> list[BoxRecord]:
+    """Spare boxes, oldest first: of one pool, or made for one template key."""
+    query, args = "SELECT * FROM boxes WHERE status=?", [SPARE]
+    if pool is not None:
+        query, args = query + " AND json_extract(spec, '$._pool')=?", [*args, pool]
+    if key is not None:
+        query, args = query + " AND json_extract(spec, '$._spare_key')=?", [*args, key]
+    rows = db.conn.execute(query + " ORDER BY created_at", args).fetchall()
+    return [_from_row(r) for r in rows]
+
+
+def take_spare(db: Database, record: BoxRecord, claimed: BoxRecord) -> bool:
+    """Turn the spare `record` into `claimed` if no other command took it first
+    (and the name is free); False if it was taken."""
+    sets = ",".join(f"{c}=?" for c in _COLUMNS[1:])
+    with db.tx() as c:
+        if claimed.name != record.name:
+            check_name_free(c, claimed.name)
+        done = c.execute(f"UPDATE boxes SET {sets} WHERE id=? AND status=?",
+                         (*_values(claimed)[1:], record.id, SPARE))
+        return done.rowcount == 1

@@ -34,4 +34,14 @@ MIGRATIONS: list[str] = [
     ALTER TABLE images ADD COLUMN layers TEXT NOT NULL DEFAULT '[]';
     ALTER TABLE images ADD COLUMN image_id TEXT
     """,
+    # 3: pools of spare boxes kept restored and ready (docs/pool.md): a pool is
+    # the shape its spares have and how many to keep
+    """
+    CREATE TABLE pools (
+        id          TEXT PRIMARY KEY,
+        spec        TEXT NOT NULL,
+        size        INTEGER NOT NULL,
+        created_at  REAL NOT NULL
+    )
+    """,
 ]

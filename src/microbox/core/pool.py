@@ -1,0 +1,228 @@
+"""Pools: spare boxes kept restored and run once, handed to `run` ready.
+
+Under TCG every new QEMU translates afresh all the guest code it runs, so a
+box restored from its template still spends ~0.2 s of its vCPU before its
+first command ends (docs/snapshots.md). A pool keeps `size` spares of one
+shape (image, cpus, memory, accelerator, kernel, network mode): boxes
+restored from that shape's template that ran one command and wait with no
+session and no shim, their VMMs detached. A `run` of that shape takes one
+(`claim`): the agent takes the box's identity in its handshake and the shim
+starts; a filler started in the background makes a new spare. Without a pool
+nothing of this runs. docs/pool.md has the figures and the rules.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from microbox import locks, paths, portmap
+from microbox.core import lifecycle, vm, warm
+from microbox.core.boxdir import box_dir
+from microbox.core.log import Log
+from microbox.errors import InvalidSpec, NotFound, UsageError, VMError
+from microbox.images import builtin, store
+from microbox.spec import BoxSpec, validate_name
+from microbox.store import boxes, pools
+from microbox.store.boxes import BoxRecord
+from microbox.store.db import Database
+from microbox.store.pools import PoolRow
+
+NETS = ("user", "none")  # a --net tap box's network is made for its own id
+MAX_SIZE = 64
+
+
+@dataclass(frozen=True)
+class Pool:
+    id: str
+    spec: BoxSpec  # the shape its spares have
+    size: int  # how many spares it keeps
+    ready: int  # how many are running now
+    created_at: float
+
+
+def shape(spec: BoxSpec) -> BoxSpec:
+    """What a spare is made of; the rest of a box's spec (its name, env, labels,
+    ports, egress policy) is given when a `run` takes it."""
+    return BoxSpec(image=spec.image, cpus=spec.cpus, memory_mib=spec.memory_mib,
+                   accel=spec.accel, kernel=spec.kernel, net=spec.net)
+
+
+def pool_id(spec: BoxSpec) -> str:
+    text = json.dumps(shape(spec).to_json(), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def add(db: Database, spec: BoxSpec, size: int, log: Log) -> Pool:
+    """Keep `size` spares of `spec`'s shape (a pool of that shape gets the new
+    size), made now; returns the pool."""
+    spec = shape(spec.validate())
+    if spec.net not in NETS:
+        raise InvalidSpec(f"a pool cannot hold --net {spec.net} boxes: use --net user or none")
+    if not 1 <= size <= MAX_SIZE:
+        raise InvalidSpec(f"a pool's size must be between 1 and {MAX_SIZE}, not {size}")
+    builtin.ensure(db, spec.image)  # a missing image fails here, before any row
+    pools.put(db, PoolRow(pool_id(spec), spec, size))
+    fill(db, pool_id(spec), log)
+    return get(db, pool_id(spec))
+
+
+def fill(db: Database, pid: str, log: Log) -> None:
+    """Bring the pool to its size: spares whose VMM died or whose template is
+    no longer the shape's (a rebuilt agent, say) are removed, missing ones
+    made, extra ones removed. One filler at a time works on a pool; one that
+    finds the pool removed stops."""
+    with locks.held(_lock_path(pid)):
+        while True:
+            row = pools.get(db, pid)
+            if row is None:
+                return
+            image = builtin.ensure(db, row.spec.image)
+            key, _ = warm.template_key(row.spec, image.digest)
+            current: list[BoxRecord] = []
+            for spare in _running(db, pid):
+                if spare.spare_key == key and len(current) < row.size:
+                    current.append(spare)
+                else:
+                    _retire(db, spare)
+            if len(current) >= row.size:
+                return
+            _make_spare(db, row, key, log)
+
+
+def _make_spare(db: Database, row: PoolRow, key: str, log: Log) -> None:
+    with store.using():
+        record, lock = lifecycle.create(db, row.spec, name=f"spare-{secrets.token_hex(4)}",
+                                        auto_remove=True, start_next=True)
+    record = record.with_(pool=row.id, spare_key=key)
+    spare = lifecycle.start_spare(db, record, lock, log=log)
+    log(f"pool {row.id}: spare {spare.id[:12]} ready")
+
+
+def _running(db: Database, pid: str) -> list[BoxRecord]:
+    """The pool's spares whose VMM lives; dead ones are removed."""
+    alive = []
+    for spare in boxes.spares(db, pool=pid):
+        if box_dir(spare).alive():
+            alive.append(spare)
+        else:
+            _retire(db, spare)
+    return alive
+
+
+def _retire(db: Database, spare: BoxRecord) -> None:
+    """Remove a spare, unless a `run` took it first (then it is that run's box)."""
+    mine = spare.with_(pending=True, **lifecycle.starter())
+    if boxes.take_spare(db, spare, mine):
+        lifecycle.destroy(db, mine)
+
+
+def _lock_path(pid: str) -> Path:
+    d = paths.pools_dir()
+    d.mkdir(parents=True, exist_ok=True)
+    return d / f"{pid}.lock"
+
+
+def listing(db: Database) -> list[Pool]:
+    return [_pool(db, row) for row in pools.all_pools(db)]
+
+
+def _pool(db: Database, row: PoolRow) -> Pool:
+    ready = sum(1 for s in boxes.spares(db, pool=row.id) if box_dir(s).alive())
+    return Pool(row.id, row.spec, row.size, ready, row.created_at)
+
+
+def get(db: Database, ref: str) -> Pool:
+    """A pool by id, unique id prefix, or the name of its image if one pool has it."""
+    rows = pools.all_pools(db)
+    found = [r for r in rows if r.id == ref] or [r for r in rows if r.id.startswith(ref)] \
+        or [r for r in rows if r.spec.image == ref]
+    if not found:
+        raise NotFound(f"no pool {ref!r}", "microbox pool ls")
+    if len(found) > 1:
+        ids = ", ".join(r.id for r in found)
+        raise UsageError(f"{ref!r} names {len(found)} pools ({ids}); give a pool's id")
+    return _pool(db, found[0])
+
+
+def remove(db: Database, ref: str) -> Pool:
+    """Remove a pool and its spares (a box already taken from it is the user's)."""
+    pool = get(db, ref)
+    pools.delete(db, pool.id)  # a filler at work stops after its current spare
+    with locks.held(_lock_path(pool.id)):
+        for spare in boxes.spares(db, pool=pool.id):
+            _retire(db, spare)
+    return pool
+
+
+def claim(db: Database, spec: BoxSpec, *, name: str | None, auto_remove: bool,
+          attached: bool, log: Log) -> lifecycle.Started | None:
+    """A running box of `spec` made from a pool's spare, or None when no spare
+    fits (the caller starts a box as usual). A spare that fails on the way is
+    removed and None returned, with a line in the log."""
+    if spec.cold or spec.net not in NETS or not boxes.spares(db):
+        return None
+    image = store.find(db, spec.image)
+    if image is None:
+        return None
+    key, accel = warm.template_key(spec, image.digest)
+    candidates = boxes.spares(db, key=key)
+    if not candidates:
+        return None
+    if name is not None:
+        validate_name(name)
+    published = portmap.bind(spec.ports)  # a taken port fails as a box's start would
+    try:
+        for spare in candidates:
+            if spare.pid is None or not box_dir(spare).alive():
+                continue  # the pool's filler removes it
+            claimed = spare.with_(
+                name=name or f"box-{secrets.token_hex(4)}", image=image.name, spec=spec,
+                image_digest=image.digest, auto_remove=auto_remove, pool=None,
+                spare_key=None, pending=True, created_at=time.time(), **lifecycle.starter())
+            if not boxes.take_spare(db, spare, claimed):
+                continue  # another command took it first
+            vmm = vm.Running(spare.pid, spare.pid_start, accel, spawned_at=time.monotonic())
+            try:
+                taken = lifecycle.adopt(db, claimed, vmm, published, attached=attached, log=log)
+                log(f"took the spare {spare.id[:12]} of pool {spare.pool}")
+                return taken
+            except VMError as exc:
+                log(f"the pool's box {spare.id[:12]} failed ({exc.message}); starting one anew")
+                return None
+            finally:
+                if spare.pool is not None:
+                    refill(spare.pool)
+        return None
+    finally:
+        for sock in published:
+            sock.close()  # the shim holds its own copies
+
+
+def refill(pid: str) -> None:
+    """Start a filler for the pool in the background: it outlives this process
+    and ends when the pool is full (or gone)."""
+    with open(_lock_path(pid).with_suffix(".log"), "ab") as out:
+        subprocess.Popen(
+            [sys.executable, "-c", "from microbox.core import pool; pool.main()", pid],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
+
+
+def main() -> None:
+    """The background filler: `python -c '...pool.main()' POOL_ID`."""
+    pid = sys.argv[1]
+
+    def log(message: str) -> None:
+        print(time.strftime("%Y-%m-%dT%H:%M:%S"), message, flush=True)
+
+    try:
+        fill(Database(paths.database()), pid, log)
+    except Exception as exc:  # the log is the only one to tell
+        log(f"pool {pid}: filling failed: {exc}")
+        sys.exit(1)

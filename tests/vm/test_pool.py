@@ -1,0 +1,123 @@
+"""Pools: `run` takes a box kept ready, which is then its own machine and its
+own box in every way, the pool fills again behind it, and nothing of a pool
+outlives its removal or a killed owner."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import microbox
+from microbox.core import pool
+from microbox.store import boxes
+from microbox.store.boxes import BoxRecord
+from tests.conftest import still_running
+from tests.vm.conftest import wait_for
+from tests.vm.helpers import mb, spawn
+
+PROBE = ("head -c 16 /dev/urandom | od -An -tx1; hostname; cat /etc/machine-id; date +%s")
+
+
+@pytest.fixture
+def rt() -> Iterator[microbox.Runtime]:
+    """A runtime whose pools are all removed at the end, spares and fillers included."""
+    with microbox.Runtime() as runtime:
+        try:
+            yield runtime
+        finally:
+            for p in runtime.pools():
+                runtime.remove_pool(p.id)
+            assert not boxes.spares(runtime.db)
+
+
+def _spares(rt: microbox.Runtime) -> list[BoxRecord]:
+    return [s for s in boxes.spares(rt.db) if s.pid is not None]
+
+
+def _full(rt: microbox.Runtime, size: int) -> bool:
+    return all(p.ready == size for p in rt.pools())
+
+
+def test_run_takes_a_ready_box_and_the_pool_fills_again(rt: microbox.Runtime) -> None:
+    p = rt.add_pool("busybox", size=1)
+    assert (p.size, p.ready, p.spec.image) == (1, 1, "busybox")
+    assert [q.id for q in rt.pools()] == [p.id] and rt.pool("busybox").id == p.id
+    (spare,) = _spares(rt)
+    assert rt.list(all=True) == []  # a pool's boxes are not the user's
+
+    r = mb("run", "--rm", "--name", "taken", "-e", "GREETING=hi", "busybox", "--",
+           "sh", "-c", f"{PROBE}; echo $GREETING; exit 7")
+    assert r.returncode == 7, r.stderr
+    rnd, host, mid, clock, greeting = r.stdout.decode().splitlines()
+    assert (host, mid, greeting) == ("taken", spare.id, "hi")  # the spare, as this box
+    assert abs(int(clock) - time.time()) < 5
+
+    wait_for(lambda: _full(rt, 1), 60, "the pool to fill again")
+    (again,) = _spares(rt)
+    assert again.id != spare.id
+    assert mb("ls", "-a", "--json").stdout.count(b'"id"') == 0  # the taken box is gone
+
+    # a detached run keeps the box it took after the command that took it exits
+    r = mb("run", "-d", "--name", "kept", "busybox", "--", "sleep", "60")
+    assert r.returncode == 0, r.stderr
+    box = rt.get("kept")
+    assert (box.id, box.status) == (again.id, "running")
+    other = box.run(["sh", "-c", PROBE]).stdout.decode().splitlines()
+    assert other[0] != rnd and other[1:3] == ["kept", again.id]
+    box.delete(force=True)
+
+
+def test_a_killed_run_takes_the_pooled_box_with_it(rt: microbox.Runtime, home: Path) -> None:
+    """The VMM was started by the pool's filler, so no PR_SET_PDEATHSIG ties it
+    to the run that took it: the box's shim kills it when that run is gone."""
+    rt.add_pool("busybox", size=1)
+    (spare,) = _spares(rt)
+    p = spawn("run", "--rm", "busybox", "--", "sleep", "100")
+    wait_for(lambda: (boxes.get(rt.db, spare.id) or spare).status == "running", 30,
+             "the run to take the spare")
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert spare.pid is not None
+    assert not still_running({spare.pid}, 10), "the pooled box outlived the run that took it"
+    assert mb("gc").returncode == 0
+    assert boxes.get(rt.db, spare.id) is None
+    assert not (home / "boxes" / spare.id).exists()
+
+
+def test_a_spare_made_for_another_template_is_never_handed_out(rt: microbox.Runtime) -> None:
+    p = rt.add_pool("busybox", size=1)
+    (spare,) = _spares(rt)
+    boxes.update(rt.db, spare.with_(spare_key="0" * 32))  # as if the agent was rebuilt since
+    with rt.run("busybox") as box:
+        assert box.id != spare.id
+        assert box.run(["true"]).exit_code == 0
+    pool.fill(rt.db, p.id, lambda _: None)
+    (fresh,) = _spares(rt)
+    assert fresh.id != spare.id and boxes.get(rt.db, spare.id) is None
+    assert not still_running({spare.pid or 0}, 10)
+
+
+def test_pool_commands_refuse_bad_input_and_make_nothing(rt: microbox.Runtime) -> None:
+    r = mb("pool", "add", "--net", "tap", "busybox")
+    assert r.returncode == 2 and b"use --net user or none" in r.stderr
+    r = mb("pool", "add", "-n", "0", "busybox")
+    assert r.returncode == 2 and b"between 1 and 64" in r.stderr
+    r = mb("pool", "rm", "nope")
+    assert r.returncode == 1 and b"microbox pool ls" in r.stderr
+    assert rt.pools() == []
+
+    r = mb("pool", "add", "--json", "-n", "2", "busybox")
+    assert r.returncode == 0, r.stderr
+    made = json.loads(r.stdout)["data"]
+    assert (made["ready"], made["size"]) == (2, 2)
+    listed = json.loads(mb("pool", "ls", "--json").stdout)["data"]
+    assert [x["id"] for x in listed] == [made["id"]]
+    r = mb("pool", "add", "-n", "1", "busybox")  # the same shape: a new size
+    assert r.returncode == 0 and len(_spares(rt)) == 1
+    assert mb("pool", "rm", made["id"]).returncode == 0
+    assert rt.pools() == [] and _spares(rt) == []
