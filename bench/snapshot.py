@@ -4,8 +4,11 @@
 
 Figures (TCG on this machine unless KVM works):
   run      wall of `microbox run --rm busybox -- true` (a fresh CLI process),
-           warm (restored from the template) and --cold, median and p95
-  ready    spawn of QEMU to the agent's handshake reply (identity applied), from -v
+           warm (restored from the template), --cold, and pooled (taking a box a
+           pool of one kept ready: `pool add`; the pool full before each run),
+           median and p95; then back to back, with the pool refilling behind
+  ready    spawn of QEMU (for a pooled box: taking it) to the agent's handshake
+           reply (identity applied), from -v
   fork     `microbox fork -n 10` of a running box, wall
   memory   Pss of one idle box's QEMU (/proc/PID/smaps_rollup), warm clone vs cold
            boot, 5 of each; and the total Pss of --clones idle warm clones
@@ -26,6 +29,7 @@ import time
 
 CLI = [sys.executable, "-m", "microbox"]
 READY = re.compile(rb"agent ready after ([0-9.]+) s")
+TOOK = b"took the spare"
 
 
 def pct(values: list[float], q: float) -> float:
@@ -33,13 +37,47 @@ def pct(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, round(q * (len(s) - 1)))]
 
 
-def run_once(*flags: str) -> tuple[float, float]:
+def run_once(*flags: str, pooled: bool = False) -> tuple[float, float]:
     start = time.monotonic()
     p = subprocess.run([*CLI, "run", "-v", "--rm", *flags, "busybox", "--", "true"],
                        capture_output=True, check=True)
     wall = time.monotonic() - start
+    if (TOOK in p.stderr) != pooled:
+        raise RuntimeError(f"a {'pooled' if pooled else 'new'} box was wanted: {p.stderr!r}")
     ready = [float(m) for m in READY.findall(p.stderr)]
     return wall, ready[-1]
+
+
+def pooled_once(rt: object) -> tuple[float, float]:
+    """A run that takes the box of a full pool of one; the pool is removed after."""
+    from microbox.sdk import Runtime
+
+    assert isinstance(rt, Runtime)
+    pool = rt.add_pool("busybox", size=1)
+    try:
+        return run_once(pooled=True)
+    finally:
+        rt.remove_pool(pool.id)
+
+
+def back_to_back(rt: object, count: int) -> tuple[list[float], int]:
+    """`count` runs one after another from a pool of one that refills behind
+    them: their walls, and how many took a pooled box."""
+    from microbox.sdk import Runtime
+
+    assert isinstance(rt, Runtime)
+    pool = rt.add_pool("busybox", size=1)
+    walls, took = [], 0
+    try:
+        for _ in range(count):
+            start = time.monotonic()
+            p = subprocess.run([*CLI, "run", "-v", "--rm", "busybox", "--", "true"],
+                               capture_output=True, check=True)
+            walls.append(time.monotonic() - start)
+            took += TOOK in p.stderr
+    finally:
+        rt.remove_pool(pool.id)
+    return walls, took
 
 
 def pss_mib(pid: int) -> float:
@@ -77,10 +115,13 @@ def main() -> None:
     rows: list[tuple[str, str]] = []
     try:
         subprocess.run([*CLI, "image", "warm", "busybox"], check=True, capture_output=True)
-        runs: dict[str, list[tuple[float, float]]] = {"warm": [], "cold": []}
-        for _ in range(args.runs):  # interleaved: drift hits both alike
-            runs["warm"].append(run_once())
-            runs["cold"].append(run_once("--cold"))
+        runs: dict[str, list[tuple[float, float]]] = {"warm": [], "cold": [], "pooled": []}
+        with Runtime() as rt:
+            for _ in range(args.runs):  # interleaved: drift hits all alike
+                runs["warm"].append(run_once())
+                runs["cold"].append(run_once("--cold"))
+                runs["pooled"].append(pooled_once(rt))
+            serial, took = back_to_back(rt, args.runs)
         cold_wall = statistics.median(w for w, _ in runs["cold"])
         cold_ready = statistics.median(r for _, r in runs["cold"])
         for kind, vals in runs.items():
@@ -91,6 +132,9 @@ def main() -> None:
             rows.append((f"QEMU spawn to agent ready, {kind}",
                          f"{statistics.median(readies):.3f} s (p95 {pct(readies, .95):.3f})"
                          f"  {statistics.median(readies) / cold_ready:.2f}x cold"))
+        rows.append(("run --rm busybox -- true, back to back",
+                     f"{statistics.median(serial):.3f} s (p95 {pct(serial, .95):.3f}), "
+                     f"{took} of {len(serial)} took a pooled box"))
         with Runtime() as rt:
             src = rt.run("busybox", name="fork-src", rm=False, detach=True)
             try:
