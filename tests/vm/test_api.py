@@ -349,3 +349,25 @@ def test_published_port_through_the_api(api: Served) -> None:
         assert "already in use" in r.json()["error"]["message"]
     finally:
         api.client.delete(f"/boxes/{box['id']}", params={"force": True})
+
+
+def test_pool_routes(api: Served) -> None:
+    from microbox.store import boxes as box_rows
+
+    c = api.client
+    err = _error(c.post("/pools", json={"image": "busybox", "net": "tap"}), 422, "invalid_spec")
+    assert "--net user or none" in err["error"]["message"]
+    made = _ok(c.post("/pools", json={"image": "busybox", "size": 1}), 201)
+    try:
+        assert (made["image"], made["size"], made["ready"]) == ("busybox", 1, 1)
+        assert [p["id"] for p in _ok(c.get("/pools"))] == [made["id"]]
+        assert _ok(c.get("/pools/busybox"))["id"] == made["id"]
+        (spare,) = box_rows.spares(microbox.Runtime().db)
+        box = _create(api, name="api-pooled", start=True, rm=True)
+        assert box["id"] == spare.id and box["name"] == "api-pooled"
+        r = _ok(c.post(f"/boxes/{box['id']}/run", json={"command": ["hostname"]}))
+        assert r["stdout"] == "api-pooled\n"
+        _ok(c.delete(f"/boxes/{box['id']}", params={"force": True}))
+    finally:
+        assert _ok(c.delete(f"/pools/{made['id']}"))["deleted"] == made["id"]
+    _error(c.get("/pools/busybox"), 404, "not_found")

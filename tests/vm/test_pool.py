@@ -5,6 +5,7 @@ outlives its removal or a killed owner."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import time
 from collections.abc import Iterator
@@ -121,3 +122,22 @@ def test_pool_commands_refuse_bad_input_and_make_nothing(rt: microbox.Runtime) -
     assert r.returncode == 0 and len(_spares(rt)) == 1
     assert mb("pool", "rm", made["id"]).returncode == 0
     assert rt.pools() == [] and _spares(rt) == []
+
+
+def test_doctor_names_a_pool_left_short_and_its_fix_fills_it(rt: microbox.Runtime) -> None:
+    rt.add_pool("busybox", size=1, memory_mib=192)
+    (spare,) = _spares(rt)
+    assert spare.pid is not None
+    os.kill(spare.pid, signal.SIGKILL)  # a spare's VMM dies with nobody to notice
+    assert not still_running({spare.pid}, 10)
+    doctor = json.loads(mb("doctor", "--json").stdout)["data"]
+    (line,) = [c for c in doctor if c["name"] == "pools"]
+    assert line["status"] == "WARN" and "0 of 1 boxes ready" in line["detail"]
+    fix = line["fix"].split()
+    assert fix == ["microbox", "pool", "add", "busybox", "-n", "1", "--memory", "192"]
+    assert mb(*fix[1:]).returncode == 0
+    (again,) = _spares(rt)
+    assert again.id != spare.id and rt.pools()[0].ready == 1
+    (line,) = [c for c in json.loads(mb("doctor", "--json").stdout)["data"]
+               if c["name"] == "pools"]
+    assert line["status"] == "PASS"

@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection
 
 from microbox import __version__
-from microbox.api import boxes, execute, files, snapshots
+from microbox.api import boxes, execute, files, pools, snapshots
 from microbox.api.guard import JSON_LIMIT, UPLOAD_LIMIT, BodyLimit, Invalid, check_token
 from microbox.api.models import Envelope, Health
 from microbox.api.replies import failure
@@ -61,7 +61,8 @@ def create_app(runtime: Runtime, token: str | None, *, json_limit: int = JSON_LI
     app.add_middleware(BodyLimit, json_limit=json_limit, upload_limit=upload_limit)
 
     guarded = [Depends(require_token)]
-    for router in (boxes.router, execute.router, files.router, snapshots.router):
+    for router in (boxes.router, execute.router, files.router, pools.router,
+                   snapshots.router):
         app.include_router(router, dependencies=guarded)
     app.include_router(execute.ws_router)  # checks the token itself, before accepting
 

@@ -105,6 +105,28 @@ class SnapshotInfo(BaseModel):
     used_by: list[str] = Field(description="Ids of boxes restored from it.")
 
 
+class PoolInfo(BaseModel):
+    id: str
+    image: str
+    cpus: int
+    memory_mib: int
+    accel: str
+    kernel: str | None
+    net: str
+    size: int = Field(description="How many boxes it keeps ready.")
+    ready: int = Field(description="How many are ready now.")
+    created_at: float
+
+
+class NewPool(_Strict):
+    image: str = "busybox"
+    size: int = 1
+    cpus: int = 1
+    memory_mib: int = DEFAULT_MEMORY_MIB
+    accel: Literal["auto", "kvm", "tcg"] = "auto"
+    net: Literal["user", "none", "tap"] = "user"
+
+
 class NewSnapshot(_Strict):
     name: str | None = None
 

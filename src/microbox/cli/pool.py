@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import click
 
 from microbox.cli.common import common_options, guarded, shape_options
 from microbox.cli.output import Out
 from microbox.cli.render import ago, print_table
-from microbox.sdk import Pool, Runtime
-
-
-def _row(p: Pool) -> dict[str, Any]:
-    s = p.spec
-    return {"id": p.id, "image": s.image, "cpus": s.cpus, "memory_mib": s.memory_mib,
-            "accel": s.accel, "net": s.net, "size": p.size, "ready": p.ready,
-            "created_at": p.created_at}
+from microbox.sdk import Runtime
 
 
 @click.group()
@@ -41,7 +32,7 @@ def add_cmd(image: str, size: int, cpus: int, memory: int, accel: str, net: str,
         with Runtime(log=out.log) as rt:
             p = rt.add_pool(image, size=size, cpus=cpus, memory_mib=memory, accel=accel,
                             net=net)
-        out.result(_row(p), f"pool {p.id}: {p.ready} of {p.size} {image} boxes ready")
+        out.result(p.to_json(), f"pool {p.id}: {p.ready} of {p.size} {image} boxes ready")
 
     guarded(out, body)
 
@@ -54,7 +45,7 @@ def ls_cmd(as_json: bool, verbose: bool) -> None:
 
     def body() -> None:
         with Runtime() as rt:
-            rows = [_row(p) for p in rt.pools()]
+            rows = [p.to_json() for p in rt.pools()]
         if out.as_json:
             out.result(rows)
             return

@@ -17,12 +17,13 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from microbox import paths
+from microbox import locks, paths
 from microbox.artifacts import agent, kernel, vmm_libs
 from microbox.core import orphans, templates
 from microbox.core.boxdir import BoxDir, for_box
 from microbox.core.vm import default_kernel
-from microbox.net import tap
+from microbox.net import plan, tap
+from microbox.spec import DEFAULT_MEMORY_MIB
 from microbox.store import readonly
 from microbox.store.migrations import MIGRATIONS
 from microbox.vmm import accel
@@ -229,9 +230,34 @@ def _templates() -> Check:
     return Check("templates", "PASS", f"{text}; no restore failed")
 
 
+def _pools() -> Check:
+    """Pools short of boxes with no filler at work: their fills fail (the
+    pool's log says why), or their VMMs died since."""
+    path = paths.database()
+    try:
+        found = readonly.pool_summaries(path) if path.exists() else []
+    except sqlite3.DatabaseError:
+        return Check("pools", "WARN", "the database is unreadable", "microbox doctor")
+    short = []
+    for pool_id, shape, size, spare_ids in found:
+        ready = sum(1 for box_id in spare_ids if for_box(box_id).alive())
+        if ready < size and not locks.is_held(paths.pools_dir() / f"{pool_id}.lock"):
+            short.append((pool_id, shape, size, ready))
+    if not short:
+        return Check("pools", "PASS", f"{len(found)} pool(s), each full or filling")
+    pool_id, shape, size, ready = short[0]
+    log = paths.pools_dir() / f"{pool_id}.log"
+    flags = "".join(f" --{k.removesuffix('_mib')} {shape[k]}" for k, default in
+                    (("cpus", 1), ("memory_mib", DEFAULT_MEMORY_MIB), ("net", plan.DEFAULT_MODE),
+                     ("accel", "auto")) if shape.get(k, default) != default)
+    return Check("pools", "WARN", f"pool {pool_id} has {ready} of {size} boxes ready and none "
+                 f"coming ({len(short)} pool(s) short; the fillers' log: {log})",
+                 f"microbox pool add {shape.get('image')} -n {size}{flags}")
+
+
 CHECKS: tuple[Callable[[], Check], ...] = (_qemu, _qemu_libs, _kernel, _agent, _accel,
                                            _data_dir, _database, _disk, _crashed, _orphans,
-                                           _networks, _templates)
+                                           _networks, _templates, _pools)
 
 
 def run_checks() -> list[Check]:

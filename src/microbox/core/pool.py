@@ -21,6 +21,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from microbox import locks, paths, portmap
 from microbox.core import lifecycle, vm, warm
@@ -45,6 +46,12 @@ class Pool:
     size: int  # how many spares it keeps
     ready: int  # how many are running now
     created_at: float
+
+    def to_json(self) -> dict[str, Any]:
+        s = self.spec
+        return {"id": self.id, "image": s.image, "cpus": s.cpus, "memory_mib": s.memory_mib,
+                "accel": s.accel, "kernel": s.kernel, "net": s.net, "size": self.size,
+                "ready": self.ready, "created_at": self.created_at}
 
 
 def shape(spec: BoxSpec) -> BoxSpec:

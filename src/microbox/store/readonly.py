@@ -3,6 +3,7 @@ WAL checkpoint, nothing created. Raises sqlite3.DatabaseError if unreadable."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -27,5 +28,22 @@ def box_summaries(path: Path) -> list[tuple[str, str, str]]:
     conn = _open(path)
     try:
         return [(r[0], r[1], r[2]) for r in conn.execute("SELECT id, name, status FROM boxes")]
+    finally:
+        conn.close()
+
+
+def pool_summaries(path: Path) -> list[tuple[str, dict[str, object], int, list[str]]]:
+    """(id, shape, size, ids of its spare boxes) of every pool; none before schema 3."""
+    conn = _open(path)
+    try:
+        try:
+            rows = conn.execute("SELECT id, spec, size FROM pools ORDER BY created_at").fetchall()
+        except sqlite3.OperationalError:  # no such table: a database from before pools
+            return []
+        spares: dict[str, list[str]] = {}
+        for box_id, pool in conn.execute(
+                "SELECT id, json_extract(spec, '$._pool') FROM boxes WHERE status='spare'"):
+            spares.setdefault(pool, []).append(box_id)
+        return [(r[0], json.loads(r[1]), int(r[2]), spares.get(r[0], [])) for r in rows]
     finally:
         conn.close()
