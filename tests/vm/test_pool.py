@@ -118,6 +118,8 @@ def test_pool_commands_refuse_bad_input_and_make_nothing(rt: microbox.Runtime) -
     assert (made["ready"], made["size"]) == (2, 2)
     listed = json.loads(mb("pool", "ls", "--json").stdout)["data"]
     assert [x["id"] for x in listed] == [made["id"]]
+    r = mb("image", "rm", "busybox")  # its image is in use, by the pool (not by "spare-...")
+    assert r.returncode == 1 and f"used by pool {made['id']}".encode() in r.stderr, r.stderr
     r = mb("pool", "add", "-n", "1", "busybox")  # the same shape: a new size
     assert r.returncode == 0 and len(_spares(rt)) == 1
     assert mb("pool", "rm", made["id"]).returncode == 0

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import secrets
 import subprocess
 import sys
@@ -34,9 +35,11 @@ from microbox.store import boxes, pools
 from microbox.store.boxes import BoxRecord
 from microbox.store.db import Database
 from microbox.store.pools import PoolRow
+from microbox.vmm import process
 
 NETS = ("user", "none")  # a --net tap box's network is made for its own id
 MAX_SIZE = 64
+LOG_LIMIT = 1 << 20  # bytes of the fillers' log (pools/<id>.log) kept before a new filler
 
 
 @dataclass(frozen=True)
@@ -187,8 +190,9 @@ def claim(db: Database, spec: BoxSpec, *, name: str | None, auto_remove: bool,
     published = portmap.bind(spec.ports)  # a taken port fails as a box's start would
     try:
         for spare in candidates:
-            if spare.pid is None or not box_dir(spare).alive():
-                continue  # the pool's filler removes it
+            if (spare.pid is None or not box_dir(spare).alive()
+                    or not process.same_process(spare.pid, spare.pid_start)):
+                continue  # dead: the pool's filler removes it
             claimed = spare.with_(
                 name=name or f"box-{secrets.token_hex(4)}", image=image.name, spec=spec,
                 image_digest=image.digest, auto_remove=auto_remove, pool=None,
@@ -216,6 +220,8 @@ def refill(pid: str) -> None:
     """Start a filler for the pool in the background: it outlives this process
     and ends when the pool is full (or gone)."""
     with open(_lock_path(pid).with_suffix(".log"), "ab") as out:
+        if os.fstat(out.fileno()).st_size > LOG_LIMIT:
+            out.truncate(0)  # the fillers' log keeps their recent runs only
         subprocess.Popen(
             [sys.executable, "-c", "from microbox.core import pool; pool.main()", pid],
             stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)

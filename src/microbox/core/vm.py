@@ -104,7 +104,8 @@ class Running:
         self.disown()
 
     def disown(self) -> None:
-        """Stop owning a pool's VMM: its shim no longer kills it when we exit."""
+        """Close this process's end of a pool's VMM's owner pipe, once the VMM
+        was stopped or killed (its shim would kill it now if it still ran)."""
         if self.owner_fd is not None:
             os.close(self.owner_fd)
             self.owner_fd = None

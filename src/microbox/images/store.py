@@ -183,7 +183,9 @@ def remove(db: Database, name: str, force: bool = False,
     kept = kept or {}
     with _exclusive():
         image = rows.get(db, name) or get(db, name)
-        users = [f"box {b}" for b in boxes_using(db, image.digest)]
+        users = list(dict.fromkeys(  # a pool's waiting boxes are named by their pool
+            f"pool {r.pool}" if r.pool else f"box {r.name}" for r in boxes.all_boxes(db)
+            if r.image_digest == image.digest))
         users += [f"snapshot {n}" for n in kept.get(image.digest, ())]
         if users and not force:
             raise Refused(f"image {image.name!r} is used by {', '.join(users)}",
