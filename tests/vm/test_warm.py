@@ -16,6 +16,7 @@ import microbox
 from microbox.artifacts import agent, vmm_libs
 from microbox.core import templates
 from microbox.errors import ExecFailed
+from microbox.store import boxes
 from tests.conftest import qemu_pids, still_running
 from tests.vm.conftest import wait_for
 from tests.vm.helpers import mb, spawn
@@ -26,30 +27,45 @@ def _template_dirs(home: Path) -> list[str]:
     return sorted(d.name for d in root.iterdir() if d.is_dir()) if root.is_dir() else []
 
 
-@pytest.mark.parametrize("cold", [False, True], ids=["warm", "cold"])
-def test_warm_and_cold_boxes_answer_alike(cold: bool) -> None:
-    with microbox.Runtime() as rt, rt.run("busybox", cold=cold) as box:
-        assert (box.info()["template"] is None) == cold
-        r = box.run(["sh", "-c", "cat; echo err >&2; exit 3"], input=b"in")
-        assert (r.exit_code, r.stdout, r.stderr) == (3, b"in", b"err\n")
-        assert box.run(["sh", "-c", "kill -TERM $$"]).exit_code == 128 + signal.SIGTERM
-        with pytest.raises(ExecFailed) as err:
-            box.exec(["no-such-command"])
-        assert err.value.exit_code == 127
-        r = box.run(["sleep", "10"], timeout=0.5)
-        assert r.status.timed_out and r.status.reported_code == 124
-        t = box.exec(["sh", "-c", "stty size"], tty=True, rows=33, cols=101)
-        assert b"33 101" in b"".join(d for _, d in t.events())
-        # no background zeroing of the root disk's inode tables (agent setup.go)
-        mounts = box.run(["cat", "/proc/mounts"]).stdout.decode().splitlines()
-        assert any(m.startswith("/dev/vda / ext4 ") and "noinit_itable" in m for m in mounts)
-        # the local APIC timer ticks, at the rate the command line gives it (kernel
-        # patch 0002): a wrong rate would stretch every sleep by its error
-        ev = box.run(["cat", "/sys/devices/system/clockevents/clockevent0/current_device"])
-        assert ev.stdout.startswith(b"lapic"), ev.stdout
-        up = box.run(["sh", "-c", "cut -d' ' -f1 /proc/uptime; sleep 0.5; "
-                      "cut -d' ' -f1 /proc/uptime"]).stdout.split()
-        assert 0.5 <= float(up[1]) - float(up[0]) < 2.5, up
+@pytest.mark.parametrize("kind", ["warm", "cold", "pooled"])
+def test_warm_cold_and_pooled_boxes_answer_alike(kind: str) -> None:
+    with microbox.Runtime() as rt:
+        spares = [s.id for s in boxes.spares(rt.db)]
+        if kind == "pooled":
+            rt.add_pool("busybox", size=1)
+            spares = [s.id for s in boxes.spares(rt.db)]
+        try:
+            with rt.run("busybox", cold=kind == "cold") as box:
+                assert (box.info()["template"] is None) == (kind == "cold")
+                assert (box.id in spares) == (kind == "pooled")
+                _exec_suite(box)
+        finally:
+            for p in rt.pools():
+                rt.remove_pool(p.id)
+
+
+def _exec_suite(box: microbox.Box) -> None:
+    """Exit codes, streams, signals, timeouts, a terminal, and the guest's setup."""
+    r = box.run(["sh", "-c", "cat; echo err >&2; exit 3"], input=b"in")
+    assert (r.exit_code, r.stdout, r.stderr) == (3, b"in", b"err\n")
+    assert box.run(["sh", "-c", "kill -TERM $$"]).exit_code == 128 + signal.SIGTERM
+    with pytest.raises(ExecFailed) as err:
+        box.exec(["no-such-command"])
+    assert err.value.exit_code == 127
+    r = box.run(["sleep", "10"], timeout=0.5)
+    assert r.status.timed_out and r.status.reported_code == 124
+    t = box.exec(["sh", "-c", "stty size"], tty=True, rows=33, cols=101)
+    assert b"33 101" in b"".join(d for _, d in t.events())
+    # no background zeroing of the root disk's inode tables (agent setup.go)
+    mounts = box.run(["cat", "/proc/mounts"]).stdout.decode().splitlines()
+    assert any(m.startswith("/dev/vda / ext4 ") and "noinit_itable" in m for m in mounts)
+    # the local APIC timer ticks, at the rate the command line gives it (kernel
+    # patch 0002): a wrong rate would stretch every sleep by its error
+    ev = box.run(["cat", "/sys/devices/system/clockevents/clockevent0/current_device"])
+    assert ev.stdout.startswith(b"lapic"), ev.stdout
+    up = box.run(["sh", "-c", "cut -d' ' -f1 /proc/uptime; sleep 0.5; "
+                  "cut -d' ' -f1 /proc/uptime"]).stdout.split()
+    assert 0.5 <= float(up[1]) - float(up[0]) < 2.5, up
 
 
 def _thp_enabled(pid: int) -> str | None:
