@@ -275,7 +275,7 @@ class Runtime:
         elif not all:
             records = [r for r in records if r.status in ("running", "paused", "error")]
         else:
-            records = [r for r in records if r.status != boxes_store.SPARE]
+            records = [r for r in records if r.pool is None]  # not a pool's box
         for key, value in (labels or {}).items():
             records = [r for r in records if key in r.spec.labels
                        and (value is None or r.spec.labels[key] == value)]

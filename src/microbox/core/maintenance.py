@@ -114,7 +114,7 @@ def cleanup_candidates(records: list[BoxRecord], include_running: bool) -> list[
     """Stopped and crashed boxes; with include_running, every box but a pool's
     waiting ones (`pool rm` removes those)."""
     if include_running:
-        return [r for r in records if r.status != boxes.SPARE]
+        return [r for r in records if r.pool is None]
     return [r for r in records if r.status in ("stopped", "created", "error")]
 
 

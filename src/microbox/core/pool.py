@@ -111,6 +111,12 @@ def _make_spare(db: Database, row: PoolRow, key: str, log: Log) -> None:
         record, lock = lifecycle.create(db, row.spec, name=f"spare-{secrets.token_hex(4)}",
                                         auto_remove=True, start_next=True)
     record = record.with_(pool=row.id, spare_key=key)
+    try:
+        boxes.update(db, record)  # the pool's from the start: hidden from ls -a
+    except BaseException:
+        lock.close()
+        lifecycle.destroy(db, record)
+        raise
     spare = lifecycle.start_spare(db, record, lock, log=log)
     log(f"pool {row.id}: spare {spare.id[:12]} ready")
 
