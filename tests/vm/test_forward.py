@@ -12,40 +12,16 @@ from pathlib import Path
 import pytest
 
 import microbox
-from tests.vm.helpers import mb
-
-ECHO = ["nc", "-ll", "-p", "7000", "-e", "cat"]  # a persistent echo server
-
-
-def _listening(port: int) -> list[str]:
-    """A guest command that returns once something listens on TCP `port`."""
-    return ["sh", "-c", f"until grep -qiE ':{port:04X} [0-9A-F]+:0000 0A' /proc/net/tcp "
-            f"/proc/net/tcp6 2>/dev/null; do usleep 10000; done"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _echo_through(port: int, payload: bytes) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
-        s.sendall(payload)
-        s.shutdown(socket.SHUT_WR)
-        got = bytearray()
-        while chunk := s.recv(65536):
-            got += chunk
-    return bytes(got)
+from tests.vm.helpers import ECHO, echo_through, free_port, listening, mb
 
 
 @pytest.fixture
 def web(home: Path) -> Iterator[int]:
-    port = _free_port()
+    port = free_port()
     r = mb("run", "-d", "--name", "web", "-p", f"{port}:7000", "busybox", "--", *ECHO)
     assert r.returncode == 0, r.stderr
     try:
-        assert mb("exec", "web", "--", *_listening(7000)).returncode == 0
+        assert mb("exec", "web", "--", *listening(7000)).returncode == 0
         yield port
     finally:
         mb("rm", "-f", "web")
@@ -54,8 +30,8 @@ def web(home: Path) -> Iterator[int]:
 def test_a_forward_outlives_the_cli_that_made_it(web: int) -> None:
     # the `run -d` process has exited; the box's shim serves the port
     payload = bytes(range(256)) * 4096  # 1 MiB, every byte value
-    assert _echo_through(web, payload) == payload
-    assert _echo_through(web, b"again\n") == b"again\n"
+    assert echo_through(web, payload) == payload
+    assert echo_through(web, b"again\n") == b"again\n"
     r = mb("port", "web")
     assert (r.returncode, r.stdout) == (0, f"7000/tcp -> 127.0.0.1:{web}\n".encode())
     r = mb("port", "web", "7000")
@@ -74,7 +50,7 @@ def test_a_taken_port_fails_before_anything_is_made(web: int) -> None:
 
 
 def test_a_published_port_is_checked_again_at_start(home: Path) -> None:
-    port = _free_port()
+    port = free_port()
     assert mb("create", "--name", "later", "-p", f"{port}:7000", "busybox").returncode == 0
     try:
         with socket.socket() as taken:
@@ -101,7 +77,7 @@ def test_connect_pipes_stdio_to_a_guest_port(home: Path) -> None:
         box = rt.run("busybox", name="conn", memory_mib=128)
         try:
             box.exec(ECHO, detach=True)
-            box.run(_listening(7000), timeout=30)
+            box.run(listening(7000), timeout=30)
             r = mb("connect", "conn", "7000", input=b"hello through the agent\n")
             assert (r.returncode, r.stdout) == (0, b"hello through the agent\n"), r.stderr
             r = mb("connect", "conn", "7001", input=b"")
@@ -130,7 +106,7 @@ def test_asyncio_connect_and_shell(home: Path) -> None:
             box = await rt.run("busybox", name="aconn", memory_mib=128)
             try:
                 await box.exec(ECHO, detach=True)
-                await box.run(_listening(7000), timeout=30)
+                await box.run(listening(7000), timeout=30)
                 conn = await box.connect(7000)
                 await conn.send(b"ping over asyncio\n")
                 await conn.close_write()

@@ -19,7 +19,7 @@ from microbox.store import boxes
 from microbox.store.boxes import BoxRecord
 from tests.conftest import still_running
 from tests.vm.conftest import wait_for
-from tests.vm.helpers import mb, spawn
+from tests.vm.helpers import ECHO, echo_through, free_port, listening, mb, spawn
 
 PROBE = ("head -c 16 /dev/urandom | od -An -tx1; hostname; cat /etc/machine-id; date +%s")
 
@@ -63,11 +63,15 @@ def test_run_takes_a_ready_box_and_the_pool_fills_again(rt: microbox.Runtime) ->
     assert again.id != spare.id
     assert mb("ls", "-a", "--json").stdout.count(b'"id"') == 0  # the taken box is gone
 
-    # a detached run keeps the box it took after the command that took it exits
-    r = mb("run", "-d", "--name", "kept", "busybox", "--", "sleep", "60")
+    # a detached run keeps the box it took after the command that took it exits,
+    # and the ports it publishes are bound when it takes the box
+    port = free_port()
+    r = mb("run", "-d", "--name", "kept", "-p", f"{port}:7000", "busybox", "--", *ECHO)
     assert r.returncode == 0, r.stderr
     box = rt.get("kept")
     assert (box.id, box.status) == (again.id, "running")
+    assert mb("exec", "kept", "--", *listening(7000)).returncode == 0
+    assert echo_through(port, b"through the pool's box\n") == b"through the pool's box\n"
     other = box.run(["sh", "-c", PROBE]).stdout.decode().splitlines()
     assert other[0] != rnd and other[1:3] == ["kept", again.id]
     box.delete(force=True)
