@@ -147,3 +147,12 @@ def test_doctor_names_a_pool_left_short_and_its_fix_fills_it(rt: microbox.Runtim
     (line,) = [c for c in json.loads(mb("doctor", "--json").stdout)["data"]
                if c["name"] == "pools"]
     assert line["status"] == "PASS"
+
+    # a run that finds only a dead box in the pool starts one anew, and a filler
+    assert again.pid is not None
+    os.kill(again.pid, signal.SIGKILL)
+    assert not still_running({again.pid}, 10)
+    with rt.run("busybox", memory_mib=192) as box:
+        assert box.id != again.id and box.run(["true"]).exit_code == 0
+    wait_for(lambda: _full(rt, 1), 60, "the filler to replace the dead box")
+    assert [s.id for s in _spares(rt)] != [again.id]

@@ -194,8 +194,11 @@ def claim(db: Database, spec: BoxSpec, *, name: str | None, auto_remove: bool,
     if name is not None:
         validate_name(name)
     published = portmap.bind(spec.ports)  # a taken port fails as a box's start would
+    short: set[str] = set()  # pools to refill: one lost a box here
     try:
         for spare in candidates:
+            if spare.pool is not None:
+                short.add(spare.pool)
             if (spare.pid is None or not box_dir(spare).alive()
                     or not process.same_process(spare.pid, spare.pid_start)):
                 continue  # dead: the pool's filler removes it
@@ -213,13 +216,15 @@ def claim(db: Database, spec: BoxSpec, *, name: str | None, auto_remove: bool,
             except VMError as exc:
                 log(f"the pool's box {spare.id[:12]} failed ({exc.message}); starting one anew")
                 return None
-            finally:
-                if spare.pool is not None:
-                    refill(spare.pool)
         return None
     finally:
         for sock in published:
             sock.close()  # the shim holds its own copies
+        for pid in short:
+            try:
+                refill(pid)
+            except OSError as exc:  # the box taken is the run's all the same
+                log(f"cannot start pool {pid}'s filler: {exc}")
 
 
 def refill(pid: str) -> None:
