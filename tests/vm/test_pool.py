@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 import microbox
-from microbox.core import pool
 from microbox.store import boxes
 from microbox.store.boxes import BoxRecord
 from tests.conftest import still_running
@@ -98,10 +97,12 @@ def test_a_spare_made_for_another_template_is_never_handed_out(rt: microbox.Runt
     p = rt.add_pool("busybox", size=1)
     (spare,) = _spares(rt)
     boxes.update(rt.db, spare.with_(spare_key="0" * 32))  # as if the agent was rebuilt since
+    assert rt.pool(p.id).ready == 0  # alive, but no run would take it
     with rt.run("busybox") as box:
         assert box.id != spare.id
         assert box.run(["true"]).exit_code == 0
-    pool.fill(rt.db, p.id, lambda _: None)
+    # the run that found only a stale box started a filler, which replaced it
+    wait_for(lambda: _full(rt, 1), 60, "the filler to replace the stale box")
     (fresh,) = _spares(rt)
     assert fresh.id != spare.id and boxes.get(rt.db, spare.id) is None
     assert not still_running({spare.pid or 0}, 10)

@@ -13,6 +13,7 @@ nothing of this runs. docs/pool.md has the figures and the rules.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -20,7 +21,7 @@ import secrets
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from microbox import locks, paths, portmap
 from microbox.core import lifecycle, vm, warm
 from microbox.core.boxdir import box_dir
 from microbox.core.log import Log
-from microbox.errors import InvalidSpec, NotFound, UsageError, VMError
+from microbox.errors import InvalidSpec, MicroboxError, NotFound, UsageError, VMError
 from microbox.images import builtin, store
 from microbox.spec import BoxSpec, validate_name
 from microbox.store import boxes, pools
@@ -77,7 +78,8 @@ def add(db: Database, spec: BoxSpec, size: int, log: Log) -> Pool:
         raise InvalidSpec(f"a pool cannot hold --net {spec.net} boxes: use --net user or none")
     if not 1 <= size <= MAX_SIZE:
         raise InvalidSpec(f"a pool's size must be between 1 and {MAX_SIZE}, not {size}")
-    builtin.ensure(db, spec.image)  # a missing image fails here, before any row
+    # a missing image fails here, before any row; a pool names it as runs do
+    spec = replace(spec, image=builtin.ensure(db, spec.image).name)
     pools.put(db, PoolRow(pool_id(spec), spec, size))
     fill(db, pool_id(spec), log)
     return get(db, pool_id(spec))
@@ -150,7 +152,14 @@ def listing(db: Database) -> list[Pool]:
 
 
 def _pool(db: Database, row: PoolRow) -> Pool:
-    ready = sum(1 for s in boxes.spares(db, pool=row.id) if box_dir(s).alive())
+    """The pool, with the count of its boxes a run would take now: alive, and
+    made for the template its shape restores from now."""
+    key = None
+    image = store.find(db, row.spec.image)
+    with contextlib.suppress(MicroboxError):  # no kernel, say: no box is current
+        key = warm.template_key(row.spec, image.digest)[0] if image else None
+    ready = sum(1 for s in boxes.spares(db, pool=row.id)
+                if s.spare_key == key and box_dir(s).alive())
     return Pool(row.id, row.spec, row.size, ready, row.created_at)
 
 
@@ -190,6 +199,10 @@ def claim(db: Database, spec: BoxSpec, *, name: str | None, auto_remove: bool,
     key, accel = warm.template_key(spec, image.digest)
     candidates = boxes.spares(db, key=key)
     if not candidates:
+        # A pool of this shape whose boxes were made for another template (the
+        # agent, kernel, QEMU or image changed since) fills anew.
+        if boxes.spares(db, pool=pool_id(spec)):
+            _refill_quietly(pool_id(spec), log)
         return None
     if name is not None:
         validate_name(name)
@@ -221,10 +234,14 @@ def claim(db: Database, spec: BoxSpec, *, name: str | None, auto_remove: bool,
         for sock in published:
             sock.close()  # the shim holds its own copies
         for pid in short:
-            try:
-                refill(pid)
-            except OSError as exc:  # the box taken is the run's all the same
-                log(f"cannot start pool {pid}'s filler: {exc}")
+            _refill_quietly(pid, log)
+
+
+def _refill_quietly(pid: str, log: Log) -> None:
+    try:
+        refill(pid)
+    except OSError as exc:  # a run goes on without it
+        log(f"cannot start pool {pid}'s filler: {exc}")
 
 
 def refill(pid: str) -> None:
