@@ -48,7 +48,7 @@ class Pool:
     id: str
     spec: BoxSpec  # the shape its spares have
     size: int  # how many spares it keeps
-    ready: int  # how many are running now
+    ready: int  # how many a run would take now (alive, of the current template)
     created_at: float
 
     def to_json(self) -> dict[str, Any]:
