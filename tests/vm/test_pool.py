@@ -157,3 +157,25 @@ def test_doctor_names_a_pool_left_short_and_its_fix_fills_it(rt: microbox.Runtim
         assert box.id != again.id and box.run(["true"]).exit_code == 0
     wait_for(lambda: _full(rt, 1), 60, "the filler to replace the dead box")
     assert [s.id for s in _spares(rt)] != [again.id]
+
+
+def test_concurrent_runs_never_share_a_pooled_box(rt: microbox.Runtime) -> None:
+    """Four runs at once against a pool of two: two take its boxes, two restore
+    new ones, and every box is its own."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rt.add_pool("busybox", size=2)
+    waiting = {s.id for s in _spares(rt)}
+
+    def one(n: int) -> tuple[str, str]:
+        with microbox.Runtime() as own, own.run("busybox", name=f"at-once-{n}") as box:
+            out = box.run(["sh", "-c", "hostname; cat /etc/machine-id"]).stdout.decode()
+            host, mid = out.split()
+            assert (host, mid) == (box.name, box.id)
+            return box.id, host
+
+    with ThreadPoolExecutor(4) as pool_of_threads:
+        made = list(pool_of_threads.map(one, range(4)))
+    ids = [box_id for box_id, _ in made]
+    assert len(set(ids)) == 4
+    assert len(waiting & set(ids)) == 2
