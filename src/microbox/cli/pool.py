@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from microbox.cli.common import common_options, guarded, shape_options
+from microbox.cli.common import DEFAULT_IMAGE, common_options, guarded, shape_options
 from microbox.cli.output import Out
 from microbox.cli.render import ago, print_table
 from microbox.sdk import Runtime
@@ -17,15 +17,16 @@ def pool() -> None:
 
 
 @pool.command("add")
-@click.argument("image", default="busybox")
+@click.argument("image", default=DEFAULT_IMAGE)
 @click.option("-n", "--size", type=int, default=1, show_default=True,
               help="How many boxes to keep ready.")
 @shape_options
 @common_options
 def add_cmd(image: str, size: int, cpus: int, memory: int, accel: str, net: str,
             as_json: bool, verbose: bool) -> None:
-    """Keep SIZE boxes of IMAGE with this shape ready (each holds a resident VM);
-    for a pool of this shape, set its size. Returns once they are ready."""
+    """Keep SIZE boxes of IMAGE (default: debian, as for run) with this shape
+    ready (each holds a resident VM); for a pool of this shape, set its size.
+    Returns once they are ready."""
     out = Out("pool add", as_json, verbose)
 
     def body() -> None:
