@@ -72,6 +72,8 @@ def test_kill_and_doctor_with_a_corrupt_database(fresh_home: Path) -> None:
     assert b"unreadable" in doc.stdout and b"microbox kill" in doc.stdout
     body = js("doctor")
     assert body["ok"] is False and body["exit_code"] == 1
+    (pools,) = [c for c in body["data"] if c["name"] == "pools"]
+    assert pools["status"] == "WARN" and pools["fix"] is None  # the database line's fix
     r = mb("kill", "--force", "kc")  # a name needs a readable database
     assert r.returncode == 1 and b"no running box VMM has an id starting with 'kc'" in r.stderr
     r = mb("kill", "--force", box_id[:8])

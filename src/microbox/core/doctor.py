@@ -237,7 +237,8 @@ def _pools() -> Check:
     try:
         found = readonly.pool_summaries(path) if path.exists() else []
     except sqlite3.DatabaseError:
-        return Check("pools", "WARN", "the database is unreadable", "microbox doctor")
+        return Check("pools", "WARN", "not checked: the database is unreadable (its line "
+                     "above names the fix)")
     short = []
     for pool_id, shape, size, spare_ids in found:
         ready = sum(1 for box_id in spare_ids if for_box(box_id).alive())
