@@ -179,3 +179,27 @@ def test_concurrent_runs_never_share_a_pooled_box(rt: microbox.Runtime) -> None:
     ids = [box_id for box_id, _ in made]
     assert len(set(ids)) == 4
     assert len(waiting & set(ids)) == 2
+
+
+def _fillers(pool_id: str) -> list[int]:
+    import psutil
+
+    return [p.pid for p in psutil.process_iter(["cmdline"])
+            if pool_id in (p.info["cmdline"] or []) and "-c" in (p.info["cmdline"] or [])]
+
+
+def test_a_run_starts_no_filler_while_one_is_at_work(rt: microbox.Runtime, home: Path) -> None:
+    """Back-to-back runs do not pile up fillers: while one holds the pool's lock
+    (here the test does), a run that takes a box starts none; the one at work
+    looks again when it lets the lock go (here the test's own fill)."""
+    from microbox import locks
+    from microbox.core import pool
+
+    p = rt.add_pool("busybox", size=1)
+    with locks.held(home / "pools" / f"{p.id}.lock"):
+        with rt.run("busybox") as box:
+            assert box.run(["true"]).exit_code == 0
+        assert _fillers(p.id) == []
+        assert rt.pool(p.id).ready == 0
+    pool.fill(rt.db, p.id, lambda _: None)
+    assert rt.pool(p.id).ready == 1

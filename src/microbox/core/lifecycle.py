@@ -27,7 +27,7 @@ from microbox.net import nft, plan, tap
 from microbox.net import policy as net_policy
 from microbox.spec import BoxSpec, validate_name
 from microbox.store import boxes
-from microbox.store.boxes import LIVE, SPARE, BoxRecord
+from microbox.store.boxes import HAS_VM, SPARE, BoxRecord
 from microbox.store.db import Database
 from microbox.vmm import process
 
@@ -182,8 +182,6 @@ def start_spare(db: Database, record: BoxRecord, lock: locks.Lock, *, log: Log) 
     (detached), run once (so TCG has translated the exec path), then left with
     no session and no shim, for `adopt` to hand out. Removed if any step fails."""
     try:
-        if record.spec.net == "tap":
-            raise VMError("a pool's boxes use --net user or none")
         running, channel = _boot(record, lock, attached=False, log=log, tap_fd=None)
     except BaseException as exc:
         lock.close()
@@ -291,7 +289,7 @@ def _kill_vmm(record: BoxRecord, running: vm.Running | None = None) -> None:
         running.kill()
     elif not d.alive():
         pass
-    elif record.status in (*LIVE, SPARE) and record.pid is not None:
+    elif record.status in HAS_VM and record.pid is not None:
         if process.same_process(record.pid, record.pid_start):
             process.kill_group(record.pid)
             process.wait_exit(record.pid, 10.0)

@@ -88,24 +88,32 @@ def add(db: Database, spec: BoxSpec, size: int, log: Log) -> Pool:
 def fill(db: Database, pid: str, log: Log) -> None:
     """Bring the pool to its size: spares whose VMM died or whose template is
     no longer the shape's (a rebuilt agent, say) are removed, missing ones
-    made, extra ones removed. One filler at a time works on a pool; one that
-    finds the pool removed stops."""
-    with locks.held(_lock_path(pid)):
-        while True:
-            row = pools.get(db, pid)
-            if row is None:
-                return
-            image = builtin.ensure(db, row.spec.image)
-            key, _ = warm.template_key(row.spec, image.digest)
-            current: list[BoxRecord] = []
-            for spare in _running(db, pid):
-                if spare.spare_key == key and len(current) < row.size:
-                    current.append(spare)
-                else:
-                    _retire(db, spare)
-            if len(current) >= row.size:
-                return
-            _make_spare(db, row, key, log)
+    made, extra ones removed. One filler at a time works on a pool, under its
+    lock; one that finds the pool removed stops.
+
+    A run that takes a spare while a filler holds the lock starts no filler of
+    its own (`refill`), so a filler looks again once it has let the lock go:
+    a take it did not see has committed by then."""
+    while True:
+        with locks.held(_lock_path(pid)):
+            while True:
+                row = pools.get(db, pid)
+                if row is None:
+                    return
+                image = builtin.ensure(db, row.spec.image)
+                key, _ = warm.template_key(row.spec, image.digest)
+                current: list[BoxRecord] = []
+                for spare in _running(db, pid):
+                    if spare.spare_key == key and len(current) < row.size:
+                        current.append(spare)
+                    else:
+                        _retire(db, spare)
+                if len(current) >= row.size:
+                    break
+                _make_spare(db, row, key, log)
+        row = pools.get(db, pid)
+        if row is None or _pool(db, row).ready >= row.size:
+            return
 
 
 def _make_spare(db: Database, row: PoolRow, key: str, log: Log) -> None:
@@ -191,7 +199,7 @@ def claim(db: Database, spec: BoxSpec, *, name: str | None, auto_remove: bool,
     """A running box of `spec` made from a pool's spare, or None when no spare
     fits (the caller starts a box as usual). A spare that fails on the way is
     removed and None returned, with a line in the log."""
-    if spec.cold or spec.net not in NETS or not boxes.spares(db):
+    if spec.cold or spec.net not in NETS or not boxes.any_spare(db):
         return None
     image = store.find(db, spec.image)
     if image is None:
@@ -201,8 +209,9 @@ def claim(db: Database, spec: BoxSpec, *, name: str | None, auto_remove: bool,
     if not candidates:
         # A pool of this shape whose boxes were made for another template (the
         # agent, kernel, QEMU or image changed since) fills anew.
-        if boxes.spares(db, pool=pool_id(spec)):
-            _refill_quietly(pool_id(spec), log)
+        stale = pool_id(spec)
+        if boxes.spares(db, pool=stale):
+            _refill_quietly(stale, log)
         return None
     if name is not None:
         validate_name(name)
@@ -245,8 +254,11 @@ def _refill_quietly(pid: str, log: Log) -> None:
 
 
 def refill(pid: str) -> None:
-    """Start a filler for the pool in the background: it outlives this process
-    and ends when the pool is full (or gone)."""
+    """Start a filler for the pool in the background, unless one is at work
+    (`fill` then sees what this process took): it outlives this process and
+    ends when the pool is full (or gone)."""
+    if locks.is_held(_lock_path(pid)):
+        return
     with open(_lock_path(pid).with_suffix(".log"), "ab") as out:
         if os.fstat(out.fileno()).st_size > LOG_LIMIT:
             out.truncate(0)  # the fillers' log keeps their recent runs only

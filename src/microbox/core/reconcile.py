@@ -14,7 +14,7 @@ import time
 from microbox.core.boxdir import box_dir
 from microbox.errors import NotFound, StateError
 from microbox.store import boxes
-from microbox.store.boxes import LIVE, SPARE, BoxRecord
+from microbox.store.boxes import HAS_VM, LIVE, BoxRecord
 from microbox.store.db import Database
 from microbox.vmm import process
 
@@ -42,14 +42,12 @@ def starter_alive(record: BoxRecord) -> bool:
 
 
 def vanishes(record: BoxRecord) -> bool:
-    """True if reconcile would remove this box: a dead `--rm` box or spare, or a
-    pending create whose starter died."""
-    if record.status == SPARE:
-        return not box_dir(record).alive()
+    """True if reconcile would remove this box: a dead `--rm` box (a pool's
+    spare is one), or a pending create whose starter died."""
     if record.status == "starting":
         return not starter_alive(record) and bool(
             record.pending or record.auto_remove)
-    return record.auto_remove and record.status in LIVE and not box_dir(record).alive()
+    return record.auto_remove and record.status in HAS_VM and not box_dir(record).alive()
 
 
 def reconcile(db: Database, record: BoxRecord) -> BoxRecord | None:
@@ -57,7 +55,7 @@ def reconcile(db: Database, record: BoxRecord) -> BoxRecord | None:
     if record.status == "starting":
         if starter_alive(record):
             return record  # its starter is still at work
-    elif record.status not in (*LIVE, SPARE) or box_dir(record).alive():
+    elif record.status not in HAS_VM or box_dir(record).alive():
         return record
     # Reality differs from the record. lifecycle (VMs, networks, images) is
     # imported only now, so a command on a healthy box (`microbox exec`) does not
@@ -67,7 +65,7 @@ def reconcile(db: Database, record: BoxRecord) -> BoxRecord | None:
     if record.status == "starting":
         return lifecycle.abandon(db, record)
     lifecycle.end_network(record)
-    if record.auto_remove or record.status == SPARE:
+    if record.auto_remove:
         lifecycle.destroy(db, record)
         return None
     if ended_by_main(record):

@@ -82,8 +82,7 @@ def restore_snapshot(box: BoxDir, spec: BoxSpec, t: Template, lock: locks.Lock, 
 def prepare(spec: BoxSpec, image: Path, image_digest: str, art: vm.Artifacts,
             choice: accel.Choice, log: Log) -> Template:
     """The template boxes of this spec restore from (made now if missing)."""
-    parts = templates.key_parts(spec, image_digest, art.qemu, art.kernel, art.initrd,
-                                choice.accel, PORTS)
+    parts = _key_parts(spec, image_digest, art, choice)
     return make(templates.key_of(parts), parts, spec, image, art, choice, log)
 
 
@@ -91,9 +90,13 @@ def template_key(spec: BoxSpec, image_digest: str) -> tuple[str, str]:
     """The key of the template boxes of this spec restore from, and their accelerator."""
     art = vm.artifacts(spec)
     choice = accel.choose(spec.accel, art.qemu, art.kernel)
-    parts = templates.key_parts(spec, image_digest, art.qemu, art.kernel, art.initrd,
-                                choice.accel, PORTS)
-    return templates.key_of(parts), choice.accel
+    return templates.key_of(_key_parts(spec, image_digest, art, choice)), choice.accel
+
+
+def _key_parts(spec: BoxSpec, image_digest: str, art: vm.Artifacts,
+               choice: accel.Choice) -> dict[str, object]:
+    return templates.key_parts(spec, image_digest, art.qemu, art.kernel, art.initrd,
+                               choice.accel, PORTS)
 
 
 def warm_image(spec: BoxSpec, image: Path, image_digest: str, log: Log) -> Template:

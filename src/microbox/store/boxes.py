@@ -15,6 +15,7 @@ from microbox.store.db import Database
 STATUSES = ("created", "running", "paused", "stopped", "error")
 LIVE = ("running", "paused")  # a VM exists
 SPARE = "spare"  # a pool's box, its VM ready for a `run` to take (core/pool.py)
+HAS_VM = (*LIVE, SPARE)  # a VMM holds the box lock; a spare is auto_remove, as --rm is
 
 
 _PENDING = "_pending_create"  # stored beside the spec fields (schema 1 keeps them together)
@@ -146,6 +147,11 @@ def spares(db: Database, *, pool: str | None = None,
         query, args = query + " AND json_extract(spec, '$._spare_key')=?", [*args, key]
     rows = db.conn.execute(query + " ORDER BY created_at", args).fetchall()
     return [_from_row(r) for r in rows]
+
+
+def any_spare(db: Database) -> bool:
+    return db.conn.execute("SELECT 1 FROM boxes WHERE status=? LIMIT 1",
+                           (SPARE,)).fetchone() is not None
 
 
 def take_spare(db: Database, record: BoxRecord, claimed: BoxRecord) -> bool:
