@@ -6,10 +6,19 @@ VENV    := .venv
 PY      := $(VENV)/bin/python
 MB      := $(VENV)/bin/microbox
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# The Debian release decides two package names: the kernel source (guest/kernel/releases,
+# the table `microbox kernel build` reads too: bookworm 6.1, trixie 6.12) and libarchive
+# (trixie renamed it in the 64-bit time_t transition). Named exactly: apt reads an
+# unknown name with a dot as a pattern (linux-source-6.1 matched 6.12 on trixie).
+RELEASE := $(shell . /etc/os-release 2>/dev/null && echo $$VERSION_CODENAME)
+KERNEL_SERIES ?= $(shell awk '$$1 == "$(RELEASE)" {print $$2}' guest/kernel/releases)
+LIBARCHIVE := $(if $(filter bookworm,$(RELEASE)),libarchive13,libarchive13t64)
 APT_PACKAGES := qemu-system-x86 qemu-utils e2fsprogs busybox-static golang-go \
-	linux-source-6.1 build-essential flex bison bc libelf-dev libssl-dev cpio xz-utils \
-	skopeo mmdebstrap uidmap libarchive13 docker-registry apache2-utils nftables iproute2 patch
-# `mke2fs -d -` (a tar stream on stdin) needs e2fsprogs >= 1.47.1: bookworm-backports has it.
+	linux-source-$(KERNEL_SERIES) build-essential flex bison bc libelf-dev libssl-dev cpio \
+	xz-utils skopeo mmdebstrap uidmap $(LIBARCHIVE) docker-registry apache2-utils nftables \
+	iproute2 patch
+# `mke2fs -d -` (a tar stream on stdin) needs e2fsprogs >= 1.47.1: trixie has it, and
+# bookworm-backports has it for bookworm.
 E2FS_MIN := 1.47.1
 BACKPORTS_LIST := /etc/apt/sources.list.d/microbox-backports.sources
 
@@ -19,6 +28,11 @@ setup: system-packages python-env compile artifacts
 
 # Debian packages: one `apt-get update`, then install only what is missing.
 system-packages:
+	@if [ -z "$(KERNEL_SERIES)" ]; then \
+		echo "microbox sets up on Debian 12 (bookworm) and 13 (trixie), not '$(RELEASE)';" \
+			"name a kernel series of guest/kernel/releases: make KERNEL_SERIES=6.12 ..." >&2; \
+		exit 2; \
+	fi
 	@missing=$$(for p in $(APT_PACKAGES); do \
 		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; \
 	done); \

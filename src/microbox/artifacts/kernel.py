@@ -1,7 +1,9 @@
 """Build and cache the guest kernel from the distribution's kernel source.
 
-The kernel is the distribution's source with the repo's patches applied
-(`guest/kernel/patches/*.patch`, in name order), configured as `make tinyconfig`
+The kernel is the distribution's source (`source()`: Debian 12's 6.1 or
+Debian 13's 6.12, chosen by the host's release, never by "the newest") with
+the repo's patch set for that series applied (`guest/kernel/patches/SERIES/*.patch`,
+in name order), configured as `make tinyconfig`
 plus the repo's fragment (`guest/kernel/microbox.config`), then `make
 olddefconfig`, and built as an uncompressed ELF `vmlinux` that QEMU boots through
 the PVH entry point. The result lives in `<cache>/kernel/<key>/vmlinux`, where
@@ -24,15 +26,17 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from microbox import locks, paths
 
 SOURCE_DIR = Path("/usr/src")
 SOURCE_GLOB = "linux-source-*.tar.xz"
-SOURCE_PACKAGE = "linux-source-6.1"
+OS_RELEASE = Path("/etc/os-release")
 FRAGMENT_NAME = "microbox.config"
 PATCHES_NAME = "patches"
+RELEASES_NAME = "releases"
 # Bump when the build procedure changes in a way that changes the output.
 # 2: the vmlinux is stripped, its symbols in System.map.
 RECIPE_VERSION = "2"
@@ -40,6 +44,7 @@ BUILD_TOOLS = ("make", "gcc", "ld", "strip", "flex", "bison", "bc", "tar", "xz",
 
 _ASSIGN = re.compile(r"^(CONFIG_[A-Za-z0-9_]+)=(.*)$")
 _NOT_SET = re.compile(r"^# (CONFIG_[A-Za-z0-9_]+) is not set$")
+_SERIES = re.compile(r"^linux-source-(\d+\.\d+)\.tar\.xz$")
 
 
 class KernelBuildError(Exception):
@@ -53,20 +58,8 @@ class KernelBuildError(Exception):
         self.detail = detail
 
 
-def _version_key(path: Path) -> tuple[int, ...]:
-    digits = re.findall(r"\d+", path.name.removesuffix(".tar.xz"))
-    return tuple(int(d) for d in digits)
-
-
-def source_tarball() -> Path:
-    """The newest `/usr/src/linux-source-*.tar.xz`."""
-    found = sorted(SOURCE_DIR.glob(SOURCE_GLOB), key=_version_key)
-    if not found:
-        raise KernelBuildError(
-            f"no kernel source found at {SOURCE_DIR}/{SOURCE_GLOB}; "
-            f"install it with: sudo apt-get install {SOURCE_PACKAGE}"
-        )
-    return found[-1]
+def _series_key(series: str) -> tuple[int, ...]:
+    return tuple(int(d) for d in series.split("."))
 
 
 def _beside_or_in_repo(name: str) -> list[Path]:
@@ -74,6 +67,103 @@ def _beside_or_in_repo(name: str) -> list[Path]:
     repo checkout."""
     here = Path(__file__).resolve()
     return [here.with_name(name), here.parents[3] / "guest" / "kernel" / name]
+
+
+def _patches_dir() -> Path | None:
+    for candidate in _beside_or_in_repo(PATCHES_NAME):
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def supported_series() -> list[str]:
+    """The kernel series the repo carries a patch set for (guest/kernel/patches/SERIES/),
+    oldest first."""
+    root = _patches_dir()
+    if root is None:
+        return []
+    found = [d.name for d in root.iterdir() if d.is_dir() and re.fullmatch(r"\d+\.\d+", d.name)]
+    return sorted(found, key=_series_key)
+
+
+def release_series() -> dict[str, str]:
+    """Debian release codename -> the series its linux-source package carries
+    (guest/kernel/releases, which the Makefile reads too)."""
+    mapping: dict[str, str] = {}
+    for candidate in _beside_or_in_repo(RELEASES_NAME):
+        if candidate.is_file():
+            for raw in candidate.read_text().splitlines():
+                words = raw.split("#", 1)[0].split()
+                if len(words) == 2:
+                    mapping[words[0]] = words[1]
+            break
+    return mapping
+
+
+def host_release() -> tuple[str, str]:
+    """(codename, pretty name) of this host's distribution, from /etc/os-release;
+    ("", "") where it names none."""
+    fields: dict[str, str] = {}
+    try:
+        text = OS_RELEASE.read_text()
+    except OSError:
+        return "", ""
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            fields[key.strip()] = value.strip().strip('"')
+    return fields.get("VERSION_CODENAME", ""), fields.get("PRETTY_NAME", "")
+
+
+def wanted_series() -> str:
+    """The series this host should build from: its Debian release's, else the
+    newest the repo supports."""
+    supported = supported_series()
+    preferred = release_series().get(host_release()[0])
+    if preferred in supported:
+        return preferred
+    return supported[-1] if supported else ""
+
+
+@dataclass(frozen=True)
+class Source:
+    """The kernel source a build uses: its tarball, series and the patch set for it."""
+
+    tarball: Path
+    series: str
+
+    @property
+    def package(self) -> str:
+        return f"linux-source-{self.series}"
+
+    def patches(self) -> list[Path]:
+        """The repo's patches for this series, in the order they apply."""
+        root = _patches_dir()
+        return sorted((root / self.series).glob("*.patch")) if root is not None else []
+
+
+def source() -> Source:
+    """The kernel source to build from, chosen deliberately: of the installed
+    `/usr/src/linux-source-X.Y.tar.xz` whose series the repo has patches for, the
+    one of this host's Debian release (guest/kernel/releases), else the newest.
+    A source of a series without a patch set (a backports kernel, say) is never
+    chosen: its patches would not apply."""
+    supported = supported_series()
+    present = {}
+    for tarball in SOURCE_DIR.glob(SOURCE_GLOB):
+        match = _SERIES.match(tarball.name)
+        if match and match.group(1) in supported:
+            present[match.group(1)] = tarball
+    if not present:
+        wanted = wanted_series() or "6.1"
+        raise KernelBuildError(
+            f"no kernel source of a supported series ({', '.join(supported)}) found at "
+            f"{SOURCE_DIR}/{SOURCE_GLOB}; install it with: sudo apt-get install "
+            f"linux-source-{wanted}"
+        )
+    wanted = wanted_series()
+    series = wanted if wanted in present else max(present, key=_series_key)
+    return Source(present[series], series)
 
 
 def fragment_path() -> Path:
@@ -85,27 +175,20 @@ def fragment_path() -> Path:
     raise KernelBuildError(f"kernel config fragment {FRAGMENT_NAME} not found at {candidates[-1]}")
 
 
-def patches() -> list[Path]:
-    """The repo's patches to the kernel source, in the order they apply."""
-    for candidate in _beside_or_in_repo(PATCHES_NAME):
-        if candidate.is_dir():
-            return sorted(candidate.glob("*.patch"))
-    return []
-
-
 def cache_key() -> str:
     """16 hex chars identifying (kernel source version, patches, the fragment's
     settings, recipe): editing a comment of the fragment builds nothing."""
     # The tarball's name, size and mtime change with every package upgrade, and a
     # stat costs microseconds where asking dpkg costs ~10 ms on every box start.
-    tarball = source_tarball()
+    src = source()
+    tarball = src.tarball
     st = tarball.stat()
     source_id = f"{tarball.name}:{st.st_size}:{st.st_mtime_ns}"
     digest = hashlib.sha256()
     digest.update(f"microbox-kernel-recipe:{RECIPE_VERSION}\n{source_id}\n".encode())
     settings = parse_config(fragment_path().read_text())
     digest.update("".join(f"{k}={v}\n" for k, v in sorted(settings.items())).encode())
-    for patch in patches():
+    for patch in src.patches():
         digest.update(f"\npatch {patch.name}\n".encode())
         digest.update(patch.read_bytes())
     return digest.hexdigest()[:16]
@@ -203,7 +286,8 @@ def build_kernel(
         if target.is_file() and not force:  # another process built it meanwhile
             return target
         _check_host()
-        tarball = source_tarball()
+        src = source()
+        tarball = src.tarball
         fragment = fragment_path().read_text()
         njobs = jobs if jobs is not None else len(os.sched_getaffinity(0))
         # Trees left by a killed build of this key; the lock says none is running.
@@ -214,13 +298,15 @@ def build_kernel(
         kept_log = kernel_dir / f"build-{key_dir.name}.log"
         logs = (build_log, kept_log)
         try:
+            say(f"kernel source: {src.package} ({tarball}), with the patch set for "
+                f"{src.series}")
             say(f"extracting {tarball}")
             _run(["tar", "-xf", str(tarball), "-C", str(build_root)], build_root, logs)
             trees = [p for p in build_root.iterdir() if p.is_dir()]
             if len(trees) != 1:
                 raise KernelBuildError(f"{tarball} did not unpack to a single source directory")
             tree = trees[0]
-            for patch in patches():
+            for patch in src.patches():
                 say(f"applying {patch.name}")
                 _run(["patch", "-p1", "--forward", "--batch", "-i", str(patch)], tree, logs)
             say("configuring: tinyconfig + microbox.config + olddefconfig")

@@ -65,14 +65,31 @@ def _qemu_libs() -> Check:
                  None if ok else "apt-get install -y gcc")
 
 
+def _host() -> Check:
+    """The distribution, which decides the kernel source the Makefile installs."""
+    codename, pretty = kernel.host_release()
+    series = kernel.release_series().get(codename)
+    if series is None:
+        return Check("host", "WARN", f"{pretty or 'an unknown distribution'}: microbox is made "
+                     f"and tested on Debian 12 and 13; the guest kernel builds from series "
+                     f"{kernel.wanted_series() or '(none found)'}")
+    return Check("host", "PASS", f"{pretty} (its kernel source: linux-source-{series})")
+
+
 def _kernel() -> Check:
-    try:
-        path = default_kernel()
-    except kernel.KernelBuildError as exc:
-        return Check("kernel", "FAIL", str(exc), "apt-get install -y linux-source-6.1")
+    if os.environ.get("MICROBOX_KERNEL"):
+        path, origin = default_kernel(), "$MICROBOX_KERNEL"
+    else:
+        try:
+            src = kernel.source()
+            path, origin = kernel.kernel_path(), f"built from {src.package}"
+        except kernel.KernelBuildError as exc:
+            return Check("kernel", "FAIL", str(exc),
+                         f"apt-get install -y linux-source-{kernel.wanted_series()}")
     if not path.exists():
-        return Check("kernel", "FAIL", f"no guest kernel at {path}", "microbox kernel build")
-    return Check("kernel", "PASS", f"{path} ({path.stat().st_size >> 20} MiB)")
+        return Check("kernel", "FAIL", f"no guest kernel at {path} ({origin})",
+                     "microbox kernel build")
+    return Check("kernel", "PASS", f"{path} ({path.stat().st_size >> 20} MiB, {origin})")
 
 
 def _agent() -> Check:
@@ -256,7 +273,7 @@ def _pools() -> Check:
                  f"microbox pool add {shape.get('image')} -n {size}{flags}")
 
 
-CHECKS: tuple[Callable[[], Check], ...] = (_qemu, _qemu_libs, _kernel, _agent, _accel,
+CHECKS: tuple[Callable[[], Check], ...] = (_host, _qemu, _qemu_libs, _kernel, _agent, _accel,
                                            _data_dir, _database, _disk, _crashed, _orphans,
                                            _networks, _templates, _pools)
 

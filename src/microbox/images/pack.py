@@ -137,7 +137,7 @@ def requires(spec: BoxSpec) -> dict[str, Any]:
     kern: dict[str, Any] = {"custom": bool(spec.kernel or os.environ.get("MICROBOX_KERNEL"))}
     with contextlib.suppress(Exception):
         kern["cache_key"] = kernel.cache_key()
-        kern["source"] = kernel.source_tarball().name
+        kern["source"] = kernel.source().tarball.name
     agent_id: dict[str, Any] = {"protocol": protocol.VERSION}
     with contextlib.suppress(Exception):
         agent_id["cache_key"] = agent.cache_key()
