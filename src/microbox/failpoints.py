@@ -1,0 +1,22 @@
+"""Named points where a test can have this process die, deterministically.
+
+`MICROBOX_FAILPOINT=NAME` makes the process SIGKILL itself the first time it
+reaches `reach("NAME")`: the same death a user's `kill -9` or an OOM killer
+gives at a random moment, placed at the one moment a test wants (the box's
+vCPUs stopped for a snapshot, half a file copied out, one clone of three made).
+Unset, `reach` is one dictionary lookup. bench/faults.py kills at random
+moments instead, to find the points nobody named.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+ENV = "MICROBOX_FAILPOINT"
+
+
+def reach(name: str) -> None:
+    """Die here (SIGKILL, no cleanup of any kind) if the environment names this point."""
+    if os.environ.get(ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
