@@ -122,3 +122,28 @@ def test_refusals_leave_nothing(tmp_path: Path, stream: bytes, says: str) -> Non
     with pytest.raises(rs.Refused, match=says):
         split(tmp_path, stream)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["full"]
+
+
+def command(cmd: int, payload: bytes = b"") -> bytes:
+    return bytes([rs.COMMAND]) + struct.pack(">HH", cmd, len(payload)) + payload
+
+
+def test_qemu_10s_switchover_start_before_the_last_section_is_carried_over(
+        tmp_path: Path) -> None:
+    """QEMU 10 sends MIG_CMD_SWITCHOVER_START between RAM's last PART and its
+    END; QEMU 7.2's stream has none. Each is split the same."""
+    switch = command(rs.SWITCHOVER_START)
+    mem, state = split(tmp_path, HEADER + config() + start() + PART + switch + END + DEVICES)
+    assert mem.read_bytes() == b"\x01" * P + b"\x00" * 2 * P + b"\x02" * P
+    assert state.read_bytes() == (
+        HEADER + config(CAPS) + start(addrs=True)
+        + section(rs.PART, page(0, 7, b"pc.bios")) + switch
+        + section(rs.END, zero(P, None)) + DEVICES)
+
+
+@pytest.mark.parametrize("cmd", [command(2, b"\x00\x00\x00\x01"), command(rs.SWITCHOVER_START,
+                                                                          b"x")])
+def test_another_command_among_the_ram_sections_is_refused(tmp_path: Path, cmd: bytes) -> None:
+    with pytest.raises(rs.Refused, match="migration command not handled"):
+        split(tmp_path, HEADER + config() + start() + PART + cmd + END + DEVICES)
+    assert not (tmp_path / "mem").exists() and not (tmp_path / "state").exists()

@@ -4,10 +4,13 @@ that RAM is a shared memory-backend-file and `x-ignore-shared` is on. It is how
 a snapshot gets its template form (`mem` and `state`) without a second QEMU
 loading the stream and saving it again (docs/snapshots.md).
 
-Only the stream QEMU 7.2 writes for a stopped guest without any migration
-capability but `events` is understood (the header, the `configuration`
-section, the `ram` sections, then device sections left byte for byte as they
-are); anything else is refused with VMError and nothing is left behind.
+Only the stream QEMU 7.2 and 10.0 write for a stopped guest without any
+migration capability but `events` is understood (the header, the
+`configuration` section, the `ram` sections, then device sections left byte
+for byte as they are); anything else is refused with VMError and nothing is
+left behind. What differs between the two is read as it comes, not by
+version: QEMU 10 puts a SWITCHOVER_START command (no payload) before RAM's
+last section, and it is carried over as it is.
 
     header        be32 magic, be32 version
     configuration 0x07, be32 length, machine name, subsections (0x05 ...)
@@ -15,8 +18,9 @@ are); anything else is refused with VMError and nothing is left behind.
                   be64 length (+ be64 address with x-ignore-shared); be64 EOS
     ram PART/END  0x02/0x03, be32 id; pages: be64 offset|flags, [block name],
                   one fill byte (ZERO) or a page (PAGE); be64 EOS
+    command       0x08, be16 command, be16 length (QEMU 10: SWITCHOVER_START, 0)
     footer        0x7e, be32 section id (after every section)
-    the rest      device sections (0x04), EOF (0x08), the JSON description
+    the rest      device sections (0x04), EOF (0x00), the JSON description
 """
 
 from __future__ import annotations
@@ -30,8 +34,9 @@ from pathlib import Path
 from microbox.errors import VMError
 
 MAGIC, VERSION = 0x5145564D, 3
-CONFIGURATION, SUBSECTION, START, PART, END, FULL, EOF, FOOTER = (
-    0x07, 0x05, 0x01, 0x02, 0x03, 0x04, 0x08, 0x7E)
+CONFIGURATION, SUBSECTION, START, PART, END, FULL, EOF, COMMAND, FOOTER = (
+    0x07, 0x05, 0x01, 0x02, 0x03, 0x04, 0x00, 0x08, 0x7E)
+SWITCHOVER_START = 0x0B  # QEMU's MIG_CMD_SWITCHOVER_START
 F_ZERO, F_MEM_SIZE, F_PAGE, F_EOS, F_CONTINUE = 0x02, 0x04, 0x08, 0x10, 0x20
 PAGE = 4096  # x86's target page: the stream's offsets carry flags below it
 IGNORE_SHARED = b"x-ignore-shared"
@@ -39,7 +44,7 @@ CAPABILITIES = b"configuration/capabilities"
 PAGE_BITS = b"configuration/target-page-bits"
 BIOS = b"pc.bios"  # mapped just below 4 GiB on x86
 MACHINE_RAM = b"microvm.ram"  # the guest's RAM of a VMM without a memory backend
-_U32, _U64 = struct.Struct(">I"), struct.Struct(">Q")
+_U16, _U32, _U64 = struct.Struct(">H"), struct.Struct(">I"), struct.Struct(">Q")
 # A run of zero pages of the block read last: be64 offset|ZERO|CONTINUE (the
 # offset's low 12 bits clear), then the fill byte 0. Most of a guest's RAM.
 _ZERO_RUN = re.compile(rb"(?:.{6}[\x00\x10\x20\x30\x40\x50\x60\x70\x80\x90\xa0\xb0\xc0\xd0"
@@ -155,7 +160,10 @@ def _split(r: _Reader, block: bytes, fd: int) -> list[bytes]:
     sid, blocks, source = _ram_start(r, block, out)
     pages = _Pages(fd, source, blocks)
     os.ftruncate(fd, blocks[source])
-    while r.peek() in (PART, END):
+    while r.peek() in (PART, END, COMMAND):
+        if r.peek() == COMMAND:
+            out.append(_command(r))
+            continue
         kind = r.u8()
         if r.u32() != sid:
             raise Refused("the saved state has a section other than RAM between RAM's")
@@ -169,7 +177,7 @@ def _split(r: _Reader, block: bytes, fd: int) -> list[bytes]:
     pages.flush()
     if pages.records != pages.length // PAGE:
         raise Refused("the saved state does not hold each page of its RAM once")
-    if r.peek() not in (FULL, EOF):
+    if r.peek() not in (FULL, EOF, COMMAND):
         raise Refused("the saved state goes on with an unknown section after its RAM")
     out.append(r.take(len(r.buf) - r.pos))  # the devices, byte for byte
     return out
@@ -284,6 +292,16 @@ def _ram_pages(r: _Reader, pages: _Pages) -> bytes:
             pages.last_kept = pages.current
     except (struct.error, IndexError):
         raise Refused("the saved state ends early") from None
+
+
+def _command(r: _Reader) -> bytes:
+    """A command between RAM's sections, carried over: only QEMU 10's
+    SWITCHOVER_START, which has no payload, is known."""
+    r.u8()
+    command, length = _U16.unpack(r.take(2))[0], _U16.unpack(r.take(2))[0]
+    if command != SWITCHOVER_START or length:
+        raise Refused(f"the saved state has a migration command not handled ({command:#x})")
+    return bytes([COMMAND]) + _U16.pack(command) + _U16.pack(length)
 
 
 def _footer(r: _Reader, sid: int, out: list[bytes]) -> None:
