@@ -44,8 +44,13 @@ def available() -> str | None:
     return None
 
 
-def _ip(*args: str) -> None:
-    done = subprocess.run(["ip", *args], capture_output=True, text=True)
+def _ip(*args: str, ns: str | None = None) -> None:
+    """`ip ARGS`, in the namespace `ns` if given: entered with nsenter, which
+    switches the network namespace only. (`ip -n` also makes a mount namespace
+    and runs `mount --make-rslave /`, which fails where / is no mount point,
+    as in a chroot.)"""
+    enter = ["nsenter", f"--net=/run/netns/{ns}"] if ns else []
+    done = subprocess.run([*enter, "ip", *args], capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"ip {' '.join(args)}: {done.stderr.strip()}")
 
@@ -159,12 +164,12 @@ def start(addresses: Sequence[str], name: str | None = None,
         _ip("link", "add", host_if, "type", "veth", "peer", "name", ns_if, "netns", ns)
         _ip("addr", "add", HOST_SIDE, "dev", host_if)
         _ip("link", "set", host_if, "up")
-        _ip("-n", ns, "link", "set", "lo", "up")
-        _ip("-n", ns, "addr", "add", f"{NS_SIDE}/30", "dev", ns_if)
-        _ip("-n", ns, "link", "set", ns_if, "up")
-        _ip("-n", ns, "route", "add", "default", "via", HOST_SIDE.split("/")[0])
+        _ip("link", "set", "lo", "up", ns=ns)
+        _ip("addr", "add", f"{NS_SIDE}/30", "dev", ns_if, ns=ns)
+        _ip("link", "set", ns_if, "up", ns=ns)
+        _ip("route", "add", "default", "via", HOST_SIDE.split("/")[0], ns=ns)
         for addr in addresses:
-            _ip("-n", ns, "addr", "add", f"{addr}/32", "dev", ns_if)
+            _ip("addr", "add", f"{addr}/32", "dev", ns_if, ns=ns)
             _ip("route", "add", f"{addr}/32", "via", NS_SIDE)
         for addr in addresses:
             made.servers.append(_in_netns(ns, partial(_Web, (addr, 80), _Http)))

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 
 import pytest
 
+import microbox
 from tests.images import ext4
 from tests.registry import Registry
 from tests.vm.helpers import CLI
@@ -21,8 +23,17 @@ from tests.vm.helpers import CLI
 NOBODY = 65534
 
 
+def _searchable_by_others(path: Path) -> bool:
+    return all(p.stat().st_mode & 0o001 for p in (path, *path.parents) if p.is_dir())
+
+
 @pytest.fixture
 def scratch() -> Iterator[Path]:
+    if os.geteuid() == 0:
+        for needed in (Path(sys.prefix), Path(microbox.__file__).parent):
+            if not _searchable_by_others(needed):
+                pytest.skip(f"uid {NOBODY} cannot reach {needed} (a checkout under a private "
+                            "directory such as /root): clone the repo where others can read it")
     d = Path(tempfile.mkdtemp(prefix="mbn-", dir="/tmp"))
     for sub in ("home", "data", "cache"):
         (d / sub).mkdir()
