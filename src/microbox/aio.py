@@ -295,11 +295,11 @@ class AsyncBox:
     async def pack(self, path: str | Path, *, stop: bool = False) -> PackInfo:
         return await self._pool.call(self._box.pack, path, stop=stop)
 
-    async def fork(self, n: int = 1, *, name_prefix: str | None = None
-                   ) -> builtins.list[AsyncBox]:
+    async def fork(self, n: int = 1, *, name_prefix: str | None = None, rm: bool = False,
+                   detach: bool = True) -> builtins.list[AsyncBox]:
         """Clones of this box; a cancelled fork deletes the clones it made."""
-        clones = await self._pool.call(self._box.fork, n, name_prefix=name_prefix,
-                                       on_orphan=_delete_all)
+        clones = await self._pool.call(self._box.fork, n, name_prefix=name_prefix, rm=rm,
+                                       detach=detach, on_orphan=_delete_all)
         return [AsyncBox(c, self._pool) for c in clones]
 
     async def release(self) -> None:
@@ -390,10 +390,11 @@ class AsyncRuntime:
     async def prune_images(self, *, all: bool = False) -> builtins.list[str]:
         return await self._pool.call(self._rt.prune_images, all=all)
 
-    async def restore(self, snapshot: str, *, name: str | None = None) -> AsyncBox:
+    async def restore(self, snapshot: str, *, name: str | None = None, rm: bool = False,
+                      detach: bool = True) -> AsyncBox:
         """A new running box from a snapshot; a cancelled restore deletes it."""
-        return self._box(await self._pool.call(self._rt.restore, snapshot, name=name,
-                                               on_orphan=_delete_one))
+        return self._box(await self._pool.call(self._rt.restore, snapshot, name=name, rm=rm,
+                                               detach=detach, on_orphan=_delete_one))
 
     async def snapshots(self) -> builtins.list[Snapshot]:
         return await self._pool.call(self._rt.snapshots)

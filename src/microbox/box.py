@@ -17,7 +17,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any
 
-from microbox import locks, workspace
+from microbox import failpoints, locks, workspace
 from microbox.agent import ops
 from microbox.agent import transfer as agent_transfer
 from microbox.agent.channel import Channel
@@ -231,12 +231,16 @@ class Box:
         reconcile.require(record, "running", "paused")
         return snapshots.create(record, name, log=self.runtime.log)
 
-    def fork(self, n: int = 1, *, name_prefix: str | None = None) -> builtins.list[Box]:
+    def fork(self, n: int = 1, *, name_prefix: str | None = None, rm: bool = False,
+             detach: bool = True) -> builtins.list[Box]:
         """`n` running clones of this running box, made through a snapshot (removed
-        by gc once the clones are gone); each clone is its own machine."""
+        by gc once the clones are gone); each clone is its own machine. All or
+        none: the clones become boxes together once each has started, and if
+        this process dies before that, reconcile removes the ones it made.
+        Without detach they are owned by this process as run's boxes are."""
         from concurrent.futures import ThreadPoolExecutor
 
-        from microbox.core import snapshots
+        from microbox.core import lifecycle, snapshots
 
         if not 1 <= n <= 256:
             raise InvalidSpec(f"fork makes 1 to 256 clones, not {n}")
@@ -245,21 +249,31 @@ class Box:
         for name in names:
             boxes_store.check_name_free(self._db.conn, validate_name(name))
         snap = snapshots.create(self.reload().record, auto=True, log=self.runtime.log)
-        made: builtins.list[Box] = []
+        made: builtins.list[lifecycle.Started] = []
         try:
             with ThreadPoolExecutor(min(n, FORK_PARALLEL)) as pool:
-                futures = [pool.submit(self.runtime.restore, snap.id, name=name)
+                futures = [pool.submit(snapshots.start_box, self._db, snap, name=name,
+                                       auto_remove=rm, attached=not detach,
+                                       log=self.runtime.log, commit=False)
                            for name in names]
                 for f in futures:
                     with contextlib.suppress(Exception):
                         made.append(f.result())
                 for f in futures:
                     f.result()  # the first failure, after every restore ended
+            failpoints.reach("fork-started")
+            boxes_store.update(self._db, *(s.record for s in made))
         except BaseException:
-            for box in made:
-                box.delete(force=True)
+            for started in made:
+                started.channel.close()
+                lifecycle.destroy(self._db, started.record, started.vm)
             raise
-        return made
+        clones = [Box(self.runtime, s.record, started=s, remove=rm, owned=not detach)
+                  for s in made]
+        if detach:
+            for clone in clones:
+                clone.release()
+        return clones
 
     def pack(self, path: str | Path, *, stop: bool = False,
              progress: Progress = QUIET) -> PackInfo:

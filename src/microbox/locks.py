@@ -77,6 +77,22 @@ def try_acquire(path: Path) -> Lock | None:
     return Lock(path, fd)
 
 
+def create_held(path: Path) -> Lock:
+    """A new lock file at `path` that is held from the moment it appears there:
+    made and flocked under a temporary name, then renamed into place, so that
+    no other process can find it unheld and take its holder for dead."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = _open(tmp, create=True)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.rename(tmp, path)
+    except BaseException:
+        os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+    return Lock(path, fd)
+
+
 def is_held(path: Path) -> bool:
     """True while some process holds a lock on `path` (a missing file is not held)."""
     try:

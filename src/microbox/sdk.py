@@ -369,19 +369,18 @@ class Runtime:
 
         return builtin.build(self.db, name, force=force, include=include, progress=progress)
 
-    def restore(self, snapshot: str, *, name: str | None = None) -> Box:
-        """A new running box (detached) from a snapshot, by name or id."""
-        from microbox.core import lifecycle, snapshots
-        from microbox.images import store
+    def restore(self, snapshot: str, *, name: str | None = None, rm: bool = False,
+                detach: bool = True) -> Box:
+        """A new running box from a snapshot, by name or id: detached (it outlives
+        this process), or without detach owned by this process as run's are
+        (it dies with it; a context manager tears it down, removed with rm)."""
+        from microbox.core import snapshots
 
-        snap = snapshots.get(snapshot)
-        with store.using():
-            record, lock = lifecycle.create(self.db, snap.spec, name=name, start_next=True,
-                                            snapshot=snap.template,
-                                            image_digest=snap.image_digest)
-        started = lifecycle.start(self.db, record, lock, attached=False, log=self.log)
-        box = Box(self, started.record, started=started)
-        box.release()
+        started = snapshots.start_box(self.db, snapshots.get(snapshot), name=name,
+                                      auto_remove=rm, attached=not detach, log=self.log)
+        box = Box(self, started.record, started=started, remove=rm, owned=not detach)
+        if detach:
+            box.release()
         return box
 
     def snapshots(self) -> builtins.list[Snapshot]:

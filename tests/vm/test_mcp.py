@@ -20,6 +20,7 @@ from mcp_types import CallToolResult, TextContent
 
 import microbox
 from microbox.vmm import process
+from tests.conftest import still_running
 from tests.vm.conftest import wait_for
 
 LABEL = "microbox.mcp"
@@ -177,6 +178,26 @@ def test_sigterm_deletes_the_boxes(tmp_path: Path) -> None:
             os.kill(srv.pid, signal.SIGTERM)
             wait_for(lambda: process.exited(srv.pid), what="the server to exit")
             assert ours() == []
+
+    run(body)
+
+
+def test_sigkill_takes_every_box_with_it_forks_included(tmp_path: Path) -> None:
+    """fork_box's clones were restored detached and outlived a SIGKILLed server
+    (5 runs of 6), though create_box's boxes went with it."""
+    async def body() -> None:
+        async with server(tmp_path / "server.log") as s:
+            await ok(s, "create_box", name="mcp-kill")
+            await ok(s, "fork_box", box="mcp-kill", count=2)
+            made = ours()
+            assert len(made) == 3
+            vmms = {b.record.pid for b in made if b.record.pid is not None}
+            assert len(vmms) == 3
+            (srv,) = [p for p in psutil.Process().children()
+                      if "mcp" in p.cmdline() and "microbox" in p.cmdline()]
+            os.kill(srv.pid, signal.SIGKILL)
+            assert not still_running(vmms, 10), "a box outlived the SIGKILLed server"
+            assert ours() == []  # reconcile removes them: they were --rm boxes
 
     run(body)
 

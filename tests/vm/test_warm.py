@@ -175,6 +175,30 @@ def test_a_corrupt_template_is_discarded_and_the_box_boots_cold(fresh_home: Path
         assert _template_dirs(fresh_home) == []
 
 
+@pytest.mark.parametrize("damage", ["truncated", "header"])
+def test_a_template_whose_disk_is_broken_is_discarded_and_the_box_boots_cold(
+        fresh_home: Path, damage: str) -> None:
+    """Its disk is read before any VMM starts (the box's overlay names it as its
+    backing file): a template whose disk.qcow2 is not a qcow2 file any more
+    failed every warm run of the image with "...is not a qcow2 file"."""
+    with microbox.Runtime() as rt:
+        key = rt.warm("busybox")
+        disk = fresh_home / "templates" / key / "disk.qcow2"
+        disk.chmod(0o644)
+        if damage == "truncated":
+            disk.write_bytes(b"")
+        else:
+            with open(disk, "r+b") as f:
+                f.write(b"\xff" * 512)
+        with rt.run("busybox") as box:
+            assert box.info()["template"] is None
+            assert box.run(["echo", "ok"]).stdout == b"ok\n"
+        assert templates.failures() == 1
+        assert "qcow2" in (fresh_home / "templates" / key / "discarded").read_text()
+        with rt.run("busybox") as box:  # and the next run makes a new template
+            assert box.info()["template"] not in (None, key)
+
+
 def test_sigkill_of_the_cli_during_a_restore_leaves_nothing(home: Path) -> None:
     mb("image", "warm", "busybox")
     before = qemu_pids(home)

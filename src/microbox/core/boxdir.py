@@ -3,6 +3,9 @@
     <home>/boxes/<id>/
         lock            flock held by the QEMU process for its whole life
         qmp.sock        QMP (QEMU listens; mode 0600)
+        qmp.lock        flock held by the one QMP client at a time
+        owner.lock      flock held by the attached `run` that took this pool box
+        frozen          while a snapshot has the vCPUs stopped (core/freeze.py)
         port<N>.sock    virtio-serial port N (agent protocol; mode 0600)
         port<N>.lock    flock held by the client of port N (the shim)
         mux.sock        the shim: any number of agent clients (mode 0600)
@@ -59,6 +62,16 @@ class BoxDir:
 
     def port_lock(self, n: int) -> Path:
         return self.path / f"port{n}.lock"
+
+    @property
+    def owner(self) -> Path:
+        """flock held by the attached command that took a pool's box (core/reconcile.py)."""
+        return self.path / "owner.lock"
+
+    @property
+    def frozen(self) -> Path:
+        """Present while a command has the vCPUs stopped to save the box (core/freeze.py)."""
+        return self.path / "frozen"
 
     @property
     def mux(self) -> Path:

@@ -73,9 +73,14 @@ LOST_GRACE = 2.0  # the VMM closes its sockets as it exits: give it that long to
 def _lost(record: BoxRecord, error: AgentError) -> MicroboxError:
     """What a lost agent connection means: the box ended (its main process
     exited, or its VM crashed), or, if it still runs, the error itself."""
-    if record.pid is None or not process.wait_exit(record.pid, LOST_GRACE):
-        return error
     n = record.name
+    if record.pid is None or not process.wait_exit(record.pid, LOST_GRACE):
+        if error.recovery:
+            return error
+        # The box runs on: its shim (every client's way in) or the agent's
+        # session went away. The next command starts a new shim if need be.
+        return AgentError(f"box '{n}' is still running, but {error.message}",
+                          f"microbox exec {n} -- true", "to reconnect and check it answers")
     if ended_by_main(record):
         return StateError(f"box '{n}' stopped: its main process exited")
     return StateError(f"box '{n}' is not running — {CRASHED}", f"microbox delete {n}",

@@ -14,10 +14,10 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from microbox import locks, paths, portmap
+from microbox import failpoints, locks, paths, portmap
 from microbox.agent.channel import Channel, Identity
 from microbox.core import shim, shim_start, templates, vm, warm
-from microbox.core.boxdir import PORTS, box_dir
+from microbox.core.boxdir import PORTS, BoxDir, box_dir
 from microbox.core.log import Log, quiet
 from microbox.core.orphans import scan
 from microbox.core.templates import Template
@@ -87,11 +87,14 @@ class Started:
 
 
 def start(db: Database, record: BoxRecord, lock: locks.Lock, *, attached: bool,
-          log: Log = quiet) -> Started:
+          log: Log = quiet, commit: bool = True) -> Started:
     """Boot the box; `lock` (the held box lock) passes to the VMM and is closed here.
 
     On failure the box returns to where it was: a pending create is removed,
     an existing box goes back to its previous status with the error recorded.
+    Without `commit` the row stays `starting` (a pending create is rolled back
+    by reconcile should this process die) until the caller writes the returned
+    record, with others in one transaction (fork's clones: all or none).
     """
     before = record.status
     if record.status != "starting":
@@ -131,7 +134,8 @@ def start(db: Database, record: BoxRecord, lock: locks.Lock, *, attached: bool,
     record = record.with_(status="running", pending=False, started_at=time.time(),
                           pid=running.pid, pid_start=running.pid_start, last_error=None)
     try:
-        boxes.update(db, record)
+        if commit:
+            boxes.update(db, record)
     except BaseException as exc:
         channel.close()
         running.kill()
@@ -188,6 +192,7 @@ def start_spare(db: Database, record: BoxRecord, lock: locks.Lock, *, log: Log) 
         _roll_back(db, record, "starting", str(exc))
         raise
     try:
+        failpoints.reach("spare-booted")
         warm.warm_up(channel)
         channel.close()  # the agent waits for a host, as a template's clone does
         record = record.with_(status=SPARE, pending=False, started_at=time.time(),
@@ -211,7 +216,7 @@ def adopt(db: Database, record: BoxRecord, vmm: vm.Running, published: list[sock
                                  warm.RESTORE_TIMEOUT[vmm.accel], log)
         owner = None
         if attached:
-            owner = _owner(vmm)
+            owner = _owner(d, vmm)
         try:
             channel = _hand_to_shim(record, channel, published, None, owner)
         finally:
@@ -227,13 +232,17 @@ def adopt(db: Database, record: BoxRecord, vmm: vm.Running, published: list[sock
     return Started(record, vmm, channel)
 
 
-def _owner(vmm: vm.Running) -> shim_start.Owner:
+def _owner(d: BoxDir, vmm: vm.Running) -> shim_start.Owner:
     """This process's pipe to the shim (it keeps the write end in `vmm`), and a
-    pidfd of the VMM, checked to be the spare's and not a reuse of its pid."""
+    pidfd of the VMM, checked to be the spare's and not a reuse of its pid.
+    The shim kills the VMM when this process dies; should the shim die first,
+    the box's owner.lock (held by this process, kept in `vmm`) tells reconcile
+    that the box's owner is gone."""
     pidfd = os.pidfd_open(vmm.pid)
     if not process.same_process(vmm.pid, vmm.pid_start):
         os.close(pidfd)
         raise VMError("the pool's box exited before it was taken")
+    vmm.owner_lock = locks.create_held(d.owner)
     read, vmm.owner_fd = os.pipe()
     return shim_start.Owner(read, pidfd)
 

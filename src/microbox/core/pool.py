@@ -199,20 +199,19 @@ def claim(db: Database, spec: BoxSpec, *, name: str | None, auto_remove: bool,
     """A running box of `spec` made from a pool's spare, or None when no spare
     fits (the caller starts a box as usual). A spare that fails on the way is
     removed and None returned, with a line in the log."""
-    if spec.cold or spec.net not in NETS or not boxes.any_spare(db):
+    if spec.cold or spec.net not in NETS:
         return None
-    image = store.find(db, spec.image)
-    if image is None:
-        return None
-    key, accel = warm.template_key(spec, image.digest)
-    candidates = boxes.spares(db, key=key)
+    image = store.find(db, spec.image) if boxes.any_spare(db) else None
+    key, accel = warm.template_key(spec, image.digest) if image else ("", "")
+    candidates = boxes.spares(db, key=key) if image else []
     if not candidates:
-        # A pool of this shape whose boxes were made for another template (the
-        # agent, kernel, QEMU or image changed since) fills anew.
-        stale = pool_id(spec)
-        if boxes.spares(db, pool=stale):
-            _refill_quietly(stale, log)
+        # A pool of this shape has nothing to give: its filler died (or failed)
+        # before the pool was full, or its boxes were made for another template
+        # (the agent, kernel, QEMU or image changed since). It fills anew.
+        if pools.get(db, pool_id(spec)) is not None:
+            _refill_quietly(pool_id(spec), log)
         return None
+    assert image is not None
     if name is not None:
         validate_name(name)
     published = portmap.bind(spec.ports)  # a taken port fails as a box's start would

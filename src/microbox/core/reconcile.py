@@ -9,10 +9,12 @@ back.
 
 from __future__ import annotations
 
+import contextlib
 import time
 
+from microbox import locks
 from microbox.core.boxdir import box_dir
-from microbox.errors import NotFound, StateError
+from microbox.errors import MicroboxError, NotFound, StateError
 from microbox.store import boxes
 from microbox.store.boxes import HAS_VM, LIVE, BoxRecord
 from microbox.store.db import Database
@@ -47,15 +49,33 @@ def vanishes(record: BoxRecord) -> bool:
     if record.status == "starting":
         return not starter_alive(record) and bool(
             record.pending or record.auto_remove)
-    return record.auto_remove and record.status in HAS_VM and not box_dir(record).alive()
+    return record.auto_remove and record.status in HAS_VM and (
+        not box_dir(record).alive() or owner_gone(record))
+
+
+def owner_gone(record: BoxRecord) -> bool:
+    """True for a `--rm` box taken from a pool by an attached command that died
+    while its shim (which kills the VMM when the owner dies) was dead too: the
+    box's owner.lock is there and nobody holds it. One stat otherwise."""
+    owner = box_dir(record).owner
+    return record.auto_remove and owner.exists() and not locks.is_held(owner)
 
 
 def reconcile(db: Database, record: BoxRecord) -> BoxRecord | None:
-    """The record as reality has it, persisted; None if the box no longer exists."""
+    """The record as reality has it, persisted; None if the box no longer exists.
+    A live box whose snapshot's saver died with its vCPUs stopped runs again."""
     if record.status == "starting":
         if starter_alive(record):
             return record  # its starter is still at work
-    elif record.status not in HAS_VM or box_dir(record).alive():
+    elif record.status not in HAS_VM:
+        return record
+    elif box_dir(record).alive() and not owner_gone(record):
+        if record.status in LIVE and box_dir(record).frozen.exists():
+            from microbox.core import freeze  # only here: exec's path stays light
+
+            freeze.repair(box_dir(record), record.status)
+        if record.status == "running" and record.spec.ports:
+            _serve_ports(record)
         return record
     # Reality differs from the record. lifecycle (VMs, networks, images) is
     # imported only now, so a command on a healthy box (`microbox exec`) does not
@@ -77,6 +97,19 @@ def reconcile(db: Database, record: BoxRecord) -> BoxRecord | None:
                               last_error=CRASHED)
     boxes.update(db, record)
     return record
+
+
+def _serve_ports(record: BoxRecord) -> None:
+    """A running box's published ports are its shim's listeners: a shim that
+    was killed gets a successor now, so the ports answer again after any
+    command (a failure is left to the command that needs the shim to say)."""
+    d = box_dir(record)
+    if locks.is_held(d.shim_lock):
+        return
+    from microbox.core import shim
+
+    with contextlib.suppress(MicroboxError, OSError):
+        shim.ensure(d, record.spec.ports)
 
 
 def reconcile_all(db: Database) -> list[BoxRecord]:

@@ -35,31 +35,41 @@ def connect(box: BoxDir, deadline: float, published: Sequence[PortMap] = ()) -> 
         return Channel.connect(box.mux, deadline)
     except (FileNotFoundError, ConnectionRefusedError):
         pass
+    ensure(box, published)
+    try:
+        return Channel.connect(box.mux, deadline)
+    except OSError as exc:
+        raise AgentError(f"cannot reach the box's shim: {exc}") from None
+
+
+def ensure(box: BoxDir, published: Sequence[PortMap] = ()) -> None:
+    """Start a shim for the running box unless one serves it: a killed shim's
+    published ports listen again from here (reconcile calls this for a box
+    with ports, so any command on it brings them back)."""
     if not box.alive():
         raise AgentError("the box's VM is not running")
+    if locks.is_held(box.shim_lock):
+        return
     # imported only here: connecting to a live shim (`microbox exec`) needs neither
     from microbox.core.shim_start import Forward, resolver, spawn
     from microbox.net import tap
 
     with locks.held(box.path / "shim.spawn.lock"):
-        if not locks.is_held(box.shim_lock):
-            dns = resolver(box.path.name, tap.dns_socket(box.path.name)) \
-                if tap.present(box.path.name) else None
-            socks = []
-            try:
-                socks = portmap.bind(published)
-                policy = box.net_policy if box.net_policy.exists() else None
-                spawn(box, PORTS, [Forward(s, m.guest_port)
-                                   for s, m in zip(socks, published, strict=True)], policy, dns)
-            finally:
-                for s in socks:
-                    s.close()
-                if dns is not None:
-                    dns.sock.close()
-    try:
-        return Channel.connect(box.mux, deadline)
-    except OSError as exc:
-        raise AgentError(f"cannot reach the box's shim: {exc}") from None
+        if locks.is_held(box.shim_lock):
+            return
+        dns = resolver(box.path.name, tap.dns_socket(box.path.name)) \
+            if tap.present(box.path.name) else None
+        socks = []
+        try:
+            socks = portmap.bind(published)
+            policy = box.net_policy if box.net_policy.exists() else None
+            spawn(box, PORTS, [Forward(s, m.guest_port)
+                               for s, m in zip(socks, published, strict=True)], policy, dns)
+        finally:
+            for s in socks:
+                s.close()
+            if dns is not None:
+                dns.sock.close()
 
 
 def pid(box: BoxDir) -> int | None:

@@ -19,18 +19,22 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from microbox import locks, paths
-from microbox.core import templates
+from microbox import failpoints, locks, paths
+from microbox.core import freeze, templates
 from microbox.core.boxdir import BoxDir, for_box
 from microbox.core.log import Log, quiet
 from microbox.core.templates import Template
-from microbox.errors import InvalidSpec, NotFound, StateError
+from microbox.errors import InvalidSpec, NotFound, StateError, VMError
 from microbox.spec import BoxSpec, validate_name
 from microbox.store.boxes import BoxRecord
 from microbox.vmm import migration, qmp, ramsplit
 from microbox.vmm.qemu_argv import RAM_ID
+
+if TYPE_CHECKING:
+    from microbox.core import lifecycle
+    from microbox.store.db import Database
 
 SAVE_TIMEOUT = 60.0
 REMOVED = "removed"  # in a snapshot dir: removed with -f, kept while boxes use it
@@ -119,10 +123,15 @@ def create(record: BoxRecord, name: str | None = None, *, auto: bool = False,
     tmp = root / f".tmp-{sid[:12]}"
     tmp.mkdir(mode=0o700)
     making = locks.try_acquire(tmp / "making.lock")  # gc leaves a held one alone
+    box = for_box(record.id)
     try:
-        box = for_box(record.id)
         started = time.monotonic()
-        _save_full(box, tmp)
+        try:
+            _save_full(box, tmp)
+        except VMError:
+            if not box.alive():
+                raise _died(record) from None
+            raise
         log(f"box state saved in {time.monotonic() - started:.3f} s")
         _to_template_form(tmp)
         meta = {"id": sid, "name": name or f"{record.name}-{time.strftime('%Y%m%d-%H%M%S')}",
@@ -143,20 +152,34 @@ def create(record: BoxRecord, name: str | None = None, *, auto: bool = False,
     return snap
 
 
+def start_box(db: Database, snap: Snapshot, *, name: str | None, auto_remove: bool,
+              attached: bool, log: Log, commit: bool = True) -> lifecycle.Started:
+    """A new box restored from `snap` and started (lifecycle.start's `commit`)."""
+    from microbox.core import lifecycle
+    from microbox.images import store
+
+    with store.using():
+        record, lock = lifecycle.create(db, snap.spec, name=name, auto_remove=auto_remove,
+                                        start_next=True, snapshot=snap.template,
+                                        image_digest=snap.image_digest)
+    return lifecycle.start(db, record, lock, attached=attached, log=log, commit=commit)
+
+
+def _died(record: BoxRecord) -> StateError:
+    return StateError(f"box '{record.name}' stopped running while it was being saved: its "
+                      "VMM exited", f"microbox delete {record.name}", "to clear it")
+
+
 def _save_full(box: BoxDir, dest: Path) -> None:
     """The box's whole state (RAM included) to dest/full and its disk to
-    dest/disk.qcow2, taken while its vCPUs are stopped; then it runs on."""
-    with qmp.session(box.qmp, box.qmp_lock, SAVE_TIMEOUT) as mon:
-        running = (mon.execute("query-status") or {}).get("running", False)
-        if running:
-            mon.execute("stop")  # QEMU drains and flushes the disk on stop
-        try:
-            migration.save(mon, dest / "full", ignore_shared=False,
-                           what="saving the box's state", timeout=SAVE_TIMEOUT)
-            shutil.copyfile(box.disk, dest / "disk.qcow2")
-        finally:
-            if running:
-                mon.execute("cont")  # also takes back the disk migration handed off
+    dest/disk.qcow2, taken while its vCPUs are stopped; then it runs on (and
+    if this process dies in between, the next command on the box lets it run:
+    core/freeze.py)."""
+    with qmp.session(box.qmp, box.qmp_lock, SAVE_TIMEOUT) as mon, freeze.stopped(box, mon):
+        migration.save(mon, dest / "full", ignore_shared=False,
+                       what="saving the box's state", timeout=SAVE_TIMEOUT)
+        failpoints.reach("snapshot-saved")
+        shutil.copyfile(box.disk, dest / "disk.qcow2")
 
 
 def _to_template_form(d: Path) -> None:

@@ -92,6 +92,8 @@ class Running:
     # A pool's VMM (not our child) owned by this process: the write end of the
     # pipe whose end tells the box's shim to kill it (core/pool.py).
     owner_fd: int | None = None
+    # ... and the box's owner.lock, held as long as this process owns the box.
+    owner_lock: locks.Lock | None = None
 
     def kill(self) -> None:
         """SIGKILL the VMM's process group and reap it if it is our child (wait
@@ -109,6 +111,9 @@ class Running:
         if self.owner_fd is not None:
             os.close(self.owner_fd)
             self.owner_fd = None
+        if self.owner_lock is not None:
+            self.owner_lock.close()
+            self.owner_lock = None
 
 
 def _tail(path: Path, lines: int = 5) -> str:

@@ -40,18 +40,24 @@ def start(box: BoxDir, spec: BoxSpec, image: Path, image_digest: str, lock: lock
         art = vm.artifacts(spec)
         choice = accel.choose(spec.accel, art.qemu, art.kernel)
         t = prepare(spec, image, image_digest, art, choice, log)
-        vm.create_disk(t.disk, box.disk, "qcow2")
-        templates.mark(box, t)
     except BaseException:
         lock.close()  # the VMM that was to inherit it never started
         raise
+    held: locks.Lock | None = lock
     try:
+        vm.create_disk(t.disk, box.disk, "qcow2")  # reads the template disk's header
+        templates.mark(box, t)
+        held = None  # from here the restore owns it (it closes it on failure)
         return restore(box, spec, t, lock, art, choice, attached=attached,
                        identity=identity, log=log, tap_fd=tap_fd)
     except VMError as exc:
         templates.discard(t, exc.message)
         log(f"warm start failed, booting cold: {exc.message}")
-    again = box.take_lock()  # the VMM that held it is dead
+    except BaseException:
+        if held is not None:
+            held.close()
+        raise
+    again = held or box.take_lock()  # still ours, or the VMM that held it is dead
     if again is None:
         raise VMError("the box is held by another process after a failed restore")
     vm.create_disk(image, box.disk)

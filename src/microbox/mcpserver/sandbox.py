@@ -57,14 +57,15 @@ class Sandbox:
 
     async def fork(self, ref: str, count: int) -> list[AsyncBox]:
         """Running clones of one of this server's boxes (its labels go with them, so
-        they are this server's too, and go when it exits unless keep)."""
+        they are this server's too). Owned by this process as create's boxes are,
+        they die with it even on SIGKILL, unless keep."""
         if len(self._boxes) + self._pending + count > MAX_BOXES:
             raise Refused(f"{count} more boxes would pass this server's limit of {MAX_BOXES}; "
                           "delete some with delete_box first")
         source = self.find(ref)
         self._pending += count
         try:
-            clones = await source.fork(count)
+            clones = await source.fork(count, rm=not self.keep, detach=self.keep)
         finally:
             self._pending -= count
         for clone in clones:

@@ -104,10 +104,12 @@ def insert(db: Database, record: BoxRecord) -> None:
                   f"({','.join('?' * len(_COLUMNS))})", _values(record))
 
 
-def update(db: Database, record: BoxRecord) -> None:
+def update(db: Database, *records: BoxRecord) -> None:
+    """Write the records, all in one transaction."""
     sets = ",".join(f"{c}=?" for c in _COLUMNS[1:])
     with db.tx() as c:
-        c.execute(f"UPDATE boxes SET {sets} WHERE id=?", (*_values(record)[1:], record.id))
+        for record in records:
+            c.execute(f"UPDATE boxes SET {sets} WHERE id=?", (*_values(record)[1:], record.id))
 
 
 def delete(db: Database, box_id: str) -> None:

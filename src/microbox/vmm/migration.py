@@ -13,6 +13,7 @@ import os
 import time
 from pathlib import Path
 
+from microbox import failpoints
 from microbox.errors import VMError
 from microbox.vmm.qmp import Monitor
 
@@ -45,20 +46,27 @@ def save(mon: Monitor, path: Path, *, ignore_shared: bool, what: str, timeout: f
     finally:
         os.close(fd)
     mon.execute("migrate", uri="fd:microbox-out")
+    failpoints.reach("migration-started")
     deadline = time.monotonic() + timeout
     _wait(mon, what, timeout)
-    _finalized(mon, what, deadline)
+    settle(mon, what, deadline)
 
 
-def _finalized(mon: Monitor, what: str, deadline: float) -> None:
-    """Wait until QEMU has finished with the saved VM. Its migration thread
-    sends the MIGRATION `completed` event, and only after that moves the run
-    state from finish-migrate to postmigrate under the big lock (QEMU 7.2
-    migration.c: migration_completion, then migration_iteration_finish); a
-    `cont` in between fails with "Migration is not finalized yet" (seen once
-    in `make test`). No event marks the move, so the state is read until it
-    is made; the window is the migration thread's next few instructions."""
-    while (mon.execute("query-status") or {}).get("status") == "finish-migrate":
+# The states in which a migration is still writing its stream.
+MIGRATING = ("setup", "active", "pre-switchover", "device", "wait-unplug", "cancelling")
+
+
+def settle(mon: Monitor, what: str, deadline: float) -> None:
+    """Wait until no migration is under way and QEMU has finished with the saved
+    VM. Its migration thread sends the MIGRATION `completed` event, and only
+    after that moves the run state from finish-migrate to postmigrate under the
+    big lock (QEMU 7.2 migration.c: migration_completion, then
+    migration_iteration_finish); a `cont` in between fails with "Migration is
+    not finalized yet" (seen once in `make test`). No event marks the move, so
+    the state is read until it is made; the window is the migration thread's
+    next few instructions. A cancelled migration passes through `cancelling`."""
+    while ((mon.execute("query-migrate") or {}).get("status") in MIGRATING
+           or (mon.execute("query-status") or {}).get("status") == "finish-migrate"):
         if time.monotonic() > deadline:
             raise VMError(f"{what} failed (QEMU did not finish the migration in time)")
         time.sleep(0.001)
