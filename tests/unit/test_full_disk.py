@@ -10,10 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from microbox import paths
-from microbox.core import doctor, orphans
-from microbox.errors import HostError, MicroboxError
+from microbox import diskspace, paths
+from microbox.core import doctor, orphans, snapspace, templates
+from microbox.core.boxdir import BoxDir
+from microbox.errors import HostError, MicroboxError, VMError
+from microbox.spec import BoxSpec
 from microbox.store import readonly
+from microbox.store.boxes import BoxRecord
 from microbox.store.db import Database
 from tests import fullfs
 
@@ -96,3 +99,74 @@ def test_a_corrupt_database_is_corrupt_and_still_no_vmm_is_killed(
                         lambda *_: [orphans.VMM(4242, 0.0, box_id, tmp_path / box_id)])
     check = doctor._orphans()
     assert check.status == "WARN" and check.fix is None and "kill" not in check.detail
+
+
+# -- snapshots ------------------------------------------------------------------------
+
+
+def a_box(home: Path, memory_mib: int = 256) -> tuple[BoxRecord, BoxDir]:
+    box = BoxDir(home / "boxes" / ("c" * 32))
+    box.path.mkdir(parents=True)
+    box.disk.write_bytes(b"q" * 4096)
+    return BoxRecord(id="c" * 32, name="sb", image="busybox",
+                     spec=BoxSpec("busybox", memory_mib=memory_mib), status="running"), box
+
+
+def test_diskspace_tells_tmpfs_and_its_mount(tmp_path: Path) -> None:
+    with fullfs.mounted(tmp_path / "t", "tmpfs", 16) as where:
+        fs = diskspace.of(where / "not" / "yet")
+        assert (fs.type, fs.mount, str(fs)) == ("tmpfs", str(where), f"the tmpfs at {where}")
+        assert fs.free == 16 * diskspace.MIB and not fs.nearly_full
+        fullfs.fill(where)
+        assert diskspace.of(where).free == 0 and diskspace.of(where).nearly_full
+
+
+def test_a_snapshot_that_cannot_fit_is_refused_naming_need_free_and_filesystem(
+        tmp_path: Path) -> None:
+    record, box = a_box(tmp_path)
+    with fullfs.mounted(tmp_path / "snapshots", "tmpfs", 64) as root, \
+            pytest.raises(HostError) as err:
+        snapspace.check(record, box, root)
+    text = one_sentence(err.value)
+    assert err.value.type == "disk_full"
+    assert text.startswith(f"a snapshot of box 'sb' needs up to 529 MiB on the tmpfs at {root}, "
+                           "which has 64 MiB free, so it was not taken; run 'microbox image "
+                           "prune'"), text
+    snapspace.check(record, box, tmp_path)  # the host's own disk has the room
+
+
+def test_the_holes_of_a_ram_file_on_tmpfs_count_too(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Saving a box whose RAM is mapped from a sparse tmpfs file faults in its
+    holes, each a page of that tmpfs: a full one killed the box with SIGBUS."""
+    monkeypatch.setenv("MICROBOX_HOME", str(tmp_path))
+    record, box = a_box(tmp_path)
+    with fullfs.mounted(paths.templates_dir(), "tmpfs", 64):
+        template = templates.Template(paths.templates_dir() / "k")
+        template.path.mkdir()
+        with open(template.mem, "wb") as f:
+            f.truncate(256 * diskspace.MIB)  # all holes
+        templates.mark(box, template)
+        with pytest.raises(HostError) as err:
+            snapspace.check(record, box, paths.snapshots_dir())
+        assert f"needs up to 256 MiB on the tmpfs at {paths.templates_dir()}" in str(err.value)
+        with open(template.mem, "r+b") as f:  # its pages written: no hole to fault in
+            for _ in range(63):
+                f.write(b"\1" * diskspace.MIB)
+        with pytest.raises(HostError, match="needs up to 193 MiB"):
+            snapspace.check(record, box, paths.snapshots_dir())
+
+
+def test_a_save_that_failed_on_a_full_filesystem_ran_out_of_space(tmp_path: Path) -> None:
+    record, _ = a_box(tmp_path)
+    failed = VMError("saving the box's state failed (migration failed)")
+    assert snapspace.out_of_space(record, tmp_path, failed) is None  # room enough: not space
+    with fullfs.mounted(tmp_path / "snapshots", "tmpfs", 4) as root:
+        fullfs.fill(root)
+        err = snapspace.out_of_space(record, root, failed)
+        assert err is not None and err.type == "disk_full"
+        assert one_sentence(err).startswith(f"saving box 'sb' ran out of space on the tmpfs at "
+                                            f"{root} (0 MiB free), so no snapshot was made; ")
+        assert snapspace.out_of_space(record, root, ValueError("x")) is None
+    enospc = OSError(28, "No space left on device")
+    assert snapspace.out_of_space(record, tmp_path, enospc) is not None
