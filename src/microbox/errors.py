@@ -51,6 +51,24 @@ class HostError(MicroboxError):
     type = "host"
 
 
+class DiskFull(HostError):
+    """A filesystem microbox writes to has (nearly) no room left. The recovery
+    frees space without touching running boxes."""
+
+    type = "disk_full"
+    RECOVERY = "microbox image prune"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, self.RECOVERY, "or 'microbox gc' to free space there "
+                         "(each needs about 1 MiB free to start)")
+
+
+class CorruptDatabase(HostError):
+    """SQLite says the database file is damaged or is no database."""
+
+    type = "corrupt_database"
+
+
 class BuildError(HostError):
     type = "build"
 

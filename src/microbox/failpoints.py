@@ -5,8 +5,9 @@
 gives at a random moment, placed at the one moment a test wants (the box's
 vCPUs stopped for a snapshot, half a file copied out, clones made but not yet
 committed). `NAME:stop` has it SIGSTOP itself there instead, so that a test can
-break something else at that moment (kill the VMM) and then SIGCONT it. Unset, `reach` is one dictionary lookup. bench/faults.py kills at random
-moments instead, to find the points nobody named.
+break something else at that moment (kill the VMM) and then SIGCONT it. Unset,
+`reach` is one dictionary lookup. bench/faults.py kills at random moments
+instead, to find the points nobody named.
 """
 
 from __future__ import annotations

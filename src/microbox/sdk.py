@@ -309,10 +309,8 @@ class Runtime:
         """A box's VMM process, found in /proc by the box's id or a unique prefix
         of it (works with the database gone), else by the box's name, which only
         a readable database knows."""
-        import sqlite3
-
         from microbox.core import orphans
-        from microbox.errors import NotFound
+        from microbox.errors import HostError, NotFound
         from microbox.store import readonly
 
         vmms = orphans.scan()
@@ -323,7 +321,7 @@ class Runtime:
             try:
                 named = [i for i, name, _ in readonly.box_summaries(db) if name == ref] \
                     if db.exists() else []
-            except sqlite3.Error:
+            except HostError:  # the database cannot be read: ids still work
                 named = []
             if not named:
                 raise

@@ -49,7 +49,7 @@ def test_newer_database_is_refused(tmp_path: Path) -> None:
 
 def test_corrupt_database_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "m.db").write_bytes(b"this is not a database" * 100)
-    with pytest.raises(HostError, match="unreadable"):
+    with pytest.raises(HostError, match="is corrupt"):
         Database(tmp_path / "m.db")
 
 

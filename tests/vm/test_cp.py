@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import io
 import os
+import re
 import stat
 import tarfile
 from collections.abc import Iterator
@@ -158,3 +159,52 @@ def test_a_20_mb_file_round_trip(tmp_path: Path) -> None:
         assert r.stdout.split()[0].decode() == digest
         box.copy_out("/root/big", tmp_path / "back")
     assert hashlib.sha256((tmp_path / "back").read_bytes()).hexdigest() == digest
+
+
+def _visible(d: Path) -> list[str]:
+    return sorted(n for n in os.listdir(d) if not n.startswith("."))
+
+
+def _leftovers(d: Path) -> list[str]:
+    """The names a killed copy left in `d`: temporaries, hidden, named for what they held."""
+    hidden = sorted(n for n in os.listdir(d) if n.startswith("."))
+    assert all(re.fullmatch(r"\.[a-z]+\.microbox-cp-[0-9a-f]{8}", n) for n in hidden), hidden
+    return [n.split(".")[1] for n in hidden]
+
+
+def test_a_copy_out_killed_mid_file_leaves_nothing_under_the_real_name(
+        tmp_path: Path, named_box: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    made = mb("exec", named_box, "--", "sh", "-c",
+              "mkdir -p /root/tree && head -c 8388608 /dev/urandom > /root/tree/big && "
+              "echo small > /root/tree/a && chmod 640 /root/tree/big && "
+              "touch -d '2020-01-02 03:04:05' /root/tree/big && "
+              "stat -c %Y /root/tree/big && sha256sum /root/tree/big")
+    assert made.returncode == 0, made.stderr
+    mtime, digest = made.stdout.split()[:2]
+    old = tmp_path / "old"
+    old.write_bytes(b"old content")
+    into = tmp_path / "into"
+    into.mkdir()
+
+    monkeypatch.setenv("MICROBOX_FAILPOINT", "cp-out-partial")  # SIGKILL after 1 MiB of big
+    for src, dest in ((f"{named_box}:/root/tree/big", tmp_path / "new"),
+                      (f"{named_box}:/root/tree/big", old),
+                      (f"{named_box}:/root/tree", into)):
+        r = mb("cp", src, str(dest))
+        assert r.returncode == -9, r.stderr
+    assert _visible(tmp_path) == ["into", "old"]  # no "new", not even a part of it
+    assert old.read_bytes() == b"old content"
+    assert _visible(into) == []  # a tree appears under its name only when whole
+    assert set(_leftovers(tmp_path)) <= {"new", "old"} and set(_leftovers(into)) <= {"tree"}
+
+    monkeypatch.delenv("MICROBOX_FAILPOINT")
+    for src, dest in ((f"{named_box}:/root/tree/big", old),
+                      (f"{named_box}:/root/tree", into)):
+        r = mb("cp", src, str(dest))
+        assert r.returncode == 0, r.stderr
+    for got in (old, into / "tree" / "big"):
+        assert hashlib.sha256(got.read_bytes()).hexdigest().encode() == digest
+        assert stat.S_IMODE(got.stat().st_mode) == 0o640
+        assert got.stat().st_mtime_ns == int(mtime) * 10**9
+    assert (into / "tree" / "a").read_bytes() == b"small\n"
+    assert sorted(os.listdir(into / "tree")) == ["a", "big"]  # no temporary left

@@ -4,9 +4,15 @@ machine, and a snapshot that cannot be restored creates nothing."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
+import pytest
+
 import microbox
+from microbox.core import snapspace
+from microbox.errors import DiskFull
+from tests import fullfs
 from tests.vm.conftest import wait_for
 from tests.vm.helpers import mb
 
@@ -163,3 +169,31 @@ def test_an_image_a_snapshot_needs_is_kept(fresh_home: Path) -> None:
     assert mb("gc").returncode == 0
     assert mb("image", "prune").returncode == 0
     assert list(blobs.glob("*.ext4")) == []
+
+
+def test_a_snapshot_the_disk_cannot_hold_is_refused_and_the_box_runs_on(
+        home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The snapshots dir on a 16 MiB tmpfs: refused before the box stops, naming
+    the space needed and free, with nothing left behind; and a save let past that
+    check runs out of space and says so. The box runs on."""
+    assert mb("create", "--start", "--name", "snapfull", "busybox").returncode == 0
+    try:
+        with fullfs.mounted(home / "snapshots", "tmpfs", 16) as snaps:
+            r = mb("snapshot", "create", "snapfull", "wontfit")
+            assert r.returncode == 1
+            line = r.stderr.decode()
+            assert line.startswith("microbox: a snapshot of box 'snapfull' needs up to ")
+            assert f"MiB on the tmpfs at {snaps}, which has 16 MiB free" in line, line
+            assert "run 'microbox image prune'" in line and line.count("\n") == 1
+            assert os.listdir(snaps) == []
+            assert json.loads(mb("inspect", "snapfull").stdout)["status"] == "running"
+
+            monkeypatch.setattr(snapspace, "check", lambda *_: None)
+            with microbox.Runtime() as rt, pytest.raises(DiskFull) as err:
+                rt.get("snapfull").snapshot("wontfit")
+            assert str(err.value).startswith(
+                f"saving box 'snapfull' ran out of space on the tmpfs at {snaps} ("), err.value
+            assert os.listdir(snaps) == []
+        assert mb("exec", "snapfull", "--", "true").returncode == 0
+    finally:
+        mb("delete", "-f", "snapfull")

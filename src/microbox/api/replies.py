@@ -13,6 +13,7 @@ STATUS = {
     "unauthorized": 401, "not_found": 404, "state": 409, "refused": 409, "too_large": 413,
     "host": 500, "build": 500, "error": 500, "agent": 502, "guest": 409, "vm": 503, "timeout": 504,
     "connect": 502, "image_lacks": 409, "workspace": 409, "pack": 422, "pack_version": 422,
+    "disk_full": 507, "corrupt_database": 500,
 }
 
 

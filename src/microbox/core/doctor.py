@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import sqlite3
 import stat
 import subprocess
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from microbox.artifacts import agent, kernel, vmm_libs
 from microbox.core import orphans, templates
 from microbox.core.boxdir import BoxDir, for_box
 from microbox.core.vm import default_kernel
+from microbox.errors import CorruptDatabase, DiskFull, HostError
 from microbox.net import plan, tap
 from microbox.spec import DEFAULT_MEMORY_MIB
 from microbox.store import readonly
@@ -142,9 +142,13 @@ def _database() -> Check:
         return Check("database", "PASS", f"{path} does not exist yet; it will be created")
     try:
         ok, version = readonly.health(path)
-    except sqlite3.DatabaseError as exc:
-        return Check("database", "FAIL", f"{path} is unreadable ({exc})",
-                     f"mv {path} {path}.corrupt")
+    except HostError as err:  # store.db.database_error: full, corrupt or neither
+        if isinstance(err, CorruptDatabase):
+            return Check("database", "FAIL", err.message, f"mv {path} {path}.corrupt")
+        if isinstance(err, DiskFull):
+            return Check("database", "FAIL", f"{path} cannot be opened: {err.message} "
+                         "(microbox gc frees space too)", err.recovery)
+        return Check("database", "FAIL", err.message)
     if ok != "ok":
         return Check("database", "FAIL", f"{path} failed its integrity check: {ok}",
                      f"mv {path} {path}.corrupt")
@@ -160,29 +164,30 @@ def _disk() -> Check:
         target = target.parent
     free = shutil.disk_usage(target).free
     if free < MIN_FREE_BYTES:
-        return Check("disk", "FAIL", f"only {free >> 20} MiB free under {target}",
-                     "free some space, e.g. 'microbox cleanup'")
+        return Check("disk", "FAIL", f"only {free >> 20} MiB free under {target} "
+                     "(microbox gc frees space too)", DiskFull.RECOVERY)
     return Check("disk", "PASS", f"{free >> 30} GiB free under {target}")
 
 
+# A check that needs the boxes' rows says so, and leaves the fix to the database line.
+NOT_CHECKED = "not checked: the database cannot be read (its line above says why)"
+
+
 def _rows() -> list[tuple[str, str, str]] | None:
-    """(id, name, status) of every box, read-only; None if the database is unreadable."""
+    """(id, name, status) of every box, read-only; None if the database cannot be read."""
     path = paths.database()
     if not path.exists():
         return []
     try:
         return readonly.box_summaries(path)
-    except sqlite3.DatabaseError:
+    except HostError:
         return None
 
 
-def _known_ids() -> set[str] | None:
-    rows = _rows()
-    return None if rows is None else {r[0] for r in rows}
-
-
 def _crashed() -> Check:
-    rows = _rows() or []
+    rows = _rows()
+    if rows is None:
+        return Check("boxes", "WARN", NOT_CHECKED)
     dead = [name for box_id, name, status in rows
             if status in ("running", "paused") and not for_box(box_id).alive()]
     dead += [name for _, name, status in rows if status == "error"]
@@ -193,14 +198,14 @@ def _crashed() -> Check:
 
 
 def _orphans() -> Check:
-    known = _known_ids()
+    rows = _rows()
     vmms = orphans.scan()
-    if known is None:
-        if vmms:
-            ids = " ".join(v.box_id[:12] for v in vmms)
-            return Check("orphans", "FAIL", f"{len(vmms)} VMMs run while the database is "
-                         f"unreadable: {ids}", f"microbox kill {vmms[0].box_id[:12]}")
-        return Check("orphans", "PASS", "no VMM processes (database unreadable)")
+    if rows is None:
+        # A VMM whose box cannot be looked up is not known to be an orphan: it
+        # may be a healthy box, so no kill is ever advised from here.
+        return Check("orphans", "WARN", f"{len(vmms)} VMM process(es) and the box dirs "
+                     + NOT_CHECKED)
+    known = {r[0] for r in rows}
     lost = [v for v in vmms if v.box_id not in known]
     if lost:
         return Check("orphans", "FAIL", f"{len(lost)} VMM processes belong to no box: "
@@ -253,9 +258,8 @@ def _pools() -> Check:
     path = paths.database()
     try:
         found = readonly.pool_summaries(path) if path.exists() else []
-    except sqlite3.DatabaseError:
-        return Check("pools", "WARN", "not checked: the database is unreadable (its line "
-                     "above names the fix)")
+    except HostError:
+        return Check("pools", "WARN", NOT_CHECKED)
     short = []
     for pool_id, shape, size, spare_ids in found:
         ready = sum(1 for box_id in spare_ids if for_box(box_id).alive())

@@ -7,7 +7,8 @@ Taking one: the box is stopped for a moment, its whole state (RAM included)
 streamed to a file and its disk overlay copied, then it runs on. The stream is
 then split into the RAM, written into the sparse file `mem`, and the rest,
 `state`, as QEMU saves a VMM whose RAM is that file (vmm/ramsplit.py). The
-directory is renamed into place when whole.
+directory is renamed into place when whole. One that would not fit is refused
+before the box stops (core/snapspace.py).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from microbox import failpoints, locks, paths
-from microbox.core import freeze, templates
+from microbox.core import freeze, snapspace, templates
 from microbox.core.boxdir import BoxDir, for_box
 from microbox.core.log import Log, quiet
 from microbox.core.templates import Template
@@ -119,11 +120,12 @@ def create(record: BoxRecord, name: str | None = None, *, auto: bool = False,
         raise StateError(f"box '{record.name}' has no image digest to snapshot against")
     sid = uuid.uuid4().hex
     root = paths.snapshots_dir()
+    box = for_box(record.id)
+    snapspace.check(record, box, root)  # before the box stops, with nothing made
     root.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp = root / f".tmp-{sid[:12]}"
     tmp.mkdir(mode=0o700)
     making = locks.try_acquire(tmp / "making.lock")  # gc leaves a held one alone
-    box = for_box(record.id)
     try:
         started = time.monotonic()
         try:
@@ -141,8 +143,11 @@ def create(record: BoxRecord, name: str | None = None, *, auto: bool = False,
         (tmp / "meta.json").write_text(json.dumps(meta))
         (tmp / "making.lock").unlink()
         os.rename(tmp, root / sid)
-    except BaseException:
+    except BaseException as exc:
+        full = snapspace.out_of_space(record, tmp, exc)  # measured before the cleanup
         shutil.rmtree(tmp, ignore_errors=True)
+        if full is not None:
+            raise full from None
         raise
     finally:
         if making is not None:

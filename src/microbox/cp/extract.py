@@ -9,10 +9,15 @@ links to host files, headers that would take unbounded memory. The rules:
 * Paths are walked one component at a time with `os.open(O_NOFOLLOW |
   O_DIRECTORY, dir_fd=...)` from the destination's descriptor. A symlink or a
   file where a directory is needed stops the copy, even one this copy made.
-* A regular file is created with `O_CREAT | O_EXCL | O_NOFOLLOW`; an existing
-  file or symlink is replaced by writing a temporary name and renaming it over
-  (rename replaces the link, never its target). Nothing ever replaces a
-  directory, and nothing is opened for writing through a path.
+* A regular file is written under a hidden temporary name beside it
+  (`.NAME.microbox-cp-XXXXXXXX`, created with `O_CREAT | O_EXCL | O_NOFOLLOW`)
+  and renamed to its name when whole, so no file is ever seen half-written
+  under its name; an existing file or symlink is replaced by that rename (the
+  link, never its target). Nothing ever replaces a directory, and nothing is
+  opened for writing through a path.
+* A directory top entry whose name is new is built under such a temporary name
+  and renamed into place once its whole tree is written; into a directory that
+  exists, the tar is merged, as `docker cp` does, each file landing whole.
 * A symlink is made as a symlink with its target verbatim; the copy never
   follows it. A hard link becomes a copy of the file it names, if that is a
   regular file the copy can reach under its top entry; else the copy stops.
@@ -25,8 +30,11 @@ links to host files, headers that would take unbounded memory. The rules:
 * Memory: the tar is read as a stream; headers longer than HEADER_LIMIT, global
   PAX headers and sparse files are refused, and members are not remembered.
 
-A copy that fails part-way removes nothing that existed before; the entries it
-had made stay (a half-written file is removed).
+A copy that fails part-way removes nothing that existed before and leaves no
+temporary name behind: a new directory tree is removed whole, a half-written
+file is removed, and only the whole entries a merge made stay. Only a copy
+killed outright (SIGKILL) can leave a temporary name, hidden and named after
+what it was to become.
 """
 
 from __future__ import annotations
@@ -43,6 +51,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any
 
+from microbox import failpoints
 from microbox.agent.protocol import untrusted_text
 from microbox.cp.report import CopyReport
 from microbox.errors import AgentError, HostError, Refused
@@ -63,6 +72,14 @@ class Target:
 
     parent: str
     name: str | None
+
+
+def temp_name(name: str) -> str:
+    """A hidden name beside `name` that says what it holds:
+    `.NAME.microbox-cp-XXXXXXXX`, NAME shortened to fit in NAME_MAX bytes."""
+    suffix = f".microbox-cp-{secrets.token_hex(4)}"
+    room = NAME_MAX - 1 - len(suffix)
+    return "." + os.fsdecode(os.fsencode(name)[:room]) + suffix
 
 
 def _refuse(name: str, why: str) -> Refused:
@@ -110,8 +127,8 @@ def extract(fileobj: io.RawIOBase | IO[bytes], place: Callable[[tarfile.TarInfo]
     try:
         _extract(fileobj, place, report)
     except tarfile.TarError as exc:
-        raise AgentError(f"the box sent a malformed tar ({untrusted_text(str(exc), 200)}); "
-                         "entries before it were copied") from None
+        raise AgentError(f"the box sent a malformed tar ({untrusted_text(str(exc), 200)}), "
+                         "so the copy stopped") from None
     except RecursionError:
         raise Refused("the box sent a tar with too many chained headers, so the copy "
                       "stopped with nothing written outside the destination") from None
@@ -130,8 +147,14 @@ def _extract(fileobj: io.RawIOBase | IO[bytes], place: Callable[[tarfile.TarInfo
         target = place(first)
         if target.name is not None and components(target.name) != (target.name,):
             raise HostError(f"cannot copy to the name {target.name!r}; give a plain name")
-        writer = _Writer(os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC),
-                         top, target.name, target.parent, report)
+        root = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            staged = (temp_name(target.name) if target.name is not None and first.isdir()
+                      and not _exists(root, target.name) else None)
+        except BaseException:
+            os.close(root)
+            raise
+        writer = _Writer(root, top, target.name, staged, target.parent, report)
         try:
             member: tarfile.TarInfo | None = first
             while member is not None:
@@ -139,19 +162,36 @@ def _extract(fileobj: io.RawIOBase | IO[bytes], place: Callable[[tarfile.TarInfo
                 del tar.members[:]  # type: ignore[attr-defined]  # no memory per member
                 member = tar.next()
             writer.finish()
+            writer.commit()
+        except BaseException:
+            writer.discard()
+            raise
         finally:
             writer.close()
+
+
+def _exists(parent: int, name: str) -> bool:
+    try:
+        os.stat(name, dir_fd=parent, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 _Path = tuple[str, ...]
 
 
 class _Writer:
-    def __init__(self, root: int, top: _Path, name: str | None, shown: str,
-                 report: CopyReport) -> None:
+    """Writes members under `root`: the top entry becomes `name`, built as
+    `staged` (a temporary name) when given and renamed to `name` by commit."""
+
+    def __init__(self, root: int, top: _Path, name: str | None, staged: str | None,
+                 shown: str, report: CopyReport) -> None:
         self.root = root
         self.top = top
-        self.prefix: _Path = (name,) if name is not None else ()
+        self.name = name
+        self.staged = staged
+        self.prefix: _Path = (staged or name,) if name is not None else ()
         self.shown = shown
         self.report = report
         self.as_root = os.geteuid() == 0
@@ -168,6 +208,9 @@ class _Writer:
         return self.prefix + parts[len(self.top):]
 
     def show(self, path: _Path) -> str:
+        """`path` as the user will know it: under its final name, not the staged one."""
+        if self.staged is not None and self.name is not None and path[:1] == (self.staged,):
+            path = (self.name, *path[1:])
         return untrusted_text(os.path.join(self.shown, *path), 300)
 
     # -- walking ---------------------------------------------------------------
@@ -215,6 +258,28 @@ class _Writer:
     def close(self) -> None:
         self._drop_cache()
         os.close(self.root)
+
+    # -- the staged tree -------------------------------------------------------
+
+    def commit(self) -> None:
+        """Rename the staged tree to its name (the whole tree is written)."""
+        if self.staged is None or self.name is None:
+            return
+        self._drop_cache()
+        try:
+            os.rename(self.staged, self.name, src_dir_fd=self.root, dst_dir_fd=self.root)
+        except OSError as exc:
+            raise HostError(f"cannot write {self.show((self.name,))}: "
+                            f"{exc.strerror or exc}") from None
+        self.staged = None
+
+    def discard(self) -> None:
+        """Remove the staged tree after a failure; nothing of it stays."""
+        if self.staged is None:
+            return
+        self._drop_cache()
+        with contextlib.suppress(OSError):
+            remove_tree(self.root, self.staged)
 
     # -- members ---------------------------------------------------------------
 
@@ -279,28 +344,24 @@ class _Writer:
         _utime(m, fd)
 
     def _file(self, path: _Path, m: tarfile.TarInfo, src: IO[bytes]) -> None:
+        """Write the file under a temporary name, then rename it to its own."""
         parent = self.parent(path)
-        name = path[-1]
-        try:
-            fd = os.open(name, _NEW, 0o600, dir_fd=parent)
-            tmp = None
-        except FileExistsError:
-            tmp = f".microbox-cp-{secrets.token_hex(8)}"
-            fd = os.open(tmp, _NEW, 0o600, dir_fd=parent)
+        tmp = temp_name(path[-1])
+        fd = os.open(tmp, _NEW, 0o600, dir_fd=parent)
         try:
             with open(fd, "wb", closefd=False) as out:
+                out.write(src.read(COPY_CHUNK))
+                out.flush()
+                failpoints.reach("cp-out-partial")  # some bytes written, not all
                 shutil.copyfileobj(src, out, COPY_CHUNK)
             self._meta(fd, m)
-            os.close(fd)
-            fd = -1
-            if tmp is not None:
-                self._replace(parent, tmp, path)
         except BaseException:
-            if fd >= 0:
-                os.close(fd)
+            os.close(fd)
             with contextlib.suppress(OSError):
-                os.unlink(tmp or name, dir_fd=parent)
+                os.unlink(tmp, dir_fd=parent)
             raise
+        os.close(fd)
+        self._replace(parent, tmp, path)
 
     def _replace(self, parent: int, tmp: str, path: _Path) -> None:
         """Rename `tmp` over the file or symlink at `path`; never over a directory."""
@@ -321,7 +382,7 @@ class _Writer:
         try:
             os.symlink(m.linkname, path[-1], dir_fd=parent)
         except FileExistsError:
-            tmp = f".microbox-cp-{secrets.token_hex(8)}"
+            tmp = temp_name(path[-1])
             os.symlink(m.linkname, tmp, dir_fd=parent)
             self._replace(parent, tmp, path)
         if self.as_root:
@@ -345,6 +406,51 @@ class _Writer:
                 raise _refuse(m.name, "a hard link to something other than a file")
             self._file(path, m, src)
         self.report.hardlinks += 1
+
+
+def remove_tree(parent: int, name: str) -> None:
+    """Remove `name` in the directory `parent` and everything under it, never
+    following a symlink. Iterative, holding two descriptors at a time, so a
+    tree of any depth (the box chose it) goes."""
+    try:
+        fd = os.open(name, _DIR, dir_fd=parent)
+    except OSError:  # not a directory (or gone)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name, dir_fd=parent)
+        return
+    try:
+        stack = [(name, _clear(fd))]  # each level's name and the directories left in it
+        while stack:
+            here, subdirs = stack[-1]
+            if subdirs:
+                sub = subdirs.pop()
+                nxt = os.open(sub, _DIR, dir_fd=fd)
+                os.close(fd)
+                fd = nxt
+                stack.append((sub, _clear(fd)))
+                continue
+            stack.pop()
+            if not stack:
+                break
+            up = os.open("..", _DIR, dir_fd=fd)
+            os.close(fd)
+            fd = up
+            os.rmdir(here, dir_fd=fd)
+    finally:
+        os.close(fd)
+    os.rmdir(name, dir_fd=parent)
+
+
+def _clear(fd: int) -> list[str]:
+    """Unlink every entry of the directory `fd` but its subdirectories; return those."""
+    os.fchmod(fd, 0o700)  # a read-only directory must let its entries go
+    subdirs = []
+    for entry in os.listdir(fd):
+        if stat.S_ISDIR(os.stat(entry, dir_fd=fd, follow_symlinks=False).st_mode):
+            subdirs.append(entry)
+        else:
+            os.unlink(entry, dir_fd=fd)
+    return subdirs
 
 
 def mtime_ns(m: tarfile.TarInfo) -> int:

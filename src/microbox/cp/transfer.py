@@ -54,7 +54,10 @@ def _host_path(path: str) -> tuple[str, bool]:
 
 def copy_out(channel: Channel, box: str, src: str, dest: str) -> CopyReport:
     """Copy the box path `src` to the host path `dest` (Docker's rules); the
-    box's tar is extracted with microbox.cp.extract's rules."""
+    box's tar is extracted with microbox.cp.extract's rules. What lands under a
+    new name lands whole (a temporary name, then a rename): a file, or a
+    directory tree; into a directory of that name that exists already, the
+    tree is merged as Docker merges it, each file whole."""
     path, contents = guest_path(src)
     report = CopyReport()
     place = functools.partial(_host_target, path, posixpath.basename(path), contents, dest)

@@ -16,10 +16,30 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from microbox.errors import HostError
+from microbox import diskspace
+from microbox.errors import CorruptDatabase, DiskFull, HostError
 from microbox.store.migrations import MIGRATIONS
 
 BUSY_TIMEOUT_MS = 30_000
+
+
+def database_error(exc: sqlite3.Error, path: Path) -> HostError:
+    """What SQLite's `exc` on the database `path` means, said one way for every
+    command, doctor and the read-only readers. A full disk is not a corrupt
+    file: SQLITE_FULL, or an I/O error on a filesystem with next to no room (a
+    WAL open that cannot size its -shm file), is DiskFull; only SQLITE_CORRUPT
+    and SQLITE_NOTADB say the file is damaged."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = code & 0xFF if isinstance(code, int) else None
+    name = getattr(exc, "sqlite_errorname", None) or type(exc).__name__
+    if primary in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR):
+        fs = diskspace.of(path.parent)
+        if primary == sqlite3.SQLITE_FULL or fs.nearly_full:
+            return DiskFull(f"the disk holding {path.parent} is full "
+                            f"({fs.free // diskspace.MIB} MiB free)")
+    if primary in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+        return CorruptDatabase(f"the database {path} is corrupt ({exc})", "microbox doctor")
+    return HostError(f"the database {path} is unreadable ({exc}, {name})", "microbox doctor")
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -70,10 +90,7 @@ class Database:
         try:
             self._migrate()
         except sqlite3.DatabaseError as exc:
-            raise HostError(
-                f"the database {path} is unreadable ({exc})",
-                "microbox doctor",
-            ) from None
+            raise database_error(exc, path) from None
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -88,15 +105,23 @@ class Database:
 
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction, taken up front so concurrent writers queue on the lock."""
+        """One write transaction, taken up front so concurrent writers queue on the
+        lock. A full disk or a corrupt file comes out as database_error says."""
         conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
         try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:  # SQLite may have rolled back already (SQLITE_FULL)
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.DatabaseError as exc:
+            err = database_error(exc, self.path)
+            if isinstance(err, (DiskFull, CorruptDatabase)):
+                raise err from None
             raise
-        conn.execute("COMMIT")
 
     def _migrate(self) -> None:
         with self.tx() as c:
