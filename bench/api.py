@@ -116,7 +116,7 @@ def main() -> None:
                     if time.monotonic() > deadline or server.poll() is not None:
                         raise
                     time.sleep(0.05)
-            with rt.run("busybox", accel="tcg") as box:
+            with rt.boxes.run("busybox", accel="tcg") as box:
                 box.run(["true"])
                 client.post(f"/boxes/{box.id}/run", json={"command": ["true"]})  # warm-up
                 # Interleaved, one of each per round: this host's speed drifts

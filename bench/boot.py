@@ -104,7 +104,7 @@ def main() -> None:
         execs: list[float] = []
         with Runtime() as rt:
             for i in range(args.runs):
-                with rt.run("busybox", accel="tcg", cold=True) as box:
+                with rt.boxes.run("busybox", accel="tcg", cold=True) as box:
                     readies.append(box.ready_after)
                     if i == 0:
                         for _ in range(args.execs):

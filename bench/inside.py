@@ -76,7 +76,7 @@ def spawn_floor(box: microbox.Box, n: int) -> float:
 
 
 def rtt_parallel(rt: microbox.Runtime, box: microbox.Box, n: int, clients: int) -> list[float]:
-    handles = [rt.get(box.name) for _ in range(clients)]
+    handles = [rt.boxes.get(box.name) for _ in range(clients)]
     for h in handles:
         h.run(["true"])  # each handle's own session, opened before the clock starts
     with ThreadPoolExecutor(clients) as pool:
@@ -153,7 +153,7 @@ def free_port() -> int:
 
 def forward_figures(rt: microbox.Runtime, mb: int) -> list[str]:
     ports = [free_port() for _ in range(3)]
-    box = rt.run("busybox", name="bench-fwd", rm=True,
+    box = rt.boxes.run("busybox", name="bench-fwd", rm=True,
                  ports=[f"{ports[0]}:7000", f"{ports[1]}:7001", f"{ports[2]}:7002"])
     try:
         box.exec(["nc", "-ll", "-p", "7000", "-e", "cat"], detach=True)
@@ -208,7 +208,7 @@ def main() -> None:
     ap.add_argument("--mb", type=int, default=100)
     args = ap.parse_args()
     with microbox.Runtime() as rt:
-        box = rt.run("busybox", name="bench-inside", rm=True)
+        box = rt.boxes.run("busybox", name="bench-inside", rm=True)
         try:
             print(shim_memory(box))
             box.run(["true"])

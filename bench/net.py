@@ -17,7 +17,7 @@ Figures, each beside its floor measured in the same run:
              back; floor: the same from the host alone
   Each mode is measured open and with an allowlist (--allow-host of the
   stand-in's name; tap: its address comes from the box's resolver).
-  start      wall of Runtime.run of a busybox box restored from its template
+  start      wall of rt.boxes.run of a busybox box restored from its template
              (warm), --net user and --net tap against the floor --net none,
              p50 of --starts
 The guest side runs in a debian box (python3 times itself); the box's own
@@ -156,11 +156,11 @@ def starts(rt: microbox.Runtime, n: int) -> dict[str, list[float]]:
     """Warm starts of each mode, interleaved so that none gets the quieter moments."""
     out: dict[str, list[float]] = {"user": [], "tap": [], "none": []}
     for net in out:
-        rt.warm("busybox", net=net)
+        rt.images.warm("busybox", net=net)
     for _ in range(n):
         for net, times in out.items():
             t = time.perf_counter()
-            box = rt.run("busybox", net=net)
+            box = rt.boxes.run("busybox", net=net)
             times.append(time.perf_counter() - t)
             box.close()
     return out
@@ -184,7 +184,7 @@ def main() -> None:
     servers = standin.start([SERVER], name=f"mbb{os.getpid()}")
     try:
         with microbox.Runtime() as rt:
-            with rt.run("debian") as box:  # the proxy's own floor, from the host
+            with rt.boxes.run("debian") as box:  # the proxy's own floor, from the host
                 proxy = box_dir(box.record).proxy_sock
                 up_host, up_proxy = host_upload(n), host_upload(n, proxy)
                 down_host = host_download(n)
@@ -192,7 +192,7 @@ def main() -> None:
             runs: dict[str, tuple[Any, Any, Any]] = {}
             for net, via in (("user", "proxy"), ("tap", "direct")):
                 for kind, allow in (("open", []), ("allowlist", [NAME])):
-                    with rt.run("debian", net=net, add_hosts=[f"{NAME}:{SERVER}"],
+                    with rt.boxes.run("debian", net=net, add_hosts=[f"{NAME}:{SERVER}"],
                                 allow_hosts=allow) as box:
                         guest(box, "connect", NAME, 3, via)  # warm the guest's python, path
                         runs[f"--net {net} ({kind})"] = (

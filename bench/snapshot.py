@@ -53,11 +53,11 @@ def pooled_once(rt: object) -> tuple[float, float]:
     from microbox.sdk import Runtime
 
     assert isinstance(rt, Runtime)
-    pool = rt.add_pool("busybox", size=1)
+    pool = rt.pools.add("busybox", size=1)
     try:
         return run_once(pooled=True)
     finally:
-        rt.remove_pool(pool.id)
+        rt.pools.remove(pool.id)
 
 
 def back_to_back(rt: object, count: int) -> tuple[list[float], int]:
@@ -66,7 +66,7 @@ def back_to_back(rt: object, count: int) -> tuple[list[float], int]:
     from microbox.sdk import Runtime
 
     assert isinstance(rt, Runtime)
-    pool = rt.add_pool("busybox", size=1)
+    pool = rt.pools.add("busybox", size=1)
     walls, took = [], 0
     try:
         for _ in range(count):
@@ -76,7 +76,7 @@ def back_to_back(rt: object, count: int) -> tuple[list[float], int]:
             walls.append(time.monotonic() - start)
             took += TOOK in p.stderr
     finally:
-        rt.remove_pool(pool.id)
+        rt.pools.remove(pool.id)
     return walls, took
 
 
@@ -92,7 +92,7 @@ def idle_pss(rt: object, count: int, cold: bool) -> list[float]:
     from microbox.sdk import Runtime
 
     assert isinstance(rt, Runtime)
-    boxes = [rt.run("busybox", cold=cold, rm=False, detach=True) for _ in range(count)]
+    boxes = [rt.boxes.run("busybox", cold=cold, rm=False, detach=True) for _ in range(count)]
     try:
         for b in boxes:
             b.run(["true"])
@@ -136,7 +136,7 @@ def main() -> None:
                      f"{statistics.median(serial):.3f} s (p95 {pct(serial, .95):.3f}), "
                      f"{took} of {len(serial)} took a pooled box"))
         with Runtime() as rt:
-            src = rt.run("busybox", name="fork-src", rm=False, detach=True)
+            src = rt.boxes.run("busybox", name="fork-src", rm=False, detach=True)
             try:
                 start = time.monotonic()
                 clones = src.fork(10)

@@ -14,14 +14,15 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from microbox.agent.ops import ExitStatus
-    from microbox.aio import AsyncBox, AsyncExecution, AsyncRuntime
     from microbox.errors import MicroboxError
     from microbox.execution import Execution, Result
     from microbox.sdk import Box, Runtime
+    from microbox.sdk.aio import AsyncBox, AsyncExecution, AsyncRuntime
     from microbox.workspace import WorkspaceFile, WorkspacePush, workspace_files
 
 _LAZY = {
-    "AsyncBox": "microbox.aio", "AsyncExecution": "microbox.aio", "AsyncRuntime": "microbox.aio",
+    "AsyncBox": "microbox.sdk.aio", "AsyncExecution": "microbox.sdk.aio",
+    "AsyncRuntime": "microbox.sdk.aio",
     "MicroboxError": "microbox.errors", "ExitStatus": "microbox.agent.ops",
     "Box": "microbox.sdk", "Execution": "microbox.execution", "Result": "microbox.execution",
     "Runtime": "microbox.sdk", "WorkspaceFile": "microbox.workspace",

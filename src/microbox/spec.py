@@ -14,6 +14,10 @@ from microbox.portmap import PortMap
 
 MIN_MEMORY_MIB = 64
 DEFAULT_MEMORY_MIB = 256
+# The image of a box, a pool or a template when none is named, for every front end.
+DEFAULT_IMAGE = "debian"
+# What an attached run runs when neither the caller nor the image names a command.
+DEFAULT_CMD = ("/bin/sh",)
 ACCELS = ("auto", "kvm", "tcg")
 # Docker's rule, capped at a hostname's 63 bytes: the name becomes the guest's hostname.
 _NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")

@@ -597,7 +597,7 @@ class FakeBox:
 def test_cli_error_is_one_sentence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     hostile = make_tar(d("x"), sym("x/l", str(tmp_path)), member("x/l/pwned", data=b"x"))
     monkeypatch.setattr(transport, "tar_get", lambda _c, _p: chunked(hostile))
-    monkeypatch.setattr("microbox.sdk.Runtime.get", lambda _rt, _ref: FakeBox())
+    monkeypatch.setattr("microbox.sdk.boxes.Boxes.get", lambda _boxes, _ref: FakeBox())
     monkeypatch.setenv("MICROBOX_HOME", str(tmp_path / "home"))
     (tmp_path / "dest").mkdir()
     result = CliRunner().invoke(cli, ["cp", "b:/x", str(tmp_path / "dest")])
@@ -648,10 +648,11 @@ def test_archive_routes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
 
     from microbox.api import create_app
     from microbox.sdk import Runtime
+    from microbox.sdk.boxes import Boxes
 
     tar = make_tar(d("top"), member("top/f", data=b"x" * 10_000))
     box = ApiBox(tar)
-    monkeypatch.setattr(Runtime, "shared", lambda _rt, _ref: box)
+    monkeypatch.setattr(Boxes, "shared", lambda _boxes, _ref: box)
     monkeypatch.setenv("MICROBOX_HOME", str(tmp_path))
     with Runtime() as rt, TestClient(create_app(rt, None, upload_limit=8192)) as client:
         got = client.get("/boxes/b/archive", params={"path": "/top"})

@@ -151,7 +151,7 @@ def test_a_corrupt_byte_is_refused_and_nothing_is_stored(
     bad = tmp_path / "bad.pack"
     bad.write_bytes(bytes(data))
     with pytest.raises(PackError, match=expect) as err, Runtime() as rt:
-        rt.import_pack(bad)
+        rt.images.import_pack(bad)
     assert str(err.value).count(".") <= 3 and "\n" not in str(err.value)
     assert store_is_empty(home)
 
@@ -174,7 +174,7 @@ def test_truncated_files_are_refused(home: Path, ext4: Path, tmp_path: Path) -> 
         short = tmp_path / f"cut-{cut}.pack"
         short.write_bytes(whole[:cut])
         with pytest.raises(PackError, match=r"truncated|not a tar archive"), Runtime() as rt:
-            rt.import_pack(short)
+            rt.images.import_pack(short)
     assert store_is_empty(home)
 
 
@@ -202,7 +202,7 @@ def test_a_newer_version_says_so(home: Path, ext4: Path, tmp_path: Path) -> None
 
     rewrite(info.path, newer)
     with pytest.raises(NewerPack) as err, Runtime() as rt:
-        rt.import_pack(info.path)
+        rt.images.import_pack(info.path)
     assert f"version {pack.VERSION + 1} pack, made by a newer microbox" in str(err.value)
     assert err.value.recovery == "pip install --upgrade microbox"
     assert store_is_empty(home)

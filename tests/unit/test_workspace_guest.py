@@ -23,7 +23,7 @@ from microbox.workspace import BASE_REF, export, push
 from tests.unit.test_workspace import git
 
 if TYPE_CHECKING:
-    from microbox.box import Box
+    from microbox.sdk.box import Box
 
 
 class LocalExecution:

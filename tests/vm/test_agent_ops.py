@@ -15,8 +15,8 @@ import microbox
 from microbox.agent import transfer
 from microbox.agent.channel import Stream
 from microbox.agent.protocol import T
-from microbox.box import Box
 from microbox.errors import AgentError, ConnectFailed, GuestNotFound
+from microbox.sdk.box import Box
 
 T1 = calendar.timegm((2021, 2, 3, 4, 5, 6))
 T2 = calendar.timegm((2020, 1, 1, 0, 0, 0))
@@ -37,7 +37,7 @@ def listing(box: Box, root: str) -> list[str]:
 
 
 def test_tar_round_trip_keeps_modes_mtimes_owners_and_links(tmp_path: Path) -> None:
-    with microbox.Runtime() as rt, rt.run("busybox") as box:
+    with microbox.Runtime() as rt, rt.boxes.run("busybox") as box:
         sh(box, "mkdir -p /root/t/sub/empty && printf hello > /root/t/sub/f"
                 " && chown 123:456 /root/t/sub/f && chmod 4750 /root/t/sub/f"
                 " && ln -s sub/f /root/t/link && ln -s /etc /root/t/abs && mkfifo /root/t/fifo"
@@ -123,7 +123,7 @@ def _read_all(stream: Stream) -> bytes:
 
 
 def test_connect_reaches_servers_in_the_box() -> None:
-    with microbox.Runtime() as rt, rt.run("busybox") as box:
+    with microbox.Runtime() as rt, rt.boxes.run("busybox") as box:
         with pytest.raises(ConnectFailed, match="connection refused"):
             transfer.connect(box._session(), 1)
 
@@ -147,7 +147,7 @@ def test_connect_reaches_servers_in_the_box() -> None:
 
 
 def test_loopback_is_up() -> None:
-    with microbox.Runtime() as rt, rt.run("busybox") as box:
+    with microbox.Runtime() as rt, rt.boxes.run("busybox") as box:
         flags = int(sh(box, "cat /sys/class/net/lo/flags"), 16)
         assert flags & 1, f"lo flags {flags:#x}"
         assert "inet 127.0.0.1/8" in sh(box, "ip addr show lo")

@@ -31,7 +31,7 @@ def _check(n: int, r: microbox.Result) -> None:
 def test_twenty_boxes_and_a_hundred_execs_on_one_event_loop(home: Path) -> None:
     async def main() -> None:
         async with microbox.AsyncRuntime() as rt:
-            made = await asyncio.gather(*(rt.run("busybox", memory_mib=128,
+            made = await asyncio.gather(*(rt.boxes.run("busybox", memory_mib=128,
                                                  labels={"test": "gather"})
                                           for _ in range(BOXES)), return_exceptions=True)
             boxes = [b for b in made if not isinstance(b, BaseException)]
@@ -39,7 +39,7 @@ def test_twenty_boxes_and_a_hundred_execs_on_one_event_loop(home: Path) -> None:
                 failed = [b for b in made if isinstance(b, BaseException)]
                 if failed:  # the others are closed below, not left to the leak guard
                     raise failed[0]
-                listed = await rt.list(labels={"test": "gather"})
+                listed = await rt.boxes.list(labels={"test": "gather"})
                 assert sorted(b.id for b in listed) == sorted(b.id for b in boxes)
                 results = await asyncio.gather(*(boxes[n % BOXES].run(_script(n))
                                                   for n in range(EXECS)))
@@ -51,7 +51,7 @@ def test_twenty_boxes_and_a_hundred_execs_on_one_event_loop(home: Path) -> None:
     asyncio.run(main())
     assert qemu_pids(home) == set()
     with microbox.Runtime() as rt:
-        assert rt.list(all=True) == []
+        assert rt.boxes.list(all=True) == []
 
 
 def test_sixteen_threads_share_one_runtime(home: Path) -> None:
@@ -64,7 +64,7 @@ def test_sixteen_threads_share_one_runtime(home: Path) -> None:
     def worker(t: int) -> None:
         try:
             start.wait()
-            box = rt.run("busybox", memory_mib=128)
+            box = rt.boxes.run("busybox", memory_mib=128)
             with lock:
                 boxes.append(box)
             for n in range(t, EXECS, 16):  # the other threads' boxes too
@@ -89,7 +89,7 @@ def test_sixteen_threads_share_one_runtime(home: Path) -> None:
 
 def test_cancelled_exec_leaves_no_process_in_the_guest() -> None:
     async def main() -> str:
-        async with microbox.AsyncRuntime() as rt, await rt.run("busybox") as box:
+        async with microbox.AsyncRuntime() as rt, await rt.boxes.run("busybox") as box:
             # A child that ignores SIGTERM: only the group SIGKILL ends it.
             task = asyncio.create_task(box.run(
                 ["sh", "-c", "trap '' TERM; sleep 1000 & echo $! > /tmp/child; wait"]))
@@ -115,9 +115,9 @@ def test_cancelled_exec_leaves_no_process_in_the_guest() -> None:
 def test_cancelled_run_tears_down_the_box_it_was_booting(home: Path) -> None:
     async def main() -> None:
         async with microbox.AsyncRuntime() as rt:
-            task = asyncio.create_task(rt.run("busybox", labels={"test": "cancelled"}))
+            task = asyncio.create_task(rt.boxes.run("busybox", labels={"test": "cancelled"}))
             deadline = asyncio.get_running_loop().time() + 60
-            while not await rt.list(all=True, labels={"test": "cancelled"}):
+            while not await rt.boxes.list(all=True, labels={"test": "cancelled"}):
                 assert asyncio.get_running_loop().time() < deadline, "the boot never began"
                 await asyncio.sleep(0.02)  # polling for the row: the boot is under way
             task.cancel()
@@ -125,5 +125,5 @@ def test_cancelled_run_tears_down_the_box_it_was_booting(home: Path) -> None:
                 await task
     asyncio.run(main())  # closing the runtime waits for the orphaned boot and its teardown
     with microbox.Runtime() as rt:
-        assert rt.list(all=True, labels={"test": None}) == []
+        assert rt.boxes.list(all=True, labels={"test": None}) == []
     assert qemu_pids(home) == set()

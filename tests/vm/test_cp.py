@@ -49,7 +49,7 @@ def named_box() -> Iterator[str]:
 
 def test_tree_round_trip_keeps_modes_mtimes_and_symlinks(tmp_path: Path) -> None:
     src = make_tree(tmp_path)
-    with microbox.Runtime() as rt, rt.run("busybox") as box:
+    with microbox.Runtime() as rt, rt.boxes.run("busybox") as box:
         report = box.copy_in(src, "/root")
         assert (report.files, report.symlinks, report.started) == (3, 1, False)
         r = box.run(["sh", "-c", "cd /root/tree && stat -c '%n %a %Y' run.sh secret sub/data "
@@ -72,7 +72,7 @@ def test_async_twin_copies(tmp_path: Path) -> None:
     (tmp_path / "f").write_bytes(b"async")
 
     async def main() -> None:
-        async with microbox.AsyncRuntime() as rt, await rt.run("busybox") as box:
+        async with microbox.AsyncRuntime() as rt, await rt.boxes.run("busybox") as box:
             await box.copy_in(tmp_path / "f", "/root/g")
             await box.copy_out("/root/g", tmp_path / "h")
 
@@ -87,7 +87,7 @@ def test_a_hostile_guest_writes_nothing_outside_the_destination(tmp_path: Path) 
     dest = tmp_path / "dest"
     dest.mkdir()
     before = snapshot(tmp_path, skip="dest")
-    with microbox.Runtime() as rt, rt.run("busybox") as box:
+    with microbox.Runtime() as rt, rt.boxes.run("busybox") as box:
         made = box.run(["sh", "-c", f"""set -e
             mkdir -p /root/evil && cd /root/evil
             ln -s / rootlink
@@ -121,7 +121,7 @@ def test_cp_on_a_stopped_box_starts_it_briefly(tmp_path: Path, named_box: str) -
     assert r.returncode == 0, r.stderr
     assert r.stderr.decode().count("\n") == 1 and b"started for the copy" in r.stderr
     with microbox.Runtime() as rt:
-        box = rt.get(named_box)
+        box = rt.boxes.get(named_box)
         assert box.status == "stopped"
         report = box.copy_out("/root/note", tmp_path / "again")
         assert report.started and box.reload().status == "stopped"
@@ -153,7 +153,7 @@ def test_a_20_mb_file_round_trip(tmp_path: Path) -> None:
     big = tmp_path / "big"
     big.write_bytes(os.urandom(20 << 20))
     digest = hashlib.sha256(big.read_bytes()).hexdigest()
-    with microbox.Runtime() as rt, rt.run("busybox") as box:
+    with microbox.Runtime() as rt, rt.boxes.run("busybox") as box:
         box.copy_in(big, "/root/big")
         r = box.run(["sha256sum", "/root/big"], timeout=120)
         assert r.stdout.split()[0].decode() == digest

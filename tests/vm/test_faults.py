@@ -36,10 +36,10 @@ def _killed_at(point: str, *args: str) -> None:
 
 @pytest.fixture
 def src() -> Iterator[microbox.Box]:
-    with microbox.Runtime() as rt, rt.run("busybox", name="src") as box:
+    with microbox.Runtime() as rt, rt.boxes.run("busybox", name="src") as box:
         yield box
-        for snap in rt.snapshots():
-            rt.remove_snapshot(snap.id, force=True)
+        for snap in rt.snapshots.list():
+            rt.snapshots.remove(snap.id, force=True)
 
 
 @pytest.mark.parametrize("point", ["migration-started", "snapshot-saved"])
@@ -58,7 +58,7 @@ def test_a_snapshot_killed_while_the_box_is_stopped_leaves_it_running(
     assert r.returncode == 0, r.stderr
     assert mb("gc").returncode == 0  # the killed snapshot's half-made dir goes
     with microbox.Runtime() as rt:
-        assert [s.name for s in rt.snapshots()] == ["s2"]
+        assert [s.name for s in rt.snapshots.list()] == ["s2"]
 
 
 def test_a_vmm_killed_during_a_snapshot_is_named_with_its_recovery(
@@ -107,7 +107,7 @@ def test_a_killed_shim_is_restarted_by_the_next_command_ports_included() -> None
     try:
         assert mb("exec", "served", "--", *listening(7000)).returncode == 0
         with microbox.Runtime() as rt:
-            d = for_box(rt.get("served").id)
+            d = for_box(rt.boxes.get("served").id)
         old = shim.pid(d)
         assert old is not None
         os.kill(old, signal.SIGKILL)
@@ -141,8 +141,8 @@ def rt() -> Iterator[microbox.Runtime]:
         try:
             yield runtime
         finally:
-            for p in runtime.pools():
-                runtime.remove_pool(p.id)
+            for p in runtime.pools.list():
+                runtime.pools.remove(p.id)
             mb("gc")
 
 
@@ -150,7 +150,7 @@ def test_a_pooled_rm_box_goes_when_both_its_run_and_its_shim_die(
         rt: microbox.Runtime, home: Path) -> None:
     """The shim kills a taken pool box's VMM when the run dies; with the shim
     killed first, nothing did (10 of 10), though ls and gc ran."""
-    rt.add_pool("busybox", size=1)
+    rt.pools.add("busybox", size=1)
     (spare,) = boxes.spares(rt.db)
     p = spawn("run", "--rm", "--name", "taken", "busybox", "--", "sleep", "60")
     wait_for(lambda: (boxes.get(rt.db, spare.id) or spare).status == "running", 30,
@@ -171,15 +171,15 @@ def test_a_pooled_rm_box_goes_when_both_its_run_and_its_shim_die(
 def test_a_pool_whose_filler_died_is_filled_by_the_next_run(rt: microbox.Runtime) -> None:
     """A run started a filler only when it took a box: a filler killed while it
     made one left the pool short for good (9 of 11)."""
-    pool = rt.add_pool("busybox", size=1)
+    pool = rt.pools.add("busybox", size=1)
     # The run takes the pool's box; the filler it starts inherits the failpoint
     # and dies with a spare booted but not yet made ready.
     r = _with_failpoint("spare-booted", "run", "--rm", "busybox", "--", "true")
     assert r.returncode == 0, r.stderr
     wait_for(lambda: not _filling(pool.id), 60, "the filler to die")
-    assert rt.pool(pool.id).ready == 0
+    assert rt.pools.get(pool.id).ready == 0
     assert mb("run", "--rm", "busybox", "--", "true").returncode == 0
-    wait_for(lambda: rt.pool(pool.id).ready == 1, 60, "the pool to be filled again")
+    wait_for(lambda: rt.pools.get(pool.id).ready == 1, 60, "the pool to be filled again")
 
 
 def _filling(pool_id: str) -> bool:

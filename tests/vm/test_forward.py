@@ -74,7 +74,7 @@ def test_bad_publish_values_are_refused(home: Path) -> None:
 
 def test_connect_pipes_stdio_to_a_guest_port(home: Path) -> None:
     with microbox.Runtime() as rt:
-        box = rt.run("busybox", name="conn", memory_mib=128)
+        box = rt.boxes.run("busybox", name="conn", memory_mib=128)
         try:
             box.exec(ECHO, detach=True)
             box.run(listening(7000), timeout=30)
@@ -90,7 +90,7 @@ def test_connect_pipes_stdio_to_a_guest_port(home: Path) -> None:
 
 def test_shell_runs_the_login_shell(home: Path) -> None:
     with microbox.Runtime() as rt:
-        box = rt.run("busybox", name="sh2", memory_mib=128)
+        box = rt.boxes.run("busybox", name="sh2", memory_mib=128)
         try:
             r = mb("shell", "sh2", input=b"echo in-shell; exit 5\n")
             assert r.returncode == 5 and r.stdout.endswith(b"in-shell\n"), r
@@ -103,7 +103,7 @@ def test_shell_runs_the_login_shell(home: Path) -> None:
 def test_asyncio_connect_and_shell(home: Path) -> None:
     async def main() -> None:
         async with microbox.AsyncRuntime() as rt:
-            box = await rt.run("busybox", name="aconn", memory_mib=128)
+            box = await rt.boxes.run("busybox", name="aconn", memory_mib=128)
             try:
                 await box.exec(ECHO, detach=True)
                 await box.run(listening(7000), timeout=30)

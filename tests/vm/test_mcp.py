@@ -63,7 +63,7 @@ async def error(s: ClientSession, tool: str, **args: Any) -> str:
 
 def ours() -> list[microbox.Box]:
     with microbox.Runtime() as rt:
-        return rt.list(all=True, labels={LABEL: None})
+        return rt.boxes.list(all=True, labels={LABEL: None})
 
 
 def run(body: Callable[[], Awaitable[None]]) -> None:
@@ -72,7 +72,7 @@ def run(body: Callable[[], Awaitable[None]]) -> None:
 
 def test_tools_scope_and_cleanup_on_exit(tmp_path: Path) -> None:
     rt = microbox.Runtime()
-    with rt.run("busybox", name="mcp-outside") as outside:
+    with rt.boxes.run("busybox", name="mcp-outside") as outside:
 
         async def body() -> None:
             async with server(tmp_path / "server.log") as s:
@@ -207,8 +207,8 @@ def test_the_operators_network_policy_applies_to_every_box(tmp_path: Path) -> No
         async with server(tmp_path / "server.log", "--deny-all",
                           "--allow-host", "pypi.org") as s:
             await ok(s, "create_box", name="mcp-policy")
-            box = microbox.Runtime().get("mcp-policy")
-            net = box.info()["net"]
+            box = microbox.Runtime().boxes.get("mcp-policy")
+            net = box.info().net
             assert net["mode"] == "user"
             assert net["policy"]["deny_all"] is True
             assert net["policy"]["allow_hosts"] == ["pypi.org"]

@@ -81,11 +81,12 @@ def pipes(d: BoxDir) -> set[int]:
 
 def test_allowed_by_name_and_address_others_refused(servers: standin.StandIns) -> None:
     with microbox.Runtime() as rt:
-        with rt.run("busybox", name="pub", add_hosts=HOSTS) as box:  # the default policy
+        with rt.boxes.run("busybox", name="pub", add_hosts=HOSTS) as box:  # the default policy
             assert wget(box, "http://good.test/") == (0, f"standin {GOOD}\n".encode(), b"")
             assert wget(box, f"http://{OTHER}/")[:2] == (0, f"standin {OTHER}\n".encode())
-            assert box.info()["template"], "not a warm clone"
-        with rt.run("busybox", name="names", add_hosts=HOSTS, allow_hosts=["good.test"]) as box:
+            assert box.info().template, "not a warm clone"
+        with rt.boxes.run("busybox", name="names", add_hosts=HOSTS,
+                          allow_hosts=["good.test"]) as box:
             assert wget(box, "http://good.test/")[:2] == (0, f"standin {GOOD}\n".encode())
             code, _, err = wget(box, "http://other.test/")
             assert code == 1 and b"403 Forbidden" in err
@@ -103,7 +104,7 @@ def test_allowed_by_name_and_address_others_refused(servers: standin.StandIns) -
             info = json.loads(mb("inspect", "names").stdout)
             assert info["net"]["mode"] == "user" and info["net"]["refused"] == 3
             assert info["net"]["policy"]["allow_hosts"] == ["good.test"]
-        with rt.run("busybox", name="addr", allow_hosts=["good.test"],
+        with rt.boxes.run("busybox", name="addr", allow_hosts=["good.test"],
                     allow_cidrs=[f"{GOOD}/32"]) as box:
             assert wget(box, f"http://{GOOD}/")[:2] == (0, f"standin {GOOD}\n".encode())
             assert wget(box, f"http://{OTHER}/")[0] == 1
@@ -126,7 +127,7 @@ def _host_addresses() -> list[tuple[str, bool]]:
 def test_private_loopback_and_metadata_need_explicit_allows(
         servers: standin.StandIns) -> None:
     with standin.loopback_server() as port, microbox.Runtime() as rt:
-        with rt.run("busybox", add_hosts=HOSTS) as box:
+        with rt.boxes.run("busybox", add_hosts=HOSTS) as box:
             assert refused(tunnel(box, f"127.0.0.1:{port}"), "loopback")
             assert refused(tunnel(box, f"localhost:{port}"), "loopback")  # resolved on the host
             assert refused(tunnel(box, f"{INNER}:80"), "a private address (RFC 1918)")
@@ -139,11 +140,11 @@ def test_private_loopback_and_metadata_need_explicit_allows(
                     assert refused(answer, "an address of the host"), answer
             code, _, err = wget(box, f"http://127.0.0.1:{port}/")
             assert code == 1 and b"403" in err
-        with rt.run("busybox", add_hosts=HOSTS, allow_private=True) as box:
+        with rt.boxes.run("busybox", add_hosts=HOSTS, allow_private=True) as box:
             assert wget(box, f"http://127.0.0.1:{port}/")[:2] == (0, b"standin 127.0.0.1\n")
             assert wget(box, "http://inner.test/")[:2] == (0, f"standin {INNER}\n".encode())
             assert refused(tunnel(box, f"{METADATA}:80"), "cloud metadata")
-        with rt.run("busybox", allow_cidrs=[f"{METADATA}/32"]) as box:
+        with rt.boxes.run("busybox", allow_cidrs=[f"{METADATA}/32"]) as box:
             assert wget(box, f"http://{METADATA}/")[:2] == (0, f"standin {METADATA}\n".encode())
             assert refused(tunnel(box, f"127.0.0.1:{port}"), "loopback")
 
@@ -158,7 +159,7 @@ def test_connect_https_and_absolute_uris_from_python(servers: standin.StandIns,
         "ctx = ssl.create_default_context(cafile='/root/ca.pem')\n"
         "print(urllib.request.urlopen('https://good.test/', context=ctx, timeout=30).read())\n"
     )
-    with microbox.Runtime() as rt, rt.run("debian", add_hosts=HOSTS) as box:
+    with microbox.Runtime() as rt, rt.boxes.run("debian", add_hosts=HOSTS) as box:
         box.put(cert, "/root/ca.pem")
         r = box.run(["python3", "-c", script], timeout=120)
         want = f"b'standin {GOOD}\\n'\n".encode()
@@ -169,7 +170,7 @@ def test_a_guest_without_the_proxy_gains_nothing(servers: standin.StandIns) -> N
     direct = ("unset " + " ".join(PROXY_ENV) + "; for dest in '203.0.113.10 80' '10.0.2.2 22' "
               "'10.0.2.3 53' '203.0.113.10 7'; do nc -w 5 $dest </dev/null && echo reached $dest;"
               " done; true")
-    with microbox.Runtime() as rt, rt.run("busybox", name="nopx", add_hosts=HOSTS) as box:
+    with microbox.Runtime() as rt, rt.boxes.run("busybox", name="nopx", add_hosts=HOSTS) as box:
         env = box.run(["env"]).stdout.decode()
         for key in PROXY_ENV:
             assert f"{key}=http://10.0.2.100:3128\n" in env
@@ -189,7 +190,7 @@ def test_a_guest_without_the_proxy_gains_nothing(servers: standin.StandIns) -> N
         assert first is not None
         os.kill(first, signal.SIGKILL)
         assert not still_running({first}, 5)
-        again = rt.get("nopx")
+        again = rt.boxes.get("nopx")
         assert wget(again, "http://good.test/")[:2] == (0, f"standin {GOOD}\n".encode())
         again.release()
 
@@ -197,7 +198,7 @@ def test_a_guest_without_the_proxy_gains_nothing(servers: standin.StandIns) -> N
 def test_a_lookup_in_a_user_box_fails_at_once(home: Path) -> None:
     """No resolver in a --net user box: a lookup is refused by the guest's own
     loopback (it used to wait 10 s on an address the restricted stack drops)."""
-    with microbox.Runtime() as rt, rt.run("busybox") as box:
+    with microbox.Runtime() as rt, rt.boxes.run("busybox") as box:
         assert box.run(["cat", "/etc/resolv.conf"]).stdout.endswith(b"nameserver 127.0.0.1\n")
         r = box.run(["nslookup", "example.test"], timeout=4)
         assert not r.status.timed_out and r.exit_code not in (0, 127), r  # ran, and failed
@@ -239,10 +240,10 @@ def test_set_changes_a_stopped_box_and_bad_input_makes_nothing(home: Path) -> No
 
 def test_warm_clones_cold_boots_and_forks_have_networking(servers: standin.StandIns) -> None:
     with microbox.Runtime() as rt:
-        with rt.run("busybox", add_hosts=HOSTS, cold=True) as box:
-            assert box.info()["template"] is None
+        with rt.boxes.run("busybox", add_hosts=HOSTS, cold=True) as box:
+            assert box.info().template is None
             assert wget(box, "http://good.test/")[0] == 0
-        src = rt.run("busybox", name="forksrc", add_hosts=HOSTS)
+        src = rt.boxes.run("busybox", name="forksrc", add_hosts=HOSTS)
         try:
             assert wget(src, "http://good.test/")[0] == 0
             clones = src.fork(1)
@@ -254,7 +255,7 @@ def test_warm_clones_cold_boots_and_forks_have_networking(servers: standin.Stand
                     c.delete(force=True)
         finally:
             src.close()
-        rt.gc()
+        rt.host.gc()
 
 
 def _hold(box: microbox.Box) -> BoxDir:
@@ -269,12 +270,12 @@ def _hold(box: microbox.Box) -> BoxDir:
 
 def test_no_pipe_or_shim_outlives_its_box(home: Path, servers: standin.StandIns) -> None:
     with microbox.Runtime() as rt:
-        box = rt.run("busybox", name="held", rm=False)
+        box = rt.boxes.run("busybox", name="held", rm=False)
         d = _hold(box)
         left = pipes(d) | {shim.pid(d) or 0}
         box.delete(force=True)
         assert not still_running(left, 5)
-        box = rt.run("busybox", name="killed", rm=False)
+        box = rt.boxes.run("busybox", name="killed", rm=False)
         d = _hold(box)
         left = pipes(d) | {shim.pid(d) or 0}
         assert box.record.pid is not None

@@ -78,13 +78,13 @@ def test_image_pack_round_trip(microbox_home: Path, fresh_home: Path, tmp_path: 
         assert r.returncode == 0, r.stderr
 
     with microbox.Runtime() as rt:  # the SDK, in the fresh data dir
-        with rt.run(from_pack=out, env={"X": "from-sdk"}, cold=True) as box:
+        with rt.boxes.run(from_pack=out, env={"X": "from-sdk"}, cold=True) as box:
             res = box.run(["sh", "-c", "echo $X; grep -c ^root: /etc/passwd"])
             assert res.stdout == b"from-sdk\n1\n"
-        made = rt.create(from_pack=out, name="again", cpus=2)
+        made = rt.boxes.create(from_pack=out, name="again", cpus=2)
         assert made.spec.cpus == 2 and made.record.image.startswith("pack-busybox:")
         made.delete()
-        assert len(rt.images()) == 1  # the same pack twice lands on one image
+        assert len(rt.images.list()) == 1  # the same pack twice lands on one image
     r = mb("create", "--from", str(out), "--start", "--name", "cli")
     assert r.returncode == 0, r.stderr
     try:

@@ -30,8 +30,8 @@ def rt() -> Iterator[microbox.Runtime]:
         try:
             yield runtime
         finally:
-            for p in runtime.pools():
-                runtime.remove_pool(p.id)
+            for p in runtime.pools.list():
+                runtime.pools.remove(p.id)
             assert not boxes.spares(runtime.db)
 
 
@@ -40,15 +40,15 @@ def _spares(rt: microbox.Runtime) -> list[BoxRecord]:
 
 
 def _full(rt: microbox.Runtime, size: int) -> bool:
-    return all(p.ready == size for p in rt.pools())
+    return all(p.ready == size for p in rt.pools.list())
 
 
 def test_run_takes_a_ready_box_and_the_pool_fills_again(rt: microbox.Runtime) -> None:
-    p = rt.add_pool("busybox", size=1)
+    p = rt.pools.add("busybox", size=1)
     assert (p.size, p.ready, p.spec.image) == (1, 1, "busybox")
-    assert [q.id for q in rt.pools()] == [p.id] and rt.pool("busybox").id == p.id
+    assert [q.id for q in rt.pools.list()] == [p.id] and rt.pools.get("busybox").id == p.id
     (spare,) = _spares(rt)
-    assert rt.list(all=True) == []  # a pool's boxes are not the user's
+    assert rt.boxes.list(all=True) == []  # a pool's boxes are not the user's
 
     r = mb("run", "--rm", "--name", "taken", "-e", "GREETING=hi", "busybox", "--",
            "sh", "-c", f"{PROBE}; echo $GREETING; exit 7")
@@ -67,7 +67,7 @@ def test_run_takes_a_ready_box_and_the_pool_fills_again(rt: microbox.Runtime) ->
     port = free_port()
     r = mb("run", "-d", "--name", "kept", "-p", f"{port}:7000", "busybox", "--", *ECHO)
     assert r.returncode == 0, r.stderr
-    box = rt.get("kept")
+    box = rt.boxes.get("kept")
     assert (box.id, box.status) == (again.id, "running")
     assert mb("exec", "kept", "--", *listening(7000)).returncode == 0
     assert echo_through(port, b"through the pool's box\n") == b"through the pool's box\n"
@@ -79,7 +79,7 @@ def test_run_takes_a_ready_box_and_the_pool_fills_again(rt: microbox.Runtime) ->
 def test_a_killed_run_takes_the_pooled_box_with_it(rt: microbox.Runtime, home: Path) -> None:
     """The VMM was started by the pool's filler, so no PR_SET_PDEATHSIG ties it
     to the run that took it: the box's shim kills it when that run is gone."""
-    rt.add_pool("busybox", size=1)
+    rt.pools.add("busybox", size=1)
     (spare,) = _spares(rt)
     p = spawn("run", "--rm", "busybox", "--", "sleep", "100")
     wait_for(lambda: (boxes.get(rt.db, spare.id) or spare).status == "running", 30,
@@ -94,11 +94,11 @@ def test_a_killed_run_takes_the_pooled_box_with_it(rt: microbox.Runtime, home: P
 
 
 def test_a_spare_made_for_another_template_is_never_handed_out(rt: microbox.Runtime) -> None:
-    p = rt.add_pool("busybox", size=1)
+    p = rt.pools.add("busybox", size=1)
     (spare,) = _spares(rt)
     boxes.update(rt.db, spare.with_(spare_key="0" * 32))  # as if the agent was rebuilt since
-    assert rt.pool(p.id).ready == 0  # alive, but no run would take it
-    with rt.run("busybox") as box:
+    assert rt.pools.get(p.id).ready == 0  # alive, but no run would take it
+    with rt.boxes.run("busybox") as box:
         assert box.id != spare.id
         assert box.run(["true"]).exit_code == 0
     # the run that found only a stale box started a filler, which replaced it
@@ -115,7 +115,7 @@ def test_pool_commands_refuse_bad_input_and_make_nothing(rt: microbox.Runtime) -
     assert r.returncode == 2 and b"between 1 and 64" in r.stderr
     r = mb("pool", "rm", "nope")
     assert r.returncode == 1 and b"microbox pool ls" in r.stderr
-    assert rt.pools() == []
+    assert rt.pools.list() == []
 
     r = mb("pool", "add", "--json", "-n", "2", "busybox")
     assert r.returncode == 0, r.stderr
@@ -128,11 +128,11 @@ def test_pool_commands_refuse_bad_input_and_make_nothing(rt: microbox.Runtime) -
     r = mb("pool", "add", "-n", "1", "busybox")  # the same shape: a new size
     assert r.returncode == 0 and len(_spares(rt)) == 1
     assert mb("pool", "rm", made["id"]).returncode == 0
-    assert rt.pools() == [] and _spares(rt) == []
+    assert rt.pools.list() == [] and _spares(rt) == []
 
 
 def test_doctor_names_a_pool_left_short_and_its_fix_fills_it(rt: microbox.Runtime) -> None:
-    rt.add_pool("busybox", size=1, memory_mib=192)
+    rt.pools.add("busybox", size=1, memory_mib=192)
     (spare,) = _spares(rt)
     assert spare.pid is not None
     os.kill(spare.pid, signal.SIGKILL)  # a spare's VMM dies with nobody to notice
@@ -144,7 +144,7 @@ def test_doctor_names_a_pool_left_short_and_its_fix_fills_it(rt: microbox.Runtim
     assert fix == ["microbox", "pool", "add", "busybox", "-n", "1", "--memory", "192"]
     assert mb(*fix[1:]).returncode == 0
     (again,) = _spares(rt)
-    assert again.id != spare.id and rt.pools()[0].ready == 1
+    assert again.id != spare.id and rt.pools.list()[0].ready == 1
     (line,) = [c for c in json.loads(mb("doctor", "--json").stdout)["data"]
                if c["name"] == "pools"]
     assert line["status"] == "PASS"
@@ -153,7 +153,7 @@ def test_doctor_names_a_pool_left_short_and_its_fix_fills_it(rt: microbox.Runtim
     assert again.pid is not None
     os.kill(again.pid, signal.SIGKILL)
     assert not still_running({again.pid}, 10)
-    with rt.run("busybox", memory_mib=192) as box:
+    with rt.boxes.run("busybox", memory_mib=192) as box:
         assert box.id != again.id and box.run(["true"]).exit_code == 0
     wait_for(lambda: _full(rt, 1), 60, "the filler to replace the dead box")
     assert [s.id for s in _spares(rt)] != [again.id]
@@ -164,11 +164,11 @@ def test_concurrent_runs_never_share_a_pooled_box(rt: microbox.Runtime) -> None:
     new ones, and every box is its own."""
     from concurrent.futures import ThreadPoolExecutor
 
-    rt.add_pool("busybox", size=2)
+    rt.pools.add("busybox", size=2)
     waiting = {s.id for s in _spares(rt)}
 
     def one(n: int) -> tuple[str, str]:
-        with microbox.Runtime() as own, own.run("busybox", name=f"at-once-{n}") as box:
+        with microbox.Runtime() as own, own.boxes.run("busybox", name=f"at-once-{n}") as box:
             out = box.run(["sh", "-c", "hostname; cat /etc/machine-id"]).stdout.decode()
             host, mid = out.split()
             assert (host, mid) == (box.name, box.id)
@@ -195,11 +195,11 @@ def test_a_run_starts_no_filler_while_one_is_at_work(rt: microbox.Runtime, home:
     from microbox import locks
     from microbox.core import pool
 
-    p = rt.add_pool("busybox", size=1)
+    p = rt.pools.add("busybox", size=1)
     with locks.held(home / "pools" / f"{p.id}.lock"):
-        with rt.run("busybox") as box:
+        with rt.boxes.run("busybox") as box:
             assert box.run(["true"]).exit_code == 0
         assert _fillers(p.id) == []
-        assert rt.pool(p.id).ready == 0
+        assert rt.pools.get(p.id).ready == 0
     pool.fill(rt.db, p.id, lambda _: None)
-    assert rt.pool(p.id).ready == 1
+    assert rt.pools.get(p.id).ready == 1

@@ -59,7 +59,7 @@ def test_the_split_equals_qemus_own_and_restores(tmp_path: Path) -> None:
     saved, ours, theirs = tmp_path / "saved", tmp_path / "ours", tmp_path / "qemu"
     for d in (saved, ours, theirs):
         d.mkdir()
-    with microbox.Runtime() as rt, rt.run("busybox", name="splitsrc") as src:
+    with microbox.Runtime() as rt, rt.boxes.run("busybox", name="splitsrc") as src:
         src.run(["sh", "-c", "head -c 3000000 /dev/urandom > /dev/shm/r; "
                              "sha256sum /dev/shm/r > /root/sum"])
         snapshots._save_full(for_box(src.id), saved)
@@ -74,14 +74,14 @@ def test_the_split_equals_qemus_own_and_restores(tmp_path: Path) -> None:
 
 
 def test_a_box_restored_from_a_split_snapshot_goes_on() -> None:
-    with microbox.Runtime() as rt, rt.run("busybox", name="splitgo") as src:
+    with microbox.Runtime() as rt, rt.boxes.run("busybox", name="splitgo") as src:
         src.run(["sh", "-c", "head -c 3000000 /dev/urandom > /dev/shm/r; "
                              "sha256sum /dev/shm/r > /root/sum"])
         snap = src.snapshot("split-go")
-        box = rt.restore(snap.id, name="splitgo-2")
+        box = rt.boxes.restore(snap.id, name="splitgo-2")
         try:
             assert box.run(["sha256sum", "-c", "/root/sum"]).exit_code == 0
         finally:
             box.delete(force=True)
-            rt.remove_snapshot(snap.id, force=True)
-            rt.gc()
+            rt.snapshots.remove(snap.id, force=True)
+            rt.host.gc()

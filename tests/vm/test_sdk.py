@@ -18,7 +18,7 @@ from tests.conftest import qemu_pids
 
 def test_with_block_tears_down_on_exception(home: Path) -> None:
     rt = microbox.Runtime()
-    with pytest.raises(RuntimeError, match="boom"), rt.run("busybox") as box:
+    with pytest.raises(RuntimeError, match="boom"), rt.boxes.run("busybox") as box:
         assert box.run(["true"]).exit_code == 0
         raise RuntimeError("boom")
     assert qemu_pids(home) == set()
@@ -26,7 +26,7 @@ def test_with_block_tears_down_on_exception(home: Path) -> None:
 
 
 def test_streaming_stdin_signal_and_results() -> None:
-    with microbox.Runtime() as rt, rt.run("busybox") as box:
+    with microbox.Runtime() as rt, rt.boxes.run("busybox") as box:
         r = box.run(["sh", "-c", "cat; echo done >&2; exit 3"], input=b"abc")
         assert (r.exit_code, r.stdout, r.stderr) == (3, b"abc", b"done\n")
         ex = box.exec(["sh", "-c", "echo ready; sleep 100"])
@@ -49,7 +49,7 @@ def test_stdin_in_odd_sized_writes_arrives_whole() -> None:
     their ends (the kernel patch that reads many buffers at once)."""
     rng = random.Random(7)
     data = rng.randbytes(6 << 20)
-    with microbox.Runtime() as rt, rt.run("busybox") as box:
+    with microbox.Runtime() as rt, rt.boxes.run("busybox") as box:
         ex = box.exec(["sha256sum"], stdin=True)
         at = 0
         while at < len(data):
@@ -67,7 +67,7 @@ def test_put_get_keep_bytes_and_mode(tmp_path: Path) -> None:
     src = tmp_path / "blob"
     src.write_bytes(payload)
     src.chmod(0o751)
-    with microbox.Runtime() as rt, rt.run("busybox") as box:
+    with microbox.Runtime() as rt, rt.boxes.run("busybox") as box:
         box.put(src, "/root/deep/dir/blob")
         r = box.run(["stat", "-c", "%a %s", "/root/deep/dir/blob"])
         assert r.stdout == f"751 {len(payload)}\n".encode()
@@ -84,7 +84,7 @@ def test_put_get_keep_bytes_and_mode(tmp_path: Path) -> None:
 
 def test_async_twin(home: Path) -> None:
     async def main() -> tuple[int, bytes, list[tuple[str, bytes]]]:
-        async with microbox.AsyncRuntime() as rt, await rt.run("busybox") as box:
+        async with microbox.AsyncRuntime() as rt, await rt.boxes.run("busybox") as box:
             r = await box.run(["echo", "async"])
             ex = await box.exec(["sh", "-c", "echo a; echo b >&2"])
             events = [e async for e in ex.events()]
@@ -98,6 +98,6 @@ def test_async_twin(home: Path) -> None:
 
 def test_large_input_and_output_do_not_deadlock() -> None:
     data = bytes(range(256)) * (24 * 1024)  # 6 MiB, past the agent's 4 MiB stdin queue
-    with microbox.Runtime() as rt, rt.run("busybox") as box:
+    with microbox.Runtime() as rt, rt.boxes.run("busybox") as box:
         r = box.run(["cat"], input=data)
         assert r.exit_code == 0 and r.stdout == data

@@ -30,7 +30,7 @@ _WORKER = textwrap.dedent("""
     import sys, threading, microbox
     first, count, TOTAL = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
     rt = microbox.Runtime()
-    box = rt.get("many")
+    box = rt.boxes.get("many")
     results, threads = {}, []
     def one(n):
         # a barrier in the guest: each waits until all 64 have started, so
@@ -54,7 +54,7 @@ _WORKER = textwrap.dedent("""
 @pytest.fixture
 def many(home: Path) -> Iterator[microbox.Box]:
     with microbox.Runtime() as rt:
-        box = rt.run("busybox", name="many", memory_mib=128)
+        box = rt.boxes.run("busybox", name="many", memory_mib=128)
         try:
             yield box
         finally:
@@ -136,7 +136,7 @@ def test_a_box_that_dies_under_exec_says_so(many: microbox.Box) -> None:
 
 
 def test_the_shim_lives_and_dies_with_its_box(home: Path) -> None:
-    with microbox.Runtime() as rt, rt.run("busybox", name="sh1", memory_mib=128) as box:
+    with microbox.Runtime() as rt, rt.boxes.run("busybox", name="sh1", memory_mib=128) as box:
         d = box_dir(box.record)
         first = shim.pid(d)
         assert first is not None and first in shim_pids(home)
@@ -172,7 +172,7 @@ def test_exec_detached_writes_to_the_log(many: microbox.Box) -> None:
 
 def test_gc_ends_a_shim_that_outlived_its_vm(home: Path) -> None:
     with microbox.Runtime() as rt:
-        box = rt.run("busybox", name="stuck", memory_mib=128, rm=False)
+        box = rt.boxes.run("busybox", name="stuck", memory_mib=128, rm=False)
         d = box_dir(box.record)
         pid = shim.pid(d)
         assert pid is not None and box.record.pid is not None
@@ -189,7 +189,7 @@ def test_gc_ends_a_shim_that_outlived_its_vm(home: Path) -> None:
 
 def test_a_client_that_stops_reading_stalls_nobody_else(many: microbox.Box) -> None:
     with microbox.Runtime() as rt:
-        stalled = rt.get("many")
+        stalled = rt.boxes.get("many")
         flood = stalled.exec(["cat", "/dev/zero"])  # never read: fills every buffer there is
         try:
             for n in range(5):  # through the CLI: a stall fails its timeout, not hangs

@@ -28,7 +28,7 @@ def _count(box: microbox.Box) -> int:
 
 
 def test_fork_carries_running_state_into_clones_that_are_their_own_machines() -> None:
-    with microbox.Runtime() as rt, rt.run("busybox", name="forked") as src:
+    with microbox.Runtime() as rt, rt.boxes.run("busybox", name="forked") as src:
         src.run(["sh", "-c", "echo before > /root/mark"])
         src.exec(["sh", "-c", LOOP], detach=True)
         wait_for(lambda: src.run(["test", "-s", "/root/count"]).exit_code == 0, 30, "the loop")
@@ -52,7 +52,7 @@ def test_fork_carries_running_state_into_clones_that_are_their_own_machines() ->
         finally:
             for c in clones:
                 c.delete(force=True)
-            collected = rt.gc()  # here, so that a failure above leaves no snapshot either
+            collected = rt.host.gc()  # here, so that a failure above leaves no snapshot either
     assert collected.snapshots  # fork's own snapshot goes once its clones are gone
 
 
@@ -60,8 +60,8 @@ def test_a_booted_box_forks_too() -> None:
     """A box booted rather than restored (--cold, or any start after its first)
     has QEMU's own RAM instead of a memory backend; its RAM goes along all the
     same (a file in tmpfs lives only there)."""
-    with microbox.Runtime() as rt, rt.run("busybox", name="booted", cold=True) as src:
-        assert src.info()["template"] is None
+    with microbox.Runtime() as rt, rt.boxes.run("busybox", name="booted", cold=True) as src:
+        assert src.info().template is None
         src.run(["sh", "-c", "echo kept > /dev/shm/mark"])
         clones = src.fork(1)
         try:
@@ -69,7 +69,7 @@ def test_a_booted_box_forks_too() -> None:
         finally:
             for c in clones:
                 c.delete(force=True)
-            rt.gc()
+            rt.host.gc()
 
 
 def test_snapshot_commands_round_trip(home: Path) -> None:
@@ -103,7 +103,7 @@ def test_snapshot_commands_round_trip(home: Path) -> None:
 
 
 def test_a_corrupt_snapshot_fails_in_one_sentence_and_creates_nothing(home: Path) -> None:
-    with microbox.Runtime() as rt, rt.run("busybox") as src:
+    with microbox.Runtime() as rt, rt.boxes.run("busybox") as src:
         snap = src.snapshot("broken")
     state = snap.path / "state"
     state.chmod(0o644)
@@ -121,19 +121,19 @@ def test_a_corrupt_snapshot_fails_in_one_sentence_and_creates_nothing(home: Path
 def test_async_fork_and_restore() -> None:
     import asyncio
 
-    from microbox.aio import AsyncRuntime
+    from microbox.sdk.aio import AsyncRuntime
 
     async def main() -> None:
-        async with AsyncRuntime() as rt, await rt.run("busybox") as box:
+        async with AsyncRuntime() as rt, await rt.boxes.run("busybox") as box:
             await box.run(["sh", "-c", "echo a > /root/a"])
             (clone,) = await box.fork(1)
             assert (await clone.run(["cat", "/root/a"])).stdout == b"a\n"
             await clone.delete(force=True)
             snap = await box.snapshot("async-snap")
-            back = await rt.restore(snap.name)
+            back = await rt.boxes.restore(snap.name)
             assert (await back.run(["cat", "/root/a"])).stdout == b"a\n"
             await back.delete(force=True)
-            await rt.remove_snapshot(snap.id)
+            await rt.snapshots.remove(snap.id)
 
     asyncio.run(main())
 
@@ -190,7 +190,7 @@ def test_a_snapshot_the_disk_cannot_hold_is_refused_and_the_box_runs_on(
 
             monkeypatch.setattr(snapspace, "check", lambda *_: None)
             with microbox.Runtime() as rt, pytest.raises(DiskFull) as err:
-                rt.get("snapfull").snapshot("wontfit")
+                rt.boxes.get("snapfull").snapshot("wontfit")
             assert str(err.value).startswith(
                 f"saving box 'snapfull' ran out of space on the tmpfs at {snaps} ("), err.value
             assert os.listdir(snaps) == []

@@ -59,8 +59,8 @@ def reaches(box: microbox.Box, addr: str) -> bool:
 
 def test_policy_by_name_and_address_in_two_boxes(servers: standin.StandIns) -> None:
     with microbox.Runtime() as rt, \
-            rt.run("busybox", name="open", net="tap", add_hosts=HOSTS) as box, \
-            rt.run("busybox", name="names", net="tap", add_hosts=HOSTS,
+            rt.boxes.run("busybox", name="open", net="tap", add_hosts=HOSTS) as box, \
+            rt.boxes.run("busybox", name="names", net="tap", add_hosts=HOSTS,
                    allow_hosts=["good.test"]) as named:
         # the same guest address, gateway and MAC in each box's own namespace
         for b in (box, named):
@@ -68,12 +68,12 @@ def test_policy_by_name_and_address_in_two_boxes(servers: standin.StandIns) -> N
             assert f"inet {plan.GUEST} " in out.decode()
             assert b.run(["cat", "/etc/resolv.conf"]).stdout.endswith(
                 f"nameserver {plan.GATEWAY}\n".encode())
-        assert box.info()["template"] and named.info()["template"], "not warm clones"
+        assert box.info().template and named.info().template, "not warm clones"
         # the default policy: public addresses yes; metadata, private, host no
         assert reaches(box, GOOD) and reaches(box, OTHER)
         assert wget(box, "http://good.test/")[:2] == (0, f"standin {GOOD}\n".encode())
         assert not reaches(box, METADATA) and not reaches(box, INNER)
-        host_side = box.info()["net"]["link"]
+        host_side = box.info().net["link"]
         assert host_side == nft.link_of(box.record.id)
         # names restricted: what the resolver answered for good.test, nothing else
         assert wget(named, "http://good.test/")[:2] == (0, f"standin {GOOD}\n".encode())
@@ -93,9 +93,9 @@ def test_policy_by_name_and_address_in_two_boxes(servers: standin.StandIns) -> N
 
 def test_allow_private_and_cidr_and_no_box_reaches_another(servers: standin.StandIns) -> None:
     with microbox.Runtime() as rt, \
-            rt.run("busybox", net="tap", allow_private=True) as priv, \
-            rt.run("busybox", net="tap", allow_cidrs=[f"{METADATA}/32"]) as meta, \
-            rt.run("busybox", net="tap", deny_all=True, allow_cidrs=[f"{OTHER}/32"]) as deny:
+            rt.boxes.run("busybox", net="tap", allow_private=True) as priv, \
+            rt.boxes.run("busybox", net="tap", allow_cidrs=[f"{METADATA}/32"]) as meta, \
+            rt.boxes.run("busybox", net="tap", deny_all=True, allow_cidrs=[f"{OTHER}/32"]) as deny:
         assert reaches(priv, INNER) and not reaches(priv, METADATA)
         assert reaches(meta, METADATA) and not reaches(meta, INNER)
         assert reaches(deny, OTHER) and not reaches(deny, GOOD)
@@ -121,7 +121,7 @@ def _ns_address(box: microbox.Box) -> str:
 
 def test_a_root_guest_changing_its_network_gains_nothing(servers: standin.StandIns) -> None:
     with microbox.Runtime() as rt, \
-            rt.run("busybox", net="tap", allow_hosts=["good.test"], add_hosts=HOSTS) as box:
+            rt.boxes.run("busybox", net="tap", allow_hosts=["good.test"], add_hosts=HOSTS) as box:
         script = ("ip addr add 10.0.2.99/24 dev eth0 && "
                   f"ip route add {METADATA}/32 via {plan.GATEWAY} src 10.0.2.99 && "
                   f"ip route add {INNER}/32 via {plan.GATEWAY} && "
@@ -136,7 +136,7 @@ def test_a_root_guest_changing_its_network_gains_nothing(servers: standin.StandI
 def test_a_file_from_an_allowed_server_after_the_shim_was_killed(
         servers: standin.StandIns) -> None:
     with microbox.Runtime() as rt, \
-            rt.run("busybox", net="tap", allow_hosts=["good.test"], add_hosts=HOSTS) as box:
+            rt.boxes.run("busybox", net="tap", allow_hosts=["good.test"], add_hosts=HOSTS) as box:
         old = shim.pid(box_dir(box.record))
         assert old is not None
         os.kill(old, signal.SIGKILL)
@@ -150,7 +150,7 @@ def test_a_file_from_an_allowed_server_after_the_shim_was_killed(
 def test_nothing_outlives_sigkill_and_gc(home: Path, servers: standin.StandIns) -> None:
     before = net_pieces()
     with microbox.Runtime() as rt:
-        box = rt.run("busybox", name="killed", net="tap", rm=False)
+        box = rt.boxes.run("busybox", name="killed", net="tap", rm=False)
         d = box_dir(box.record)
         made = net_pieces() - before
         assert {f"netns {tap.netns_name(box.record.id)}",
@@ -183,7 +183,7 @@ def test_bad_input_makes_nothing(home: Path) -> None:
 
 def test_forks_of_a_tap_box_each_have_their_own_network(servers: standin.StandIns) -> None:
     with microbox.Runtime() as rt, \
-            rt.run("busybox", name="parent", net="tap", allow_hosts=["good.test"],
+            rt.boxes.run("busybox", name="parent", net="tap", allow_hosts=["good.test"],
                    add_hosts=HOSTS) as box:
         assert wget(box, "http://good.test/")[0] == 0
         clones = box.fork(2)
@@ -191,7 +191,7 @@ def test_forks_of_a_tap_box_each_have_their_own_network(servers: standin.StandIn
             links = {nft.link_of(c.record.id) for c in clones}
             assert len(links) == 2 and nft.link_of(box.record.id) not in links
             for c in clones:
-                assert c.info()["net"]["link"] in links
+                assert c.info().net["link"] in links
                 # the policy came along; the names set is the clone's own, filled anew
                 assert wget(c, "http://good.test/")[:2] == (0, f"standin {GOOD}\n".encode())
                 assert not reaches(c, OTHER)
@@ -210,7 +210,7 @@ def test_boxes_started_at_once_get_links_of_their_own(servers: standin.StandIns)
             _, err = p.communicate(timeout=300)
             assert p.returncode == 0, err
         with microbox.Runtime() as rt:
-            boxes = [rt.get(n) for n in names]
+            boxes = [rt.boxes.get(n) for n in names]
             addrs = {_ns_address(b) for b in boxes}
             assert len(addrs) == 4, addrs
             for b in boxes:

@@ -32,16 +32,16 @@ def test_warm_cold_and_pooled_boxes_answer_alike(kind: str) -> None:
     with microbox.Runtime() as rt:
         spares = [s.id for s in boxes.spares(rt.db)]
         if kind == "pooled":
-            rt.add_pool("busybox", size=1)
+            rt.pools.add("busybox", size=1)
             spares = [s.id for s in boxes.spares(rt.db)]
         try:
-            with rt.run("busybox", cold=kind == "cold") as box:
-                assert (box.info()["template"] is None) == (kind == "cold")
+            with rt.boxes.run("busybox", cold=kind == "cold") as box:
+                assert (box.info().template is None) == (kind == "cold")
                 assert (box.id in spares) == (kind == "pooled")
                 _exec_suite(box)
         finally:
-            for p in rt.pools():
-                rt.remove_pool(p.id)
+            for p in rt.pools.list():
+                rt.pools.remove(p.id)
 
 
 def _exec_suite(box: microbox.Box) -> None:
@@ -80,8 +80,8 @@ def test_vmms_run_without_transparent_huge_pages() -> None:
     own = _thp_enabled(os.getpid())
     if own is None:
         pytest.skip("this host's kernel does not report THP_enabled")
-    with microbox.Runtime() as rt, rt.run("busybox") as attached:
-        detached = rt.run("busybox", detach=True, rm=False)
+    with microbox.Runtime() as rt, rt.boxes.run("busybox") as attached:
+        detached = rt.boxes.run("busybox", detach=True, rm=False)
         try:
             for box in (attached, detached):
                 assert box.record.pid is not None
@@ -101,7 +101,7 @@ def test_vmms_load_microbox_s_builds_of_libcapstone_and_libpmem() -> None:
     if ours is None:
         pytest.skip("this host's QEMU links neither library, or no build could be made")
     built = {p.name.split(".so")[0] for p in ours.glob("lib*.so.*")}
-    with microbox.Runtime() as rt, rt.run("busybox") as box:
+    with microbox.Runtime() as rt, rt.boxes.run("busybox") as box:
         assert box.record.pid is not None
         with open(f"/proc/{box.record.pid}/maps") as f:
             libs = {line.split()[-1] for line in f if "/lib" in line}
@@ -118,11 +118,12 @@ def test_clones_are_each_their_own_machine() -> None:
     probe = ["sh", "-c", "head -c 16 /dev/urandom | od -An -tx1; hostname; "
              "cat /etc/machine-id; date +%s"]
     with microbox.Runtime() as rt:
-        rt.warm("busybox")
-        with rt.run("busybox", name="clone-a") as a, rt.run("busybox", name="clone-b") as b:
+        rt.images.warm("busybox")
+        with rt.boxes.run("busybox", name="clone-a") as a, \
+                rt.boxes.run("busybox", name="clone-b") as b:
             seen = {}
             for box in (a, b):
-                assert box.info()["template"] is not None
+                assert box.info().template is not None
                 rnd, host, mid, clock = box.run(probe).stdout.decode().splitlines()
                 assert host == box.name and mid == box.id
                 assert abs(int(clock) - time.time()) < 5
@@ -137,15 +138,15 @@ def test_a_changed_agent_gets_a_new_template_and_gc_removes_the_old(fresh_home: 
     initrd = agent.initramfs_path()
     st = initrd.stat()
     with microbox.Runtime() as rt:
-        old = rt.warm("busybox")
+        old = rt.images.warm("busybox")
         try:
             # A rebuilt agent replaces the file: its identity (here its mtime) changes.
             os.utime(initrd, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
-            with rt.run("busybox") as box:
-                new = box.info()["template"].removeprefix("templates/")
+            with rt.boxes.run("busybox") as box:
+                new = (box.info().template or "").removeprefix("templates/")
                 assert new != old
                 assert box.run(["true"]).exit_code == 0
-                report = rt.gc()
+                report = rt.host.gc()
                 assert [Path(p).name for p in report.templates] == [old]
             assert _template_dirs(fresh_home) == [new]
         finally:
@@ -154,13 +155,13 @@ def test_a_changed_agent_gets_a_new_template_and_gc_removes_the_old(fresh_home: 
 
 def test_a_corrupt_template_is_discarded_and_the_box_boots_cold(fresh_home: Path) -> None:
     with microbox.Runtime() as rt:
-        key = rt.warm("busybox")
-        earlier = rt.run("busybox", name="earlier", rm=False, detach=True)
+        key = rt.images.warm("busybox")
+        earlier = rt.boxes.run("busybox", name="earlier", rm=False, detach=True)
         state = fresh_home / "templates" / key / "state"
         state.chmod(0o644)
         state.write_bytes(b"\0garbage" * 1000)
-        with rt.run("busybox") as box:
-            assert box.info()["template"] is None
+        with rt.boxes.run("busybox") as box:
+            assert box.info().template is None
             assert box.run(["echo", "ok"]).stdout == b"ok\n"
         # a box made from the template before it was discarded still has its disk
         earlier.restart()
@@ -171,7 +172,7 @@ def test_a_corrupt_template_is_discarded_and_the_box_boots_cold(fresh_home: Path
         doctor = json.loads(mb("doctor", "--json").stdout)["data"]
         (line,) = [c for c in doctor if c["name"] == "templates"]
         assert line["status"] == "WARN" and "1 restore(s) failed" in line["detail"]
-        assert rt.gc().templates
+        assert rt.host.gc().templates
         assert _template_dirs(fresh_home) == []
 
 
@@ -182,7 +183,7 @@ def test_a_template_whose_disk_is_broken_is_discarded_and_the_box_boots_cold(
     backing file): a template whose disk.qcow2 is not a qcow2 file any more
     failed every warm run of the image with "...is not a qcow2 file"."""
     with microbox.Runtime() as rt:
-        key = rt.warm("busybox")
+        key = rt.images.warm("busybox")
         disk = fresh_home / "templates" / key / "disk.qcow2"
         disk.chmod(0o644)
         if damage == "truncated":
@@ -190,13 +191,13 @@ def test_a_template_whose_disk_is_broken_is_discarded_and_the_box_boots_cold(
         else:
             with open(disk, "r+b") as f:
                 f.write(b"\xff" * 512)
-        with rt.run("busybox") as box:
-            assert box.info()["template"] is None
+        with rt.boxes.run("busybox") as box:
+            assert box.info().template is None
             assert box.run(["echo", "ok"]).stdout == b"ok\n"
         assert templates.failures() == 1
         assert "qcow2" in (fresh_home / "templates" / key / "discarded").read_text()
-        with rt.run("busybox") as box:  # and the next run makes a new template
-            assert box.info()["template"] not in (None, key)
+        with rt.boxes.run("busybox") as box:  # and the next run makes a new template
+            assert box.info().template not in (None, key)
 
 
 def test_sigkill_of_the_cli_during_a_restore_leaves_nothing(home: Path) -> None:

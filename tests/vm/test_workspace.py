@@ -89,7 +89,7 @@ def make_repo(root: Path) -> Path:
 
 def test_push_work_export_apply(tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "repo")
-    with microbox.Runtime() as rt, rt.run("debian", name="wsbox") as box:
+    with microbox.Runtime() as rt, rt.boxes.run("debian", name="wsbox") as box:
         report = box.workspace_push(repo)
         assert (report.files, report.dest, report.previous) == (6, "/workspace", None)
         assert report.host_commit == git(repo, "rev-parse", "HEAD")
@@ -133,7 +133,7 @@ def test_push_work_export_apply(tmp_path: Path) -> None:
 
         async def via_asyncio() -> bytes:
             async with microbox.AsyncRuntime() as art:
-                abox = await art.get("wsbox")
+                abox = await art.boxes.get("wsbox")
                 return await abox.workspace_export()
 
         assert asyncio.run(via_asyncio()) == patch
@@ -159,7 +159,7 @@ def test_push_work_export_apply(tmp_path: Path) -> None:
 
 def test_busybox_has_no_git(tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "repo")
-    with microbox.Runtime() as rt, rt.run("busybox", name="nogit"):
+    with microbox.Runtime() as rt, rt.boxes.run("busybox", name="nogit"):
         sentence = (b"microbox: box 'nogit' has no git, and workspaces need an image with "
                     b"git, such as debian.\n")
         for argv in (["push", "nogit", str(repo)], ["export", "nogit"]):
@@ -171,7 +171,7 @@ def test_busybox_has_no_git(tmp_path: Path) -> None:
 
 def test_a_box_user_owns_what_it_was_pushed(tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "repo")
-    with microbox.Runtime() as rt, rt.run("debian", name="wsuser", user="nobody") as box:
+    with microbox.Runtime() as rt, rt.boxes.run("debian", name="wsuser", user="nobody") as box:
         report = box.workspace_push(repo, dest="/tmp/ws")
         assert report.files == 6
         owners = ok(box, "sh", "-c", "stat -c '%u:%g %n' /tmp/ws/notes.txt /tmp/ws/run.sh; "

@@ -8,10 +8,11 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from microbox import portmap
 from microbox.api.guard import Invalid
-from microbox.api.models import BoxInfo, CreateBox, Deleted, Envelope, ImageInfo, SetBox
+from microbox.api.models import CreateBox, Deleted, Envelope, ImageInfo, SetBox
 from microbox.envelope import envelope
 from microbox.errors import UsageError
 from microbox.sdk import STATUSES, Box, Runtime
+from microbox.sdk.records import BoxInfo
 from microbox.spec import BoxSpec
 
 router = APIRouter()
@@ -43,7 +44,8 @@ def list_boxes(rt: RT, all: bool = False, status: str | None = None,
     for item in label:
         key, sep, value = item.partition("=")
         labels[key] = value if sep else None
-    return _ok("list", [b.info() for b in rt.list(all=all, status=status, labels=labels)])
+    found = rt.boxes.list(all=all, status=status, labels=labels)
+    return _ok("list", [b.info().to_json() for b in found])
 
 
 @router.post("/boxes", name="create", tags=["boxes"], status_code=201,
@@ -59,29 +61,24 @@ def create(body: CreateBox, rt: RT) -> dict[str, Any]:
     if not body.start:
         if body.rm or body.command:
             raise UsageError("rm and command need a started box; send start: true")
-        box = rt.create_spec(spec, name=body.name)
-        return _ok("create", box.info())
-    box = rt.run_spec(spec, name=body.name, rm=body.rm, detach=True)
-    try:
-        if body.command:
-            box.exec(body.command, detach=True, main=True)
-    except BaseException:
-        box.close()  # the box was made for this command: removed or stopped, as `run -d`
-        raise
-    box.release()  # it outlives this request and the server
-    return _ok("create", box.info())
+        return _ok("create", rt.boxes.create(spec=spec, name=body.name).info().to_json())
+    # As `microbox run -d`: the image's Entrypoint and Cmd, `command` replacing the Cmd,
+    # run as the box's main process; the box outlives this request and the server.
+    box = rt.boxes.run(spec=spec, command=body.command or (), name=body.name, rm=body.rm,
+                       detach=True)
+    return _ok("create", box.info().to_json())
 
 
 @router.get("/boxes/{ref}", name="inspect", tags=["boxes"], response_model=Envelope[BoxInfo],
             summary="Everything known about a box (by name, id or unique id prefix).")
 def inspect(ref: str, rt: RT) -> dict[str, Any]:
-    return _ok("inspect", rt.get(ref).info())
+    return _ok("inspect", rt.boxes.get(ref).info().to_json())
 
 
 def _action(ref: str, rt: Runtime, command: str, act: Any) -> dict[str, Any]:
-    box: Box = rt.shared(ref)
+    box: Box = rt.boxes.shared(ref)
     act(box)
-    return _ok(command, box.info())
+    return _ok(command, box.info().to_json())
 
 
 @router.post("/boxes/{ref}/start", name="start", tags=["boxes"],
@@ -130,7 +127,7 @@ def set_(ref: str, body: SetBox, rt: RT) -> dict[str, Any]:
 @router.delete("/boxes/{ref}", name="delete", tags=["boxes"], response_model=Envelope[Deleted],
                summary="Delete a box; a running one needs force (it is killed).")
 def delete(ref: str, rt: RT, force: bool = False) -> dict[str, Any]:
-    box = rt.shared(ref)
+    box = rt.boxes.shared(ref)
     box.delete(force)
     return _ok("delete", {"deleted": box.id})
 
@@ -139,13 +136,13 @@ def delete(ref: str, rt: RT, force: bool = False) -> dict[str, Any]:
             response_model=Envelope[list[ImageInfo]], summary="Images in the store.")
 def images(rt: RT) -> dict[str, Any]:
     return _ok("image list", [{"name": i.name, "digest": i.digest, "size": i.size,
-                               "source": i.source} for i in rt.images()])
+                               "source": i.source} for i in rt.images.list()])
 
 
 @router.post("/images/{name}/build", name="image build", tags=["images"],
              response_model=Envelope[ImageInfo],
              summary="Build a built-in image (kept if present, unless force).")
 def build_image(name: str, rt: RT, force: bool = False) -> dict[str, Any]:
-    img = rt.build_image(name, force=force)
+    img = rt.images.build(name, force=force)
     return _ok("image build", {"name": img.name, "digest": img.digest, "size": img.size,
                                "source": img.source})

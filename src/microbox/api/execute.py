@@ -1,7 +1,7 @@
 """Running commands: to completion (JSON), streamed (NDJSON), interactive (WebSocket).
 
 Wire formats are in docs/api.md. Every route uses the server's shared handle on
-the box (Runtime.shared), whose one agent session multiplexes all executions.
+the box (rt.boxes.shared), whose one agent session multiplexes all executions.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def _stdin(body: RunBody) -> bytes | None:
 
 def _start(rt: Runtime, ref: str, body: ExecBody, stdin: bool, tty: bool = False,
            rows: int = 24, cols: int = 80) -> Execution:
-    box: Box = rt.shared(ref)
+    box: Box = rt.boxes.shared(ref)
     return box.exec(body.command, env=body.env, cwd=body.cwd, user=body.user, stdin=stdin,
                     tty=tty, rows=rows, cols=cols, timeout=body.timeout)
 
@@ -76,7 +76,7 @@ def _feed(ex: Execution, data: bytes) -> None:
 @router.post("/boxes/{ref}/run", name="run", response_model=Envelope[RunResult],
              summary="Run a command to completion; its stdout, stderr and exit code.")
 def run(ref: str, body: RunBody, rt: RT) -> JSONResponse:
-    r = rt.shared(ref).run(body.command, input=_stdin(body), env=body.env, cwd=body.cwd,
+    r = rt.boxes.shared(ref).run(body.command, input=_stdin(body), env=body.env, cwd=body.cwd,
                            user=body.user, timeout=body.timeout, limit=RUN_LIMIT)
     out, enc_out = encode(r.stdout, body.encoding)
     err, enc_err = encode(r.stderr, body.encoding)

@@ -63,7 +63,7 @@ async def upload(ref: str, path: GuestPath, request: Request, rt: RT,
                  mode: Annotated[str, Query(pattern=r"^0?[0-7]{1,4}$",
                                             description="Octal, e.g. 0755.")] = "0644",
                  ) -> dict[str, Any]:
-    box = await anyio.to_thread.run_sync(rt.shared, ref)
+    box = await anyio.to_thread.run_sync(rt.boxes.shared, ref)
     reader = _BodyReader(request.stream())
     bits = int(mode, 8) & 0o7777
     await anyio.to_thread.run_sync(box.put, reader, path, bits)  # type: ignore[arg-type]
@@ -75,7 +75,7 @@ async def upload(ref: str, path: GuestPath, request: Request, rt: RT,
             responses={200: {"content": {"application/octet-stream": {}},
                              "description": "The file's bytes."}})
 async def download(ref: str, path: GuestPath, request: Request, rt: RT) -> Response:
-    box = await anyio.to_thread.run_sync(rt.shared, ref)
+    box = await anyio.to_thread.run_sync(rt.boxes.shared, ref)
     limit = request.app.state.upload_limit
     mode, spool, size = await _spool(lambda f: box.get(path, f, limit))
     return StreamingResponse(_spooled(spool), media_type="application/octet-stream",
@@ -111,7 +111,7 @@ async def _spooled(spool: IO[bytes]) -> AsyncIterator[bytes]:
             openapi_extra={"requestBody": {"required": True, "content": {
                 "application/x-tar": {"schema": {"type": "string", "format": "binary"}}}}})
 async def upload_tar(ref: str, path: GuestPath, request: Request, rt: RT) -> dict[str, Any]:
-    box = await anyio.to_thread.run_sync(rt.shared, ref)
+    box = await anyio.to_thread.run_sync(rt.boxes.shared, ref)
     reader = _BodyReader(request.stream())
     report = await anyio.to_thread.run_sync(box.copy_in_tar, reader, path)  # type: ignore[arg-type]
     return envelope("cp", 0, report.to_json())
@@ -141,7 +141,7 @@ class _Capped(io.RawIOBase):
             responses={200: {"content": {"application/x-tar": {}},
                              "description": "The tar stream."}})
 async def download_tar(ref: str, path: GuestPath, request: Request, rt: RT) -> Response:
-    box = await anyio.to_thread.run_sync(rt.shared, ref)
+    box = await anyio.to_thread.run_sync(rt.boxes.shared, ref)
     limit = request.app.state.upload_limit
     _, spool, size = await _spool(
         lambda f: box.copy_out_tar(path, cast(IO[bytes], _Capped(f, limit, path))))
@@ -154,7 +154,7 @@ async def download_tar(ref: str, path: GuestPath, request: Request, rt: RT) -> R
             responses={200: {"content": {"text/plain": {}}}})
 async def logs(ref: str, rt: RT, tail: Annotated[int | None, Query(ge=0)] = None,
                follow: bool = False) -> Response:
-    box = await anyio.to_thread.run_sync(rt.get, ref)
+    box = await anyio.to_thread.run_sync(rt.boxes.get, ref)
     if not follow:
         data = await anyio.to_thread.run_sync(box.logs, tail)
         return JSONResponse(envelope("logs", 0, {"log": data.decode(errors="replace")}))

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Generic, Literal, TypeVar
+from typing import Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from microbox.spec import DEFAULT_MEMORY_MIB
+from microbox.spec import DEFAULT_IMAGE, DEFAULT_MEMORY_MIB
 
 T = TypeVar("T")
 Encoding = Literal["auto", "base64"]
@@ -32,30 +32,8 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class BoxInfo(BaseModel):
-    id: str
-    name: str
-    image: str
-    status: str
-    cpus: int
-    memory_mib: int
-    auto_remove: bool
-    created_at: float
-    started_at: float | None
-    finished_at: float | None
-    pid: int | None
-    last_error: str | None
-    image_digest: str | None
-    labels: dict[str, str]
-    spec: dict[str, Any]
-    dir: str
-    alive: bool
-    template: str | None = None  # the warm-start template its disk is backed by
-    net: dict[str, Any] | None = None  # mode; with user: proxy, effective policy, refused
-
-
 class CreateBox(_Strict):
-    image: str = "busybox"
+    image: str = DEFAULT_IMAGE
     name: str | None = None
     cpus: int = 1
     memory_mib: int = DEFAULT_MEMORY_MIB
@@ -87,8 +65,9 @@ class CreateBox(_Strict):
     rm: bool = Field(False, description="Remove the box when its VM exits by itself "
                      "(its command ended, or it crashed); needs start.")
     command: list[str] | None = Field(
-        None, description="Run as the box's main process: the box powers off when it exits, "
-        "as with `microbox run -d IMAGE -- CMD`.")
+        None, description="Replaces the image's Cmd; with the image's Entrypoint it runs as "
+        "the box's main process, and the box powers off when it exits: `microbox run -d "
+        "IMAGE -- CMD` (an image's own Entrypoint or Cmd runs even without one).")
 
 
 class SnapshotInfo(BaseModel):
@@ -119,7 +98,7 @@ class PoolInfo(BaseModel):
 
 
 class NewPool(_Strict):
-    image: str = "busybox"
+    image: str = DEFAULT_IMAGE
     size: int = 1
     cpus: int = 1
     memory_mib: int = DEFAULT_MEMORY_MIB

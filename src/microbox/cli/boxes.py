@@ -45,12 +45,12 @@ def create(name: str | None, cpus: int, memory: int, env: tuple[str, ...],
                          accel, kernel, cold, publish, **net)
         with Runtime(log=out.log) as rt, CliProgress(out) as progress:
             if from_pack is not None:
-                box = rt.create(from_pack=from_pack, name=name, start=start_now,
+                box = rt.boxes.create(from_pack=from_pack, name=name, start=start_now,
                                 progress=progress, **given_spec(spec))
             else:
-                box = rt.create_spec(spec, name=name, start=start_now, progress=progress)
+                box = rt.boxes.create(spec=spec, name=name, start=start_now, progress=progress)
             box.release()
-            out.result(box.info(), box.id)
+            out.result(box.info().to_json(), box.id)
 
     guarded(out, body)
 
@@ -66,9 +66,9 @@ def _one(name: str, help_: str, action: Callable[[Box], object]) -> click.Comman
 
         def body() -> None:
             with Runtime(log=out.log) as rt:
-                handle = rt.get(box)
+                handle = rt.boxes.get(box)
                 action(handle)
-                out.result(handle.info(), handle.name)
+                out.result(handle.info().to_json(), handle.name)
 
         guarded(out, body)
 
@@ -93,9 +93,9 @@ def _timed(name: str, help_: str, action: Callable[[Box, float], object]) -> cli
 
         def body() -> None:
             with Runtime(log=out.log) as rt:
-                handle = rt.get(box)
+                handle = rt.boxes.get(box)
                 action(handle, timeout)
-                out.result(handle.info(), handle.name)
+                out.result(handle.info().to_json(), handle.name)
 
         guarded(out, body)
 
@@ -118,7 +118,7 @@ def delete(force: bool, as_json: bool, verbose: bool, box: tuple[str, ...]) -> N
         deleted = []
         with Runtime(log=out.log) as rt:
             for ref in box:
-                handle = rt.get(ref)
+                handle = rt.boxes.get(ref)
                 handle.delete(force)
                 deleted.append(handle.id)
                 if not out.as_json:
@@ -162,7 +162,7 @@ def set_(cpus: int | None, memory: int | None, net: str | None, allow_host: tupl
                                    "--allow-host, --allow-cidr, --deny-all, --allow-private, "
                                    "--add-host, --reset-policy)")
         with Runtime(log=out.log) as rt:
-            handle = rt.get(box).set(reset_policy=reset_policy, **changes)
-            out.result(handle.info(), handle.name)
+            handle = rt.boxes.get(box).set(reset_policy=reset_policy, **changes)
+            out.result(handle.info().to_json(), handle.name)
 
     guarded(out, body)

@@ -24,7 +24,7 @@ def kernel_build_cmd(force: bool, as_json: bool, verbose: bool) -> None:
 
     def body() -> None:
         with CliProgress(out) as progress:
-            path = Runtime().build_kernel(force=force, progress=progress)
+            path = Runtime().host.build_kernel(force=force, progress=progress)
         out.result({"path": str(path)}, str(path))
 
     guarded(out, body)
@@ -43,7 +43,7 @@ def agent_build_cmd(force: bool, as_json: bool, verbose: bool) -> None:
     out = Out("agent build", as_json, verbose)
 
     def body() -> None:
-        path = Runtime.build_agent(force=force)
+        path = Runtime().host.build_agent(force=force)
         out.result({"path": str(path)}, str(path))
 
     guarded(out, body)

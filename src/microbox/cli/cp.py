@@ -43,7 +43,7 @@ def cp(as_json: bool, verbose: bool, src: str, dst: str) -> None:
 
     def body() -> None:
         with Runtime(log=out.log) as rt:
-            box = rt.get(src_box or dst_box or "")
+            box = rt.boxes.get(src_box or dst_box or "")
             try:
                 if src_box is None:
                     report = (box.copy_in_tar(sys.stdin.buffer, dst_path) if src == "-"

@@ -49,7 +49,7 @@ def build_cmd(name: str, force: bool, include: str | None, as_json: bool,
     def body() -> None:
         extra = [p for p in (include or "").split(",") if p]
         with Runtime() as rt, CliProgress(out) as progress:
-            img = rt.build_image(name, force=force, include=extra, progress=progress)
+            img = rt.images.build(name, force=force, include=extra, progress=progress)
         _done(out, img)
 
     guarded(out, body)
@@ -67,7 +67,7 @@ def warm_cmd(name: str, cpus: int, memory: int, accel: str, net: str, as_json: b
 
     def body() -> None:
         with Runtime(log=out.log) as rt:
-            key = rt.warm(name, cpus=cpus, memory_mib=memory, accel=accel, net=net)
+            key = rt.images.warm(name, cpus=cpus, memory_mib=memory, accel=accel, net=net)
         out.result({"image": name, "template": key}, f"template {key} is ready")
 
     guarded(out, body)
@@ -84,7 +84,7 @@ def pull_cmd(ref: str, insecure: bool, as_json: bool, verbose: bool) -> None:
 
     def body() -> None:
         with Runtime() as rt, CliProgress(out) as progress:
-            img = rt.pull(ref, insecure=insecure, progress=progress)
+            img = rt.images.pull(ref, insecure=insecure, progress=progress)
         _done(out, img)
 
     guarded(out, body)
@@ -112,7 +112,7 @@ def login_cmd(registry: str, username: str | None, password_stdin: bool, insecur
             raise click.UsageError("no terminal to ask for the password; use --password-stdin")
         if not user:
             raise click.UsageError("give a user name with -u")
-        Runtime.login(registry, user, password, insecure=insecure)
+        Runtime().images.login(registry, user, password, insecure=insecure)
         out.result({"registry": registry, "username": user}, "Login Succeeded")
 
     guarded(out, body)
@@ -129,7 +129,7 @@ def import_cmd(source: str, name: str, as_json: bool, verbose: bool) -> None:
     def body() -> None:
         with Runtime() as rt, CliProgress(out) as progress:
             src = sys.stdin.buffer if source == "-" else source
-            img = rt.import_image(src, name, progress=progress)
+            img = rt.images.import_rootfs(src, name, progress=progress)
         _done(out, img)
 
     guarded(out, body)
@@ -144,7 +144,7 @@ def list_cmd(quiet: bool, as_json: bool, verbose: bool) -> None:
 
     def body() -> None:
         with Runtime() as rt:
-            images = rt.images()
+            images = rt.images.list()
         if out.as_json:
             out.result([_row(i) for i in images])
             return
@@ -156,7 +156,7 @@ def list_cmd(quiet: bool, as_json: bool, verbose: bool) -> None:
                     [[i.name, i.digest[7:19], human(i.disk_bytes),
                       human(i.layers_bytes) if i.layers else "-", ago(i.created_at), i.source]
                      for i in images])
-        missing = [n for n in Runtime.builtin_images() if n not in {i.name for i in images}]
+        missing = [n for n in Runtime().images.builtin() if n not in {i.name for i in images}]
         if missing:
             click.echo(f"(built on first use: {', '.join(missing)})")
 
@@ -174,8 +174,8 @@ def inspect_cmd(name: str, as_json: bool, verbose: bool) -> None:
 
     def body() -> None:
         with Runtime() as rt:
-            img = rt.image(name)
-            data = {**_row(img), "boxes": rt.image_users(img.name)}
+            img = rt.images.get(name)
+            data = {**_row(img), "boxes": rt.images.users(img.name)}
         out.result(data, json.dumps(data, indent=2))
 
     guarded(out, body)
@@ -194,7 +194,7 @@ def rm_cmd(force: bool, names: tuple[str, ...], as_json: bool, verbose: bool) ->
         removed = []
         with Runtime() as rt:
             for n in names:
-                removed.append(rt.remove_image(n, force=force).name)
+                removed.append(rt.images.remove(n, force=force).name)
                 if not out.as_json:
                     click.echo(removed[-1])
         out.result({"removed": removed})
@@ -211,7 +211,7 @@ def prune_cmd(every: bool, as_json: bool, verbose: bool) -> None:
 
     def body() -> None:
         with Runtime() as rt:
-            removed = rt.prune_images(all=every)
+            removed = rt.images.prune(all=every)
         out.result({"removed": removed}, "\n".join(removed) if removed else None)
 
     guarded(out, body)
@@ -227,7 +227,7 @@ def tag_cmd(source: str, target: str, as_json: bool, verbose: bool) -> None:
 
     def body() -> None:
         with Runtime() as rt:
-            _done(out, rt.tag_image(source, target))
+            _done(out, rt.images.tag(source, target))
 
     guarded(out, body)
 

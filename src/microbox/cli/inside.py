@@ -32,7 +32,7 @@ def shell(user: str | None, as_json: bool, verbose: bool, box: str) -> None:
 
     def body() -> int:
         with Runtime() as rt:
-            handle = rt.get(box)
+            handle = rt.boxes.get(box)
             try:
                 rows, cols = terminal_size()
                 ex = handle.shell(user=user, tty=use_tty, rows=rows, cols=cols)
@@ -56,7 +56,7 @@ def port(as_json: bool, verbose: bool, box: str, guest_port: int | None) -> None
 
     def body() -> int:
         with Runtime() as rt:
-            maps = [m for m in rt.get(box).ports
+            maps = [m for m in rt.boxes.get(box).ports
                     if guest_port is None or m.guest_port == guest_port]
         if guest_port is not None and not maps:
             raise NotFound(f"box '{box}' publishes no port {guest_port}")
@@ -83,7 +83,7 @@ def connect(host: str, as_json: bool, verbose: bool, box: str, guest_port: int) 
 
     def body() -> int:
         with Runtime() as rt:
-            handle = rt.get(box)
+            handle = rt.boxes.get(box)
             try:
                 conn = handle.connect(guest_port, host=host)
                 pump = threading.Thread(target=_pump_in, args=(conn,), daemon=True)
@@ -122,7 +122,7 @@ def ssh_config(ssh_user: str, as_json: bool, verbose: bool, boxes: tuple[str, ..
 
     def body() -> int:
         with Runtime() as rt:
-            handles = [rt.get(b) for b in boxes] if boxes else rt.list()
+            handles = [rt.boxes.get(b) for b in boxes] if boxes else rt.boxes.list()
             names = [h.name for h in handles]
         exe = shlex.quote(sys.argv[0]) if os.path.isabs(sys.argv[0]) else "microbox"
         blocks = [

@@ -32,7 +32,7 @@ def cleanup(include_running: bool, force: bool, dry_run: bool, as_json: bool,
 
     def body() -> None:
         with Runtime(log=out.log) as rt:
-            doomed = rt.cleanup_candidates(include_running)
+            doomed = rt.boxes.cleanup_candidates(include_running)
             names = [f"{r.name} ({r.id[:12]}, {r.status})" for r in doomed]
             if not doomed:
                 out.result({"deleted": [], "dry_run": dry_run}, "nothing to clean up")
@@ -49,7 +49,7 @@ def cleanup(include_running: bool, force: bool, dry_run: bool, as_json: bool,
             if not force and not _confirm(out, "delete them?", f"delete {len(doomed)} boxes"):
                 out.info("nothing deleted")
                 return
-            out.result({"deleted": rt.cleanup(doomed), "dry_run": False},
+            out.result({"deleted": rt.boxes.cleanup(doomed), "dry_run": False},
                        f"deleted {len(doomed)}")
 
     guarded(out, body)
@@ -66,12 +66,12 @@ def kill(force: bool, as_json: bool, verbose: bool, box: str) -> None:
 
     def body() -> int:
         rt = Runtime()
-        target = rt.find_vmm(box)
+        target = rt.host.find_vmm(box)
         question = f"kill box {target.box_id[:12]} (VMM pid {target.pid})?"
         if not force and not _confirm(out, question, f"kill box {target.box_id[:12]}"):
             out.info("nothing killed")
             return 0
-        rt.kill_vmm(target)
+        rt.host.kill_vmm(target)
         out.result({"id": target.box_id, "pid": target.pid},
                    f"killed {target.box_id[:12]} (pid {target.pid})")
         return 0
@@ -90,7 +90,7 @@ def gc(dry_run: bool, as_json: bool, verbose: bool) -> None:
 
     def body() -> None:
         with Runtime(log=out.log) as rt:
-            report = rt.gc(dry_run)
+            report = rt.host.gc(dry_run)
         verb = "would remove" if dry_run else "removed"
         lines = [f"{verb} box {i[:12]} (its owner died)" for i in report.rows]
         lines += [f"{verb} dir {d}" for d in report.dirs]
@@ -114,7 +114,7 @@ def doctor(as_json: bool, verbose: bool) -> None:
     out = Out("doctor", as_json, verbose)
 
     def body() -> int:
-        checks = Runtime.doctor()
+        checks = Runtime().host.doctor()
         failed = any(c.status == "FAIL" for c in checks)
         if out.as_json:
             fails = [c for c in checks if c.status == "FAIL"]

@@ -48,10 +48,10 @@ def create_cmd(image: str | None, box: str | None, output: str, stop: bool, as_j
     def body() -> None:
         with Runtime(log=out.log) as rt, CliProgress(out) as progress:
             if image is not None:
-                info = rt.pack_image(image, output, progress=progress)
+                info = rt.images.pack(image, output, progress=progress)
             else:
                 assert box is not None
-                info = _pack_box(out, rt.get(box), output, stop, progress)
+                info = _pack_box(out, rt.boxes.get(box), output, stop, progress)
         out.result(info.to_json(), _summary(info))
 
     guarded(out, body)
@@ -81,7 +81,7 @@ def inspect_cmd(file: str, as_json: bool, verbose: bool) -> None:
 
     def body() -> None:
         with CliProgress(out) as progress:
-            info = Runtime.inspect_pack(file, progress=progress)
+            info = Runtime().images.inspect_pack(file, progress=progress)
         data = info.to_json()
         out.result(data, json.dumps(data, indent=2))
 

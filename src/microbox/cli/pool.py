@@ -31,7 +31,7 @@ def add_cmd(image: str, size: int, cpus: int, memory: int, accel: str, net: str,
 
     def body() -> None:
         with Runtime(log=out.log) as rt:
-            p = rt.add_pool(image, size=size, cpus=cpus, memory_mib=memory, accel=accel,
+            p = rt.pools.add(image, size=size, cpus=cpus, memory_mib=memory, accel=accel,
                             net=net)
         out.result(p.to_json(), f"pool {p.id}: {p.ready} of {p.size} {image} boxes ready")
 
@@ -46,7 +46,7 @@ def ls_cmd(as_json: bool, verbose: bool) -> None:
 
     def body() -> None:
         with Runtime() as rt:
-            rows = [p.to_json() for p in rt.pools()]
+            rows = [p.to_json() for p in rt.pools.list()]
         if out.as_json:
             out.result(rows)
             return
@@ -67,7 +67,7 @@ def rm_cmd(pools: tuple[str, ...], as_json: bool, verbose: bool) -> None:
 
     def body() -> None:
         with Runtime(log=out.log) as rt:
-            gone = [rt.remove_pool(ref).id for ref in pools]
+            gone = [rt.pools.remove(ref).id for ref in pools]
         out.result(gone, "\n".join(gone))
 
     guarded(out, body)

@@ -30,9 +30,9 @@ def list_(show_all: bool, status: str | None, quiet: bool, filters: tuple[str, .
 
     def body() -> None:
         with Runtime(log=out.log) as rt:
-            found = rt.list(all=show_all, status=status, labels=_label_filters(filters))
+            found = rt.boxes.list(all=show_all, status=status, labels=_label_filters(filters))
             if out.as_json:
-                out.result([b.info() for b in found])
+                out.result([b.info().to_json() for b in found])
             elif quiet:
                 for b in found:
                     click.echo(b.id)
@@ -62,7 +62,7 @@ def inspect(as_json: bool, verbose: bool, box: str) -> None:
 
     def body() -> None:
         with Runtime(log=out.log) as rt:
-            data = rt.get(box).info()
+            data = rt.boxes.get(box).info().to_json()
         if out.as_json:
             out.result(data)
         else:
@@ -90,7 +90,7 @@ def logs(follow: bool, tail: int | None, net: bool, as_json: bool, verbose: bool
 
     def body() -> int:
         with Runtime() as rt:
-            handle = rt.get(box)
+            handle = rt.boxes.get(box)
             if net:
                 return _net_log(out, handle.net_log(), handle.net_info(), tail)
             if out.as_json:
@@ -155,7 +155,7 @@ def exec_(env: tuple[str, ...], workdir: str | None, user: str | None, interacti
 
     def body() -> int:
         with Runtime() as rt:
-            handle = rt.get(box)
+            handle = rt.boxes.get(box)
             try:
                 if detach:
                     pid = handle.exec(list(command), env=parse_env(env), cwd=workdir,

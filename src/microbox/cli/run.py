@@ -29,8 +29,6 @@ from microbox.cli.output import Out
 from microbox.cli.progress import CliProgress
 from microbox.sdk import Box, Runtime
 
-DEFAULT_CMD = ["/bin/sh"]
-
 
 class DefaultImage(click.Command):
     """`run [OPTIONS] -- COMMAND` names no image: the default one is meant, unless
@@ -103,36 +101,19 @@ def run(remove: bool, detach: bool, name: str | None, cpus: int, memory: int,
                                  labels, accel, kernel, cold, publish, **net)
                 with CliProgress(out) as progress:
                     if from_pack is not None:
-                        spec = rt.import_pack(from_pack, box_name=name, progress=progress,
-                                              **given_spec(spec))
-                    box = rt.run_spec(spec, name=name, rm=remove, detach=detach,
-                                      progress=progress)
+                        spec = rt.images.import_pack(from_pack, box_name=name,
+                                                     progress=progress,
+                                                     overrides=given_spec(spec))
+                    box = rt.boxes.run(spec=spec, command=command, entrypoint=entrypoint,
+                                       name=name, rm=remove, detach=detach, progress=progress)
             except Interrupted as sig:
                 return 128 + sig.signum
-        try:
-            argv = box.command(command, entrypoint)
-        except BaseException:
-            box.close()
-            raise
-        if not argv and not detach:
-            argv = list(DEFAULT_CMD)
         if detach:
-            return _detached(out, box, argv)
-        return _attached(out, box, argv, interactive, use_tty, timeout)
+            out.result({"id": box.id, "name": box.name}, box.id)
+            return 0
+        return _attached(out, box, box.main, interactive, use_tty, timeout)
 
     guarded(out, body)
-
-
-def _detached(out: Out, box: Box, argv: list[str]) -> int:
-    try:
-        if argv:
-            box.exec(argv, detach=True, main=True)
-    except BaseException:
-        box.close()
-        raise
-    box.release()
-    out.result({"id": box.id, "name": box.name}, box.id)
-    return 0
 
 
 def _attached(out: Out, box: Box, argv: list[str], interactive: bool, use_tty: bool,

@@ -26,7 +26,7 @@ def create_cmd(box: str, name: str | None, as_json: bool, verbose: bool) -> None
 
     def body() -> None:
         with Runtime(log=out.log) as rt:
-            snap = rt.get(box).snapshot(name)
+            snap = rt.boxes.get(box).snapshot(name)
         out.result(snap.to_json(), snap.name)
 
     guarded(out, body)
@@ -40,7 +40,7 @@ def ls_cmd(as_json: bool, verbose: bool) -> None:
 
     def body() -> None:
         with Runtime() as rt:
-            snaps = [s.to_json() for s in rt.snapshots()]
+            snaps = [s.to_json() for s in rt.snapshots.list()]
         if out.as_json:
             out.result(snaps)
             return
@@ -62,7 +62,7 @@ def inspect_cmd(snap: str, as_json: bool, verbose: bool) -> None:
         import json
 
         with Runtime() as rt:
-            data = rt.snapshot(snap).to_json()
+            data = rt.snapshots.get(snap).to_json()
         out.result(data, json.dumps(data, indent=2))
 
     guarded(out, body)
@@ -79,8 +79,8 @@ def rm_cmd(snap: str, force: bool, as_json: bool, verbose: bool) -> None:
 
     def body() -> None:
         with Runtime() as rt:
-            found = rt.snapshot(snap)
-            rt.remove_snapshot(found.id, force)
+            found = rt.snapshots.get(snap)
+            rt.snapshots.remove(found.id, force)
         out.result({"id": found.id, "name": found.name}, found.name)
 
     guarded(out, body)
@@ -96,8 +96,8 @@ def restore_cmd(snap: str, name: str | None, as_json: bool, verbose: bool) -> No
 
     def body() -> None:
         with Runtime(log=out.log) as rt:
-            box = rt.restore(snap, name=name)
-        out.result(box.info(), box.name)
+            box = rt.boxes.restore(snap, name=name)
+        out.result(box.info().to_json(), box.name)
 
     guarded(out, body)
 
@@ -113,7 +113,7 @@ def fork(box: str, count: int, name_prefix: str | None, as_json: bool, verbose: 
 
     def body() -> None:
         with Runtime(log=out.log) as rt:
-            clones = rt.get(box).fork(count, name_prefix=name_prefix)
-        out.result([c.info() for c in clones], "\n".join(c.name for c in clones))
+            clones = rt.boxes.get(box).fork(count, name_prefix=name_prefix)
+        out.result([c.info().to_json() for c in clones], "\n".join(c.name for c in clones))
 
     guarded(out, body)

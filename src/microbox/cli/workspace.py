@@ -72,7 +72,7 @@ def push_cmd(box: str, path: str, dest: str, include_untracked: bool, dry_run: b
                      "nothing was pushed (--dry-run)")
             return
         with Runtime(log=out.log) as rt:
-            handle = rt.get(box)
+            handle = rt.boxes.get(box)
             try:
                 report = handle.workspace_push(path, where, include_untracked)
             finally:
@@ -99,7 +99,7 @@ def export_cmd(box: str, output: str | None, dest: str, as_json: bool, verbose: 
 
     def body() -> None:
         with Runtime(log=out.log) as rt:
-            handle = rt.get(box)
+            handle = rt.boxes.get(box)
             try:
                 patch = handle.workspace_export(check_dest(dest))
             finally:

@@ -14,9 +14,9 @@ from typing import Any
 
 import anyio
 
-from microbox.aio import AsyncBox, AsyncRuntime
 from microbox.errors import MicroboxError, NotFound, Refused
 from microbox.sdk import Runtime
+from microbox.sdk.aio import AsyncBox, AsyncRuntime
 
 LABEL = "microbox.mcp"  # value: the server instance id
 MAX_BOXES = 8  # live boxes per server, so a looping model cannot fill the host
@@ -47,7 +47,7 @@ class Sandbox:
                           "with delete_box first")
         self._pending += 1
         try:
-            box = await self.rt.run(image, name=name, cpus=cpus, memory_mib=memory_mib,
+            box = await self.rt.boxes.run(image, name=name, cpus=cpus, memory_mib=memory_mib,
                                     env=env, labels=self.labels, rm=not self.keep,
                                     detach=self.keep, **self.egress)
         finally:
@@ -91,7 +91,7 @@ class Sandbox:
 
     async def list(self) -> list[AsyncBox]:
         """This server's boxes as the store sees them now (a crashed one shows `error`)."""
-        return await self.rt.list(all=True, labels={LABEL: self.instance})
+        return await self.rt.boxes.list(all=True, labels={LABEL: self.instance})
 
     async def close(self) -> None:
         """The server is exiting: delete its boxes, or with keep let go of them."""
@@ -119,4 +119,4 @@ def _sweep(instance: str) -> None:
     """Delete any box still carrying this server's label (one whose handle failed
     to delete, or a boot that finished after its call was cancelled)."""
     with Runtime() as rt, contextlib.suppress(MicroboxError, OSError):
-        rt.cleanup(rt.list(all=True, labels={LABEL: instance}))
+        rt.boxes.cleanup(rt.boxes.list(all=True, labels={LABEL: instance}))

@@ -19,10 +19,10 @@ from pydantic import BaseModel, Field
 
 from microbox import __version__
 from microbox.agent.ops import TIMEOUT_EXIT
-from microbox.aio import AsyncBox
 from microbox.errors import MicroboxError
 from microbox.mcpserver.sandbox import MAX_BOXES, Sandbox
-from microbox.spec import DEFAULT_MEMORY_MIB, MIN_MEMORY_MIB
+from microbox.sdk.aio import AsyncBox
+from microbox.spec import DEFAULT_IMAGE, DEFAULT_MEMORY_MIB, MIN_MEMORY_MIB
 
 KIB, MIB = 1 << 10, 1 << 20
 MAX_CPUS = 4
@@ -109,9 +109,9 @@ def _errors() -> Iterator[None]:
 
 
 def _info(box: AsyncBox) -> BoxInfo:
-    r = box.sync.record
-    return BoxInfo(id=r.id, name=r.name, image=r.image, status=r.status, cpus=r.spec.cpus,
-                   memory_mib=r.spec.memory_mib)
+    """The model's view of a box: the fields of the SDK's one rendering it needs."""
+    info = box.sync.info().to_json()
+    return BoxInfo.model_validate({k: info[k] for k in BoxInfo.model_fields})
 
 
 def _note(timed_out: float | None, streams: dict[str, tuple[int, int]]) -> str | None:
@@ -147,7 +147,9 @@ def build(sandbox: Sandbox) -> MCPServer[Any]:
                                     log_level="WARNING")
     @_tool(app, ToolAnnotations(read_only_hint=False, destructive_hint=False))
     async def create_box(
-        image: Annotated[str, Field(description="Image to boot, e.g. busybox.")] = "busybox",
+        image: Annotated[str, Field(description="Image to boot: debian (the default: a shell, "
+                                    "python3, git, curl), busybox, or a registry "
+                                    "reference.")] = DEFAULT_IMAGE,
         name: Annotated[str | None, Field(
             description="Optional name (letters, digits, '_', '.', '-'; also the hostname); "
                         "a random one is chosen if omitted.")] = None,

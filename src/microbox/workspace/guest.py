@@ -30,7 +30,7 @@ from microbox.workspace import BASE_REF, DEFAULT_DEST
 from microbox.workspace.files import WorkspaceFile, host_head, repo_root, workspace_files
 
 if TYPE_CHECKING:
-    from microbox.box import Box
+    from microbox.sdk.box import Box
 
 IDENTITY = ("-c", "user.name=microbox", "-c", "user.email=microbox@localhost")
 # Whatever the image's or its user's git config says, these commands read and

@@ -1,5 +1,5 @@
 """A handle on one box (like docker-py's Container): lifecycle, exec, files,
-logs, snapshots. `microbox.sdk.Runtime` makes and finds them.
+logs, snapshots. `rt.boxes` makes and finds them.
 
 What only some methods need (VMs, snapshots, images, packs, the network's
 state) is imported by those methods, so a handle used for exec
@@ -33,6 +33,7 @@ from microbox.images.progress import QUIET, Progress
 from microbox.net import netlog, plan
 from microbox.net import policy as net_policy
 from microbox.portmap import PortMap
+from microbox.sdk.records import BoxInfo
 from microbox.spec import BoxSpec, validate_name
 from microbox.store import boxes as boxes_store
 from microbox.store.boxes import LIVE, BoxRecord
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
     from microbox.core.lifecycle import Started
     from microbox.core.snapshots import Snapshot
     from microbox.images.pack import PackInfo
-    from microbox.sdk import Runtime
+    from microbox.sdk.runtime import Runtime
 
 FORK_PARALLEL = 4  # restores at once: QEMU's start-up is CPU-bound
 
@@ -76,8 +77,9 @@ def login_shell(passwd: bytes, user: str) -> str:
 
 class Box:
     """A handle on one box, like docker-py's Container: lifecycle actions, exec,
-    files, logs. A Box from `Runtime.run` owns its VM (closing it tears the VM
-    down); one from `get`/`list` does not (closing it ends only its session)."""
+    files, logs. A Box from `rt.boxes.run` owns its VM (closing it tears the VM
+    down); one from `get`/`list` does not (closing it ends only its session).
+    `main` is the command `run` resolved as the box's main one (Docker's rules)."""
 
     def __init__(self, runtime: Runtime, record: BoxRecord, *,
                  started: Started | None = None, remove: bool = False,
@@ -89,6 +91,7 @@ class Box:
         self._session_lock = threading.Lock()
         self._remove = remove
         self._owned = owned
+        self.main: builtins.list[str] = []
 
     def __repr__(self) -> str:
         return f"<Box {self.name} {self.id[:12]} {self.status}>"
@@ -134,25 +137,25 @@ class Box:
 
     def reload(self) -> Box:
         """Re-read the box, reconciled with reality (a crashed VMM shows as `error`)."""
-        self.record = self.runtime._resolve(self.id)
+        self.record = reconcile.resolve(self._db, self.id)
         return self
 
-    def info(self) -> dict[str, Any]:
-        """Everything known about the box, as JSON-ready values."""
+    def info(self) -> BoxInfo:
+        """Everything known about the box (`.to_json()`: JSON-ready values)."""
         from microbox.core import templates
 
         r = self.record
         d = box_dir(r)
-        return {
-            "id": r.id, "name": r.name, "image": r.image, "status": r.status,
-            "cpus": r.spec.cpus, "memory_mib": r.spec.memory_mib,
-            "auto_remove": r.auto_remove, "created_at": r.created_at,
-            "started_at": r.started_at, "finished_at": r.finished_at, "pid": r.pid,
-            "last_error": r.last_error, "image_digest": r.image_digest,
-            "labels": dict(r.spec.labels),
-            "spec": r.spec.to_json(), "dir": str(d.path), "alive": d.alive(),
-            "template": templates.used_by(d), "net": self.net_info(),
-        }
+        return BoxInfo(
+            id=r.id, name=r.name, image=r.image, status=r.status,
+            cpus=r.spec.cpus, memory_mib=r.spec.memory_mib,
+            auto_remove=r.auto_remove, created_at=r.created_at,
+            started_at=r.started_at, finished_at=r.finished_at, pid=r.pid,
+            last_error=r.last_error, image_digest=r.image_digest,
+            labels=dict(r.spec.labels),
+            spec=r.spec.to_json(), dir=str(d.path), alive=d.alive(),
+            template=templates.used_by(d), net=self.net_info(),
+        )
 
     def net_info(self) -> dict[str, Any]:
         """The box's network: its mode, the effective egress policy and how many
@@ -306,19 +309,27 @@ class Box:
                                progress=progress)
 
     def set(self, *, cpus: int | None = None, memory_mib: int | None = None,
-            reset_policy: bool = False, **net: Any) -> Box:
+            reset_policy: bool = False, net: str | None = None,
+            allow_hosts: Sequence[str] | None = None, allow_cidrs: Sequence[str] | None = None,
+            deny_all: bool | None = None, allow_private: bool | None = None,
+            add_hosts: Sequence[str] | None = None) -> Box:
         """Change a stopped box's CPUs, memory or network (`net`, `allow_hosts`,
         `allow_cidrs`, `deny_all`, `allow_private`, `add_hosts`, as in BoxSpec;
-        lists replace the box's; reset_policy drops its egress policy first);
-        applied at its next start."""
-        self.record = control.set_spec(self._db, self.reload().record, cpus=cpus,
-                                       memory_mib=memory_mib, reset_policy=reset_policy,
-                                       **net)
+        None leaves a value as it is; lists replace the box's; reset_policy drops
+        its egress policy first); applied at its next start."""
+        def listed(v: Sequence[str] | None) -> tuple[str, ...] | None:
+            return None if v is None else tuple(v)
+
+        self.record = control.set_spec(
+            self._db, self.reload().record, cpus=cpus, memory_mib=memory_mib,
+            reset_policy=reset_policy, net=net, allow_hosts=listed(allow_hosts),
+            allow_cidrs=listed(allow_cidrs), deny_all=deny_all, allow_private=allow_private,
+            add_hosts=listed(add_hosts))
         return self
 
     def delete(self, force: bool = False) -> None:
         """Remove the box; a running one needs force (it is killed)."""
-        self.runtime._forget_shared(self)
+        self.runtime.boxes.forget(self)
         channel = self._take_session()
         if channel is not None:
             channel.close()

@@ -1,0 +1,68 @@
+"""The Runtime: the SDK's entry point, holding one collection per resource as
+docker-py's client does (`client.containers`, `client.images`):
+
+    rt.boxes      create, run, get, list, restore, shared, cleanup
+    rt.images     list, get, build, pull, import_rootfs, remove, prune, tag, warm, packs
+    rt.snapshots  list, get, remove (a Box makes them: box.snapshot(), box.fork())
+    rt.pools      add, list, get, remove
+    rt.host       doctor, gc, find_vmm, kill_vmm, build_kernel, build_agent
+
+    import microbox
+    with microbox.Runtime() as rt, rt.boxes.run("busybox") as box:
+        result = box.run(["echo", "hello"])
+
+Leaving the `with` block always tears the VM down, and a box started by this
+process dies with it even if the process is SIGKILLed (PR_SET_PDEATHSIG).
+Everything here is safe to call from many threads at once: the database gives
+each thread its own connection, and a Box's agent session multiplexes any
+number of concurrent executions. `microbox.sdk.aio` is the asyncio face.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+
+from microbox import paths
+from microbox.core.log import Log, quiet
+from microbox.sdk.boxes import Boxes
+from microbox.sdk.host import Host
+from microbox.sdk.images import Images
+from microbox.sdk.pools import Pools
+from microbox.sdk.snapshots import Snapshots
+from microbox.store.db import Database
+
+
+class Runtime:
+    """Makes and finds boxes, images, snapshots and pools under MICROBOX_HOME."""
+
+    def __init__(self, *, log: Log | None = None) -> None:
+        self.log: Log = log or quiet
+        self._db: Database | None = None
+        self._db_lock = threading.Lock()
+        self.boxes = Boxes(self)
+        self.images = Images(self)
+        self.snapshots = Snapshots(self)
+        self.pools = Pools(self)
+        self.host = Host(self)
+
+    @property
+    def db(self) -> Database:
+        with self._db_lock:
+            if self._db is None:
+                self._db = Database(paths.database())
+            return self._db
+
+    def close(self) -> None:
+        self.boxes.close()
+        with self._db_lock:
+            db, self._db = self._db, None
+        if db is not None:
+            with contextlib.suppress(Exception):
+                db.close()
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
