@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+BOX_LOCK = "lock"  # in a box's dir: the flock its VMM holds for its whole life
+
 
 def home() -> Path:
     """Durable state: image store, boxes, database. Default ~/.local/share/microbox."""

@@ -25,7 +25,8 @@ from microbox.sdk.snapshots import Snapshots
 
 PAIRS: list[tuple[type, type, set[str]]] = [
     # (sync, async, sync members the async face leaves out, and why)
-    (Runtime, aio.AsyncRuntime, set()),
+    # share and forget are the Box handles' registry (sdk/context.py), no user's call
+    (Runtime, aio.AsyncRuntime, {"share", "forget"}),
     (Boxes, aio.AsyncBoxes, set()),
     (Images, aio.AsyncImages, set()),
     (Snapshots, aio.AsyncSnapshots, set()),
@@ -44,7 +45,7 @@ TWINS = {"Box": "AsyncBox", "Execution": "AsyncExecution", "Connection": "AsyncC
 # Members whose async twin is not a coroutine: cheap reads, iterators, static helpers.
 NOT_COROUTINES = {"id", "name", "status", "spec", "ports", "ready_after", "main", "command",
                   "pid", "sync", "follow_logs", "events", "receive", "workspace_files",
-                  "builtin", "forget", "db", "log", "boxes", "images", "snapshots", "pools",
+                  "builtin", "db", "log", "boxes", "images", "snapshots", "pools",
                   "host"}
 
 

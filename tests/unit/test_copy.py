@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from microbox.agent import ops
-from microbox.agent import transfer as transport
+from microbox.agent import bulk as transport
 from microbox.cli.main import cli
 from microbox.cp import extract as ex
 from microbox.cp import transfer

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from microbox.agent import transfer
+from microbox.agent import bulk
 from microbox.agent.channel import Channel
 from microbox.agent.protocol import Decoder, Frame, T, encode
 from microbox.errors import AgentError, ConnectFailed, GuestNotFound
@@ -59,7 +59,7 @@ def test_tar_get_yields_the_data(tmp_path: Path) -> None:
                      + encode(T.DATA, req.stream) + encode(T.DONE, req.stream, {}))
 
     ch = agent(tmp_path, script)
-    got = b"".join(transfer.tar_get(ch, "/root/tree"))
+    got = b"".join(bulk.tar_get(ch, "/root/tree"))
     assert got == raw
     with tarfile.open(fileobj=io.BytesIO(got)) as tf:
         assert tf.getnames() == ["tree/file"]
@@ -78,9 +78,9 @@ def test_tar_get_missing_and_broken(tmp_path: Path) -> None:
 
     ch = agent(tmp_path, script)
     with pytest.raises(GuestNotFound, match="not_found"):
-        list(transfer.tar_get(ch, "/nope"))
+        list(bulk.tar_get(ch, "/nope"))
     with pytest.raises(AgentError, match="read error"):
-        list(transfer.tar_get(ch, "/broken"))
+        list(bulk.tar_get(ch, "/broken"))
     ch.stream().send(T.PING, b"")
     ch.close()
 
@@ -93,7 +93,7 @@ def test_closing_tar_get_early_cancels(tmp_path: Path) -> None:
         assert (cancel.type, cancel.stream, cancel.json()) == (T.CANCEL, req.stream, {})
 
     ch = agent(tmp_path, script)
-    chunks = transfer.tar_get(ch, "/big")
+    chunks = bulk.tar_get(ch, "/big")
     assert next(chunks) == b"a" * 10
     chunks.close()
     ch.close()
@@ -113,7 +113,7 @@ def test_tar_put_sends_chunks_and_waits_for_done(tmp_path: Path) -> None:
         conn.sendall(encode(T.DONE, req.stream, {}))
 
     ch = agent(tmp_path, script)
-    transfer.tar_put(ch, "/srv", [b"x" * 100_000, b"", b"y" * 10])
+    bulk.tar_put(ch, "/srv", [b"x" * 100_000, b"", b"y" * 10])
     assert bytes(got) == b"x" * 100_000 + b"y" * 10
     ch.close()
 
@@ -132,7 +132,7 @@ def test_tar_put_stops_at_an_early_error(tmp_path: Path) -> None:
             yield b"z" * 1000
 
     with pytest.raises(GuestNotFound, match="gone"):
-        transfer.tar_put(ch, "/srv", chunks())
+        bulk.tar_put(ch, "/srv", chunks())
     ch.close()
 
 
@@ -150,20 +150,20 @@ def test_connect(tmp_path: Path) -> None:
                                                   "message": "connection refused"}))
 
     ch = agent(tmp_path, script)
-    stream = transfer.connect(ch, 8080)
+    stream = bulk.connect(ch, 8080)
     stream.send(T.DATA, b"ping")
     assert stream.recv(5).payload == b"pong"
     assert stream.recv(5).payload == b""
     stream.close()
     with pytest.raises(ConnectFailed, match="cannot connect to ::1:9 in the box: connection re"):
-        transfer.connect(ch, 9, "::1")
+        bulk.connect(ch, 9, "::1")
     ch.close()
 
 
 def test_older_agent_gets_one_sentence(tmp_path: Path) -> None:
     ch = agent(tmp_path, lambda conn, frames: None, capabilities=["exec", "files"])
-    for call in (lambda: transfer.tar_get(ch, "/x"), lambda: transfer.tar_put(ch, "/x", []),
-                 lambda: transfer.connect(ch, 80)):
+    for call in (lambda: bulk.tar_get(ch, "/x"), lambda: bulk.tar_put(ch, "/x", []),
+                 lambda: bulk.connect(ch, 80)):
         with pytest.raises(AgentError) as exc:
             call()
         message = str(exc.value)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import microbox
-from microbox.agent import transfer
+from microbox.agent import bulk
 from microbox.agent.channel import Stream
 from microbox.agent.protocol import T
 from microbox.errors import AgentError, ConnectFailed, GuestNotFound
@@ -44,7 +44,7 @@ def test_tar_round_trip_keeps_modes_mtimes_owners_and_links(tmp_path: Path) -> N
                 " && touch -h -d '2021-02-03 04:05:06' /root/t/sub/f /root/t/link"
                 " && touch -d '2020-01-01 00:00:00' /root/t/sub")
         ch = box._session()
-        raw = b"".join(transfer.tar_get(ch, "/root/t"))
+        raw = b"".join(bulk.tar_get(ch, "/root/t"))
         with tarfile.open(fileobj=io.BytesIO(raw)) as tf:
             m = {x.name: x for x in tf.getmembers()}
             assert sorted(m) == ["t", "t/abs", "t/fifo", "t/link", "t/sub", "t/sub/empty",
@@ -59,7 +59,7 @@ def test_tar_round_trip_keeps_modes_mtimes_owners_and_links(tmp_path: Path) -> N
 
         # Back into another directory of the box: the same tree, down to the mtimes.
         sh(box, "mkdir /root/copy")
-        transfer.tar_put(ch, "/root/copy", [raw[i:i + 1000] for i in range(0, len(raw), 1000)])
+        bulk.tar_put(ch, "/root/copy", [raw[i:i + 1000] for i in range(0, len(raw), 1000)])
         assert listing(box, "/root/copy/t") == listing(box, "/root/t")
 
         # A tar made on the host, with a link and a directory the tar then fills.
@@ -72,7 +72,7 @@ def test_tar_round_trip_keeps_modes_mtimes_owners_and_links(tmp_path: Path) -> N
         with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
             tf.add(src, arcname="proj")
         sh(box, "mkdir /srv")
-        transfer.tar_put(ch, "/srv", [buf.getvalue()])
+        bulk.tar_put(ch, "/srv", [buf.getvalue()])
         assert sh(box, "/srv/proj/latest; stat -c '%a' /srv/proj/bin/run") == "ran\n751\n"
         mtime = int((src / "bin" / "run").stat().st_mtime)
         assert sh(box, "stat -c %Y /srv/proj/bin/run") == f"{mtime}\n"
@@ -87,13 +87,13 @@ def test_tar_round_trip_keeps_modes_mtimes_owners_and_links(tmp_path: Path) -> N
                         info.type, info.linkname = tarfile.SYMTYPE, target
                     tf.addfile(info, io.BytesIO(b""))
             with pytest.raises(AgentError, match="invalid"):
-                transfer.tar_put(ch, "/srv", [buf.getvalue()])
+                bulk.tar_put(ch, "/srv", [buf.getvalue()])
         assert sh(box, "ls /escape /etc/evil 2>&1; true").count("No such file") == 2
 
         with pytest.raises(GuestNotFound):
-            list(transfer.tar_get(ch, "/nope"))
+            list(bulk.tar_get(ch, "/nope"))
         with pytest.raises(GuestNotFound):
-            transfer.tar_put(ch, "/nope", [b""])
+            bulk.tar_put(ch, "/nope", [b""])
 
 
 def _connect(box: Box, port: int) -> Stream:
@@ -101,7 +101,7 @@ def _connect(box: Box, port: int) -> Stream:
     deadline = time.monotonic() + 10
     while True:
         try:
-            return transfer.connect(box._session(), port)
+            return bulk.connect(box._session(), port)
         except ConnectFailed:
             if time.monotonic() > deadline:
                 raise
@@ -125,7 +125,7 @@ def _read_all(stream: Stream) -> bytes:
 def test_connect_reaches_servers_in_the_box() -> None:
     with microbox.Runtime() as rt, rt.boxes.run("busybox") as box:
         with pytest.raises(ConnectFailed, match="connection refused"):
-            transfer.connect(box._session(), 1)
+            bulk.connect(box._session(), 1)
 
         sh(box, "mkdir -p /www && echo hi-from-httpd > /www/index.html"
                 " && httpd -p 127.0.0.1:8080 -h /www")

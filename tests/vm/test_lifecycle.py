@@ -43,7 +43,7 @@ def test_create_start_exec_stop_start_keeps_data() -> None:
 # What `microbox exec` must not load: booting VMs, networks, images, snapshots,
 # copies, workspaces. Each costs the command's start-up time (imports).
 NOT_FOR_EXEC = ("microbox.core.lifecycle", "microbox.core.vm", "microbox.core.snapshots",
-                "microbox.core.templates", "microbox.images.store", "microbox.net.tap",
+                "microbox.core.templates", "microbox.images.filestore", "microbox.net.tap",
                 "microbox.artifacts.gobuild", "microbox.cp.transfer",
                 "microbox.workspace.guest", "tarfile", "concurrent.futures")
 

@@ -1,0 +1,20 @@
+"""Box lifecycle: create, start, stop, reconcile, templates, snapshots, pools, housekeeping.
+
+boxdir.py       The run directory of one box
+control.py      Acting on existing boxes
+doctor.py       `doctor`
+freeze.py       A box's vCPUs stopped on a command's behalf (snapshot, fork), and the...
+lifecycle.py    Box lifecycle as transactions
+log.py          The callback a long step reports its progress through, one line at a...
+maintenance.py  gc, cleanup and kill
+orphans.py      Finding box VMMs from /proc alone, so `kill`, `gc` and `doctor` work...
+pool.py         Pools
+reconcile.py    Reconcile a box's stored status with reality before acting on it
+shim.py         The shim of a box
+shim_start.py   Starting the shim of a running box (microbox.core.shim says what it is)
+snapshots.py    Snapshots of running boxes, in the same form as warm-start templates...
+snapspace.py    Room for a snapshot (core/snapshots.py)
+templates.py    Warm-start templates
+vm.py           Booting the VM of a box
+warm.py         Starting a box
+"""

@@ -47,7 +47,7 @@ class BoxDir:
 
     @property
     def lock(self) -> Path:
-        return self.path / "lock"
+        return self.path / paths.BOX_LOCK
 
     @property
     def qmp(self) -> Path:

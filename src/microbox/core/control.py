@@ -147,7 +147,11 @@ def set_spec(db: Database, record: BoxRecord, *, reset_policy: bool = False,
     if changed.net == "none" and kept:
         raise InvalidSpec(f"box '{record.name}' has an egress policy ({kept[0]}), which "
                           "--net none would drop; add --reset-policy to drop it")
-    record = record.with_(spec=changed.validate())
+    if changed.validate().net == "tap":
+        from microbox.net import tap
+
+        tap.available()  # root, /dev/net/tun, nftables
+    record = record.with_(spec=changed)
     boxes.update(db, record)
     return record
 

@@ -22,7 +22,7 @@ from microbox.core.log import Log, quiet
 from microbox.core.orphans import scan
 from microbox.core.templates import Template
 from microbox.errors import VMError
-from microbox.images import builtin, store
+from microbox.images import builtin, filestore
 from microbox.net import nft, plan, tap
 from microbox.net import policy as net_policy
 from microbox.spec import BoxSpec, validate_name
@@ -52,6 +52,8 @@ def create(db: Database, spec: BoxSpec, *, name: str | None = None,
     the box is rolled back entirely if its first start fails.
     """
     spec.validate()
+    if spec.net == "tap":
+        tap.available()  # root, /dev/net/tun, nftables: refused before anything is made
     portmap.check_free(spec.ports)
     if name is not None:
         boxes.check_name_free(db.conn, validate_name(name))
@@ -59,7 +61,7 @@ def create(db: Database, spec: BoxSpec, *, name: str | None = None,
         image = builtin.ensure(db, spec.image)
         image_name, image_digest, image_path = image.name, image.digest, image.path
     else:
-        image_name, image_path = spec.image, store.blob_path(image_digest)
+        image_name, image_path = spec.image, filestore.blob_path(image_digest)
     record = BoxRecord(id=uuid.uuid4().hex, name=name or f"box-{secrets.token_hex(4)}",
                        image=image_name, spec=spec, image_digest=image_digest,
                        status="created", auto_remove=auto_remove)
@@ -260,11 +262,11 @@ def _boot(record: BoxRecord, lock: locks.Lock, *, attached: bool, log: Log,
                                      tap_fd=tap_fd)
     first = record.started_at is None
     if first and not record.spec.cold and record.image_digest:
-        return warm.start(d, record.spec, store.blob_path(record.image_digest),
+        return warm.start(d, record.spec, filestore.blob_path(record.image_digest),
                           record.image_digest, lock, attached=attached, identity=identity,
                           log=log, tap_fd=tap_fd)
     if first and not d.disk.exists() and record.image_digest:
-        vm.create_disk(store.blob_path(record.image_digest), d.disk)
+        vm.create_disk(filestore.blob_path(record.image_digest), d.disk)
     return vm.boot(d, record.spec, lock, attached=attached, identity=identity, log=log,
                    tap_fd=tap_fd)
 

@@ -30,7 +30,7 @@ from microbox.core import lifecycle, vm, warm
 from microbox.core.boxdir import box_dir
 from microbox.core.log import Log
 from microbox.errors import InvalidSpec, MicroboxError, NotFound, UsageError, VMError
-from microbox.images import builtin, store
+from microbox.images import builtin, filestore
 from microbox.spec import BoxSpec, validate_name
 from microbox.store import boxes, pools
 from microbox.store.boxes import BoxRecord
@@ -117,7 +117,7 @@ def fill(db: Database, pid: str, log: Log) -> None:
 
 
 def _make_spare(db: Database, row: PoolRow, key: str, log: Log) -> None:
-    with store.using():
+    with filestore.using():
         record, lock = lifecycle.create(db, row.spec, name=f"spare-{secrets.token_hex(4)}",
                                         auto_remove=True, start_next=True)
     record = record.with_(pool=row.id, spare_key=key)
@@ -163,7 +163,7 @@ def _pool(db: Database, row: PoolRow) -> Pool:
     """The pool, with the count of its boxes a run would take now: alive, and
     made for the template its shape restores from now."""
     key = None
-    image = store.find(db, row.spec.image)
+    image = filestore.find(db, row.spec.image)
     with contextlib.suppress(MicroboxError):  # no kernel, say: no box is current
         key = warm.template_key(row.spec, image.digest)[0] if image else None
     ready = sum(1 for s in boxes.spares(db, pool=row.id)
@@ -201,7 +201,7 @@ def claim(db: Database, spec: BoxSpec, *, name: str | None, auto_remove: bool,
     removed and None returned, with a line in the log."""
     if spec.cold or spec.net not in NETS:
         return None
-    image = store.find(db, spec.image) if boxes.any_spare(db) else None
+    image = filestore.find(db, spec.image) if boxes.any_spare(db) else None
     key, accel = warm.template_key(spec, image.digest) if image else ("", "")
     candidates = boxes.spares(db, key=key) if image else []
     if not candidates:

@@ -161,9 +161,9 @@ def start_box(db: Database, snap: Snapshot, *, name: str | None, auto_remove: bo
               attached: bool, log: Log, commit: bool = True) -> lifecycle.Started:
     """A new box restored from `snap` and started (lifecycle.start's `commit`)."""
     from microbox.core import lifecycle
-    from microbox.images import store
+    from microbox.images import filestore
 
-    with store.using():
+    with filestore.using():
         record, lock = lifecycle.create(db, snap.spec, name=name, auto_remove=auto_remove,
                                         start_next=True, snapshot=snap.template,
                                         image_digest=snap.image_digest)

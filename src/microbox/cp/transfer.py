@@ -26,7 +26,7 @@ from collections.abc import Iterable, Iterator
 from typing import IO
 
 from microbox.agent import ops
-from microbox.agent import transfer as transport
+from microbox.agent import bulk as transport
 from microbox.agent.channel import Channel
 from microbox.cp.chunks import CHUNK, ChunkReader
 from microbox.cp.extract import Target, extract

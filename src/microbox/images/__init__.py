@@ -1,0 +1,17 @@
+"""The image store and what fills it: built-in builds, OCI pulls, imports, packs.
+
+auth.py       Registry credentials
+builtin.py    Images microbox makes itself (busybox, debian[:SUITE]) and how a name...
+busybox.py    The `busybox` image
+config.py     An image's run configuration (OCI config) and Docker's rules for it
+debian.py     The `debian` image
+flatten.py    Flatten OCI layers into one tar stream, with the standard `tarfile` module
+importer.py   `image import`
+mkfs.py       `mke2fs -d -`
+pack.py       Packs
+progress.py   How image builders report progress
+pull.py       `image pull`
+reference.py  Image references as Docker reads them
+skopeo.py     Debian's `skopeo`
+filestore.py  The image files: content-addressed ext4 files, cached layers, staging
+"""

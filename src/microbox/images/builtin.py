@@ -5,15 +5,14 @@ when the name looks like a registry reference."""
 from __future__ import annotations
 
 from microbox.errors import NotFound
-from microbox.images import reference, store
+from microbox.images import reference, filestore
+from microbox.images.busybox import BUSYBOX
+from microbox.images.debian import DEBIAN
 from microbox.images.progress import QUIET, Progress
 from microbox.store.db import Database
 from microbox.store.images import Image
 
-BUSYBOX = "busybox"
-DEBIAN = "debian"
 NAMES = (BUSYBOX, DEBIAN)
-DEFAULT = DEBIAN
 
 # The builders and the registry client are imported when an image is built or
 # pulled: a box of an image already in the store (every start but the first)
@@ -34,8 +33,8 @@ def build(db: Database, name: str, *, force: bool = False, include: list[str] | 
         raise NotFound(f"no built-in image named {name!r} (there are {', '.join(NAMES)})")
     if base == DEBIAN:
         name = debian.name_for(suite or None)
-    with store.build_lock(name):
-        known = store.find(db, name)
+    with filestore.build_lock(name):
+        known = filestore.find(db, name)
         if known is not None and not force and not include:
             return known
         if base == BUSYBOX:
@@ -45,7 +44,7 @@ def build(db: Database, name: str, *, force: bool = False, include: list[str] | 
 
 def ensure(db: Database, name: str, *, progress: Progress = QUIET) -> Image:
     """The image `name` for a new box: in the store, built, or pulled."""
-    image = store.find(db, name)
+    image = filestore.find(db, name)
     if image is not None:
         return image
     if is_builtin(name):

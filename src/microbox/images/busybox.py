@@ -8,11 +8,11 @@ import subprocess
 from pathlib import Path
 
 from microbox.errors import BuildError, HostError
-from microbox.images import store
-from microbox.images.builtin import BUSYBOX
+from microbox.images import filestore
 from microbox.store.db import Database
 
 SIZE = "256M"
+BUSYBOX = "busybox"  # the image's name
 BUSYBOX_CANDIDATES = (Path("/bin/busybox"), Path("/usr/bin/busybox"))
 
 PASSWD = """root:x:0:0:root:/root:/bin/sh
@@ -57,9 +57,9 @@ def populate(root: Path, busybox: Path) -> None:
     (root / "etc" / "os-release").write_text('NAME="microbox busybox"\nID=busybox\n')
 
 
-def build(db: Database) -> store.Image:
+def build(db: Database) -> filestore.Image:
     busybox = _find_busybox()
-    with store.staging() as tmp:
+    with filestore.staging() as tmp:
         root = tmp / "root"
         root.mkdir()
         populate(root, busybox)
@@ -73,4 +73,4 @@ def build(db: Database) -> store.Image:
         if done.returncode != 0:
             raise BuildError(f"mkfs.ext4 failed building the busybox image: "
                              f"{done.stderr.strip()}")
-        return store.add(db, BUSYBOX, out, f"busybox-static {busybox}")
+        return filestore.add(db, BUSYBOX, out, f"busybox-static {busybox}")

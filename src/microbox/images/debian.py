@@ -16,11 +16,11 @@ from pathlib import Path
 
 from microbox import paths
 from microbox.errors import BuildError, HostError
-from microbox.images import mkfs, store
-from microbox.images.builtin import DEBIAN
+from microbox.images import mkfs, filestore
 from microbox.images.progress import QUIET, Progress
 from microbox.store.db import Database
 
+DEBIAN = "debian"  # the image's name (debian:SUITE for another suite)
 DEFAULT_SUITE = "bookworm"
 PACKAGES = ("python3", "python3-pip", "python3-venv", "ca-certificates", "iproute2", "procps",
             "curl", "git", "openssh-server")
@@ -89,18 +89,18 @@ def _link_or_copy(src: Path, dest: Path) -> None:
 
 
 def build(db: Database, suite: str | None = None, include: list[str] | None = None,
-          progress: Progress = QUIET, force: bool = False) -> store.Image:
+          progress: Progress = QUIET, force: bool = False) -> filestore.Image:
     """Build (or take from the build cache) debian[:SUITE] and store it."""
     suite = suite or DEFAULT_SUITE
     name = name_for(suite)
     cached = cached_build(suite, include or [])
     source = f"mmdebstrap {suite} minbase" + (f" + {','.join(include)}" if include else "")
-    with store.staging() as tmp:
+    with filestore.staging() as tmp:
         out = tmp / "image.ext4"
         if not force and cached is not None:
             progress.step(f"{name}: using the build cached in {cached[0].parent}")
             _link_or_copy(cached[0], out)
-            return store.add(db, name, out, source, digest=cached[1])
+            return filestore.add(db, name, out, source, digest=cached[1])
         tar = tmp / "rootfs.tar"
         progress.step(f"mmdebstrap {suite} (minbase + {', '.join(PACKAGES)})")
         argv = mmdebstrap_argv(suite, include or [], tar)
@@ -129,4 +129,4 @@ def build(db: Database, suite: str | None = None, include: list[str] | None = No
         keep.replace(cache_dir / f"{_cache_prefix(suite, include or [])}.{digest}.ext4")
         if cached is not None and cached[0].name.split(".")[1] != digest:
             cached[0].unlink(missing_ok=True)
-        return store.add(db, name, out, source, digest=digest)
+        return filestore.add(db, name, out, source, digest=digest)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import IO
 
 from microbox.errors import BuildError, UsageError
-from microbox.images import flatten, mkfs, store
+from microbox.images import flatten, mkfs, filestore
 from microbox.images.progress import QUIET, Progress
 from microbox.store.db import Database
 from microbox.store.images import Image
@@ -36,7 +36,7 @@ def import_rootfs(db: Database, source: str | Path | IO[bytes], name: str, *,
                   progress: Progress = QUIET) -> Image:
     valid_name(name)
     label = name.rsplit("/", 1)[-1].split(":")[0]
-    with store.build_lock(name), store.staging() as tmp:
+    with filestore.build_lock(name), filestore.staging() as tmp:
         tar = tmp / "rootfs.tar"
         if isinstance(source, (str, Path)):
             path = Path(source)
@@ -56,7 +56,7 @@ def import_rootfs(db: Database, source: str | Path | IO[bytes], name: str, *,
             what = "standard input"
         out = tmp / "image.ext4"
         digest = mkfs.from_layers([tar], out, label, progress)
-        return store.add(db, name, out, f"import {what}", digest=digest)
+        return filestore.add(db, name, out, f"import {what}", digest=digest)
 
 
 def _decompress(f: IO[bytes], tar: Path, progress: Progress) -> None:

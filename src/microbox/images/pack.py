@@ -38,7 +38,7 @@ from backports import zstd
 
 from microbox import __version__
 from microbox.errors import HostError, NewerPack, PackError, VMError
-from microbox.images import store
+from microbox.images import filestore
 from microbox.images.config import ImageConfig
 from microbox.images.progress import QUIET, Progress, human
 from microbox.spec import BoxSpec
@@ -509,10 +509,10 @@ def import_verified(db: Database, info: PackInfo, progress: Progress = QUIET) ->
     """Put a verified pack's disk into the store (content-addressed: a disk already
     there is not written again) under `info.image_name`, with the pack's config."""
     digest = info.digest
-    with store.staging() as tmp:
+    with filestore.staging() as tmp:
         built: Path | None = None
-        if not store.blob_path(digest).exists():
+        if not filestore.blob_path(digest).exists():
             built = tmp / "disk.ext4"
             extract_disk(info, built, progress)
-        return store.add(db, info.image_name, built, f"pack {info.path.resolve()}",
+        return filestore.add(db, info.image_name, built, f"pack {info.path.resolve()}",
                          digest=digest, config=info.config)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from microbox.errors import BuildError
-from microbox.images import auth, flatten, mkfs, reference, skopeo, store
+from microbox.images import auth, flatten, mkfs, reference, skopeo, filestore
 from microbox.images.config import ImageConfig
 from microbox.images.progress import QUIET, Progress, human
 from microbox.store.db import Database
@@ -36,7 +36,7 @@ class Fetched:
 
 def _blob_json(digest: str) -> Any:
     try:
-        return json.loads(store.layer_path(digest).read_bytes())
+        return json.loads(filestore.layer_path(digest).read_bytes())
     except (OSError, ValueError) as exc:
         raise BuildError(f"the pulled blob {digest} is unreadable ({exc})") from None
 
@@ -60,7 +60,7 @@ def read_layout(layout: Path, tag: str) -> Fetched:
         if kind not in LAYER_TYPES:
             raise BuildError(f"layer {i + 1} of the image has an unknown media type "
                              f"{desc.get('mediaType')!r}")
-        layers.append(flatten.Layer(store.layer_path(desc["digest"]), desc["digest"],
+        layers.append(flatten.Layer(filestore.layer_path(desc["digest"]), desc["digest"],
                                     diff_ids[i] if len(diff_ids) == len(descs) else None))
     return Fetched(manifest_digest, config_digest, config, layers,
                    [int(d.get("size", 0)) for d in descs])
@@ -91,15 +91,15 @@ def pull(db: Database, text: str, *, insecure: bool = False,
     """Pull `text` into the store under its familiar name (`alpine:3`, `host:5000/a:1`)."""
     ref = reference.parse(text)
     name = ref.familiar
-    with store.build_lock(name), store.staging() as tmp:
+    with filestore.build_lock(name), filestore.staging() as tmp:
         progress.step(f"pulling {name}")
         layout = tmp / "layout"
-        skopeo.copy(ref, layout, TAG, store.layers_dir(), plain_http=ref.plain_http or insecure,
+        skopeo.copy(ref, layout, TAG, filestore.layers_dir(), plain_http=ref.plain_http or insecure,
                     authfile=auth.authfile_for(ref.registry), on_line=progress.step,
                     tty=progress.tty)
         fetched = read_layout(layout, TAG)
         source = f"{ref.docker.split('@')[0]}@{fetched.manifest_digest}"
-        known = store.reuse(db, name, fetched.config_digest, source)
+        known = filestore.reuse(db, name, fetched.config_digest, source)
         if known is not None:
             progress.step(f"{name}: up to date ({fetched.config_digest[:19]})")
             return known
@@ -109,7 +109,7 @@ def pull(db: Database, text: str, *, insecure: bool = False,
             digest = mkfs.from_layers(tars, out, ref.repository.rsplit("/", 1)[-1], progress)
         except BuildError as exc:
             raise BuildError(f"cannot make {name}: {exc.message}") from None
-        return store.add(db, name, out, source, digest=digest,
+        return filestore.add(db, name, out, source, digest=digest,
                          config=ImageConfig.from_oci(fetched.config.get("config")),
                          layers=tuple(la.digest for la in fetched.layers),
                          image_id=fetched.config_digest)

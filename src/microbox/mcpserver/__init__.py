@@ -2,6 +2,9 @@
 run commands in them and move files in and out. A thin layer over the SDK
 (docs/mcp.md): sandbox.py owns scope and box lifetime, tools.py the tools,
 stdio.py the transport and shutdown.
+
+sandbox.py  The boxes of one MCP server
+tools.py    The tools a model sees
 """
 
 from __future__ import annotations

@@ -20,13 +20,27 @@ import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from microbox.errors import InvalidSpec
 from microbox.net import plan
 
-if TYPE_CHECKING:
-    from microbox.spec import BoxSpec
+
+class Egress(Protocol):
+    """What of a box's spec (microbox.spec.BoxSpec) its egress policy is made of."""
+
+    @property
+    def net(self) -> str: ...
+    @property
+    def allow_hosts(self) -> tuple[str, ...]: ...
+    @property
+    def allow_cidrs(self) -> tuple[str, ...]: ...
+    @property
+    def deny_all(self) -> bool: ...
+    @property
+    def allow_private(self) -> bool: ...
+    @property
+    def add_hosts(self) -> tuple[str, ...]: ...
 
 VERSION = 1  # of the policy file (guest/shim/policy.go reads this version only)
 
@@ -98,13 +112,10 @@ def added_host(text: str) -> tuple[str, str]:
     return name, str(ip)
 
 
-def check(spec: BoxSpec) -> None:
+def check(spec: Egress) -> None:
     """Refuse a bad or conflicting network spec (before anything is created)."""
     if spec.net not in plan.MODES:
         raise InvalidSpec(f"--net must be one of {', '.join(plan.MODES)}, not {spec.net!r}")
-    if spec.net == "tap":
-        from microbox.net import tap  # root, /dev/net/tun, nftables
-        tap.available()
     if spec.net == "none":
         given = [flag for flag, value in (
             ("--allow-host", spec.allow_hosts), ("--allow-cidr", spec.allow_cidrs),
@@ -125,7 +136,7 @@ def _blocks(rules: Iterable[tuple[str, str]]) -> list[dict[str, str]]:
     return [{"cidr": c, "reason": r} for c, r in rules]
 
 
-def effective(spec: BoxSpec) -> dict[str, Any] | None:
+def effective(spec: Egress) -> dict[str, Any] | None:
     """What the box's shim (and, for --net tap, its firewall chain) enforces
     (None for --net none): normalized allows, the blocks that apply, and
     --add-host names."""
@@ -149,7 +160,7 @@ def effective(spec: BoxSpec) -> dict[str, Any] | None:
     }
 
 
-def write(path: Path, spec: BoxSpec) -> Path | None:
+def write(path: Path, spec: Egress) -> Path | None:
     """Write the effective policy to `path` (0600, replaced whole) for the shim;
     for --net none remove it. Returns the path written, or None."""
     policy = effective(spec)

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from microbox import locks
+from microbox import locks, paths
 from microbox.errors import HostError, InvalidSpec
 from microbox.net import nft, plan, rtnl
 from microbox.net.rtnl import NETNS_DIR, Netlink
@@ -251,8 +251,9 @@ class Stray:
 
 
 def _owner_alive(alias: str) -> bool:
-    from microbox.core.boxdir import BoxDir
-    return bool(alias) and BoxDir(Path(alias)).alive()
+    """The box dir named by a link's alias has a live VMM: its lock is held
+    (core/boxdir.py's BoxDir.lock, named by paths.BOX_LOCK)."""
+    return bool(alias) and locks.is_held(Path(alias) / paths.BOX_LOCK)
 
 
 def strays() -> list[Stray]:

@@ -14,6 +14,8 @@ aio.py        the asyncio face of all of the above, checked against it by a test
 What only some calls need is imported by those calls, so a program that only
 runs commands in existing boxes (`microbox exec`) does not load it; the names
 below that come from those modules are loaded on first use.
+
+context.py    What a Runtime's collections and its Box handles share
 """
 
 from __future__ import annotations

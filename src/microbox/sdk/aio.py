@@ -429,9 +429,6 @@ class AsyncBoxes:
     async def shared(self, ref: str) -> AsyncBox:
         return self._box(await self._pool.call(self._boxes.shared, ref))
 
-    def forget(self, box: AsyncBox) -> None:
-        self._boxes.forget(box.sync)
-
     async def list(self, *, all: bool = False, status: str | None = None,
                    labels: dict[str, str | None] | None = None) -> builtins.list[AsyncBox]:
         found = await self._pool.call(self._boxes.list, all=all, status=status, labels=labels)
@@ -444,9 +441,6 @@ class AsyncBoxes:
 
     async def cleanup(self, boxes: Sequence[AsyncBox]) -> builtins.list[str]:
         return await self._pool.call(self._boxes.cleanup, [b.sync for b in boxes])
-
-    async def close(self) -> None:
-        await self._pool.call(self._boxes.close)
 
 
 class AsyncImages:

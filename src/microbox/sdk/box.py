@@ -19,7 +19,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from microbox import failpoints, locks, workspace
 from microbox.agent import ops
-from microbox.agent import transfer as agent_transfer
+from microbox.agent import bulk as agent_transfer
 from microbox.agent.channel import Channel
 from microbox.agent.ops import ExecRequest
 from microbox.connection import Connection
@@ -33,6 +33,7 @@ from microbox.images.progress import QUIET, Progress
 from microbox.net import netlog, plan
 from microbox.net import policy as net_policy
 from microbox.portmap import PortMap
+from microbox.sdk.context import Context
 from microbox.sdk.records import BoxInfo
 from microbox.spec import BoxSpec, validate_name
 from microbox.store import boxes as boxes_store
@@ -43,7 +44,6 @@ if TYPE_CHECKING:
     from microbox.core.lifecycle import Started
     from microbox.core.snapshots import Snapshot
     from microbox.images.pack import PackInfo
-    from microbox.sdk.runtime import Runtime
 
 FORK_PARALLEL = 4  # restores at once: QEMU's start-up is CPU-bound
 
@@ -81,7 +81,7 @@ class Box:
     down); one from `get`/`list` does not (closing it ends only its session).
     `main` is the command `run` resolved as the box's main one (Docker's rules)."""
 
-    def __init__(self, runtime: Runtime, record: BoxRecord, *,
+    def __init__(self, runtime: Context, record: BoxRecord, *,
                  started: Started | None = None, remove: bool = False,
                  owned: bool = False) -> None:
         self.runtime = runtime
@@ -129,9 +129,9 @@ class Box:
         """What Docker would run here: the image's Entrypoint (or `entrypoint`) and then
         `args`, or the image's Cmd when there are none ([] if the image names neither)."""
         from microbox.images import config as image_config
-        from microbox.images import store
+        from microbox.images import filestore
 
-        image = store.find(self._db, self.record.image)
+        image = filestore.find(self._db, self.record.image)
         config = image.config if image is not None else image_config.ImageConfig()
         return config.command(entrypoint, list(args))
 
@@ -286,7 +286,7 @@ class Box:
         `stop` (and stays stopped); otherwise that is refused."""
         from microbox.images import config as image_config
         from microbox.images import pack as packs
-        from microbox.images import store
+        from microbox.images import filestore
 
         record = self.reload().record
         if record.status in LIVE:
@@ -300,7 +300,7 @@ class Box:
         d = box_dir(record)
         held = _box_lock(d, self.name)
         with held:  # no start while the disk is read
-            image = store.find(self._db, record.image)
+            image = filestore.find(self._db, record.image)
             source = {"box": record.name, "box_id": record.id, "image": record.image,
                       "digest": record.image_digest}
             return packs.write(Path(path), d.disk, disk_format="qcow2", kind="box",
@@ -329,7 +329,7 @@ class Box:
 
     def delete(self, force: bool = False) -> None:
         """Remove the box; a running one needs force (it is killed)."""
-        self.runtime.boxes.forget(self)
+        self.runtime.forget(self.id, self)
         channel = self._take_session()
         if channel is not None:
             channel.close()

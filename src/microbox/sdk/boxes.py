@@ -8,10 +8,9 @@ API's `POST /boxes` and MCP's `create_box` each make this one call.
 from __future__ import annotations
 
 import builtins
-import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, cast
 
 from microbox import portmap
 from microbox.core import reconcile
@@ -19,19 +18,17 @@ from microbox.errors import UsageError
 from microbox.images.progress import QUIET, Progress
 from microbox.portmap import PortMap
 from microbox.sdk.box import Box
+from microbox.sdk.context import Context
+from microbox.sdk.images import Images
 from microbox.spec import DEFAULT_CMD, DEFAULT_IMAGE, BoxSpec
-
-if TYPE_CHECKING:
-    from microbox.sdk.runtime import Runtime
 
 
 class Boxes:
     """The boxes of one Runtime's data dir."""
 
-    def __init__(self, runtime: Runtime) -> None:
-        self._rt = runtime
-        self._shared: dict[str, Box] = {}
-        self._shared_lock = threading.Lock()
+    def __init__(self, ctx: Context) -> None:
+        self._rt = ctx
+        self._images = Images(ctx)
 
     def create(self, image: str | None = None, *, name: str | None = None,
                start: bool = False, spec: BoxSpec | None = None,
@@ -48,10 +45,10 @@ class Boxes:
         `from_pack` (its spec, with these values: env and labels add to the pack's,
         the others replace its own); stopped unless `start` (then detached)."""
         from microbox.core import lifecycle
-        from microbox.images import store
+        from microbox.images import filestore
 
         made = self._spec(image, spec, from_pack, name, progress, _given(locals()))
-        with store.using():  # `image rm` cannot take the file between resolve and disk
+        with filestore.using():  # `image rm` cannot take the file between resolve and disk
             record, lock = lifecycle.create(self._rt.db, made, name=name, start_next=start)
         if not start:
             lock.close()
@@ -85,7 +82,7 @@ class Boxes:
         none with the egress policy of allow_hosts, allow_cidrs, deny_all,
         allow_private and add_hosts (docs/net.md)."""
         from microbox.core import lifecycle, pool
-        from microbox.images import store
+        from microbox.images import filestore
 
         made = self._spec(image, spec, from_pack, name, progress, _given(locals()))
         taken = pool.claim(self._rt.db, made, name=name, auto_remove=rm, attached=not detach,
@@ -93,7 +90,7 @@ class Boxes:
         if taken is not None:
             box = Box(self._rt, taken.record, started=taken, remove=rm, owned=True)
         else:
-            with store.using():
+            with filestore.using():
                 record, lock = lifecycle.create(self._rt.db, made, name=name, auto_remove=rm,
                                                 start_next=True)
             started = lifecycle.start(self._rt.db, record, lock, attached=not detach,
@@ -135,20 +132,9 @@ class Boxes:
         where separate handles would each take one of the box's few agent ports.
         Do not release or close it; `delete` through any handle forgets it."""
         record = reconcile.resolve(self._rt.db, ref)
-        with self._shared_lock:
-            box = self._shared.get(record.id)
-            if box is None:
-                box = self._shared[record.id] = Box(self._rt, record)
-            else:
-                box.record = record
-            return box
-
-    def forget(self, box: Box) -> None:
-        """A deleted box's shared handle goes (Box.delete calls this)."""
-        with self._shared_lock:
-            shared = self._shared.pop(box.id, None)
-        if shared is not None and shared is not box:
-            shared.release()
+        box = cast(Box, self._rt.share(record.id, Box(self._rt, record)))
+        box.record = record
+        return box
 
     def list(self, *, all: bool = False, status: str | None = None,
              labels: dict[str, str | None] | None = None) -> builtins.list[Box]:
@@ -183,13 +169,6 @@ class Boxes:
             lifecycle.destroy(self._rt.db, box.record)
         return [b.id for b in boxes]
 
-    def close(self) -> None:
-        """Let go of the shared handles (the Runtime is closing)."""
-        with self._shared_lock:
-            shared, self._shared = builtins.list(self._shared.values()), {}
-        for box in shared:
-            box.release()
-
     def _spec(self, image: str | None, spec: BoxSpec | None, from_pack: str | Path | None,
               name: str | None, progress: Progress, given: dict[str, Any]) -> BoxSpec:
         """The spec of a new box: from `spec`, or the values given over `image`'s
@@ -202,11 +181,11 @@ class Boxes:
         elif from_pack is not None:
             if image is not None:
                 raise UsageError(f"give an image or a pack ({from_pack}), not both")
-            made = self._rt.images.import_pack(from_pack, box_name=name, progress=progress,
+            made = self._images.import_pack(from_pack, box_name=name, progress=progress,
                                                overrides=given)
         else:
             made = BoxSpec(image=image or DEFAULT_IMAGE, **given)
-        return self._rt.images.resolve(made, progress)
+        return self._images.resolve(made, progress)
 
 
 def _given(values: dict[str, Any]) -> dict[str, Any]:

@@ -10,17 +10,17 @@ from typing import TYPE_CHECKING
 from microbox import paths
 from microbox.errors import BuildError, Refused
 from microbox.images.progress import QUIET, Progress
+from microbox.sdk.context import Context
 
 if TYPE_CHECKING:
     from microbox.core.doctor import Check
     from microbox.core.maintenance import GcReport
     from microbox.core.orphans import VMM
-    from microbox.sdk.runtime import Runtime
 
 
 class Host:
-    def __init__(self, runtime: Runtime) -> None:
-        self._rt = runtime
+    def __init__(self, ctx: Context) -> None:
+        self._rt = ctx
 
     @staticmethod
     def doctor() -> builtins.list[Check]:

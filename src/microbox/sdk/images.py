@@ -10,31 +10,31 @@ from typing import IO, TYPE_CHECKING, Any
 
 from microbox.images.progress import QUIET, Progress
 from microbox.net import plan
+from microbox.sdk.context import Context
 from microbox.spec import DEFAULT_IMAGE, DEFAULT_MEMORY_MIB, BoxSpec, validate_name
 from microbox.store import boxes as boxes_store
 
 if TYPE_CHECKING:
     from microbox.images.pack import PackInfo
-    from microbox.sdk.runtime import Runtime
     from microbox.store.images import Image
 
 
 class Images:
     """The images of one Runtime's data dir."""
 
-    def __init__(self, runtime: Runtime) -> None:
-        self._rt = runtime
+    def __init__(self, ctx: Context) -> None:
+        self._rt = ctx
 
     def list(self) -> builtins.list[Image]:
-        from microbox.images import store
+        from microbox.images import filestore
 
-        return store.all_images(self._rt.db)
+        return filestore.all_images(self._rt.db)
 
     def get(self, name: str) -> Image:
         """An image in the store by name (`NAME` also finds `NAME:latest`)."""
-        from microbox.images import store
+        from microbox.images import filestore
 
-        return store.get(self._rt.db, name)
+        return filestore.get(self._rt.db, name)
 
     @staticmethod
     def builtin() -> builtins.list[str]:
@@ -70,27 +70,27 @@ class Images:
         """Remove an image name; refused while a box or a snapshot uses it unless
         force (they keep the disk's backing file: it is unlinked only once nothing
         uses it)."""
-        from microbox.images import store
+        from microbox.images import filestore
 
-        return store.remove(self._rt.db, name, force, _snapshot_images())
+        return filestore.remove(self._rt.db, name, force, _snapshot_images())
 
     def prune(self, *, all: bool = False) -> builtins.list[str]:
         """Remove unnamed image files, unused cached layers, abandoned work; with all,
         also every image no box or snapshot uses."""
-        from microbox.images import store
+        from microbox.images import filestore
 
-        return store.prune(self._rt.db, all, _snapshot_images())
+        return filestore.prune(self._rt.db, all, _snapshot_images())
 
     def users(self, name: str) -> builtins.list[str]:
         """Names of the boxes whose disk is backed by the image `name`."""
-        from microbox.images import store
+        from microbox.images import filestore
 
-        return store.boxes_using(self._rt.db, self.get(name).digest)
+        return filestore.boxes_using(self._rt.db, self.get(name).digest)
 
     def tag(self, source: str, target: str) -> Image:
-        from microbox.images import importer, store
+        from microbox.images import importer, filestore
 
-        return store.tag(self._rt.db, source, importer.valid_name(target))
+        return filestore.tag(self._rt.db, source, importer.valid_name(target))
 
     @staticmethod
     def login(registry: str, username: str, password: str, *, insecure: bool = False) -> None:
@@ -107,12 +107,12 @@ class Images:
         network mode ahead of their first start (which would make it otherwise);
         returns its key."""
         from microbox.core import warm
-        from microbox.images import store
+        from microbox.images import filestore
 
         spec = self.resolve(BoxSpec(image=image, cpus=cpus, memory_mib=memory_mib,
                                     accel=accel, net=net), QUIET)
-        found = store.get(self._rt.db, spec.image)
-        with store.using():
+        found = filestore.get(self._rt.db, spec.image)
+        with filestore.using():
             return warm.warm_image(spec, found.path, found.digest, self._rt.log).path.name
 
     def resolve(self, spec: BoxSpec, progress: Progress = QUIET) -> BoxSpec:
@@ -130,11 +130,11 @@ class Images:
     def pack(self, name: str, path: str | Path, *, progress: Progress = QUIET) -> PackInfo:
         """Write the image `name` (built or pulled if missing, as `run` does) to
         the pack file `path`: its disk, its config, a default box spec."""
-        from microbox.images import builtin, store
+        from microbox.images import builtin, filestore
         from microbox.images import pack as packs
 
         image = builtin.ensure(self._rt.db, name, progress=progress)
-        with store.using():  # `image rm` cannot take the file while it is read
+        with filestore.using():  # `image rm` cannot take the file while it is read
             return packs.write(Path(path), image.path, disk_format="raw", kind="image",
                                source={"image": image.name, "digest": image.digest},
                                config=image.config, spec=BoxSpec(image=image.name),

@@ -7,16 +7,16 @@ import builtins
 from typing import TYPE_CHECKING
 
 from microbox.net import plan
+from microbox.sdk.context import Context
 from microbox.spec import DEFAULT_IMAGE, DEFAULT_MEMORY_MIB, BoxSpec
 
 if TYPE_CHECKING:
     from microbox.core.pool import Pool
-    from microbox.sdk.runtime import Runtime
 
 
 class Pools:
-    def __init__(self, runtime: Runtime) -> None:
-        self._rt = runtime
+    def __init__(self, ctx: Context) -> None:
+        self._rt = ctx
 
     def add(self, image: str = DEFAULT_IMAGE, *, size: int = 1, cpus: int = 1,
             memory_mib: int = DEFAULT_MEMORY_MIB, accel: str = "auto",

@@ -20,46 +20,25 @@ number of concurrent executions. `microbox.sdk.aio` is the asyncio face.
 
 from __future__ import annotations
 
-import contextlib
-import threading
-
-from microbox import paths
-from microbox.core.log import Log, quiet
+from microbox.core.log import Log
 from microbox.sdk.boxes import Boxes
+from microbox.sdk.context import Context
 from microbox.sdk.host import Host
 from microbox.sdk.images import Images
 from microbox.sdk.pools import Pools
 from microbox.sdk.snapshots import Snapshots
-from microbox.store.db import Database
 
 
-class Runtime:
+class Runtime(Context):
     """Makes and finds boxes, images, snapshots and pools under MICROBOX_HOME."""
 
     def __init__(self, *, log: Log | None = None) -> None:
-        self.log: Log = log or quiet
-        self._db: Database | None = None
-        self._db_lock = threading.Lock()
+        super().__init__(log=log)
         self.boxes = Boxes(self)
         self.images = Images(self)
         self.snapshots = Snapshots(self)
         self.pools = Pools(self)
         self.host = Host(self)
-
-    @property
-    def db(self) -> Database:
-        with self._db_lock:
-            if self._db is None:
-                self._db = Database(paths.database())
-            return self._db
-
-    def close(self) -> None:
-        self.boxes.close()
-        with self._db_lock:
-            db, self._db = self._db, None
-        if db is not None:
-            with contextlib.suppress(Exception):
-                db.close()
 
     def __enter__(self) -> Runtime:
         return self

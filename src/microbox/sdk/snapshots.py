@@ -6,14 +6,15 @@ from __future__ import annotations
 import builtins
 from typing import TYPE_CHECKING
 
+from microbox.sdk.context import Context
+
 if TYPE_CHECKING:
     from microbox.core.snapshots import Snapshot
-    from microbox.sdk.runtime import Runtime
 
 
 class Snapshots:
-    def __init__(self, runtime: Runtime) -> None:
-        self._rt = runtime
+    def __init__(self, ctx: Context) -> None:
+        self._rt = ctx
 
     def list(self) -> builtins.list[Snapshot]:
         from microbox.core import snapshots

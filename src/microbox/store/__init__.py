@@ -1,0 +1,9 @@
+"""SQLite: durable intent about boxes, images and pools (never liveness).
+
+boxes.py       Box rows
+db.py          The SQLite database
+images.py      Image rows
+migrations.py  Numbered schema migrations
+pools.py       Pool rows
+readonly.py    Reading the database without changing it (for `doctor` and `kill`)
+"""

@@ -8,10 +8,10 @@ from __future__ import annotations
 import contextlib
 import posixpath
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from microbox.agent.protocol import untrusted_text, wire
 from microbox.cp.report import CopyReport
@@ -26,11 +26,21 @@ from microbox.errors import (
     WorkspaceError,
 )
 from microbox.execution import Result
-from microbox.workspace import BASE_REF, DEFAULT_DEST
 from microbox.workspace.files import WorkspaceFile, host_head, repo_root, workspace_files
+from microbox.workspace.names import BASE_REF, DEFAULT_DEST
 
-if TYPE_CHECKING:
-    from microbox.sdk.box import Box
+
+class Box(Protocol):
+    """What of a box (microbox.sdk.Box) a workspace uses: its name, a command
+    run to completion, a tar streamed in."""
+
+    @property
+    def name(self) -> str: ...
+
+    def run(self, argv: Sequence[str], *, input: bytes | None = None,
+            env: dict[str, str] | None = None) -> Result: ...
+
+    def copy_in_tar(self, tar: Iterable[bytes], dest: str) -> CopyReport: ...
 
 IDENTITY = ("-c", "user.name=microbox", "-c", "user.email=microbox@localhost")
 # Whatever the image's or its user's git config says, these commands read and
