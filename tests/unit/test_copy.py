@@ -17,8 +17,8 @@ from typing import IO, Any
 import pytest
 from click.testing import CliRunner
 
-from microbox.agent import ops
 from microbox.agent import bulk as transport
+from microbox.agent import ops
 from microbox.cli.main import cli
 from microbox.cp import extract as ex
 from microbox.cp import transfer

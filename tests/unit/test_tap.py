@@ -109,10 +109,12 @@ def test_attribute_walk_stops_on_short_or_bad_input() -> None:
 
 def test_without_root_one_sentence(monkeypatch: pytest.MonkeyPatch) -> None:
     """(The kernel cannot be asked as another user here: the venv's interpreter
-    is root's. The check is os.geteuid(), so that is what is changed.)"""
+    is root's. The check is os.geteuid(), so that is what is changed.) A spec
+    says what a box is; whether this host can make it is asked where a box is
+    made (lifecycle.create, control.set_spec), before anything exists."""
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     with pytest.raises(InvalidSpec, match=r"^--net tap needs root \(it makes a network "
                        r"namespace, a TAP device and nftables rules\); run microbox as root, "
                        "or use --net user") as err:
-        BoxSpec(image="busybox", net="tap").validate()
+        tap.available()
     assert err.value.exit_code == 2

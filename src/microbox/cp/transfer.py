@@ -25,8 +25,8 @@ import tarfile
 from collections.abc import Iterable, Iterator
 from typing import IO
 
-from microbox.agent import ops
 from microbox.agent import bulk as transport
+from microbox.agent import ops
 from microbox.agent.channel import Channel
 from microbox.cp.chunks import CHUNK, ChunkReader
 from microbox.cp.extract import Target, extract

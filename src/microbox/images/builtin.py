@@ -5,7 +5,7 @@ when the name looks like a registry reference."""
 from __future__ import annotations
 
 from microbox.errors import NotFound
-from microbox.images import reference, filestore
+from microbox.images import filestore, reference
 from microbox.images.busybox import BUSYBOX
 from microbox.images.debian import DEBIAN
 from microbox.images.progress import QUIET, Progress

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from microbox import paths
 from microbox.errors import BuildError, HostError
-from microbox.images import mkfs, filestore
+from microbox.images import filestore, mkfs
 from microbox.images.progress import QUIET, Progress
 from microbox.store.db import Database
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import IO
 
 from microbox.errors import BuildError, UsageError
-from microbox.images import flatten, mkfs, filestore
+from microbox.images import filestore, flatten, mkfs
 from microbox.images.progress import QUIET, Progress
 from microbox.store.db import Database
 from microbox.store.images import Image

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from microbox.errors import BuildError
-from microbox.images import auth, flatten, mkfs, reference, skopeo, filestore
+from microbox.images import auth, filestore, flatten, mkfs, reference, skopeo
 from microbox.images.config import ImageConfig
 from microbox.images.progress import QUIET, Progress, human
 from microbox.store.db import Database

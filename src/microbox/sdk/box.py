@@ -18,8 +18,8 @@ from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any
 
 from microbox import failpoints, locks, workspace
-from microbox.agent import ops
 from microbox.agent import bulk as agent_transfer
+from microbox.agent import ops
 from microbox.agent.channel import Channel
 from microbox.agent.ops import ExecRequest
 from microbox.connection import Connection
@@ -285,8 +285,8 @@ class Box:
         config and its spec. A running or paused box is stopped first only with
         `stop` (and stays stopped); otherwise that is refused."""
         from microbox.images import config as image_config
-        from microbox.images import pack as packs
         from microbox.images import filestore
+        from microbox.images import pack as packs
 
         record = self.reload().record
         if record.status in LIVE:

@@ -88,7 +88,7 @@ class Images:
         return filestore.boxes_using(self._rt.db, self.get(name).digest)
 
     def tag(self, source: str, target: str) -> Image:
-        from microbox.images import importer, filestore
+        from microbox.images import filestore, importer
 
         return filestore.tag(self._rt.db, source, importer.valid_name(target))
 
