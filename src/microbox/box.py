@@ -35,8 +35,9 @@ from microbox.net import policy as net_policy
 from microbox.portmap import PortMap
 from microbox.spec import BoxSpec, validate_name
 from microbox.store import boxes as boxes_store
-from microbox.store.boxes import LIVE, BoxRecord
+from microbox.store.boxes import BoxRecord
 from microbox.store.db import Database
+from microbox.store.status import AT_REST, DOWN, LIVE, Status
 
 if TYPE_CHECKING:
     from microbox.core.lifecycle import Started
@@ -228,7 +229,7 @@ class Box:
         from microbox.core import snapshots
 
         record = self.reload().record
-        reconcile.require(record, "running", "paused")
+        reconcile.require(record, *LIVE)
         return snapshots.create(record, name, log=self.runtime.log)
 
     def fork(self, n: int = 1, *, name_prefix: str | None = None, rm: bool = False,
@@ -293,7 +294,7 @@ class Box:
                                  f"{self.name} --stop -o {path}", "to stop it first")
             progress.step(f"stopping box {self.name}")
             record = self.stop().record
-        reconcile.require(record, "created", "stopped", "error")
+        reconcile.require(record, *DOWN)
         d = box_dir(record)
         held = _box_lock(d, self.name)
         with held:  # no start while the disk is read
@@ -457,8 +458,8 @@ class Box:
 
     def _copy(self, fn: Callable[..., CopyReport], *args: Any) -> CopyReport:
         record = self.reload().record
-        if record.status not in ("created", "stopped"):
-            reconcile.require(record, "running")
+        if record.status not in AT_REST:
+            reconcile.require(record, Status.RUNNING)
             return fn(self._session(), self.name, *args)
         self.start()
         try:

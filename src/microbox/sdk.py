@@ -35,8 +35,9 @@ from microbox.net import plan
 from microbox.portmap import PortMap
 from microbox.spec import DEFAULT_MEMORY_MIB, BoxSpec, validate_name
 from microbox.store import boxes as boxes_store
-from microbox.store.boxes import LIVE, STATUSES, BoxRecord
+from microbox.store.boxes import BoxRecord
 from microbox.store.db import Database
+from microbox.store.status import LISTED, LIVE, STATUSES
 
 # What only some calls need (booting VMs, images, packs, snapshots, housekeeping,
 # builds) is imported by those calls, so a program that only runs commands in
@@ -271,9 +272,9 @@ class Runtime:
         `labels` keeps boxes that carry each key (with that value, unless None)."""
         records = reconcile.reconcile_all(self.db)
         if status is not None:
-            records = [r for r in records if r.status == status]
+            records = [r for r in records if r.status == status and r.pool is None]
         elif not all:
-            records = [r for r in records if r.status in ("running", "paused", "error")]
+            records = [r for r in records if r.status in LISTED]
         else:
             records = [r for r in records if r.pool is None]  # not a pool's box
         for key, value in (labels or {}).items():

@@ -9,6 +9,7 @@ from microbox.core.reconcile import require
 from microbox.errors import InvalidSpec, StateError
 from microbox.spec import BoxSpec, parse_env, validate_name
 from microbox.store.boxes import BoxRecord
+from microbox.store.status import Status
 
 
 @pytest.mark.parametrize("kw,msg", [
@@ -41,23 +42,24 @@ def test_parse_env(monkeypatch: pytest.MonkeyPatch) -> None:
         "A": "1", "B": "x=y", "FROM_HOST": "h"}
 
 
-def box(status: str, **kw: object) -> BoxRecord:
+def box(status: Status, **kw: object) -> BoxRecord:
     return BoxRecord(id="a" * 32, name="X", image="busybox", spec=BoxSpec("busybox"), status=status,
                      **kw)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("status,allowed,text", [
-    ("error", ("running",),
+    (Status.ERROR, (Status.RUNNING,),
      "box 'X' is not running — its process has exited; run 'microbox delete X' to clear it."),
-    ("stopped", ("paused",), "box 'X' is not running; run 'microbox start X'."),
-    ("stopped", ("running",), "box 'X' is not running; run 'microbox start X'."),
-    ("paused", ("running",), "box 'X' is paused; run 'microbox resume X'."),
-    ("running", ("created", "stopped"), "box 'X' is running; run 'microbox stop X'."),
+    (Status.STOPPED, (Status.PAUSED,), "box 'X' is not running; run 'microbox start X'."),
+    (Status.STOPPED, (Status.RUNNING,), "box 'X' is not running; run 'microbox start X'."),
+    (Status.PAUSED, (Status.RUNNING,), "box 'X' is paused; run 'microbox resume X'."),
+    (Status.RUNNING, (Status.CREATED, Status.STOPPED),
+     "box 'X' is running; run 'microbox stop X'."),
 ])
-def test_state_errors_name_the_recovery(status: str, allowed: tuple[str, ...],
+def test_state_errors_name_the_recovery(status: Status, allowed: tuple[Status, ...],
                                         text: str) -> None:
     with pytest.raises(StateError) as err:
-        require(box(status, last_error="its process has exited" if status == "error"
+        require(box(status, last_error="its process has exited" if status == Status.ERROR
                     else None), *allowed)
     assert str(err.value) == text
     assert err.value.exit_code == 1

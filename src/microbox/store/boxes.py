@@ -11,12 +11,7 @@ from typing import Any
 from microbox.errors import NotFound, UsageError
 from microbox.spec import BoxSpec
 from microbox.store.db import Database
-
-STATUSES = ("created", "running", "paused", "stopped", "error")
-LIVE = ("running", "paused")  # a VM exists
-SPARE = "spare"  # a pool's box, its VM ready for a `run` to take (core/pool.py)
-HAS_VM = (*LIVE, SPARE)  # a VMM holds the box lock; a spare is auto_remove, as --rm is
-
+from microbox.store.status import Status
 
 _PENDING = "_pending_create"  # stored beside the spec fields (schema 1 keeps them together)
 _DIGEST = "image_digest"
@@ -33,7 +28,7 @@ class BoxRecord:
     name: str
     image: str
     spec: BoxSpec
-    status: str
+    status: Status
     auto_remove: bool = False
     created_at: float = field(default_factory=time.time)
     started_at: float | None = None
@@ -46,6 +41,10 @@ class BoxRecord:
     pool: str | None = None
     spare_key: str | None = None
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.status, Status):  # a str from a caller; ValueError if no status
+            object.__setattr__(self, "status", Status(self.status))
+
     def with_(self, **changes: Any) -> BoxRecord:
         return replace(self, **changes)
 
@@ -56,7 +55,7 @@ def _from_row(row: sqlite3.Row) -> BoxRecord:
         id=row["id"], name=row["name"], image=row["image"], spec=BoxSpec.from_json(stored),
         image_digest=stored.get(_DIGEST), pending=bool(stored.get(_PENDING)),
         pool=stored.get(_POOL), spare_key=stored.get(_SPARE_KEY),
-        status=row["status"], auto_remove=bool(row["auto_remove"]),
+        status=Status(row["status"]), auto_remove=bool(row["auto_remove"]),
         created_at=row["created_at"], started_at=row["started_at"],
         finished_at=row["finished_at"], pid=row["pid"], pid_start=row["pid_start"],
         last_error=row["last_error"],
@@ -142,7 +141,7 @@ def resolve(db: Database, ref: str) -> BoxRecord:
 def spares(db: Database, *, pool: str | None = None,
            key: str | None = None) -> list[BoxRecord]:
     """Spare boxes, oldest first: of one pool, or made for one template key."""
-    query, args = "SELECT * FROM boxes WHERE status=?", [SPARE]
+    query, args = "SELECT * FROM boxes WHERE status=?", [str(Status.SPARE)]
     if pool is not None:
         query, args = query + " AND json_extract(spec, '$._pool')=?", [*args, pool]
     if key is not None:
@@ -153,7 +152,7 @@ def spares(db: Database, *, pool: str | None = None,
 
 def any_spare(db: Database) -> bool:
     return db.conn.execute("SELECT 1 FROM boxes WHERE status=? LIMIT 1",
-                           (SPARE,)).fetchone() is not None
+                           (Status.SPARE,)).fetchone() is not None
 
 
 def take_spare(db: Database, record: BoxRecord, claimed: BoxRecord) -> bool:
@@ -164,5 +163,5 @@ def take_spare(db: Database, record: BoxRecord, claimed: BoxRecord) -> bool:
         if claimed.name != record.name:
             check_name_free(c, claimed.name)
         done = c.execute(f"UPDATE boxes SET {sets} WHERE id=? AND status=?",
-                         (*_values(claimed)[1:], record.id, SPARE))
+                         (*_values(claimed)[1:], record.id, Status.SPARE))
         return done.rowcount == 1

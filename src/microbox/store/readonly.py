@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from microbox.store.db import database_error
+from microbox.store.status import Status
 
 
 @contextmanager
@@ -51,6 +52,7 @@ def pool_summaries(path: Path) -> list[tuple[str, dict[str, object], int, list[s
             return []  # a database from before pools
         spares: dict[str, list[str]] = {}
         for box_id, pool in conn.execute(
-                "SELECT id, json_extract(spec, '$._pool') FROM boxes WHERE status='spare'"):
+                "SELECT id, json_extract(spec, '$._pool') FROM boxes WHERE status=?",
+                (Status.SPARE,)):
             spares.setdefault(pool, []).append(box_id)
         return [(r[0], json.loads(r[1]), int(r[2]), spares.get(r[0], [])) for r in rows]
