@@ -37,7 +37,7 @@ from microbox.spec import BoxSpec, validate_name
 from microbox.store import boxes as boxes_store
 from microbox.store.boxes import BoxRecord
 from microbox.store.db import Database
-from microbox.store.status import AT_REST, DOWN, LIVE, Status
+from microbox.store.status import AT_REST, LIVE
 
 if TYPE_CHECKING:
     from microbox.core.lifecycle import Started
@@ -229,7 +229,7 @@ class Box:
         from microbox.core import snapshots
 
         record = self.reload().record
-        reconcile.require(record, *LIVE)
+        reconcile.require(record, "snapshot")
         return snapshots.create(record, name, log=self.runtime.log)
 
     def fork(self, n: int = 1, *, name_prefix: str | None = None, rm: bool = False,
@@ -294,7 +294,7 @@ class Box:
                                  f"{self.name} --stop -o {path}", "to stop it first")
             progress.step(f"stopping box {self.name}")
             record = self.stop().record
-        reconcile.require(record, *DOWN)
+        reconcile.require(record, "pack")
         d = box_dir(record)
         held = _box_lock(d, self.name)
         with held:  # no start while the disk is read
@@ -459,7 +459,7 @@ class Box:
     def _copy(self, fn: Callable[..., CopyReport], *args: Any) -> CopyReport:
         record = self.reload().record
         if record.status not in AT_REST:
-            reconcile.require(record, Status.RUNNING)
+            reconcile.require(record, "cp")
             return fn(self._session(), self.name, *args)
         self.start()
         try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from microbox.core.reconcile import require
+from microbox.core.states import Action
 from microbox.errors import InvalidSpec, StateError
 from microbox.spec import BoxSpec, parse_env, validate_name
 from microbox.store.boxes import BoxRecord
@@ -47,19 +48,17 @@ def box(status: Status, **kw: object) -> BoxRecord:
                      **kw)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("status,allowed,text", [
-    (Status.ERROR, (Status.RUNNING,),
+@pytest.mark.parametrize("status,action,text", [
+    (Status.ERROR, "exec",
      "box 'X' is not running — its process has exited; run 'microbox delete X' to clear it."),
-    (Status.STOPPED, (Status.PAUSED,), "box 'X' is not running; run 'microbox start X'."),
-    (Status.STOPPED, (Status.RUNNING,), "box 'X' is not running; run 'microbox start X'."),
-    (Status.PAUSED, (Status.RUNNING,), "box 'X' is paused; run 'microbox resume X'."),
-    (Status.RUNNING, (Status.CREATED, Status.STOPPED),
-     "box 'X' is running; run 'microbox stop X'."),
+    (Status.STOPPED, "resume", "box 'X' is not running; run 'microbox start X'."),
+    (Status.STOPPED, "exec", "box 'X' is not running; run 'microbox start X'."),
+    (Status.PAUSED, "exec", "box 'X' is paused; run 'microbox resume X'."),
+    (Status.RUNNING, "set", "box 'X' is running; run 'microbox stop X'."),
 ])
-def test_state_errors_name_the_recovery(status: Status, allowed: tuple[Status, ...],
-                                        text: str) -> None:
+def test_state_errors_name_the_recovery(status: Status, action: Action, text: str) -> None:
     with pytest.raises(StateError) as err:
         require(box(status, last_error="its process has exited" if status == Status.ERROR
-                    else None), *allowed)
+                    else None), action)
     assert str(err.value) == text
     assert err.value.exit_code == 1

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 from microbox.agent.channel import Channel
 from microbox.core import shim
 from microbox.core.boxdir import box_dir
-from microbox.core.reconcile import CRASHED, ended_by_main, require
+from microbox.core.reconcile import ended_by_main, require
+from microbox.core.states import CRASHED, TRANSITIONS, Action
 from microbox.errors import (
     AgentError,
     InvalidSpec,
@@ -28,7 +29,7 @@ from microbox.errors import (
 from microbox.store import boxes
 from microbox.store.boxes import BoxRecord
 from microbox.store.db import Database
-from microbox.store.status import AT_REST, DOWN, LIVE, Status
+from microbox.store.status import Status
 from microbox.vmm import process, qmp
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ def start(db: Database, record: BoxRecord, log: Log) -> BoxRecord:
     """Boot a created, stopped or crashed box, detached from this process."""
     from microbox.core import lifecycle
 
-    require(record, *DOWN)
+    require(record, "start")
     d = box_dir(record)
     lock = d.take_lock()
     if lock is None:
@@ -55,7 +56,7 @@ def start(db: Database, record: BoxRecord, log: Log) -> BoxRecord:
 def connect(record: BoxRecord, timeout: float = CONNECT_TIMEOUT) -> Channel:
     """A new agent session with a running box (through its shim). When the
     session ends because the box died, its errors say so, with the recovery."""
-    require(record, Status.RUNNING)
+    require(record, "exec")
     d = box_dir(record)
     try:
         channel = shim.connect(d, time.monotonic() + timeout, record.spec.ports)
@@ -92,9 +93,9 @@ def stop(db: Database, record: BoxRecord, timeout: float = 10.0) -> BoxRecord:
     """Graceful stop: the agent syncs the disk and powers off; then SIGTERM, SIGKILL."""
     from microbox.core import lifecycle
 
-    if record.status in AT_REST:
+    if record.status in TRANSITIONS["stop"].idle:
         return record
-    require(record, *LIVE)
+    require(record, "stop")
     if record.status == Status.PAUSED:
         record = resume(db, record)
     channel = None
@@ -105,20 +106,20 @@ def stop(db: Database, record: BoxRecord, timeout: float = 10.0) -> BoxRecord:
 
 def pause(db: Database, record: BoxRecord) -> BoxRecord:
     """Freeze the vCPUs (QMP stop)."""
-    return _set_vcpus(db, record, Status.RUNNING, "stop", Status.PAUSED)
+    return _set_vcpus(db, record, "pause", "stop")
 
 
 def resume(db: Database, record: BoxRecord) -> BoxRecord:
     """Thaw the vCPUs (QMP cont)."""
-    return _set_vcpus(db, record, Status.PAUSED, "cont", Status.RUNNING)
+    return _set_vcpus(db, record, "resume", "cont")
 
 
-def _set_vcpus(db: Database, record: BoxRecord, from_: Status, command: str,
-               to: Status) -> BoxRecord:
-    require(record, from_)
+def _set_vcpus(db: Database, record: BoxRecord, action: Action, command: str) -> BoxRecord:
+    """Pause or resume: the QMP `command`, then the status the table gives `action`."""
+    require(record, action)
     d = box_dir(record)
     qmp.command(d.qmp, d.qmp_lock, command)
-    record = record.with_(status=to)
+    record = record.with_(status=TRANSITIONS[action].to)
     boxes.update(db, record)
     return record
 
@@ -136,7 +137,7 @@ def set_spec(db: Database, record: BoxRecord, *, reset_policy: bool = False,
     """Change a stopped box's CPUs, memory or network (None leaves a value as
     it is; reset_policy first drops its egress policy); applied at its next
     start. The result is validated whole."""
-    require(record, *AT_REST)
+    require(record, "set")
     unknown = sorted(set(changes) - set(SETTABLE))
     if unknown:
         raise UsageError(f"set cannot change {unknown[0]}; it changes "
@@ -156,7 +157,6 @@ def set_spec(db: Database, record: BoxRecord, *, reset_policy: bool = False,
 def delete(db: Database, record: BoxRecord, force: bool = False) -> None:
     from microbox.core import lifecycle
 
-    if record.status in (*LIVE, Status.STARTING) and not force:
-        raise StateError(f"box '{record.name}' is {record.status}",
-                         f"microbox delete -f {record.name}", "to kill and delete it")
+    if not force:
+        require(record, "delete")
     lifecycle.destroy(db, record)

@@ -14,14 +14,14 @@ import time
 
 from microbox import locks
 from microbox.core.boxdir import box_dir
-from microbox.errors import MicroboxError, NotFound, StateError
+from microbox.core.states import CRASHED, TRANSITIONS, Action, refusal
+from microbox.errors import MicroboxError, NotFound
 from microbox.store import boxes
 from microbox.store.boxes import BoxRecord
 from microbox.store.db import Database
-from microbox.store.status import AT_REST, HAS_VM, LIVE, Status
+from microbox.store.status import HAS_VM, LIVE, Status
 from microbox.vmm import process
 
-CRASHED = "its process has exited"
 # What the agent prints on the console when a box's main process ended it.
 MAIN_EXITED = b"microbox-agent: main process exited: "
 _TAIL = 4096
@@ -126,23 +126,8 @@ def resolve(db: Database, ref: str) -> BoxRecord:
     return record
 
 
-def require(record: BoxRecord, *allowed: Status) -> None:
-    """Fail with the recovery command unless the box's status is one of `allowed`."""
-    if record.status in allowed:
-        return
-    n = record.name
-    needs_live = bool(set(allowed) & set(LIVE))
-    if record.status == Status.ERROR:
-        raise StateError(f"box '{n}' is not running — {record.last_error or CRASHED}",
-                         f"microbox delete {n}", "to clear it")
-    if record.status in AT_REST and needs_live:
-        raise StateError(f"box '{n}' is not running", f"microbox start {n}")
-    if record.status == Status.PAUSED and Status.RUNNING in allowed:
-        raise StateError(f"box '{n}' is paused", f"microbox resume {n}")
-    if record.status == Status.RUNNING and Status.PAUSED in allowed:
-        raise StateError(f"box '{n}' is running, not paused")
-    if record.status in LIVE:
-        raise StateError(f"box '{n}' is {record.status}", f"microbox stop {n}")
-    if record.status == Status.STARTING:
-        raise StateError(f"box '{n}' is still starting")
-    raise StateError(f"box '{n}' is {record.status}")
+def require(record: BoxRecord, action: Action) -> None:
+    """Refuse `action` (a row of core/states.py's table) with the way on, unless
+    the box's status is one the action accepts."""
+    if record.status not in TRANSITIONS[action].accepts:
+        raise refusal(record.name, record.status, action, record.last_error)
