@@ -249,7 +249,9 @@ class Box:
         names = [f"{prefix}-{i}" for i in range(1, n + 1)]
         for name in names:
             boxes_store.check_name_free(self._db.conn, validate_name(name))
-        snap = snapshots.create(self.reload().record, auto=True, log=self.runtime.log)
+        record = self.reload().record
+        reconcile.require(record, "fork")
+        snap = snapshots.create(record, auto=True, log=self.runtime.log)
         made: builtins.list[lifecycle.Started] = []
         try:
             with ThreadPoolExecutor(min(n, FORK_PARALLEL)) as pool:

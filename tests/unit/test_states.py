@@ -372,3 +372,6 @@ def test_sdk_refusals(db: Database) -> None:
         with pytest.raises(StateError) as err:
             box.snapshot()
         assert str(err.value) == "box 'off' is not running; run 'microbox start off'."
+        with pytest.raises(StateError) as err:
+            box.fork(1)  # was: "stopped running while it was being saved ... delete off"
+        assert str(err.value) == "box 'off' is not running; run 'microbox start off'."
