@@ -37,7 +37,7 @@ from microbox.spec import DEFAULT_MEMORY_MIB, BoxSpec, validate_name
 from microbox.store import boxes as boxes_store
 from microbox.store.boxes import BoxRecord
 from microbox.store.db import Database
-from microbox.store.status import LISTED, LIVE, STATUSES
+from microbox.store.status import LISTED, LIVE, STATUSES, Status
 
 # What only some calls need (booting VMs, images, packs, snapshots, housekeeping,
 # builds) is imported by those calls, so a program that only runs commands in
@@ -62,7 +62,7 @@ _LAZY = {
 }
 
 __all__ = ["LIVE", "STATUSES", "VMM", "Box", "Execution", "GcReport", "Image", "PackInfo",
-           "Pool", "Result", "Runtime", "Snapshot", "WorkspaceFile", "WorkspacePush",
+           "Pool", "Result", "Runtime", "Snapshot", "Status", "WorkspaceFile", "WorkspacePush",
            "workspace_files"]
 
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import sys
 import time
 
-from microbox.sdk import Box
-from microbox.store.status import Status
+from microbox.sdk import Box, Status
 
 
 def ago(t: float | None) -> str:
