@@ -78,7 +78,8 @@ run: setup
 	$(MB) run --rm -- sh -c 'echo "hello from $$(uname -sr) in a microbox ($$(. /etc/os-release; echo $$PRETTY_NAME))"'
 
 lint: python-env
-	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff check src tests bench scripts
+	$(PY) scripts/states_doc.py --check
 
 typecheck: python-env
 	$(VENV)/bin/mypy

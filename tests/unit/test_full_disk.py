@@ -18,6 +18,7 @@ from microbox.spec import BoxSpec
 from microbox.store import readonly
 from microbox.store.boxes import BoxRecord
 from microbox.store.db import Database
+from microbox.store.status import Status
 from tests import fullfs
 
 
@@ -109,7 +110,7 @@ def a_box(home: Path, memory_mib: int = 256) -> tuple[BoxRecord, BoxDir]:
     box.path.mkdir(parents=True)
     box.disk.write_bytes(b"q" * 4096)
     return BoxRecord(id="c" * 32, name="sb", image="busybox",
-                     spec=BoxSpec("busybox", memory_mib=memory_mib), status="running"), box
+                     spec=BoxSpec("busybox", memory_mib=memory_mib), status=Status.RUNNING), box
 
 
 def test_diskspace_tells_tmpfs_and_its_mount(tmp_path: Path) -> None:

@@ -6,9 +6,11 @@ from __future__ import annotations
 import pytest
 
 from microbox.core.reconcile import require
+from microbox.core.states import Action
 from microbox.errors import InvalidSpec, StateError
 from microbox.spec import BoxSpec, parse_env, validate_name
 from microbox.store.boxes import BoxRecord
+from microbox.store.status import Status
 
 
 @pytest.mark.parametrize("kw,msg", [
@@ -41,23 +43,22 @@ def test_parse_env(monkeypatch: pytest.MonkeyPatch) -> None:
         "A": "1", "B": "x=y", "FROM_HOST": "h"}
 
 
-def box(status: str, **kw: object) -> BoxRecord:
+def box(status: Status, **kw: object) -> BoxRecord:
     return BoxRecord(id="a" * 32, name="X", image="busybox", spec=BoxSpec("busybox"), status=status,
                      **kw)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("status,allowed,text", [
-    ("error", ("running",),
+@pytest.mark.parametrize("status,action,text", [
+    (Status.ERROR, "exec",
      "box 'X' is not running — its process has exited; run 'microbox delete X' to clear it."),
-    ("stopped", ("paused",), "box 'X' is not running; run 'microbox start X'."),
-    ("stopped", ("running",), "box 'X' is not running; run 'microbox start X'."),
-    ("paused", ("running",), "box 'X' is paused; run 'microbox resume X'."),
-    ("running", ("created", "stopped"), "box 'X' is running; run 'microbox stop X'."),
+    (Status.STOPPED, "resume", "box 'X' is not running; run 'microbox start X'."),
+    (Status.STOPPED, "exec", "box 'X' is not running; run 'microbox start X'."),
+    (Status.PAUSED, "exec", "box 'X' is paused; run 'microbox resume X'."),
+    (Status.RUNNING, "set", "box 'X' is running; run 'microbox stop X'."),
 ])
-def test_state_errors_name_the_recovery(status: str, allowed: tuple[str, ...],
-                                        text: str) -> None:
+def test_state_errors_name_the_recovery(status: Status, action: Action, text: str) -> None:
     with pytest.raises(StateError) as err:
-        require(box(status, last_error="its process has exited" if status == "error"
-                    else None), *allowed)
+        require(box(status, last_error="its process has exited" if status == Status.ERROR
+                    else None), action)
     assert str(err.value) == text
     assert err.value.exit_code == 1

@@ -20,11 +20,12 @@ from microbox.store import boxes
 from microbox.store.boxes import BoxRecord
 from microbox.store.db import Database
 from microbox.store.migrations import MIGRATIONS
+from microbox.store.status import Status
 
 
 def rec(box_id: str, name: str) -> BoxRecord:
     return BoxRecord(id=box_id, name=name, image="busybox", spec=BoxSpec("busybox"),
-                     status="created")
+                     status=Status.CREATED)
 
 
 def test_fresh_database_is_migrated_in_wal_mode(tmp_path: Path) -> None:

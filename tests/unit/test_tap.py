@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from microbox.errors import InvalidSpec
-from microbox.net import nft, policy, rtnl
+from microbox.net import nft, policy, rtnl, tap
 from microbox.spec import BoxSpec
 from microbox.vmm.qemu_argv import UserNet, VMConfig, qemu_argv
 

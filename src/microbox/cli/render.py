@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 
-from microbox.sdk import Box
+from microbox.sdk import Box, Status
 
 
 def ago(t: float | None) -> str:
@@ -36,7 +36,7 @@ def boxes_table(boxes: list[Box]) -> None:
     print_table(
         ["ID", "NAME", "IMAGE", "STATUS", "CPUS", "MEMORY", "CREATED"],
         [[b.id[:12], b.name, b.record.image,
-          b.status if b.status != "error" else "[red]error[/red]",
+          b.status if b.status != Status.ERROR else "[red]error[/red]",
           str(b.spec.cpus), f"{b.spec.memory_mib}M", ago(b.record.created_at)]
          for b in boxes])
 

@@ -14,6 +14,7 @@ shim.py         The shim of a box
 shim_start.py   Starting the shim of a running box (microbox.core.shim says what it is)
 snapshots.py    Snapshots of running boxes, in the same form as warm-start templates...
 snapspace.py    Room for a snapshot (core/snapshots.py)
+states.py       The one table of a box's transitions: what each action accepts and leaves
 templates.py    Warm-start templates
 vm.py           Booting the VM of a box
 warm.py         Starting a box

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 from microbox.agent.channel import Channel
 from microbox.core import shim
 from microbox.core.boxdir import box_dir
-from microbox.core.reconcile import CRASHED, ended_by_main, require
+from microbox.core.reconcile import ended_by_main, require
+from microbox.core.states import CRASHED, TRANSITIONS, Action
 from microbox.errors import (
     AgentError,
     InvalidSpec,
@@ -28,6 +29,7 @@ from microbox.errors import (
 from microbox.store import boxes
 from microbox.store.boxes import BoxRecord
 from microbox.store.db import Database
+from microbox.store.status import Status
 from microbox.vmm import process, qmp
 
 if TYPE_CHECKING:
@@ -40,7 +42,7 @@ def start(db: Database, record: BoxRecord, log: Log) -> BoxRecord:
     """Boot a created, stopped or crashed box, detached from this process."""
     from microbox.core import lifecycle
 
-    require(record, "created", "stopped", "error")
+    require(record, "start")
     d = box_dir(record)
     lock = d.take_lock()
     if lock is None:
@@ -54,7 +56,7 @@ def start(db: Database, record: BoxRecord, log: Log) -> BoxRecord:
 def connect(record: BoxRecord, timeout: float = CONNECT_TIMEOUT) -> Channel:
     """A new agent session with a running box (through its shim). When the
     session ends because the box died, its errors say so, with the recovery."""
-    require(record, "running")
+    require(record, "exec")
     d = box_dir(record)
     try:
         channel = shim.connect(d, time.monotonic() + timeout, record.spec.ports)
@@ -91,10 +93,10 @@ def stop(db: Database, record: BoxRecord, timeout: float = 10.0) -> BoxRecord:
     """Graceful stop: the agent syncs the disk and powers off; then SIGTERM, SIGKILL."""
     from microbox.core import lifecycle
 
-    if record.status in ("stopped", "created"):
+    if record.status in TRANSITIONS["stop"].idle:
         return record
-    require(record, "running", "paused")
-    if record.status == "paused":
+    require(record, "stop")
+    if record.status == Status.PAUSED:
         record = resume(db, record)
     channel = None
     with contextlib.suppress(VMError):  # no agent to ask: lifecycle.stop goes to SIGTERM
@@ -104,20 +106,20 @@ def stop(db: Database, record: BoxRecord, timeout: float = 10.0) -> BoxRecord:
 
 def pause(db: Database, record: BoxRecord) -> BoxRecord:
     """Freeze the vCPUs (QMP stop)."""
-    return _set_vcpus(db, record, "running", "stop", "paused")
+    return _set_vcpus(db, record, "pause", "stop")
 
 
 def resume(db: Database, record: BoxRecord) -> BoxRecord:
     """Thaw the vCPUs (QMP cont)."""
-    return _set_vcpus(db, record, "paused", "cont", "running")
+    return _set_vcpus(db, record, "resume", "cont")
 
 
-def _set_vcpus(db: Database, record: BoxRecord, from_: str, command: str,
-               to: str) -> BoxRecord:
-    require(record, from_)
+def _set_vcpus(db: Database, record: BoxRecord, action: Action, command: str) -> BoxRecord:
+    """Pause or resume: the QMP `command`, then the status the table gives `action`."""
+    require(record, action)
     d = box_dir(record)
     qmp.command(d.qmp, d.qmp_lock, command)
-    record = record.with_(status=to)
+    record = record.with_(status=TRANSITIONS[action].to)
     boxes.update(db, record)
     return record
 
@@ -135,7 +137,7 @@ def set_spec(db: Database, record: BoxRecord, *, reset_policy: bool = False,
     """Change a stopped box's CPUs, memory or network (None leaves a value as
     it is; reset_policy first drops its egress policy); applied at its next
     start. The result is validated whole."""
-    require(record, "created", "stopped")
+    require(record, "set")
     unknown = sorted(set(changes) - set(SETTABLE))
     if unknown:
         raise UsageError(f"set cannot change {unknown[0]}; it changes "
@@ -159,7 +161,6 @@ def set_spec(db: Database, record: BoxRecord, *, reset_policy: bool = False,
 def delete(db: Database, record: BoxRecord, force: bool = False) -> None:
     from microbox.core import lifecycle
 
-    if record.status in ("running", "paused", "starting") and not force:
-        raise StateError(f"box '{record.name}' is {record.status}",
-                         f"microbox delete -f {record.name}", "to kill and delete it")
+    if not force:
+        require(record, "delete")
     lifecycle.destroy(db, record)

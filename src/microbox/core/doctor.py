@@ -26,6 +26,7 @@ from microbox.net import plan, tap
 from microbox.spec import DEFAULT_MEMORY_MIB
 from microbox.store import readonly
 from microbox.store.migrations import MIGRATIONS
+from microbox.store.status import LIVE, Status
 from microbox.vmm import accel
 
 MIN_QEMU = (7, 0)
@@ -189,8 +190,8 @@ def _crashed() -> Check:
     if rows is None:
         return Check("boxes", "WARN", NOT_CHECKED)
     dead = [name for box_id, name, status in rows
-            if status in ("running", "paused") and not for_box(box_id).alive()]
-    dead += [name for _, name, status in rows if status == "error"]
+            if status in LIVE and not for_box(box_id).alive()]
+    dead += [name for _, name, status in rows if status == Status.ERROR]
     if dead:
         return Check("boxes", "WARN", f"{len(dead)} box(es) crashed (VMM gone): "
                      + ", ".join(sorted(dead)), f"microbox delete {sorted(dead)[0]}")

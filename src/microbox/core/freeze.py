@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from microbox import locks
 from microbox.core.boxdir import BoxDir
 from microbox.errors import VMError
+from microbox.store.status import Status
 from microbox.vmm import migration, qmp
 from microbox.vmm.qmp import Monitor
 
@@ -51,7 +52,7 @@ def stopped(box: BoxDir, mon: Monitor) -> Iterator[bool]:
         box.frozen.unlink(missing_ok=True)
 
 
-def repair(box: BoxDir, status: str) -> None:
+def repair(box: BoxDir, status: Status) -> None:
     """Undo the stop of a saver that died, for a live box whose status is
     `status`; a no-op (one stat) unless `frozen` was left behind."""
     if not box.frozen.exists():
@@ -69,7 +70,7 @@ def repair(box: BoxDir, status: str) -> None:
                 mon.execute("migrate_cancel")
             migration.settle(mon, "repairing the box", deadline)
             state = mon.execute("query-status") or {}
-            if status == "running" and not state.get("running", False):
+            if status == Status.RUNNING and not state.get("running", False):
                 mon.execute("cont")
         finally:
             mon.close()

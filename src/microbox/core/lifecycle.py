@@ -27,13 +27,14 @@ from microbox.net import nft, plan, tap
 from microbox.net import policy as net_policy
 from microbox.spec import BoxSpec, validate_name
 from microbox.store import boxes
-from microbox.store.boxes import HAS_VM, SPARE, BoxRecord
+from microbox.store.boxes import BoxRecord
 from microbox.store.db import Database
+from microbox.store.status import HAS_VM, Status
 from microbox.vmm import process
 
 
 def starter() -> dict[str, object]:
-    return {"status": "starting", "pid": os.getpid(),
+    return {"status": Status.STARTING, "pid": os.getpid(),
             "pid_start": process.start_time(os.getpid())}
 
 
@@ -64,7 +65,7 @@ def create(db: Database, spec: BoxSpec, *, name: str | None = None,
         image_name, image_path = spec.image, filestore.blob_path(image_digest)
     record = BoxRecord(id=uuid.uuid4().hex, name=name or f"box-{secrets.token_hex(4)}",
                        image=image_name, spec=spec, image_digest=image_digest,
-                       status="created", auto_remove=auto_remove)
+                       status=Status.CREATED, auto_remove=auto_remove)
     if start_next:
         record = record.with_(pending=True, **starter())
     d = box_dir(record)
@@ -99,7 +100,7 @@ def start(db: Database, record: BoxRecord, lock: locks.Lock, *, attached: bool,
     record, with others in one transaction (fork's clones: all or none).
     """
     before = record.status
-    if record.status != "starting":
+    if record.status != Status.STARTING:
         record = record.with_(**starter())
         boxes.update(db, record)
     net: tap.Attachment | None = None
@@ -133,7 +134,7 @@ def start(db: Database, record: BoxRecord, lock: locks.Lock, *, attached: bool,
             sock.close()  # the shim holds its own copies
         if net is not None:
             net.close()  # QEMU holds the TAP, the shim the resolver's socket
-    record = record.with_(status="running", pending=False, started_at=time.time(),
+    record = record.with_(status=Status.RUNNING, pending=False, started_at=time.time(),
                           pid=running.pid, pid_start=running.pid_start, last_error=None)
     try:
         if commit:
@@ -191,13 +192,13 @@ def start_spare(db: Database, record: BoxRecord, lock: locks.Lock, *, log: Log) 
         running, channel = _boot(record, lock, attached=False, log=log, tap_fd=None)
     except BaseException as exc:
         lock.close()
-        _roll_back(db, record, "starting", str(exc))
+        _roll_back(db, record, Status.STARTING, str(exc))
         raise
     try:
         failpoints.reach("spare-booted")
         warm.warm_up(channel)
         channel.close()  # the agent waits for a host, as a template's clone does
-        record = record.with_(status=SPARE, pending=False, started_at=time.time(),
+        record = record.with_(status=Status.SPARE, pending=False, started_at=time.time(),
                               pid=running.pid, pid_start=running.pid_start)
         boxes.update(db, record)
     except BaseException:
@@ -228,7 +229,7 @@ def adopt(db: Database, record: BoxRecord, vmm: vm.Running, published: list[sock
     except BaseException:
         destroy(db, record, vmm)
         raise
-    record = record.with_(status="running", pending=False, started_at=time.time(),
+    record = record.with_(status=Status.RUNNING, pending=False, started_at=time.time(),
                           pid=vmm.pid, pid_start=vmm.pid_start, last_error=None)
     boxes.update(db, record)
     return Started(record, vmm, channel)
@@ -271,11 +272,11 @@ def _boot(record: BoxRecord, lock: locks.Lock, *, attached: bool, log: Log,
                    tap_fd=tap_fd)
 
 
-def _roll_back(db: Database, record: BoxRecord, before: str, error: str) -> None:
+def _roll_back(db: Database, record: BoxRecord, before: Status, error: str) -> None:
     if record.pending:
         destroy(db, record)
     else:
-        status = before if before != "starting" else "stopped"
+        status = before if before != Status.STARTING else Status.STOPPED
         boxes.update(db, record.with_(status=status, pid=None, pid_start=None,
                                       last_error=error[:500]))
 
@@ -286,7 +287,7 @@ def abandon(db: Database, record: BoxRecord) -> BoxRecord | None:
     if record.pending or record.auto_remove:
         destroy(db, record)
         return None
-    record = record.with_(status="stopped", pid=None, pid_start=None,
+    record = record.with_(status=Status.STOPPED, pid=None, pid_start=None,
                           last_error="its start was interrupted")
     box_dir(record).remove_runtime_files()
     boxes.update(db, record)
@@ -336,6 +337,6 @@ def stop(db: Database, record: BoxRecord, running: vm.Running | None,
     shim.wait_gone(box_dir(record))
     end_network(record)
     box_dir(record).remove_runtime_files()
-    record = record.with_(status="stopped", finished_at=time.time(), pid=None, pid_start=None)
+    record = record.with_(status=Status.STOPPED, finished_at=time.time(), pid=None, pid_start=None)
     boxes.update(db, record)
     return record

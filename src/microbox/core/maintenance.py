@@ -22,6 +22,7 @@ from microbox.store import boxes
 from microbox.store import images as image_rows
 from microbox.store.boxes import BoxRecord
 from microbox.store.db import Database
+from microbox.store.status import DOWN
 from microbox.vmm import process
 
 
@@ -115,7 +116,7 @@ def cleanup_candidates(records: list[BoxRecord], include_running: bool) -> list[
     waiting ones (`pool rm` removes those)."""
     if include_running:
         return [r for r in records if r.pool is None]
-    return [r for r in records if r.status in ("stopped", "created", "error")]
+    return [r for r in records if r.status in DOWN]
 
 
 def kill_vmm(target: VMM) -> bool:

@@ -14,13 +14,14 @@ import time
 
 from microbox import locks
 from microbox.core.boxdir import box_dir
-from microbox.errors import MicroboxError, NotFound, StateError
+from microbox.core.states import CRASHED, TRANSITIONS, Action, refusal
+from microbox.errors import MicroboxError, NotFound
 from microbox.store import boxes
-from microbox.store.boxes import HAS_VM, LIVE, BoxRecord
+from microbox.store.boxes import BoxRecord
 from microbox.store.db import Database
+from microbox.store.status import HAS_VM, LIVE, Status
 from microbox.vmm import process
 
-CRASHED = "its process has exited"
 # What the agent prints on the console when a box's main process ended it.
 MAIN_EXITED = b"microbox-agent: main process exited: "
 _TAIL = 4096
@@ -46,7 +47,7 @@ def starter_alive(record: BoxRecord) -> bool:
 def vanishes(record: BoxRecord) -> bool:
     """True if reconcile would remove this box: a dead `--rm` box (a pool's
     spare is one), or a pending create whose starter died."""
-    if record.status == "starting":
+    if record.status == Status.STARTING:
         return not starter_alive(record) and bool(
             record.pending or record.auto_remove)
     return record.auto_remove and record.status in HAS_VM and (
@@ -64,7 +65,7 @@ def owner_gone(record: BoxRecord) -> bool:
 def reconcile(db: Database, record: BoxRecord) -> BoxRecord | None:
     """The record as reality has it, persisted; None if the box no longer exists.
     A live box whose snapshot's saver died with its vCPUs stopped runs again."""
-    if record.status == "starting":
+    if record.status == Status.STARTING:
         if starter_alive(record):
             return record  # its starter is still at work
     elif record.status not in HAS_VM:
@@ -74,7 +75,7 @@ def reconcile(db: Database, record: BoxRecord) -> BoxRecord | None:
             from microbox.core import freeze  # only here: exec's path stays light
 
             freeze.repair(box_dir(record), record.status)
-        if record.status == "running" and record.spec.ports:
+        if record.status == Status.RUNNING and record.spec.ports:
             _serve_ports(record)
         return record
     # Reality differs from the record. lifecycle (VMs, networks, images) is
@@ -82,18 +83,18 @@ def reconcile(db: Database, record: BoxRecord) -> BoxRecord | None:
     # pay for loading it.
     from microbox.core import lifecycle
 
-    if record.status == "starting":
+    if record.status == Status.STARTING:
         return lifecycle.abandon(db, record)
     lifecycle.end_network(record)
     if record.auto_remove:
         lifecycle.destroy(db, record)
         return None
     if ended_by_main(record):
-        record = record.with_(status="stopped", pid=None, pid_start=None,
+        record = record.with_(status=Status.STOPPED, pid=None, pid_start=None,
                               finished_at=time.time())
         box_dir(record).remove_runtime_files()
     else:
-        record = record.with_(status="error", pid=None, pid_start=None,
+        record = record.with_(status=Status.ERROR, pid=None, pid_start=None,
                               last_error=CRASHED)
     boxes.update(db, record)
     return record
@@ -125,23 +126,8 @@ def resolve(db: Database, ref: str) -> BoxRecord:
     return record
 
 
-def require(record: BoxRecord, *allowed: str) -> None:
-    """Fail with the recovery command unless the box's status is one of `allowed`."""
-    if record.status in allowed:
-        return
-    n = record.name
-    needs_live = bool(set(allowed) & set(LIVE))
-    if record.status == "error":
-        raise StateError(f"box '{n}' is not running — {record.last_error or CRASHED}",
-                         f"microbox delete {n}", "to clear it")
-    if record.status in ("stopped", "created") and needs_live:
-        raise StateError(f"box '{n}' is not running", f"microbox start {n}")
-    if record.status == "paused" and "running" in allowed:
-        raise StateError(f"box '{n}' is paused", f"microbox resume {n}")
-    if record.status == "running" and "paused" in allowed:
-        raise StateError(f"box '{n}' is running, not paused")
-    if record.status in LIVE:
-        raise StateError(f"box '{n}' is {record.status}", f"microbox stop {n}")
-    if record.status == "starting":
-        raise StateError(f"box '{n}' is still starting")
-    raise StateError(f"box '{n}' is {record.status}")
+def require(record: BoxRecord, action: Action) -> None:
+    """Refuse `action` (a row of core/states.py's table) with the way on, unless
+    the box's status is one the action accepts."""
+    if record.status not in TRANSITIONS[action].accepts:
+        raise refusal(record.name, record.status, action, record.last_error)

@@ -27,7 +27,7 @@ from microbox.execution import Execution, Result
 from microbox.sdk.box import Box
 from microbox.sdk.records import BoxInfo
 from microbox.sdk.runtime import Runtime
-from microbox.store.boxes import LIVE, STATUSES
+from microbox.store.status import LIVE, STATUSES, Status
 
 if TYPE_CHECKING:
     from microbox.core.maintenance import GcReport
@@ -47,7 +47,7 @@ _LAZY = {
 }
 
 __all__ = ["LIVE", "STATUSES", "VMM", "Box", "BoxInfo", "Execution", "GcReport", "Image",
-           "PackInfo", "Pool", "Result", "Runtime", "Snapshot", "WorkspaceFile",
+           "PackInfo", "Pool", "Result", "Runtime", "Snapshot", "Status", "WorkspaceFile",
            "WorkspacePush", "workspace_files"]
 
 

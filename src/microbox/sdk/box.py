@@ -37,8 +37,9 @@ from microbox.sdk.context import Context
 from microbox.sdk.records import BoxInfo
 from microbox.spec import BoxSpec, validate_name
 from microbox.store import boxes as boxes_store
-from microbox.store.boxes import LIVE, BoxRecord
+from microbox.store.boxes import BoxRecord
 from microbox.store.db import Database
+from microbox.store.status import AT_REST, LIVE
 
 if TYPE_CHECKING:
     from microbox.core.lifecycle import Started
@@ -231,7 +232,7 @@ class Box:
         from microbox.core import snapshots
 
         record = self.reload().record
-        reconcile.require(record, "running", "paused")
+        reconcile.require(record, "snapshot")
         return snapshots.create(record, name, log=self.runtime.log)
 
     def fork(self, n: int = 1, *, name_prefix: str | None = None, rm: bool = False,
@@ -251,7 +252,9 @@ class Box:
         names = [f"{prefix}-{i}" for i in range(1, n + 1)]
         for name in names:
             boxes_store.check_name_free(self._db.conn, validate_name(name))
-        snap = snapshots.create(self.reload().record, auto=True, log=self.runtime.log)
+        record = self.reload().record
+        reconcile.require(record, "fork")
+        snap = snapshots.create(record, auto=True, log=self.runtime.log)
         made: builtins.list[lifecycle.Started] = []
         try:
             with ThreadPoolExecutor(min(n, FORK_PARALLEL)) as pool:
@@ -296,7 +299,7 @@ class Box:
                                  f"{self.name} --stop -o {path}", "to stop it first")
             progress.step(f"stopping box {self.name}")
             record = self.stop().record
-        reconcile.require(record, "created", "stopped", "error")
+        reconcile.require(record, "pack")
         d = box_dir(record)
         held = _box_lock(d, self.name)
         with held:  # no start while the disk is read
@@ -468,8 +471,8 @@ class Box:
 
     def _copy(self, fn: Callable[..., CopyReport], *args: Any) -> CopyReport:
         record = self.reload().record
-        if record.status not in ("created", "stopped"):
-            reconcile.require(record, "running")
+        if record.status not in AT_REST:
+            reconcile.require(record, "cp")
             return fn(self._session(), self.name, *args)
         self.start()
         try:

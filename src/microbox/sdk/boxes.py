@@ -21,6 +21,7 @@ from microbox.sdk.box import Box
 from microbox.sdk.context import Context
 from microbox.sdk.images import Images
 from microbox.spec import DEFAULT_CMD, DEFAULT_IMAGE, BoxSpec
+from microbox.store.status import LISTED
 
 
 class Boxes:
@@ -143,9 +144,9 @@ class Boxes:
         `labels` keeps boxes that carry each key (with that value, unless None)."""
         records = reconcile.reconcile_all(self._rt.db)
         if status is not None:
-            records = [r for r in records if r.status == status]
+            records = [r for r in records if r.status == status and r.pool is None]
         elif not all:
-            records = [r for r in records if r.status in ("running", "paused", "error")]
+            records = [r for r in records if r.status in LISTED]
         else:
             records = [r for r in records if r.pool is None]  # not a pool's box
         for key, value in (labels or {}).items():

@@ -6,4 +6,5 @@ images.py      Image rows
 migrations.py  Numbered schema migrations
 pools.py       Pool rows
 readonly.py    Reading the database without changing it (for `doctor` and `kill`)
+status.py      A box's seven statuses and the groups the code tests them by
 """

@@ -11,16 +11,13 @@ from typing import Any
 from microbox.errors import NotFound, UsageError
 from microbox.spec import BoxSpec
 from microbox.store.db import Database
+from microbox.store.status import Status
 
-STATUSES = ("created", "running", "paused", "stopped", "error")
-LIVE = ("running", "paused")  # a VM exists
-SPARE = "spare"  # a pool's box, its VM ready for a `run` to take (core/pool.py)
-HAS_VM = (*LIVE, SPARE)  # a VMM holds the box lock; a spare is auto_remove, as --rm is
-
-
-_PENDING = "_pending_create"  # stored beside the spec fields (schema 1 keeps them together)
-_DIGEST = "image_digest"
-_POOL, _SPARE_KEY = "_pool", "_spare_key"
+# Before schema 4 these rode in the spec JSON beside the user's fields, under
+# these keys; migration 4 made them columns. A row an older microbox still
+# running writes after the migration keeps them there, so reads look there too.
+_IN_SPEC = {"_pending_create": "pending", "image_digest": "image_digest", "_pool": "pool",
+            "_spare_key": "spare_key"}
 
 
 @dataclass(frozen=True)
@@ -33,7 +30,7 @@ class BoxRecord:
     name: str
     image: str
     spec: BoxSpec
-    status: str
+    status: Status
     auto_remove: bool = False
     created_at: float = field(default_factory=time.time)
     started_at: float | None = None
@@ -46,17 +43,23 @@ class BoxRecord:
     pool: str | None = None
     spare_key: str | None = None
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.status, Status):  # a str from a caller; ValueError if no status
+            object.__setattr__(self, "status", Status(self.status))
+
     def with_(self, **changes: Any) -> BoxRecord:
         return replace(self, **changes)
 
 
 def _from_row(row: sqlite3.Row) -> BoxRecord:
     stored = json.loads(row["spec"])
+    old = {field: stored.pop(key) for key, field in _IN_SPEC.items() if key in stored}
     return BoxRecord(
         id=row["id"], name=row["name"], image=row["image"], spec=BoxSpec.from_json(stored),
-        image_digest=stored.get(_DIGEST), pending=bool(stored.get(_PENDING)),
-        pool=stored.get(_POOL), spare_key=stored.get(_SPARE_KEY),
-        status=row["status"], auto_remove=bool(row["auto_remove"]),
+        image_digest=row["image_digest"] or old.get("image_digest"),
+        pending=bool(row["pending"] or old.get("pending")),
+        pool=row["pool"] or old.get("pool"), spare_key=row["spare_key"] or old.get("spare_key"),
+        status=Status(row["status"]), auto_remove=bool(row["auto_remove"]),
         created_at=row["created_at"], started_at=row["started_at"],
         finished_at=row["finished_at"], pid=row["pid"], pid_start=row["pid_start"],
         last_error=row["last_error"],
@@ -64,26 +67,14 @@ def _from_row(row: sqlite3.Row) -> BoxRecord:
 
 
 _COLUMNS = ("id", "name", "image", "spec", "status", "auto_remove", "created_at",
-            "started_at", "finished_at", "pid", "pid_start", "last_error")
-
-
-def _spec_json(r: BoxRecord) -> str:
-    stored: dict[str, Any] = r.spec.to_json()
-    if r.image_digest is not None:
-        stored[_DIGEST] = r.image_digest
-    if r.pending:
-        stored[_PENDING] = True
-    if r.pool is not None:
-        stored[_POOL] = r.pool
-    if r.spare_key is not None:
-        stored[_SPARE_KEY] = r.spare_key
-    return json.dumps(stored, sort_keys=True)
+            "started_at", "finished_at", "pid", "pid_start", "last_error", "pending",
+            "image_digest", "pool", "spare_key")
 
 
 def _values(r: BoxRecord) -> tuple[Any, ...]:
-    return (r.id, r.name, r.image, _spec_json(r), r.status,
+    return (r.id, r.name, r.image, json.dumps(r.spec.to_json(), sort_keys=True), r.status,
             int(r.auto_remove), r.created_at, r.started_at, r.finished_at, r.pid,
-            r.pid_start, r.last_error)
+            r.pid_start, r.last_error, int(r.pending), r.image_digest, r.pool, r.spare_key)
 
 
 def check_name_free(conn: sqlite3.Connection, name: str) -> None:
@@ -142,18 +133,18 @@ def resolve(db: Database, ref: str) -> BoxRecord:
 def spares(db: Database, *, pool: str | None = None,
            key: str | None = None) -> list[BoxRecord]:
     """Spare boxes, oldest first: of one pool, or made for one template key."""
-    query, args = "SELECT * FROM boxes WHERE status=?", [SPARE]
+    query, args = "SELECT * FROM boxes WHERE status=?", [str(Status.SPARE)]
     if pool is not None:
-        query, args = query + " AND json_extract(spec, '$._pool')=?", [*args, pool]
+        query, args = query + " AND pool=?", [*args, pool]
     if key is not None:
-        query, args = query + " AND json_extract(spec, '$._spare_key')=?", [*args, key]
+        query, args = query + " AND spare_key=?", [*args, key]
     rows = db.conn.execute(query + " ORDER BY created_at", args).fetchall()
     return [_from_row(r) for r in rows]
 
 
 def any_spare(db: Database) -> bool:
     return db.conn.execute("SELECT 1 FROM boxes WHERE status=? LIMIT 1",
-                           (SPARE,)).fetchone() is not None
+                           (Status.SPARE,)).fetchone() is not None
 
 
 def take_spare(db: Database, record: BoxRecord, claimed: BoxRecord) -> bool:
@@ -164,5 +155,5 @@ def take_spare(db: Database, record: BoxRecord, claimed: BoxRecord) -> bool:
         if claimed.name != record.name:
             check_name_free(c, claimed.name)
         done = c.execute(f"UPDATE boxes SET {sets} WHERE id=? AND status=?",
-                         (*_values(claimed)[1:], record.id, SPARE))
+                         (*_values(claimed)[1:], record.id, Status.SPARE))
         return done.rowcount == 1

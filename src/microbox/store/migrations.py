@@ -44,4 +44,24 @@ MIGRATIONS: list[str] = [
         created_at  REAL NOT NULL
     )
     """,
+    # 4: what rode in a box's spec JSON beside the user's fields (a pending
+    # create, its image's digest, a spare's pool and template key) becomes
+    # columns, indexed where queries filter (a spare's pool or key, status);
+    # existing rows' values move out of the spec
+    """
+    ALTER TABLE boxes ADD COLUMN pending INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE boxes ADD COLUMN image_digest TEXT;
+    ALTER TABLE boxes ADD COLUMN pool TEXT;
+    ALTER TABLE boxes ADD COLUMN spare_key TEXT;
+    UPDATE boxes SET
+        pending = coalesce(json_extract(spec, '$._pending_create'), 0) != 0,
+        image_digest = json_extract(spec, '$.image_digest'),
+        pool = json_extract(spec, '$._pool'),
+        spare_key = json_extract(spec, '$._spare_key'),
+        spec = json_remove(spec, '$._pending_create', '$.image_digest', '$._pool',
+                           '$._spare_key');
+    CREATE INDEX boxes_status ON boxes (status);
+    CREATE INDEX boxes_pool ON boxes (pool);
+    CREATE INDEX boxes_spare_key ON boxes (spare_key)
+    """,
 ]

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from microbox.store.db import database_error
+from microbox.store.status import Status
 
 
 @contextmanager
@@ -49,8 +50,11 @@ def pool_summaries(path: Path) -> list[tuple[str, dict[str, object], int, list[s
             if "no such table" not in str(exc):
                 raise
             return []  # a database from before pools
+        # before schema 4 (doctor reads without migrating) a spare's pool was in its spec
+        columns = {r[1] for r in conn.execute("PRAGMA table_info(boxes)")}
+        pool = "pool" if "pool" in columns else "json_extract(spec, '$._pool')"
         spares: dict[str, list[str]] = {}
-        for box_id, pool in conn.execute(
-                "SELECT id, json_extract(spec, '$._pool') FROM boxes WHERE status='spare'"):
-            spares.setdefault(pool, []).append(box_id)
+        for box_id, pid in conn.execute(f"SELECT id, {pool} FROM boxes WHERE status=?",
+                                        (Status.SPARE,)):
+            spares.setdefault(pid, []).append(box_id)
         return [(r[0], json.loads(r[1]), int(r[2]), spares.get(r[0], [])) for r in rows]
