@@ -13,13 +13,18 @@ from pathlib import Path
 from microbox import paths
 from microbox.errors import BuildError, HostError
 
-_PACKAGED = Path(__file__).resolve().parent.parent / "_guest"
-_REPO = Path(__file__).resolve().parents[3] / "guest"
+# The Go sources' root: an installed wheel's copy (microbox/_go, laid out as the
+# checkout is, so that paths between the modules hold in both), or the checkout.
+_ROOTS = (Path(__file__).resolve().parent.parent / "_go", Path(__file__).resolve().parents[3])
+# Where each program's module is under the root: the agent runs in the guest,
+# the shim on the host.
+_PLACES = {"agent": "guest/agent", "shim": "host/shim"}
 
 
 def source_dir(name: str) -> Path:
-    """guest/<name> in a checkout, or its copy inside an installed wheel."""
-    for d in (_PACKAGED / name, _REPO / name):
+    """The module of program `name` in a checkout, or its copy inside an installed wheel."""
+    for root in _ROOTS:
+        d = root / _PLACES[name]
         if (d / "go.mod").exists():
             return d
     raise HostError(f"the Go source of {name} is missing from this installation",

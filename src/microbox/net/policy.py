@@ -28,7 +28,7 @@ from microbox.net import plan
 if TYPE_CHECKING:
     from microbox.spec import BoxSpec
 
-VERSION = 1  # of the policy file (guest/shim/policy.go reads this version only)
+VERSION = 1  # of the policy file (host/shim/policy.go reads this version only)
 
 # Never lifted by --allow-private (only --allow-cidr naming them).
 ALWAYS_BLOCKED = (
