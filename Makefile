@@ -79,6 +79,7 @@ run: setup
 
 lint: python-env
 	$(VENV)/bin/ruff check src tests bench
+	$(PY) scripts/gen_protocol.py --check
 
 typecheck: python-env
 	$(VENV)/bin/mypy

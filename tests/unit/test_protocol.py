@@ -4,6 +4,9 @@ limits against hostile input."""
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +20,7 @@ from microbox.agent.protocol import (
     MAX_CONTROL,
     MAX_PAYLOAD,
     RAW_TYPES,
+    Capability,
     ControlScanner,
     Decoder,
     ProtocolError,
@@ -159,3 +163,45 @@ def test_byte_strings_match_the_golden_exec() -> None:
     assert wire("plain é") == "plain é"
     with pytest.raises(ValueError):
         wire("\ud800")  # a surrogate no byte decodes to
+
+
+# -- the one definition (proto/proto.go) and its generated Python copy --------
+
+ROOT = Path(__file__).resolve().parents[2]
+GENERATOR = Path("scripts") / "gen_protocol.py"
+
+
+def _generate(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(root / GENERATOR), *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_the_generated_module_is_what_the_go_definition_says() -> None:
+    done = _generate(ROOT, "--check")
+    assert done.returncode == 0, done.stderr
+
+
+def test_check_names_the_command_once_the_definition_changes(tmp_path: Path) -> None:
+    for rel in (GENERATOR, Path("proto/proto.go"), Path("src/microbox/agent/wire_gen.py")):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / rel, tmp_path / rel)
+    go = tmp_path / "proto" / "proto.go"
+    go.write_text(go.read_text().replace('\tCapDNS      = "dns"\n',
+                                         '\tCapDNS      = "dns"\n\tCapZeroCopy = "zero_copy"\n'))
+    done = _generate(tmp_path, "--check")
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "src/microbox/agent/wire_gen.py is not what proto/proto.go defines; "
+        "regenerate it with: python3 scripts/gen_protocol.py"]
+    assert _generate(tmp_path).returncode == 0
+    assert _generate(tmp_path, "--check").returncode == 0
+    assert 'ZERO_COPY = "zero_copy"' in (tmp_path / "src/microbox/agent/wire_gen.py").read_text()
+    go.write_text(go.read_text() + "var Extra = 1\n")  # a line the generator cannot read
+    done = _generate(tmp_path, "--check")
+    assert done.returncode == 2 and "proto/proto.go:" in done.stderr
+
+
+def test_the_header_layout_has_the_defined_size() -> None:
+    assert HEADER.size == HEADER_SIZE == 9
+    assert json.dumps([Capability.WINDOW]) == '["window"]'  # str-valued: the wire is as before
+
