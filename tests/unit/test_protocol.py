@@ -4,10 +4,12 @@ limits against hostile input."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
+import tomllib
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
@@ -29,6 +31,7 @@ from microbox.agent.protocol import (
     untrusted_text,
     wire,
 )
+from microbox.artifacts import gobuild
 
 GOLDEN = Path(__file__).resolve().parents[2] / "docs" / "protocol-golden.json"
 
@@ -205,3 +208,29 @@ def test_the_header_layout_has_the_defined_size() -> None:
     assert HEADER.size == HEADER_SIZE == 9
     assert json.dumps([Capability.WINDOW]) == '["window"]'  # str-valued: the wire is as before
 
+
+def test_an_edit_of_the_definition_rebuilds_both_programs(tmp_path: Path) -> None:
+    for program in ("agent", "shim"):
+        uses = [d.resolve() for _, d in gobuild.modules(gobuild.source_dir(program))]
+        assert (ROOT / "proto") in uses, program
+    agent = tmp_path / "guest" / "agent"
+    agent.mkdir(parents=True)
+    (agent / "go.mod").write_text("module m/agent\n\nrequire m/proto v0.0.0\n\n"
+                                  "replace m/proto => ../../proto // the definition\n")
+    (tmp_path / "proto").mkdir()
+    definition = tmp_path / "proto" / "proto.go"
+    definition.write_text("package proto\n")
+    before = gobuild.cache_key(agent)
+    definition.write_text("package proto // edited\n")
+    assert gobuild.cache_key(agent) != before
+
+
+def test_a_wheel_keeps_the_path_from_each_program_to_the_definition() -> None:
+    conf = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    placed = conf["tool"]["hatch"]["build"]["targets"]["wheel"]["force-include"]
+    for program in ("agent", "shim"):
+        src = gobuild.source_dir(program)
+        for rel, d in gobuild.modules(src)[1:]:
+            here = os.path.relpath(d.resolve(), ROOT)
+            there = PurePosixPath(placed[os.path.relpath(src, ROOT)]) / rel
+            assert os.path.normpath(there) == placed[here], (program, rel)
