@@ -25,6 +25,7 @@ from microbox.agent.protocol import (
     Capability,
     ControlScanner,
     Decoder,
+    HelloReply,
     ProtocolError,
     T,
     encode,
@@ -234,3 +235,19 @@ def test_a_wheel_keeps_the_path_from_each_program_to_the_definition() -> None:
             here = os.path.relpath(d.resolve(), ROOT)
             there = PurePosixPath(placed[os.path.relpath(src, ROOT)]) / rel
             assert os.path.normpath(there) == placed[here], (program, rel)
+
+
+def test_hello_reply_says_what_the_agent_supports() -> None:
+    (entry,) = [e for e in golden() if e["name"] == "hello_reply"]
+    reply = HelloReply.of(entry["json"])
+    assert (reply.version, reply.session, reply.agent) == (1, "s1", "microbox-agent 1")
+    assert all(reply.supports(c) for c in Capability if c != Capability.MUX)
+    assert not reply.supports(Capability.MUX)  # the shim's, never an agent's
+    assert reply["agent"] == "microbox-agent 1" and dict(reply) == entry["json"]
+
+
+@pytest.mark.parametrize("caps", [None, "exec tar", {"tar": True}, [1, ["tar"], None]])
+def test_hello_reply_from_a_hostile_agent_supports_nothing(caps: object) -> None:
+    reply = HelloReply.of({"version": 1, "session": "s", "agent": "\x1b[2J", "capabilities": caps})
+    assert not any(reply.supports(c) for c in Capability)
+    assert reply.agent == "?[2J"

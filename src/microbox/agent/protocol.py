@@ -10,7 +10,8 @@ from __future__ import annotations
 import base64
 import json
 import struct
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 # The constants, frame types and capabilities are defined once, in proto/proto.go,
@@ -51,6 +52,47 @@ class Frame:
         if not isinstance(value, dict):
             raise ProtocolError(f"{self.type.name} payload is not a JSON object")
         return value
+
+
+@dataclass(frozen=True)
+class HelloReply(Mapping[str, Any]):
+    """The agent's HELLO_REPLY (docs/protocol.md): who answered and what it can
+    do. It reads as the reply's JSON object too (`reply["agent"]`)."""
+
+    version: int
+    session: str
+    agent: str
+    capabilities: frozenset[str]
+    body: dict[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def of(cls, body: dict[str, Any]) -> HelloReply:
+        """From the reply's JSON object, which comes from the guest: a field of
+        the wrong type reads as absent (no capabilities, an empty name)."""
+        caps = body.get("capabilities")
+        version = body.get("version")
+        return cls(
+            version=version if isinstance(version, int) else 0,
+            session=str(body.get("session", "")),
+            agent=untrusted_text(str(body.get("agent", ""))),
+            capabilities=frozenset(c for c in caps if isinstance(c, str))
+            if isinstance(caps, list) else frozenset(),
+            body=body,
+        )
+
+    def supports(self, capability: Capability) -> bool:
+        """Whether the agent lists `capability`: the host relies on nothing else
+        (docs/protocol.md, "Growing the protocol")."""
+        return capability in self.capabilities
+
+    def __getitem__(self, key: str) -> Any:
+        return self.body[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.body)
+
+    def __len__(self) -> int:
+        return len(self.body)
 
 
 def untrusted_text(text: str, limit: int = 1000) -> str:
