@@ -80,13 +80,15 @@ run: setup
 lint: python-env
 	$(VENV)/bin/ruff check src tests bench scripts
 	$(PY) scripts/states_doc.py --check
+	$(PY) scripts/gen_protocol.py --check
 
 typecheck: python-env
 	$(VENV)/bin/mypy
 
 gotest: system-packages
+	cd proto && test -z "$$(gofmt -l .)" && go vet ./... && go test ./...
 	cd guest/agent && test -z "$$(gofmt -l .)" && go vet ./... && go test ./...
-	cd guest/shim && test -z "$$(gofmt -l .)" && go vet ./... && go test ./...
+	cd host/shim && test -z "$$(gofmt -l .)" && go vet ./... && go test ./...
 
 pytest: setup
 	$(VENV)/bin/pytest -q

@@ -12,58 +12,55 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+
+	"microbox/proto"
 )
 
+// The protocol's constants are defined once, in proto (proto/proto.go); these
+// are the agent's short names for them.
 const (
-	protocolVersion = 1
-	headerSize      = 9
-	maxPayload      = 1 << 20
-	chunkSize       = 64 * 1024
+	protocolVersion = proto.Version
+	headerSize      = proto.HeaderSize
+	maxPayload      = proto.MaxPayload
+	chunkSize       = proto.ChunkSize
 	maxPing         = 64
 )
 
 // Frame types.
 const (
-	tHello      byte = 0x01
-	tHelloReply byte = 0x02
-	tPing       byte = 0x03
-	tPong       byte = 0x04
-	tWindow     byte = 0x05
-	tExec       byte = 0x10
-	tStarted    byte = 0x11
-	tStdin      byte = 0x12
-	tStdout     byte = 0x13
-	tStderr     byte = 0x14
-	tExit       byte = 0x15
-	tSignal     byte = 0x16
-	tResize     byte = 0x17
-	tCancel     byte = 0x18
-	tPut        byte = 0x20
-	tData       byte = 0x21
-	tGet        byte = 0x22
-	tFile       byte = 0x23
-	tDone       byte = 0x24
-	tTarGet     byte = 0x25
-	tTarPut     byte = 0x26
-	tShutdown   byte = 0x30
-	tConnect    byte = 0x40
-	tConnected  byte = 0x41
-	tError      byte = 0x7f
+	tHello      = proto.Hello
+	tHelloReply = proto.HelloReply
+	tPing       = proto.Ping
+	tPong       = proto.Pong
+	tWindow     = proto.Window
+	tExec       = proto.Exec
+	tStarted    = proto.Started
+	tStdin      = proto.Stdin
+	tStdout     = proto.Stdout
+	tStderr     = proto.Stderr
+	tExit       = proto.Exit
+	tSignal     = proto.Signal
+	tResize     = proto.Resize
+	tCancel     = proto.Cancel
+	tPut        = proto.Put
+	tData       = proto.Data
+	tGet        = proto.Get
+	tFile       = proto.File
+	tDone       = proto.Done
+	tTarGet     = proto.TarGet
+	tTarPut     = proto.TarPut
+	tShutdown   = proto.Shutdown
+	tConnect    = proto.Connect
+	tConnected  = proto.Connected
+	tError      = proto.Error
 )
 
-var typeNames = map[byte]string{
-	tHello: "HELLO", tHelloReply: "HELLO_REPLY", tPing: "PING", tPong: "PONG", tWindow: "WINDOW",
-	tExec: "EXEC", tStarted: "STARTED", tStdin: "STDIN", tStdout: "STDOUT",
-	tStderr: "STDERR", tExit: "EXIT", tSignal: "SIGNAL", tResize: "RESIZE", tCancel: "CANCEL",
-	tPut: "PUT", tData: "DATA", tGet: "GET", tFile: "FILE", tDone: "DONE",
-	tTarGet: "TAR_GET", tTarPut: "TAR_PUT", tShutdown: "SHUTDOWN", tConnect: "CONNECT",
-	tConnected: "CONNECTED", tError: "ERROR",
-}
-
-// rawTypes carry raw bytes; every other type carries one JSON object.
-var rawTypes = map[byte]bool{
-	tPing: true, tPong: true, tWindow: true, tStdin: true, tStdout: true, tStderr: true, tData: true,
-}
+// typeNames names every known type; rawTypes carry raw bytes, every other
+// type one JSON object.
+var (
+	typeNames = proto.Names
+	rawTypes  = proto.Raw
+)
 
 func typeName(t byte) string {
 	if n, ok := typeNames[t]; ok {
@@ -241,6 +238,8 @@ type errorMsg struct {
 
 var (
 	agentName    = "microbox-agent 1"
-	capabilities = []string{"exec", "tty", "signal", "files", "ping", "shutdown", "identity", "cancel", "connect", "tar", "window", "net", "dns"}
-	doneJSON     = []byte("{}")
+	capabilities = []string{proto.CapExec, proto.CapTTY, proto.CapSignal, proto.CapFiles,
+		proto.CapPing, proto.CapShutdown, proto.CapIdentity, proto.CapCancel, proto.CapConnect,
+		proto.CapTar, proto.CapWindow, proto.CapNet, proto.CapDNS}
+	doneJSON = []byte("{}")
 )

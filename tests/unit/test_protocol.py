@@ -4,7 +4,12 @@ limits against hostile input."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import os
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
@@ -17,14 +22,17 @@ from microbox.agent.protocol import (
     MAX_CONTROL,
     MAX_PAYLOAD,
     RAW_TYPES,
+    Capability,
     ControlScanner,
     Decoder,
+    HelloReply,
     ProtocolError,
     T,
     encode,
     untrusted_text,
     wire,
 )
+from microbox.artifacts import gobuild
 
 GOLDEN = Path(__file__).resolve().parents[2] / "docs" / "protocol-golden.json"
 
@@ -159,3 +167,87 @@ def test_byte_strings_match_the_golden_exec() -> None:
     assert wire("plain é") == "plain é"
     with pytest.raises(ValueError):
         wire("\ud800")  # a surrogate no byte decodes to
+
+
+# -- the one definition (proto/proto.go) and its generated Python copy --------
+
+ROOT = Path(__file__).resolve().parents[2]
+GENERATOR = Path("scripts") / "gen_protocol.py"
+
+
+def _generate(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(root / GENERATOR), *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_the_generated_module_is_what_the_go_definition_says() -> None:
+    done = _generate(ROOT, "--check")
+    assert done.returncode == 0, done.stderr
+
+
+def test_check_names_the_command_once_the_definition_changes(tmp_path: Path) -> None:
+    for rel in (GENERATOR, Path("proto/proto.go"), Path("src/microbox/agent/wire_gen.py")):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / rel, tmp_path / rel)
+    go = tmp_path / "proto" / "proto.go"
+    go.write_text(go.read_text().replace('\tCapDNS      = "dns"\n',
+                                         '\tCapDNS      = "dns"\n\tCapZeroCopy = "zero_copy"\n'))
+    done = _generate(tmp_path, "--check")
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "src/microbox/agent/wire_gen.py is not what proto/proto.go defines; "
+        "regenerate it with: python3 scripts/gen_protocol.py"]
+    assert _generate(tmp_path).returncode == 0
+    assert _generate(tmp_path, "--check").returncode == 0
+    assert 'ZERO_COPY = "zero_copy"' in (tmp_path / "src/microbox/agent/wire_gen.py").read_text()
+    go.write_text(go.read_text() + "var Extra = 1\n")  # a line the generator cannot read
+    done = _generate(tmp_path, "--check")
+    assert done.returncode == 2 and "proto/proto.go:" in done.stderr
+
+
+def test_the_header_layout_has_the_defined_size() -> None:
+    assert HEADER.size == HEADER_SIZE == 9
+    assert json.dumps([Capability.WINDOW]) == '["window"]'  # str-valued: the wire is as before
+
+
+def test_an_edit_of_the_definition_rebuilds_both_programs(tmp_path: Path) -> None:
+    for program in ("agent", "shim"):
+        uses = [d.resolve() for _, d in gobuild.modules(gobuild.source_dir(program))]
+        assert (ROOT / "proto") in uses, program
+    agent = tmp_path / "guest" / "agent"
+    agent.mkdir(parents=True)
+    (agent / "go.mod").write_text("module m/agent\n\nrequire m/proto v0.0.0\n\n"
+                                  "replace m/proto => ../../proto // the definition\n")
+    (tmp_path / "proto").mkdir()
+    definition = tmp_path / "proto" / "proto.go"
+    definition.write_text("package proto\n")
+    before = gobuild.cache_key(agent)
+    definition.write_text("package proto // edited\n")
+    assert gobuild.cache_key(agent) != before
+
+
+def test_a_wheel_keeps_the_path_from_each_program_to_the_definition() -> None:
+    conf = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    placed = conf["tool"]["hatch"]["build"]["targets"]["wheel"]["force-include"]
+    for program in ("agent", "shim"):
+        src = gobuild.source_dir(program)
+        for rel, d in gobuild.modules(src)[1:]:
+            here = os.path.relpath(d.resolve(), ROOT)
+            there = PurePosixPath(placed[os.path.relpath(src, ROOT)]) / rel
+            assert os.path.normpath(there) == placed[here], (program, rel)
+
+
+def test_hello_reply_says_what_the_agent_supports() -> None:
+    (entry,) = [e for e in golden() if e["name"] == "hello_reply"]
+    reply = HelloReply.of(entry["json"])
+    assert (reply.version, reply.session, reply.agent) == (1, "s1", "microbox-agent 1")
+    assert all(reply.supports(c) for c in Capability if c != Capability.MUX)
+    assert not reply.supports(Capability.MUX)  # the shim's, never an agent's
+    assert reply["agent"] == "microbox-agent 1" and dict(reply) == entry["json"]
+
+
+@pytest.mark.parametrize("caps", [None, "exec tar", {"tar": True}, [1, ["tar"], None]])
+def test_hello_reply_from_a_hostile_agent_supports_nothing(caps: object) -> None:
+    reply = HelloReply.of({"version": 1, "session": "s", "agent": "\x1b[2J", "capabilities": caps})
+    assert not any(reply.supports(c) for c in Capability)
+    assert reply.agent == "?[2J"

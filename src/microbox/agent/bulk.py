@@ -8,23 +8,21 @@ from collections.abc import Generator, Iterable
 
 from microbox.agent.channel import Channel, Stream
 from microbox.agent.ops import DEFAULT_TIMEOUT, _check, _error, _expect, _wire
-from microbox.agent.protocol import CHUNK, T
+from microbox.agent.protocol import CHUNK, Capability, T
 from microbox.errors import AgentError, ConnectFailed, UsageError
 
 CONNECT_TIMEOUT = 15.0  # the agent itself gives up dialing after 10 s
 
 
-def _require(channel: Channel, capability: str, what: str) -> None:
-    caps = channel.hello.get("capabilities")
-    if not isinstance(caps, list) or capability not in caps:
+def _require(channel: Channel, capability: Capability, what: str) -> None:
+    if not channel.hello.supports(capability):
         raise AgentError(f"the box's agent does not support {what}; "
                          "restart the box to get the new agent")
 
 
 def _cancel(channel: Channel, stream: Stream) -> None:
     """Stop what the agent still does on `stream`, if it can be told to."""
-    caps = channel.hello.get("capabilities")
-    if isinstance(caps, list) and "cancel" in caps and not channel.closed:
+    if channel.hello.supports(Capability.CANCEL) and not channel.closed:
         with contextlib.suppress(AgentError):
             stream.send(T.CANCEL, {})
 
@@ -38,7 +36,7 @@ def tar_get(channel: Channel, path: str,
     other failure; after a failure the bytes already yielded are not a whole
     tar and must be discarded. Closing the iterator early stops the agent.
     """
-    _require(channel, "tar", "copying directory trees")
+    _require(channel, Capability.TAR, "copying directory trees")
     return _tar_chunks(channel, path, timeout)
 
 
@@ -70,7 +68,7 @@ def tar_put(channel: Channel, path: str, chunks: Iterable[bytes],
     absolute names, `..` and anything that would be written through a
     symbolic link; what was extracted before a failure stays.
     """
-    _require(channel, "tar", "copying directory trees")
+    _require(channel, Capability.TAR, "copying directory trees")
     stream = channel.stream()
     doing = f"writing a tree into {path}"
     finished = False
@@ -103,7 +101,7 @@ def connect(channel: Channel, port: int, host: str = "127.0.0.1",
     both have ended. Sending CANCEL closes the connection at once. The caller
     closes the stream. ConnectFailed when nothing accepts the connection.
     """
-    _require(channel, "connect", "connecting to ports in the box")
+    _require(channel, Capability.CONNECT, "connecting to ports in the box")
     if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
         raise UsageError(f"port {port!r} is not a number in 1..65535")
     stream = channel.stream()

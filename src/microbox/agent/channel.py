@@ -27,6 +27,7 @@ from microbox.agent.protocol import (
     ControlScanner,
     Decoder,
     Frame,
+    HelloReply,
     ProtocolError,
     T,
     encode,
@@ -96,10 +97,10 @@ class Channel:
     """A connected, handshaken session on one agent port."""
 
     def __init__(self, sock: socket.socket, lock: locks.Lock | None,
-                 reply: dict[str, Any]) -> None:
+                 reply: HelloReply) -> None:
         self._sock = sock
         self._lock = lock  # the port's client lock, held while this session lives
-        self.hello = reply
+        self.hello = reply  # what the agent is and can do: hello.supports(Capability.TAR)
         self._send_lock = threading.Lock()
         self._streams: dict[int, Stream] = {}
         self._streams_lock = threading.Lock()
@@ -288,7 +289,7 @@ def handshake(
     deadline: float,
     abort_fd: int | None,
     abort_reason: Callable[[], str],
-) -> dict[str, Any]:
+) -> HelloReply:
     """Send HELLO and find the HELLO_REPLY with our session nonce.
 
     Bytes before the reply may be the tail of a previous client's session;
@@ -336,7 +337,7 @@ def handshake(
                 )
             if n < len(frames) or scanner.pending:
                 raise AgentError("the guest agent sent data before the session began")
-            return body
+            return HelloReply.of(body)
 
 
 def _send_hello(sock: socket.socket, identity: Identity | None) -> str:

@@ -8,52 +8,30 @@ maximal frame.
 from __future__ import annotations
 
 import base64
-import enum
 import json
 import struct
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-VERSION = 1
-HEADER = struct.Struct(">IBI")
-HEADER_SIZE = HEADER.size  # 9
-MAX_PAYLOAD = 1 << 20
-CHUNK = 64 * 1024
+# The constants, frame types and capabilities are defined once, in proto/proto.go,
+# for the agent, the shim and this module (generated from it: wire_gen.py).
+from microbox.agent.wire_gen import CHUNK_SIZE as CHUNK_SIZE
+from microbox.agent.wire_gen import HEADER_SIZE as HEADER_SIZE
+from microbox.agent.wire_gen import MAX_PAYLOAD as MAX_PAYLOAD
+from microbox.agent.wire_gen import RAW_TYPES as RAW_TYPES
+from microbox.agent.wire_gen import VERSION as VERSION
+from microbox.agent.wire_gen import Capability as Capability
+from microbox.agent.wire_gen import T as T
+
+HEADER = struct.Struct(">IBI")  # length, type, stream: HEADER_SIZE bytes
+CHUNK = CHUNK_SIZE
 
 
 class ProtocolError(Exception):
     """The peer sent bytes that are not a valid v1 frame."""
 
 
-class T(enum.IntEnum):
-    HELLO = 0x01
-    HELLO_REPLY = 0x02
-    PING = 0x03
-    PONG = 0x04
-    WINDOW = 0x05
-    EXEC = 0x10
-    STARTED = 0x11
-    STDIN = 0x12
-    STDOUT = 0x13
-    STDERR = 0x14
-    EXIT = 0x15
-    SIGNAL = 0x16
-    RESIZE = 0x17
-    CANCEL = 0x18
-    PUT = 0x20
-    DATA = 0x21
-    GET = 0x22
-    FILE = 0x23
-    DONE = 0x24
-    TAR_GET = 0x25
-    TAR_PUT = 0x26
-    SHUTDOWN = 0x30
-    CONNECT = 0x40
-    CONNECTED = 0x41
-    ERROR = 0x7F
-
-
-RAW_TYPES = frozenset({T.PING, T.PONG, T.WINDOW, T.STDIN, T.STDOUT, T.STDERR, T.DATA})
 _KNOWN = frozenset(int(t) for t in T)
 
 
@@ -74,6 +52,47 @@ class Frame:
         if not isinstance(value, dict):
             raise ProtocolError(f"{self.type.name} payload is not a JSON object")
         return value
+
+
+@dataclass(frozen=True)
+class HelloReply(Mapping[str, Any]):
+    """The agent's HELLO_REPLY (docs/protocol.md): who answered and what it can
+    do. It reads as the reply's JSON object too (`reply["agent"]`)."""
+
+    version: int
+    session: str
+    agent: str
+    capabilities: frozenset[str]
+    body: dict[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def of(cls, body: dict[str, Any]) -> HelloReply:
+        """From the reply's JSON object, which comes from the guest: a field of
+        the wrong type reads as absent (no capabilities, an empty name)."""
+        caps = body.get("capabilities")
+        version = body.get("version")
+        return cls(
+            version=version if isinstance(version, int) else 0,
+            session=str(body.get("session", "")),
+            agent=untrusted_text(str(body.get("agent", ""))),
+            capabilities=frozenset(c for c in caps if isinstance(c, str))
+            if isinstance(caps, list) else frozenset(),
+            body=body,
+        )
+
+    def supports(self, capability: Capability) -> bool:
+        """Whether the agent lists `capability`: the host relies on nothing else
+        (docs/protocol.md, "Growing the protocol")."""
+        return capability in self.capabilities
+
+    def __getitem__(self, key: str) -> Any:
+        return self.body[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.body)
+
+    def __len__(self) -> int:
+        return len(self.body)
 
 
 def untrusted_text(text: str, limit: int = 1000) -> str:

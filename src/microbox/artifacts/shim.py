@@ -1,4 +1,4 @@
-"""Building the box shim (Go, static; guest/shim) into the cache: the small host
+"""Building the box shim (Go, static; host/shim) into the cache: the small host
 process that owns a box's agent ports and port forwards (docs/architecture.md)."""
 
 from __future__ import annotations

@@ -170,10 +170,9 @@ def _hand_to_shim(record: BoxRecord, boot: Channel, published: list[socket.socke
     published ports' listeners and, with --net user, the egress proxy (with
     --net tap, the box's resolver), its policy written first, and this command
     becomes one of its clients (and with `owner`, the one whose exit kills the VMM)."""
-    caps = boot.hello.get("capabilities", [])
     boot.close()
     need = plan.capability(record.spec.net)
-    if need is not None and need not in caps:
+    if need is not None and not boot.hello.supports(need):
         raise VMError("the box's agent cannot configure its network; run 'microbox agent "
                       "build' and start the box again")
     d = box_dir(record)

@@ -18,6 +18,7 @@ from pathlib import Path
 from microbox import locks
 from microbox.agent import ops
 from microbox.agent.channel import Channel, Identity
+from microbox.agent.protocol import Capability
 from microbox.core import templates, vm
 from microbox.core.boxdir import PORTS, BoxDir
 from microbox.core.log import Log
@@ -205,7 +206,7 @@ def restore(box: BoxDir, spec: BoxSpec, t: Template, lock: locks.Lock, art: vm.A
     finally:
         os.close(state)
     channel = vm.await_agent(box, running, identity, RESTORE_TIMEOUT[running.accel], log)
-    if "identity" not in channel.hello.get("capabilities", []):
+    if not channel.hello.supports(Capability.IDENTITY):
         channel.close()
         running.kill()
         raise VMError("the template's agent cannot take a box's identity")

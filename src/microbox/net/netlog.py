@@ -1,5 +1,5 @@
 """Reading a box's network log: one line per connection its shim refused,
-numbered (guest/shim/netlog.go). The shim moves a full log to `net.log.1`."""
+numbered (host/shim/netlog.go). The shim moves a full log to `net.log.1`."""
 
 from __future__ import annotations
 

@@ -9,6 +9,8 @@ parameters").
 
 from __future__ import annotations
 
+from microbox.agent.wire_gen import Capability
+
 MODES = ("user", "none", "tap")
 DEFAULT_MODE = "user"
 
@@ -39,9 +41,9 @@ def boot_parameter(mode: str) -> str:
     return ""
 
 
-def capability(mode: str) -> str | None:
+def capability(mode: str) -> Capability | None:
     """The agent capability a box of `mode` needs (docs/protocol.md)."""
-    return {"user": "net", "tap": "dns"}.get(mode)
+    return {"user": Capability.NET, "tap": Capability.DNS}.get(mode)
 
 
 def exec_env(mode: str) -> dict[str, str]:

@@ -42,7 +42,7 @@ class Egress(Protocol):
     @property
     def add_hosts(self) -> tuple[str, ...]: ...
 
-VERSION = 1  # of the policy file (guest/shim/policy.go reads this version only)
+VERSION = 1  # of the policy file (host/shim/policy.go reads this version only)
 
 # Never lifted by --allow-private (only --allow-cidr naming them).
 ALWAYS_BLOCKED = (

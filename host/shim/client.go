@@ -9,8 +9,11 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
 	"net"
 	"sync"
+
+	"microbox/proto"
 )
 
 const clientQueue = 8 << 20 // bytes queued for a client on ports without a window
@@ -46,13 +49,13 @@ type hello struct {
 
 func (c *client) reply(session string) {
 	p := c.s.first
-	caps := []string{"mux"}
+	caps := []string{proto.CapMux}
 	for _, cap := range p.hello.Capabilities {
-		if cap != "window" {
+		if cap != proto.CapWindow {
 			caps = append(caps, cap)
 		}
 	}
-	c.out.push(encodeJSON(tHelloReply, 0, helloReply{Version: 1, Session: session,
+	c.out.push(encodeJSON(tHelloReply, 0, helloReply{Version: protocolVersion, Session: session,
 		Agent: p.hello.Agent, Capabilities: caps}), nil)
 }
 
@@ -78,8 +81,8 @@ func (c *client) readLoop() {
 				c.fail(0, "protocol", "malformed HELLO")
 				return
 			}
-			if h.Version != 1 {
-				c.fail(0, "version", "this box speaks protocol version 1")
+			if h.Version != protocolVersion {
+				c.fail(0, "version", fmt.Sprintf("this box speaks protocol version %d", protocolVersion))
 				return
 			}
 			c.cancelAll() // a new session ends the previous one

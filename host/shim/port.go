@@ -16,6 +16,8 @@ import (
 	"path/filepath"
 	"sync"
 	"time"
+
+	"microbox/proto"
 )
 
 const portQueue = 8 << 20 // bytes queued for a port before writers wait
@@ -102,8 +104,8 @@ func (p *port) handshake(window uint32) error {
 		if json.Unmarshal(f.Payload, &reply) != nil || reply.Session != nonce {
 			continue
 		}
-		if reply.Version != 1 {
-			return fmt.Errorf("the agent speaks protocol %d, not 1", reply.Version)
+		if reply.Version != protocolVersion {
+			return fmt.Errorf("the agent speaks protocol %d, not %d", reply.Version, protocolVersion)
 		}
 		if r.Buffered() > 0 {
 			return errors.New("the agent sent data before the session began")
@@ -113,7 +115,7 @@ func (p *port) handshake(window uint32) error {
 		for _, c := range reply.Capabilities {
 			p.caps[c] = true
 		}
-		if p.caps["window"] {
+		if p.caps[proto.CapWindow] {
 			p.window = window
 		}
 		return nil
@@ -147,7 +149,7 @@ func (p *port) sendHello(window uint32) (string, error) {
 		return "", err
 	}
 	nonce := hex.EncodeToString(b[:])
-	hello := map[string]interface{}{"version": 1, "session": nonce,
+	hello := map[string]interface{}{"version": protocolVersion, "session": nonce,
 		"time_ns": time.Now().UnixNano(), "window": window}
 	_, err := p.conn.Write(encodeJSON(tHello, 0, hello))
 	return nonce, err
@@ -195,7 +197,7 @@ func (p *port) cancel(r *route) {
 	}
 	r.kill()
 	switch {
-	case p.caps["cancel"]:
+	case p.caps[proto.CapCancel]:
 		p.out.push(encode(tCancel, r.gid, []byte("{}")), nil)
 	case r.kind == tExec:
 		p.out.push(encode(tSignal, r.gid, []byte(`{"signal":9}`)), nil)

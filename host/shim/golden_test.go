@@ -1,8 +1,8 @@
 package main
 
-// The shim keeps its own copy of the frame types (it is a module of its own);
-// the golden frames of docs/protocol-golden.json, which the agent's and the
-// host's tests decode too, keep the three copies equal.
+// The shim's names for the frame types (taken from proto, proto/proto.go)
+// against the golden frames of docs/protocol-golden.json, which the agent's,
+// proto's and the host's tests decode too.
 
 import (
 	"bytes"

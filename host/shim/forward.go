@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+
+	"microbox/proto"
 )
 
 type forward struct {
@@ -42,7 +44,7 @@ func (s *shim) serveForward(f forward) {
 			return
 		}
 		tcp, ok := conn.(*net.TCPConn)
-		if !ok || !s.first.caps["connect"] {
+		if !ok || !s.first.caps[proto.CapConnect] {
 			conn.Close() // an agent without CONNECT cannot serve it
 			continue
 		}

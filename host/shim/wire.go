@@ -10,40 +10,45 @@ import (
 	"errors"
 	"fmt"
 	"io"
+
+	"microbox/proto"
+)
+
+// The protocol's constants are defined once, in proto (proto/proto.go); these
+// are the shim's short names for them.
+const (
+	protocolVersion = proto.Version
+	headerSize      = proto.HeaderSize
+	maxPayload      = proto.MaxPayload
+	chunkSize       = proto.ChunkSize
 )
 
 const (
-	headerSize = 9
-	maxPayload = 1 << 20
-	chunkSize  = 64 * 1024
-)
-
-const (
-	tHello      byte = 0x01
-	tHelloReply byte = 0x02
-	tPing       byte = 0x03
-	tPong       byte = 0x04
-	tWindow     byte = 0x05
-	tExec       byte = 0x10
-	tStarted    byte = 0x11
-	tStdin      byte = 0x12
-	tStdout     byte = 0x13
-	tStderr     byte = 0x14
-	tExit       byte = 0x15
-	tSignal     byte = 0x16
-	tResize     byte = 0x17
-	tCancel     byte = 0x18
-	tPut        byte = 0x20
-	tData       byte = 0x21
-	tGet        byte = 0x22
-	tFile       byte = 0x23
-	tDone       byte = 0x24
-	tTarGet     byte = 0x25
-	tTarPut     byte = 0x26
-	tShutdown   byte = 0x30
-	tConnect    byte = 0x40
-	tConnected  byte = 0x41
-	tError      byte = 0x7f
+	tHello      = proto.Hello
+	tHelloReply = proto.HelloReply
+	tPing       = proto.Ping
+	tPong       = proto.Pong
+	tWindow     = proto.Window
+	tExec       = proto.Exec
+	tStarted    = proto.Started
+	tStdin      = proto.Stdin
+	tStdout     = proto.Stdout
+	tStderr     = proto.Stderr
+	tExit       = proto.Exit
+	tSignal     = proto.Signal
+	tResize     = proto.Resize
+	tCancel     = proto.Cancel
+	tPut        = proto.Put
+	tData       = proto.Data
+	tGet        = proto.Get
+	tFile       = proto.File
+	tDone       = proto.Done
+	tTarGet     = proto.TarGet
+	tTarPut     = proto.TarPut
+	tShutdown   = proto.Shutdown
+	tConnect    = proto.Connect
+	tConnected  = proto.Connected
+	tError      = proto.Error
 )
 
 // requests open a stream (sent by a client on a stream id it has not used).

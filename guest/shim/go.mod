@@ -1,3 +1,0 @@
-module microbox/shim
-
-go 1.19

@@ -1,0 +1,3 @@
+module microbox/proto
+
+go 1.19
