@@ -648,13 +648,15 @@ def test_archive_routes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
 
     from microbox.api import create_app
     from microbox.sdk import Runtime
+    from microbox.sdk.aio import AsyncRuntime
     from microbox.sdk.boxes import Boxes
 
     tar = make_tar(d("top"), member("top/f", data=b"x" * 10_000))
     box = ApiBox(tar)
     monkeypatch.setattr(Boxes, "shared", lambda _boxes, _ref: box)
     monkeypatch.setenv("MICROBOX_HOME", str(tmp_path))
-    with Runtime() as rt, TestClient(create_app(rt, None, upload_limit=8192)) as client:
+    app = create_app(AsyncRuntime(Runtime()), None, upload_limit=8192)
+    with TestClient(app) as client:
         got = client.get("/boxes/b/archive", params={"path": "/top"})
         assert got.status_code == 413 and got.json()["error"]["type"] == "too_large"
         box.tar = tar[:4096]

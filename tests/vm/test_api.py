@@ -20,6 +20,7 @@ from websockets.sync.client import connect as ws_connect
 
 import microbox
 from microbox.api import create_app, server
+from microbox.sdk.aio import AsyncRuntime
 from tests.vm.conftest import wait_for
 from tests.vm.helpers import mb
 
@@ -45,7 +46,7 @@ def api(microbox_home: Path) -> Iterator[Served]:
     rt = microbox.Runtime()
     sock = server.bind_tcp("127.0.0.1", 0)
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    srv, thread = _serve(create_app(rt, TOKEN), sock)
+    srv, thread = _serve(create_app(AsyncRuntime(rt), TOKEN), sock)
     with httpx.Client(base_url=url, timeout=120,
                       headers={"Authorization": f"Bearer {TOKEN}"},
                       limits=httpx.Limits(max_connections=100)) as client:
@@ -128,7 +129,7 @@ def test_unix_socket_needs_no_token(microbox_home: Path, tmp_path: Path) -> None
     path = Path(f"/tmp/mbapi-{os.getpid()}.sock")  # short: sun_path is 108 bytes
     rt = microbox.Runtime()
     sock = server.bind_unix(path)
-    srv, thread = _serve(create_app(rt, None), sock)
+    srv, thread = _serve(create_app(AsyncRuntime(rt), None), sock)
     try:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
         with httpx.Client(transport=httpx.HTTPTransport(uds=str(path)),

@@ -10,7 +10,6 @@ pools.py      Pool routes
 replies.py    Errors as HTTP answers
 server.py     Serving the API
 snapshots.py  Snapshot and fork routes
-streams.py    Blocking SDK iterators (exec output, logs, file chunks) as async iterators
 """
 
 from microbox.api.app import create_app

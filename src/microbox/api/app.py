@@ -1,8 +1,9 @@
 """The HTTP API's application: factory, auth, the error envelope, limits.
 
 Every route is a thin call into the SDK (microbox.sdk); nothing here orchestrates
-boxes. Blocking SDK calls run on anyio's worker threads (FastAPI's sync routes and
-`anyio.to_thread`), whose limiter is raised to THREADS at start-up.
+boxes. The routes are coroutines over the SDK's asyncio face (AsyncRuntime): its
+one bounded thread pool runs every blocking call, and no route runs on anyio's
+or the event loop's own threads.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-import anyio.to_thread
 from fastapi import Depends, FastAPI, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -26,9 +26,7 @@ from microbox.api.models import Envelope, Health
 from microbox.api.replies import failure
 from microbox.envelope import envelope
 from microbox.errors import HostError, MicroboxError, NotFound, UsageError
-from microbox.sdk import Runtime
-
-THREADS = 256  # anyio's default is 40: a few long execs must not starve every other call
+from microbox.sdk.aio import AsyncRuntime
 
 _bearer = HTTPBearer(auto_error=False, description="The token `microbox serve` wrote "
                      "into its token file.")
@@ -42,14 +40,17 @@ async def require_token(
     check_token(conn, conn.app.state.token)
 
 
-def create_app(runtime: Runtime, token: str | None, *, json_limit: int = JSON_LIMIT,
-               upload_limit: int = UPLOAD_LIMIT, threads: int = THREADS) -> FastAPI:
-    """The API over `runtime`; `token` None means no auth (a 0600 Unix socket)."""
+def create_app(runtime: AsyncRuntime, token: str | None, *, json_limit: int = JSON_LIMIT,
+               upload_limit: int = UPLOAD_LIMIT) -> FastAPI:
+    """The API over `runtime`, which it closes when it shuts down; `token` None
+    means no auth (a 0600 Unix socket)."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        anyio.to_thread.current_default_thread_limiter().total_tokens = threads
-        yield
+        try:
+            yield
+        finally:
+            await runtime.close()  # waits for calls still running
 
     app = FastAPI(title="microbox", version=__version__, lifespan=lifespan,
                   openapi_url=None, docs_url=None, redoc_url=None,  # served below, with auth
@@ -72,7 +73,7 @@ def create_app(runtime: Runtime, token: str | None, *, json_limit: int = JSON_LI
         return envelope("health", 0, {"status": "ok", "version": __version__})
 
     @app.get("/openapi.json", include_in_schema=False, dependencies=guarded)
-    def openapi() -> dict[str, Any]:
+    async def openapi() -> dict[str, Any]:
         return app.openapi()
 
     @app.exception_handler(MicroboxError)

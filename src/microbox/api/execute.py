@@ -6,16 +6,14 @@ the box (rt.boxes.shared), whose one agent session multiplexes all executions.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
-import threading
 from collections.abc import AsyncIterator
-from functools import partial
 from typing import Any
 
 import anyio
-import anyio.to_thread
 from fastapi import APIRouter, WebSocket
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
@@ -26,17 +24,25 @@ from microbox.api.boxes import RT
 from microbox.api.guard import Invalid, check_token
 from microbox.api.models import Envelope, ExecBody, RunBody, RunResult, WsStart
 from microbox.api.replies import failure, status_of
-from microbox.api.streams import encode, pull
 from microbox.envelope import envelope
 from microbox.errors import AgentError, MicroboxError
-from microbox.execution import Execution
-from microbox.sdk import Box, Runtime
+from microbox.sdk.aio import AsyncExecution, AsyncRuntime
 
 RUN_LIMIT = 8 << 20  # bytes of each stream /run keeps (the rest is counted as dropped)
 STDOUT, STDERR = 1, 2  # first byte of a binary WebSocket message from the server
 
 router = APIRouter(tags=["exec"])
 ws_router = APIRouter(tags=["exec"])
+
+
+def encode(data: bytes, encoding: str) -> tuple[str, str]:
+    """(text, "utf-8") where it decodes and `encoding` allows, else (base64, "base64")."""
+    if encoding == "auto":
+        try:
+            return data.decode(), "utf-8"
+        except UnicodeDecodeError:
+            pass
+    return base64.b64encode(data).decode(), "base64"
 
 
 def exit_fields(status: ExitStatus) -> dict[str, Any]:
@@ -60,24 +66,25 @@ def _stdin(body: RunBody) -> bytes | None:
                       "utf-8") from None
 
 
-def _start(rt: Runtime, ref: str, body: ExecBody, stdin: bool, tty: bool = False,
-           rows: int = 24, cols: int = 80) -> Execution:
-    box: Box = rt.boxes.shared(ref)
-    return box.exec(body.command, env=body.env, cwd=body.cwd, user=body.user, stdin=stdin,
-                    tty=tty, rows=rows, cols=cols, timeout=body.timeout)
+async def _start(rt: AsyncRuntime, ref: str, body: ExecBody, stdin: bool, tty: bool = False,
+                 rows: int = 24, cols: int = 80) -> AsyncExecution:
+    box = await rt.boxes.shared(ref)
+    return await box.exec(body.command, env=body.env, cwd=body.cwd, user=body.user,
+                          stdin=stdin, tty=tty, rows=rows, cols=cols, timeout=body.timeout)
 
 
-def _feed(ex: Execution, data: bytes) -> None:
+async def _feed(ex: AsyncExecution, data: bytes) -> None:
     with contextlib.suppress(AgentError):  # the process may exit before reading it all
-        ex.write(data)
-        ex.close_stdin()
+        await ex.write(data)
+        await ex.close_stdin()
 
 
 @router.post("/boxes/{ref}/run", name="run", response_model=Envelope[RunResult],
              summary="Run a command to completion; its stdout, stderr and exit code.")
-def run(ref: str, body: RunBody, rt: RT) -> JSONResponse:
-    r = rt.boxes.shared(ref).run(body.command, input=_stdin(body), env=body.env, cwd=body.cwd,
-                           user=body.user, timeout=body.timeout, limit=RUN_LIMIT)
+async def run(ref: str, body: RunBody, rt: RT) -> JSONResponse:
+    box = await rt.boxes.shared(ref)
+    r = await box.run(body.command, input=_stdin(body), env=body.env, cwd=body.cwd,
+                      user=body.user, timeout=body.timeout, limit=RUN_LIMIT)
     out, enc_out = encode(r.stdout, body.encoding)
     err, enc_err = encode(r.stderr, body.encoding)
     if "base64" in (enc_out, enc_err):  # one encoding for both: base64 unless both decode
@@ -95,20 +102,23 @@ def run(ref: str, body: RunBody, rt: RT) -> JSONResponse:
                               "then exit (or error). See docs/api.md."}})
 async def exec_stream(ref: str, body: RunBody, rt: RT) -> StreamingResponse:
     data = _stdin(body)
-    ex = await anyio.to_thread.run_sync(partial(_start, rt, ref, body, data is not None))
-    if data is not None:
-        threading.Thread(target=_feed, args=(ex, data), daemon=True).start()
-    return StreamingResponse(_ndjson(ex, body.encoding), media_type="application/x-ndjson")
+    ex = await _start(rt, ref, body, data is not None)
+    feeding = asyncio.create_task(_feed(ex, data)) if data is not None else None
+    return StreamingResponse(_ndjson(ex, body.encoding, feeding),
+                             media_type="application/x-ndjson")
 
 
 def _line(event: dict[str, Any]) -> bytes:
     return json.dumps(event).encode() + b"\n"
 
 
-async def _ndjson(ex: Execution, encoding: str) -> AsyncIterator[bytes]:
+async def _ndjson(ex: AsyncExecution, encoding: str,
+                  feeding: asyncio.Task[None] | None) -> AsyncIterator[bytes]:
+    """The events as NDJSON lines; `feeding` (the stdin writer) is held here, so
+    that it lives as long as the response."""
     yield _line({"type": "start", "pid": ex.pid})
     try:
-        async with contextlib.aclosing(pull(ex.events(), ex.kill)) as events:
+        async with contextlib.aclosing(ex.events()) as events:  # type: ignore[type-var]
             async for name, data in events:
                 text, enc = encode(data, encoding)
                 yield _line({"type": name, "data": text, "encoding": enc})
@@ -130,8 +140,8 @@ async def exec_ws(ws: WebSocket, ref: str) -> None:
     await ws.accept()
     try:
         start = WsStart.model_validate(await ws.receive_json())
-        ex = await anyio.to_thread.run_sync(partial(
-            _start, ws.app.state.runtime, ref, start, True, start.tty, start.rows, start.cols))
+        ex = await _start(ws.app.state.runtime, ref, start, True, start.tty, start.rows,
+                          start.cols)
     except WebSocketDisconnect:
         return
     except (ValidationError, ValueError) as exc:
@@ -146,7 +156,7 @@ async def exec_ws(ws: WebSocket, ref: str) -> None:
     async with anyio.create_task_group() as tg:
         tg.start_soon(_pump_input, ws, ex)
         try:
-            async with contextlib.aclosing(pull(ex.events(), ex.kill)) as events:
+            async with contextlib.aclosing(ex.events()) as events:  # type: ignore[type-var]
                 async for name, data in events:
                     await ws.send_bytes(bytes([STDOUT if name == "stdout" else STDERR]) + data)
             assert ex.status is not None
@@ -165,27 +175,26 @@ async def _fail(ws: WebSocket, err: MicroboxError, status: int) -> None:
         await ws.close(4000 + status)
 
 
-async def _pump_input(ws: WebSocket, ex: Execution) -> None:
+async def _pump_input(ws: WebSocket, ex: AsyncExecution) -> None:
     """Client messages: binary = stdin bytes; text = JSON control (eof, signal, resize)."""
-    call = anyio.to_thread.run_sync
     try:
         while True:
             msg = await ws.receive()
             if msg["type"] == "websocket.disconnect":
-                await call(ex.kill)
+                await ex.kill()
                 return
             if msg.get("bytes") is not None:
-                await call(ex.write, msg["bytes"])
+                await ex.write(msg["bytes"])
                 continue
             try:
                 control = json.loads(msg.get("text") or "{}")
                 kind = control.get("type")
                 if kind == "eof":
-                    await call(ex.close_stdin)
+                    await ex.close_stdin()
                 elif kind == "signal":
-                    await call(ex.signal, int(control.get("signal", 15)))
+                    await ex.signal(int(control.get("signal", 15)))
                 elif kind == "resize":
-                    await call(ex.resize, int(control["rows"]), int(control["cols"]))
+                    await ex.resize(int(control["rows"]), int(control["cols"]))
             except (ValueError, KeyError, TypeError, AttributeError):
                 continue  # a malformed control message is ignored, as documented
     except MicroboxError:

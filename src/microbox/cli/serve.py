@@ -59,9 +59,11 @@ def _serve(out: Out, sock: socket.socket, token: str | None, where: str,
            token_file: str | None) -> None:
     from microbox.api import create_app, server
     from microbox.sdk import Runtime
+    from microbox.sdk.aio import AsyncRuntime
 
     auth = ("no token (socket mode 0600)" if token is None
             else f"bearer token in {token_file or server.default_token_path()}")
     out.info(f"microbox: serving the API on {where}; {auth}")
-    with Runtime(log=out.log) as rt:
-        server.run(create_app(rt, token), sock, access_log=out.verbose)
+    # the app closes the runtime as it shuts down
+    server.run(create_app(AsyncRuntime(Runtime(log=out.log)), token), sock,
+               access_log=out.verbose)

@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequenc
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, TypeVar
+from typing import IO, Any, Generic, TypeVar
 
 from microbox.agent.ops import ExitStatus
 from microbox.connection import Connection
@@ -77,19 +77,46 @@ class _Pool:
             raise
 
     async def iterate(self, it: Iterator[T], on_cancel: Callable[[], object]) -> AsyncIterator[T]:
-        while True:
-            try:
-                item = await self.call(next, it, _END)
-            except asyncio.CancelledError:
+        """`it` as an async iterator, each `next()` on the pool. A consumer that
+        goes away before the end (cancelled, or the iterator closed: a client
+        that disconnected) leaves no work behind: `on_cancel` ends the source
+        (kills the process, stops a log follow), and `it` is closed on the pool
+        once the `next()` in flight returns."""
+        pull = _Pull(it)
+        finished = False
+        try:
+            while True:
+                item = await self.call(pull.next)
+                if item is _END:
+                    finished = True
+                    return
+                yield item  # type: ignore[misc]  # anything but _END is a T
+        finally:
+            if not finished:
                 on_cancel()
-                raise
-            if item is _END:
-                return
-            yield item
+                self._executor.submit(pull.close)
 
     def shutdown(self) -> None:
         """Drop queued calls; wait for running ones (and the teardown of their orphans)."""
         self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+class _Pull(Generic[T]):
+    """One sync iterator, advanced and closed under one lock (never both at once)."""
+
+    def __init__(self, it: Iterator[T]) -> None:
+        self._it = it
+        self._lock = threading.Lock()
+
+    def next(self) -> T | object:
+        with self._lock:
+            return next(self._it, _END)
+
+    def close(self) -> None:
+        with self._lock:
+            close = getattr(self._it, "close", None)
+            if close is not None:
+                close()
 
 
 def _orphaned(undo: Callable[[T], object], fut: Future[T]) -> None:
@@ -334,8 +361,10 @@ class AsyncBox:
 
     def follow_logs(self, tail: int | None = None, *, follow: bool = True,
                     stop: threading.Event | None = None) -> AsyncIterator[bytes]:
+        """Box.follow_logs; a consumer that goes away ends the follow (`stop`)."""
+        stop = stop or threading.Event()
         return self._pool.iterate(self._box.follow_logs(tail, follow=follow, stop=stop),
-                                  lambda: None)
+                                  stop.set)
 
     async def snapshot(self, name: str | None = None) -> Snapshot:
         return await self._pool.call(self._box.snapshot, name)
