@@ -65,7 +65,8 @@ def shape(spec: BoxSpec) -> BoxSpec:
                    accel=spec.accel, kernel=spec.kernel, net=spec.net)
 
 
-def pool_id(spec: BoxSpec) -> str:
+def id_of(spec: BoxSpec) -> str:
+    """A pool's id: a hash of the shape its boxes have."""
     text = json.dumps(shape(spec).to_json(), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
@@ -80,12 +81,12 @@ def add(db: Database, spec: BoxSpec, size: int, log: Log) -> Pool:
         raise InvalidSpec(f"a pool's size must be between 1 and {MAX_SIZE}, not {size}")
     # a missing image fails here, before any row; a pool names it as runs do
     spec = replace(spec, image=builtin.ensure(db, spec.image).name)
-    pools.put(db, PoolRow(pool_id(spec), spec, size))
-    fill(db, pool_id(spec), log)
-    return get(db, pool_id(spec))
+    pools.put(db, PoolRow(id_of(spec), spec, size))
+    fill(db, id_of(spec), log)
+    return get(db, id_of(spec))
 
 
-def fill(db: Database, pid: str, log: Log) -> None:
+def fill(db: Database, pool_id: str, log: Log) -> None:
     """Bring the pool to its size: spares whose VMM died or whose template is
     no longer the shape's (a rebuilt agent, say) are removed, missing ones
     made, extra ones removed. One filler at a time works on a pool, under its
@@ -95,15 +96,15 @@ def fill(db: Database, pid: str, log: Log) -> None:
     its own (`refill`), so a filler looks again once it has let the lock go:
     a take it did not see has committed by then."""
     while True:
-        with locks.held(_lock_path(pid)):
+        with locks.held(_lock_path(pool_id)):
             while True:
-                row = pools.get(db, pid)
+                row = pools.get(db, pool_id)
                 if row is None:
                     return
                 image = builtin.ensure(db, row.spec.image)
                 key, _ = warm.template_key(row.spec, image.digest)
                 current: list[BoxRecord] = []
-                for spare in _running(db, pid):
+                for spare in _running(db, pool_id):
                     if spare.spare_key == key and len(current) < row.size:
                         current.append(spare)
                     else:
@@ -111,7 +112,7 @@ def fill(db: Database, pid: str, log: Log) -> None:
                 if len(current) >= row.size:
                     break
                 _make_spare(db, row, key, log)
-        row = pools.get(db, pid)
+        row = pools.get(db, pool_id)
         if row is None or _pool(db, row).ready >= row.size:
             return
 
@@ -131,10 +132,10 @@ def _make_spare(db: Database, row: PoolRow, key: str, log: Log) -> None:
     log(f"pool {row.id}: spare {spare.id[:12]} ready")
 
 
-def _running(db: Database, pid: str) -> list[BoxRecord]:
+def _running(db: Database, pool_id: str) -> list[BoxRecord]:
     """The pool's spares whose VMM lives; dead ones are removed."""
     alive = []
-    for spare in boxes.spares(db, pool=pid):
+    for spare in boxes.spares(db, pool=pool_id):
         if box_dir(spare).alive():
             alive.append(spare)
         else:
@@ -149,10 +150,10 @@ def _retire(db: Database, spare: BoxRecord) -> None:
         lifecycle.destroy(db, mine)
 
 
-def _lock_path(pid: str) -> Path:
+def _lock_path(pool_id: str) -> Path:
     d = paths.pools_dir()
     d.mkdir(parents=True, exist_ok=True)
-    return d / f"{pid}.lock"
+    return d / f"{pool_id}.lock"
 
 
 def listing(db: Database) -> list[Pool]:
@@ -208,8 +209,8 @@ def claim(db: Database, spec: BoxSpec, *, name: str | None, auto_remove: bool,
         # A pool of this shape has nothing to give: its filler died (or failed)
         # before the pool was full, or its boxes were made for another template
         # (the agent, kernel, QEMU or image changed since). It fills anew.
-        if pools.get(db, pool_id(spec)) is not None:
-            _refill_quietly(pool_id(spec), log)
+        if pools.get(db, id_of(spec)) is not None:
+            _refill_quietly(id_of(spec), log)
         return None
     assert image is not None
     if name is not None:
@@ -241,40 +242,40 @@ def claim(db: Database, spec: BoxSpec, *, name: str | None, auto_remove: bool,
     finally:
         for sock in published:
             sock.close()  # the shim holds its own copies
-        for pid in short:
-            _refill_quietly(pid, log)
+        for pool_id in short:
+            _refill_quietly(pool_id, log)
 
 
-def _refill_quietly(pid: str, log: Log) -> None:
+def _refill_quietly(pool_id: str, log: Log) -> None:
     try:
-        refill(pid)
+        refill(pool_id)
     except OSError as exc:  # a run goes on without it
-        log(f"cannot start pool {pid}'s filler: {exc}")
+        log(f"cannot start pool {pool_id}'s filler: {exc}")
 
 
-def refill(pid: str) -> None:
+def refill(pool_id: str) -> None:
     """Start a filler for the pool in the background, unless one is at work
     (`fill` then sees what this process took): it outlives this process and
     ends when the pool is full (or gone)."""
-    if locks.is_held(_lock_path(pid)):
+    if locks.is_held(_lock_path(pool_id)):
         return
-    with open(_lock_path(pid).with_suffix(".log"), "ab") as out:
+    with open(_lock_path(pool_id).with_suffix(".log"), "ab") as out:
         if os.fstat(out.fileno()).st_size > LOG_LIMIT:
             out.truncate(0)  # the fillers' log keeps their recent runs only
         subprocess.Popen(
-            [sys.executable, "-c", "from microbox.core import pool; pool.main()", pid],
+            [sys.executable, "-c", "from microbox.core import pool; pool.main()", pool_id],
             stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
 
 
 def main() -> None:
     """The background filler: `python -c '...pool.main()' POOL_ID`."""
-    pid = sys.argv[1]
+    pool_id = sys.argv[1]
 
     def log(message: str) -> None:
         print(time.strftime("%Y-%m-%dT%H:%M:%S"), message, flush=True)
 
     try:
-        fill(Database(paths.database()), pid, log)
+        fill(Database(paths.database()), pool_id, log)
     except Exception as exc:  # the log is the only one to tell
-        log(f"pool {pid}: filling failed: {exc}")
+        log(f"pool {pool_id}: filling failed: {exc}")
         sys.exit(1)
