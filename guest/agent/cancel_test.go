@@ -1,6 +1,7 @@
 package main
 
 import (
+	"microbox/proto"
 	"os"
 	"path/filepath"
 	"testing"
@@ -9,30 +10,30 @@ import (
 func TestCancelExec(t *testing.T) {
 	h := newHost(t)
 	h.hello()
-	h.sendJSON(tExec, 1, map[string]interface{}{"argv": []string{"sleep", "100"}, "stdin": true})
+	h.sendJSON(proto.Exec, 1, map[string]interface{}{"argv": []string{"sleep", "100"}, "stdin": true})
 	pid := h.started(1)
-	h.send(tCancel, 1, []byte("{}"))
+	h.send(proto.Cancel, 1, []byte("{}"))
 	// The process group is killed; the stream ends with its usual EXIT.
 	h.collectFrom(1, pid).wantExit(t, nil, 9, false)
 	waitGone(t, pid)
-	h.send(tStdin, 1, []byte("late")) // the stream is over: ignored
-	h.send(tCancel, 1, []byte("{}"))
-	h.send(tPing, 0, nil)
-	h.expect(tPong, 0)
+	h.send(proto.Stdin, 1, []byte("late")) // the stream is over: ignored
+	h.send(proto.Cancel, 1, []byte("{}"))
+	h.send(proto.Ping, 0, nil)
+	h.expect(proto.Pong, 0)
 }
 
 func TestCancelUnknownDetachedAndFinished(t *testing.T) {
 	h := newHost(t)
 	h.hello()
-	h.send(tCancel, 9, []byte("{}"))
-	h.sendJSON(tExec, 1, map[string]interface{}{"argv": []string{"true"}, "detach": true})
-	h.expect(tExit, 1)
-	h.send(tCancel, 1, []byte("{}"))
+	h.send(proto.Cancel, 9, []byte("{}"))
+	h.sendJSON(proto.Exec, 1, map[string]interface{}{"argv": []string{"true"}, "detach": true})
+	h.expect(proto.Exit, 1)
+	h.send(proto.Cancel, 1, []byte("{}"))
 	h.run(2, argv("true")).wantExit(t, 0, nil, false)
-	h.send(tCancel, 2, []byte("{}"))
-	h.send(tCancel, 0, []byte("{}"))
-	h.send(tPing, 0, nil)
-	h.expect(tPong, 0)
+	h.send(proto.Cancel, 2, []byte("{}"))
+	h.send(proto.Cancel, 0, []byte("{}"))
+	h.send(proto.Ping, 0, nil)
+	h.expect(proto.Pong, 0)
 	h.recvNone()
 }
 
@@ -40,13 +41,13 @@ func TestCancelPut(t *testing.T) {
 	dir := t.TempDir()
 	h := newHost(t)
 	h.hello()
-	h.sendJSON(tPut, 2, map[string]interface{}{"path": filepath.Join(dir, "f")})
-	h.send(tData, 2, []byte("half"))
-	h.send(tCancel, 2, []byte("{}"))
+	h.sendJSON(proto.Put, 2, map[string]interface{}{"path": filepath.Join(dir, "f")})
+	h.send(proto.Data, 2, []byte("half"))
+	h.send(proto.Cancel, 2, []byte("{}"))
 	h.expectError(2, "cancelled")
-	h.send(tData, 2, nil) // ignored: no DONE, no file
-	h.send(tPing, 0, nil)
-	h.expect(tPong, 0)
+	h.send(proto.Data, 2, nil) // ignored: no DONE, no file
+	h.send(proto.Ping, 0, nil)
+	h.expect(proto.Pong, 0)
 	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
 		t.Fatalf("left behind: %v", entries)
 	}
@@ -59,23 +60,23 @@ func TestCancelGet(t *testing.T) {
 	}
 	h := newHost(t)
 	h.hello()
-	h.sendJSON(tGet, 3, map[string]interface{}{"path": path})
-	h.expect(tFile, 3)
-	h.expect(tData, 3)
-	h.send(tCancel, 3, []byte("{}"))
+	h.sendJSON(proto.Get, 3, map[string]interface{}{"path": path})
+	h.expect(proto.File, 3)
+	h.expect(proto.Data, 3)
+	h.send(proto.Cancel, 3, []byte("{}"))
 	got := 0
 	for {
 		f := h.recv()
 		if f.Stream != 3 {
 			t.Fatalf("%s on stream %d", typeName(f.Type), f.Stream)
 		}
-		if f.Type == tError {
+		if f.Type == proto.Error {
 			if m := decodeMap(t, f.Payload); m["kind"] != "cancelled" {
 				t.Fatalf("ERROR %v", m)
 			}
 			break
 		}
-		if f.Type != tData || len(f.Payload) == 0 {
+		if f.Type != proto.Data || len(f.Payload) == 0 {
 			t.Fatalf("%s %d bytes before the ERROR", typeName(f.Type), len(f.Payload))
 		}
 		got += len(f.Payload)
@@ -84,7 +85,7 @@ func TestCancelGet(t *testing.T) {
 		t.Fatalf("%d bytes sent after CANCEL", got)
 	}
 	// Nothing of stream 3 follows its ERROR.
-	h.send(tPing, 0, nil)
-	h.expect(tPong, 0)
+	h.send(proto.Ping, 0, nil)
+	h.expect(proto.Pong, 0)
 	h.recvNone()
 }

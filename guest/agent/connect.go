@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"microbox/proto"
 	"net"
 	"strconv"
 	"sync"
@@ -36,7 +37,7 @@ type connOp struct {
 
 func (s *Session) handleConnect(stream uint32, payload []byte) {
 	var r connectRequest
-	if !s.decodeRequest(stream, tConnect, payload, &r) {
+	if !s.decodeRequest(stream, proto.Connect, payload, &r) {
 		return
 	}
 	if r.Port == nil || *r.Port < 1 || *r.Port > 65535 {
@@ -73,7 +74,7 @@ func (op *connOp) dial(addr string) {
 	}
 	op.conn = c
 	op.mu.Unlock()
-	op.frame(encodeFrame(tConnected, op.stream, doneJSON))
+	op.frame(encodeFrame(proto.Connected, op.stream, doneJSON))
 	go op.write(c.(*net.TCPConn))
 	op.read(c)
 }
@@ -98,9 +99,9 @@ func dialFailure(err error) string {
 
 // read forwards what the server sends; its end of file is an empty DATA.
 func (op *connOp) read(c net.Conn) {
-	switch err := forwardChunks(c, tData, op.stream, op.fl, bufPool, op.frame); err {
+	switch err := forwardChunks(c, proto.Data, op.stream, op.fl, bufPool, op.frame); err {
 	case io.EOF:
-		if op.frame(encodeFrame(tData, op.stream, nil)) {
+		if op.frame(encodeFrame(proto.Data, op.stream, nil)) {
 			op.ended1()
 		}
 	case errSendRefused: // cancelled, or the session ended
@@ -129,7 +130,7 @@ func (op *connOp) ended1() {
 	op.mu.Unlock()
 	if both {
 		op.close()
-		op.finish(tDone, doneJSON)
+		op.finish(proto.Done, doneJSON)
 	}
 }
 
@@ -151,7 +152,7 @@ func (op *connOp) close() {
 }
 
 func (op *connOp) handle(f Frame) {
-	if f.Type == tData && !op.in.push(f.Payload, op.s.hostGone) {
+	if f.Type == proto.Data && !op.in.push(f.Payload, op.s.hostGone) {
 		op.s.end() // the host left while the queue was full
 	}
 }

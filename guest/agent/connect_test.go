@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"math/rand"
+	"microbox/proto"
 	"net"
 	"os"
 	"strings"
@@ -39,7 +40,7 @@ func (h *testHost) readData(stream uint32) []byte {
 	h.t.Helper()
 	var got bytes.Buffer
 	for {
-		f := h.expect(tData, stream)
+		f := h.expect(proto.Data, stream)
 		if len(f.Payload) == 0 {
 			return got.Bytes()
 		}
@@ -68,8 +69,8 @@ func TestConnectEcho(t *testing.T) {
 	})
 	h := newHost(t)
 	h.hello()
-	h.sendJSON(tConnect, 1, map[string]interface{}{"port": port})
-	if f := h.expect(tConnected, 1); string(f.Payload) != "{}" {
+	h.sendJSON(proto.Connect, 1, map[string]interface{}{"port": port})
+	if f := h.expect(proto.Connected, 1); string(f.Payload) != "{}" {
 		t.Fatalf("CONNECTED %q", f.Payload)
 	}
 	// More than the queue holds, both ways, while the host reads.
@@ -81,12 +82,12 @@ func TestConnectEcho(t *testing.T) {
 		defer func() { done <- got }()
 		got = h.readData(1)
 	}()
-	h.sendChunks(tData, 1, content)
-	h.send(tData, 1, nil)
+	h.sendChunks(proto.Data, 1, content)
+	h.send(proto.Data, 1, nil)
 	if got := <-done; !bytes.Equal(got, content) {
 		t.Fatalf("echoed %d bytes, sent %d", len(got), len(content))
 	}
-	if f := h.expect(tDone, 1); string(f.Payload) != "{}" {
+	if f := h.expect(proto.Done, 1); string(f.Payload) != "{}" {
 		t.Fatalf("DONE %q", f.Payload)
 	}
 }
@@ -103,15 +104,15 @@ func TestConnectGuestEndsFirst(t *testing.T) {
 	})
 	h := newHost(t)
 	h.hello()
-	h.sendJSON(tConnect, 1, map[string]interface{}{"port": port, "host": "127.0.0.1"})
-	h.send(tData, 1, []byte("early ")) // before CONNECTED: queued
-	h.expect(tConnected, 1)
+	h.sendJSON(proto.Connect, 1, map[string]interface{}{"port": port, "host": "127.0.0.1"})
+	h.send(proto.Data, 1, []byte("early ")) // before CONNECTED: queued
+	h.expect(proto.Connected, 1)
 	if b := h.readData(1); string(b) != "banner" {
 		t.Fatalf("read %q", b)
 	}
-	h.send(tData, 1, []byte("late"))
-	h.send(tData, 1, nil)
-	h.expect(tDone, 1)
+	h.send(proto.Data, 1, []byte("late"))
+	h.send(proto.Data, 1, nil)
+	h.expect(proto.Done, 1)
 	if s := <-got; s != "early late" {
 		t.Fatalf("server read %q", s)
 	}
@@ -126,20 +127,20 @@ func TestConnectErrors(t *testing.T) {
 	l.Close()
 	h := newHost(t)
 	h.hello()
-	h.sendJSON(tConnect, 1, map[string]interface{}{"port": free})
+	h.sendJSON(proto.Connect, 1, map[string]interface{}{"port": free})
 	if m := h.expectError(1, "refused"); !strings.Contains(m["message"].(string), "connection refused") {
 		t.Fatalf("ERROR %v", m)
 	}
-	h.send(tData, 1, []byte("ignored"))
+	h.send(proto.Data, 1, []byte("ignored"))
 	for i, req := range []map[string]interface{}{
 		{}, {"port": 0}, {"port": 65536}, {"port": "80"}, {"port": 80, "host": "localhost"},
 		{"port": 80, "host": "127.0.0.1:80"},
 	} {
-		h.sendJSON(tConnect, uint32(2+i), req)
+		h.sendJSON(proto.Connect, uint32(2+i), req)
 		h.expectError(uint32(2+i), "invalid")
 	}
-	h.send(tPing, 0, nil)
-	h.expect(tPong, 0)
+	h.send(proto.Ping, 0, nil)
+	h.expect(proto.Pong, 0)
 }
 
 func TestDialFailure(t *testing.T) {
@@ -175,12 +176,12 @@ func TestConnectCancelAndSessionEnd(t *testing.T) {
 	})
 	h := newHost(t)
 	h.hello()
-	h.sendJSON(tConnect, 1, map[string]interface{}{"port": port})
-	h.expect(tConnected, 1)
-	if f := h.expect(tData, 1); string(f.Payload) != "hi" {
+	h.sendJSON(proto.Connect, 1, map[string]interface{}{"port": port})
+	h.expect(proto.Connected, 1)
+	if f := h.expect(proto.Data, 1); string(f.Payload) != "hi" {
 		t.Fatalf("DATA %q", f.Payload)
 	}
-	h.send(tCancel, 1, []byte("{}"))
+	h.send(proto.Cancel, 1, []byte("{}"))
 	h.expectError(1, "cancelled")
 	select {
 	case err := <-closed:
@@ -190,9 +191,9 @@ func TestConnectCancelAndSessionEnd(t *testing.T) {
 	case <-time.After(testTimeout):
 		t.Fatal("connection still open after CANCEL")
 	}
-	h.sendJSON(tConnect, 2, map[string]interface{}{"port": port})
-	h.expect(tConnected, 2)
-	h.expect(tData, 2)
+	h.sendJSON(proto.Connect, 2, map[string]interface{}{"port": port})
+	h.expect(proto.Connected, 2)
+	h.expect(proto.Data, 2)
 	h.close()
 	select {
 	case <-closed:
@@ -210,9 +211,9 @@ func TestConnectReset(t *testing.T) {
 	})
 	h := newHost(t)
 	h.hello()
-	h.sendJSON(tConnect, 1, map[string]interface{}{"port": port})
-	h.expect(tConnected, 1)
-	h.send(tData, 1, []byte("x"))
+	h.sendJSON(proto.Connect, 1, map[string]interface{}{"port": port})
+	h.expect(proto.Connected, 1)
+	h.send(proto.Data, 1, []byte("x"))
 	if m := h.expectError(1, "io"); !strings.Contains(m["message"].(string), "reset") {
 		t.Fatalf("ERROR %v", m)
 	}
@@ -232,11 +233,11 @@ func TestConnectIPv6(t *testing.T) {
 	}()
 	h := newHost(t)
 	h.hello()
-	h.sendJSON(tConnect, 1, map[string]interface{}{"port": l.Addr().(*net.TCPAddr).Port, "host": "::1"})
-	h.expect(tConnected, 1)
+	h.sendJSON(proto.Connect, 1, map[string]interface{}{"port": l.Addr().(*net.TCPAddr).Port, "host": "::1"})
+	h.expect(proto.Connected, 1)
 	if b := h.readData(1); string(b) != "six" {
 		t.Fatalf("read %q", b)
 	}
-	h.send(tData, 1, nil)
-	h.expect(tDone, 1)
+	h.send(proto.Data, 1, nil)
+	h.expect(proto.Done, 1)
 }

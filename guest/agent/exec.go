@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"microbox/proto"
 	"os"
 	"strings"
 	"sync"
@@ -222,22 +223,22 @@ func execErrKind(err error) string {
 func (s *Session) handleExec(stream uint32, payload []byte) {
 	sp, oe := s.a.prepareExec(payload)
 	if oe != nil {
-		s.sendJSON(tError, stream, errorMsg{Kind: oe.kind, Message: oe.msg})
+		s.sendJSON(proto.Error, stream, errorMsg{Kind: oe.kind, Message: oe.msg})
 		return
 	}
 	p, oe := s.a.spawn(s, stream, sp)
 	if oe != nil {
-		s.sendJSON(tError, stream, errorMsg{Kind: oe.kind, Message: oe.msg})
+		s.sendJSON(proto.Error, stream, errorMsg{Kind: oe.kind, Message: oe.msg})
 		return
 	}
 	if sp.req.Detach {
 		// The answer to a detached EXEC is this EXIT alone (no STARTED):
 		// the stream ends while the process lives on.
-		s.sendJSON(tExit, stream, detachedExitMsg{Detached: true, Pid: p.pid})
+		s.sendJSON(proto.Exit, stream, detachedExitMsg{Detached: true, Pid: p.pid})
 		return
 	}
 	p.fl = s.register(stream, p)
-	s.sendJSON(tStarted, stream, startedMsg{Pid: p.pid})
+	s.sendJSON(proto.Started, stream, startedMsg{Pid: p.pid})
 	p.serve(sp.req.TimeoutMs)
 }
 
@@ -394,13 +395,13 @@ func newBufPool(size int) *sync.Pool {
 func (p *proc) serve(timeoutMs int64) {
 	if p.tty != nil {
 		p.wg.Add(1)
-		go p.pump(p.tty, tStdout)
+		go p.pump(p.tty, proto.Stdout)
 		p.stdin = p.s.newByteQueue(p.fl)
 		go p.stdin.run(p.tty, nil)
 	} else {
 		p.wg.Add(2)
-		go p.pump(p.outs[0], tStdout)
-		go p.pump(p.outs[1], tStderr)
+		go p.pump(p.outs[0], proto.Stdout)
+		go p.pump(p.outs[1], proto.Stderr)
 		if p.stdinW != nil {
 			p.stdin = p.s.newByteQueue(p.fl)
 			go func() {
@@ -499,7 +500,7 @@ func (p *proc) wait() {
 		code := ws.ExitStatus()
 		msg.Code = &code
 	}
-	p.s.finish(p.stream, tExit, marshalJSON(msg))
+	p.s.finish(p.stream, proto.Exit, marshalJSON(msg))
 }
 
 func (p *proc) timeout() {
@@ -543,11 +544,11 @@ func (p *proc) abort() {
 
 func (p *proc) handle(f Frame) {
 	switch f.Type {
-	case tStdin:
+	case proto.Stdin:
 		if p.stdin != nil && !p.stdin.push(f.Payload, p.s.hostGone) {
 			p.s.end() // the host left while the queue was full
 		}
-	case tSignal:
+	case proto.Signal:
 		var m struct {
 			Signal int `json:"signal"`
 		}
@@ -567,7 +568,7 @@ func (p *proc) handle(f Frame) {
 			}
 		}
 		syscall.Kill(-target, syscall.Signal(m.Signal))
-	case tResize:
+	case proto.Resize:
 		var m struct {
 			Rows int `json:"rows"`
 			Cols int `json:"cols"`

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"microbox/proto"
 	"os"
 	"path/filepath"
 	"strings"
@@ -36,27 +37,27 @@ func (h *testHost) collectFrom(stream uint32, pid int) *execResult {
 			h.t.Fatalf("unexpected %s on stream %d", typeName(f.Type), f.Stream)
 		}
 		switch f.Type {
-		case tStarted:
+		case proto.Started:
 			if r.pid != 0 {
 				h.t.Fatal("second STARTED")
 			}
 			r.pid = int(decodeMap(h.t, f.Payload)["pid"].(float64))
-		case tStdout, tStderr:
+		case proto.Stdout, proto.Stderr:
 			if r.pid == 0 {
 				h.t.Fatal("output before STARTED")
 			}
 			if len(f.Payload) > r.maxChunk {
 				r.maxChunk = len(f.Payload)
 			}
-			if f.Type == tStdout {
+			if f.Type == proto.Stdout {
 				r.stdout.Write(f.Payload)
 			} else {
 				r.stderr.Write(f.Payload)
 			}
-		case tExit:
+		case proto.Exit:
 			r.exit = decodeMap(h.t, f.Payload)
 			return r
-		case tError:
+		case proto.Error:
 			m := decodeMap(h.t, f.Payload)
 			r.errKind, _ = m["kind"].(string)
 			r.errMsg, _ = m["message"].(string)
@@ -69,12 +70,12 @@ func (h *testHost) collectFrom(stream uint32, pid int) *execResult {
 
 func (h *testHost) started(stream uint32) int {
 	h.t.Helper()
-	return int(decodeMap(h.t, h.expect(tStarted, stream).Payload)["pid"].(float64))
+	return int(decodeMap(h.t, h.expect(proto.Started, stream).Payload)["pid"].(float64))
 }
 
 func (h *testHost) run(stream uint32, req map[string]interface{}) *execResult {
 	h.t.Helper()
-	h.sendJSON(tExec, stream, req)
+	h.sendJSON(proto.Exec, stream, req)
 	return h.collect(stream)
 }
 
@@ -169,10 +170,10 @@ func TestExecStartErrors(t *testing.T) {
 func TestExecStdin(t *testing.T) {
 	h := newHost(t)
 	h.hello()
-	h.sendJSON(tExec, 1, map[string]interface{}{"argv": []string{"cat"}, "stdin": true})
-	h.send(tStdin, 1, []byte("hello\n"))
-	h.send(tStdin, 1, []byte("world\n"))
-	h.send(tStdin, 1, nil)
+	h.sendJSON(proto.Exec, 1, map[string]interface{}{"argv": []string{"cat"}, "stdin": true})
+	h.send(proto.Stdin, 1, []byte("hello\n"))
+	h.send(proto.Stdin, 1, []byte("world\n"))
+	h.send(proto.Stdin, 1, nil)
 	r := h.collect(1)
 	r.wantExit(t, 0, nil, false)
 	if r.stdout.String() != "hello\nworld\n" {
@@ -190,15 +191,15 @@ func TestExecStdinNotRead(t *testing.T) {
 	// A process that never reads stdin must not block the port.
 	h := newHost(t)
 	h.hello()
-	h.sendJSON(tExec, 1, map[string]interface{}{"argv": []string{"sleep", "100"}, "stdin": true})
+	h.sendJSON(proto.Exec, 1, map[string]interface{}{"argv": []string{"sleep", "100"}, "stdin": true})
 	pid := h.started(1)
 	chunk := make([]byte, 512*1024)
 	for i := 0; i < 4; i++ {
-		h.send(tStdin, 1, chunk)
+		h.send(proto.Stdin, 1, chunk)
 	}
-	h.send(tPing, 0, []byte("alive"))
-	h.expect(tPong, 0)
-	h.sendJSON(tSignal, 1, map[string]int{"signal": 9})
+	h.send(proto.Ping, 0, []byte("alive"))
+	h.expect(proto.Pong, 0)
+	h.sendJSON(proto.Signal, 1, map[string]int{"signal": 9})
 	h.collectFrom(1, pid).wantExit(t, nil, 9, false)
 }
 
@@ -219,19 +220,19 @@ func TestExecTimeout(t *testing.T) {
 func TestExecSignalFrame(t *testing.T) {
 	h := newHost(t)
 	h.hello()
-	h.sendJSON(tExec, 1, map[string]interface{}{"argv": []string{"/bin/sh", "-c", "sleep 100; echo not reached"}})
+	h.sendJSON(proto.Exec, 1, map[string]interface{}{"argv": []string{"/bin/sh", "-c", "sleep 100; echo not reached"}})
 	pid := h.started(1)
-	h.sendJSON(tSignal, 1, map[string]int{"signal": 15})
+	h.sendJSON(proto.Signal, 1, map[string]int{"signal": 15})
 	r := h.collectFrom(1, pid)
 	r.wantExit(t, nil, 15, false)
 	if r.stdout.Len() != 0 {
 		t.Fatalf("stdout %q", r.stdout.String())
 	}
 	// Frames for finished or unknown streams are ignored.
-	h.sendJSON(tSignal, 1, map[string]int{"signal": 9})
-	h.send(tStdin, 42, []byte("x"))
-	h.send(tPing, 0, nil)
-	h.expect(tPong, 0)
+	h.sendJSON(proto.Signal, 1, map[string]int{"signal": 9})
+	h.send(proto.Stdin, 42, []byte("x"))
+	h.send(proto.Ping, 0, nil)
+	h.expect(proto.Pong, 0)
 }
 
 func TestExecEnvCwdUser(t *testing.T) {
@@ -285,11 +286,11 @@ func TestExecTTY(t *testing.T) {
 		t.Fatalf("stderr with tty: %q", r.stderr.String())
 	}
 
-	h.sendJSON(tExec, 2, map[string]interface{}{"argv": []string{"/bin/sh", "-c", "read x; stty size; cat"}, "tty": true})
+	h.sendJSON(proto.Exec, 2, map[string]interface{}{"argv": []string{"/bin/sh", "-c", "read x; stty size; cat"}, "tty": true})
 	pid := h.started(2)
-	h.sendJSON(tResize, 2, map[string]int{"rows": 40, "cols": 120})
-	h.send(tStdin, 2, []byte("go\n"))
-	h.send(tStdin, 2, nil) // ^D: cat sees end of input
+	h.sendJSON(proto.Resize, 2, map[string]int{"rows": 40, "cols": 120})
+	h.send(proto.Stdin, 2, []byte("go\n"))
+	h.send(proto.Stdin, 2, nil) // ^D: cat sees end of input
 	r = h.collectFrom(2, pid)
 	r.wantExit(t, 0, nil, false)
 	if !strings.Contains(r.stdout.String(), "40 120") {
@@ -300,9 +301,9 @@ func TestExecTTY(t *testing.T) {
 func TestExecTTYSignalAndTimeout(t *testing.T) {
 	h := newHost(t)
 	h.hello()
-	h.sendJSON(tExec, 1, map[string]interface{}{"argv": []string{"sleep", "100"}, "tty": true})
+	h.sendJSON(proto.Exec, 1, map[string]interface{}{"argv": []string{"sleep", "100"}, "tty": true})
 	pid := h.started(1)
-	h.sendJSON(tSignal, 1, map[string]int{"signal": 2})
+	h.sendJSON(proto.Signal, 1, map[string]int{"signal": 2})
 	h.collectFrom(1, pid).wantExit(t, nil, 2, false)
 	h.run(2, map[string]interface{}{"argv": []string{"sleep", "100"}, "tty": true, "timeout_ms": 200}).wantExit(t, nil, 9, true)
 }
@@ -310,12 +311,12 @@ func TestExecTTYSignalAndTimeout(t *testing.T) {
 func TestSessionEndKills(t *testing.T) {
 	h := newHost(t)
 	h.hello()
-	h.sendJSON(tExec, 1, map[string]interface{}{"argv": []string{"sleep", "100"}})
+	h.sendJSON(proto.Exec, 1, map[string]interface{}{"argv": []string{"sleep", "100"}})
 	pid := h.started(1)
-	h.sendJSON(tExec, 2, map[string]interface{}{"argv": []string{"sleep", "100"}, "tty": true, "stdin": true})
+	h.sendJSON(proto.Exec, 2, map[string]interface{}{"argv": []string{"sleep", "100"}, "tty": true, "stdin": true})
 	pid2 := h.started(2)
-	h.sendJSON(tExec, 3, map[string]interface{}{"argv": []string{"sleep", "100"}, "detach": true, "stdin": true})
-	m := decodeMap(t, h.expect(tExit, 3).Payload)
+	h.sendJSON(proto.Exec, 3, map[string]interface{}{"argv": []string{"sleep", "100"}, "detach": true, "stdin": true})
+	m := decodeMap(t, h.expect(proto.Exit, 3).Payload)
 	pid3 := int(m["pid"].(float64))
 	if m["detached"] != true || len(m) != 2 || pid3 <= 0 {
 		t.Fatalf("detached EXIT %v", m)
@@ -394,10 +395,10 @@ func TestDetachedMainExitReachesTheHook(t *testing.T) {
 	ended := make(chan syscall.WaitStatus, 2)
 	h.a.MainExited = func(ws syscall.WaitStatus) { ended <- ws }
 	h.hello()
-	h.sendJSON(tExec, 1, map[string]interface{}{"argv": []string{"sh", "-c", "exit 3"}, "detach": true, "main": true})
-	h.expect(tExit, 1)
-	h.sendJSON(tExec, 2, map[string]interface{}{"argv": []string{"true"}, "detach": true})
-	h.expect(tExit, 2)
+	h.sendJSON(proto.Exec, 1, map[string]interface{}{"argv": []string{"sh", "-c", "exit 3"}, "detach": true, "main": true})
+	h.expect(proto.Exit, 1)
+	h.sendJSON(proto.Exec, 2, map[string]interface{}{"argv": []string{"true"}, "detach": true})
+	h.expect(proto.Exit, 2)
 	select {
 	case ws := <-ended:
 		if ws.ExitStatus() != 3 {

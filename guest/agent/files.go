@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"io/fs"
+	"microbox/proto"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -70,7 +71,7 @@ func (s *Session) absPath(stream uint32, p wireString) (string, bool) {
 
 func (s *Session) handlePut(stream uint32, payload []byte) {
 	var r putRequest
-	if !s.decodeRequest(stream, tPut, payload, &r) {
+	if !s.decodeRequest(stream, proto.Put, payload, &r) {
 		return
 	}
 	path, ok := s.absPath(stream, r.Path)
@@ -102,7 +103,7 @@ func (s *Session) handlePut(stream uint32, payload []byte) {
 }
 
 func (op *putOp) handle(fr Frame) {
-	if fr.Type != tData {
+	if fr.Type != proto.Data {
 		return
 	}
 	if len(fr.Payload) > 0 {
@@ -123,15 +124,15 @@ func (op *putOp) handle(fr Frame) {
 	}
 	if err := os.Rename(op.f.Name(), op.path); err != nil {
 		os.Remove(op.f.Name())
-		op.s.finish(op.stream, tError, marshalJSON(errorMsg{Kind: fileErrKind(err), Message: err.Error()}))
+		op.s.finish(op.stream, proto.Error, marshalJSON(errorMsg{Kind: fileErrKind(err), Message: err.Error()}))
 		return
 	}
-	op.s.finish(op.stream, tDone, doneJSON)
+	op.s.finish(op.stream, proto.Done, doneJSON)
 }
 
 func (op *putOp) fail(err error) {
 	op.abort()
-	op.s.finish(op.stream, tError, marshalJSON(errorMsg{Kind: fileErrKind(err), Message: err.Error()}))
+	op.s.finish(op.stream, proto.Error, marshalJSON(errorMsg{Kind: fileErrKind(err), Message: err.Error()}))
 }
 
 func (op *putOp) abort() {
@@ -193,13 +194,13 @@ func (o *streamOut) streamFile(f *os.File, st os.FileInfo) {
 	if st.Mode()&os.ModeSticky != 0 {
 		mode |= 0o1000
 	}
-	if !o.sendJSON(tFile, fileMsg{Mode: mode, Size: st.Size()}) {
+	if !o.sendJSON(proto.File, fileMsg{Mode: mode, Size: st.Size()}) {
 		o.s.forget(o.stream)
 		return
 	}
-	switch err := forwardChunks(f, tData, o.stream, o.fl, bufPool, o.frame); err {
+	switch err := forwardChunks(f, proto.Data, o.stream, o.fl, bufPool, o.frame); err {
 	case io.EOF:
-		o.finish(tData, nil)
+		o.finish(proto.Data, nil)
 	case errSendRefused:
 		o.s.forget(o.stream) // dead session; after a CANCEL, already forgotten
 	default:

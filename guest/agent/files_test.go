@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"math/rand"
+	"microbox/proto"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -17,16 +18,16 @@ func TestPutGetRoundTrip(t *testing.T) {
 	rand.New(rand.NewSource(1)).Read(content)
 	path := filepath.Join(dir, "a", "b", "file.bin")
 
-	h.sendJSON(tPut, 2, map[string]interface{}{"path": path, "mode": 0o640, "mkdirs": true})
+	h.sendJSON(proto.Put, 2, map[string]interface{}{"path": path, "mode": 0o640, "mkdirs": true})
 	for off := 0; off < len(content); off += chunkSize {
 		end := off + chunkSize
 		if end > len(content) {
 			end = len(content)
 		}
-		h.send(tData, 2, content[off:end])
+		h.send(proto.Data, 2, content[off:end])
 	}
-	h.send(tData, 2, nil)
-	if f := h.expect(tDone, 2); string(f.Payload) != "{}" {
+	h.send(proto.Data, 2, nil)
+	if f := h.expect(proto.Done, 2); string(f.Payload) != "{}" {
 		t.Fatalf("DONE %q", f.Payload)
 	}
 	st, err := os.Stat(path)
@@ -40,14 +41,14 @@ func TestPutGetRoundTrip(t *testing.T) {
 		t.Fatalf("temporary files left: %v", entries)
 	}
 
-	h.sendJSON(tGet, 3, map[string]interface{}{"path": path})
-	m := decodeMap(t, h.expect(tFile, 3).Payload)
+	h.sendJSON(proto.Get, 3, map[string]interface{}{"path": path})
+	m := decodeMap(t, h.expect(proto.File, 3).Payload)
 	if m["mode"] != float64(0o640) || m["size"] != float64(len(content)) {
 		t.Fatalf("FILE %v", m)
 	}
 	var got bytes.Buffer
 	for {
-		f := h.expect(tData, 3)
+		f := h.expect(proto.Data, 3)
 		if len(f.Payload) == 0 {
 			break
 		}
@@ -61,22 +62,22 @@ func TestPutGetRoundTrip(t *testing.T) {
 	}
 
 	// Overwrite with an empty file and a 1 MiB frame; default mode 0644.
-	h.sendJSON(tPut, 4, map[string]interface{}{"path": path})
-	h.send(tData, 4, make([]byte, maxPayload))
-	h.send(tData, 4, nil)
-	h.expect(tDone, 4)
+	h.sendJSON(proto.Put, 4, map[string]interface{}{"path": path})
+	h.send(proto.Data, 4, make([]byte, maxPayload))
+	h.send(proto.Data, 4, nil)
+	h.expect(proto.Done, 4)
 	if st, _ := os.Stat(path); st.Size() != maxPayload || st.Mode().Perm() != 0o644 {
 		t.Fatalf("after overwrite: %v", st)
 	}
-	h.sendJSON(tPut, 5, map[string]interface{}{"path": path, "mode": 0o755})
-	h.send(tData, 5, nil)
-	h.expect(tDone, 5)
-	h.sendJSON(tGet, 6, map[string]interface{}{"path": path})
-	m = decodeMap(t, h.expect(tFile, 6).Payload)
+	h.sendJSON(proto.Put, 5, map[string]interface{}{"path": path, "mode": 0o755})
+	h.send(proto.Data, 5, nil)
+	h.expect(proto.Done, 5)
+	h.sendJSON(proto.Get, 6, map[string]interface{}{"path": path})
+	m = decodeMap(t, h.expect(proto.File, 6).Payload)
 	if m["mode"] != float64(0o755) || m["size"] != float64(0) {
 		t.Fatalf("FILE %v", m)
 	}
-	if f := h.expect(tData, 6); len(f.Payload) != 0 {
+	if f := h.expect(proto.Data, 6); len(f.Payload) != 0 {
 		t.Fatal("data for an empty file")
 	}
 }
@@ -85,23 +86,23 @@ func TestPutGetErrors(t *testing.T) {
 	dir := t.TempDir()
 	h := newHost(t)
 	h.hello()
-	h.sendJSON(tGet, 1, map[string]interface{}{"path": filepath.Join(dir, "missing")})
+	h.sendJSON(proto.Get, 1, map[string]interface{}{"path": filepath.Join(dir, "missing")})
 	h.expectError(1, "not_found")
-	h.sendJSON(tGet, 2, map[string]interface{}{"path": dir})
+	h.sendJSON(proto.Get, 2, map[string]interface{}{"path": dir})
 	h.expectError(2, "is_directory")
-	h.sendJSON(tPut, 3, map[string]interface{}{"path": dir, "mode": 0o644})
+	h.sendJSON(proto.Put, 3, map[string]interface{}{"path": dir, "mode": 0o644})
 	h.expectError(3, "is_directory")
-	h.send(tData, 3, []byte("ignored")) // the stream is over
-	h.sendJSON(tPut, 4, map[string]interface{}{"path": filepath.Join(dir, "no", "parent")})
+	h.send(proto.Data, 3, []byte("ignored")) // the stream is over
+	h.sendJSON(proto.Put, 4, map[string]interface{}{"path": filepath.Join(dir, "no", "parent")})
 	h.expectError(4, "not_found")
-	h.sendJSON(tPut, 5, map[string]interface{}{"path": "relative/path"})
+	h.sendJSON(proto.Put, 5, map[string]interface{}{"path": "relative/path"})
 	h.expectError(5, "invalid")
 
 	// A PUT cut short by the end of the session leaves no temporary file.
-	h.sendJSON(tPut, 6, map[string]interface{}{"path": filepath.Join(dir, "partial")})
-	h.send(tData, 6, []byte("half"))
-	h.send(tPing, 0, nil)
-	h.expect(tPong, 0)
+	h.sendJSON(proto.Put, 6, map[string]interface{}{"path": filepath.Join(dir, "partial")})
+	h.send(proto.Data, 6, []byte("half"))
+	h.send(proto.Ping, 0, nil)
+	h.expect(proto.Pong, 0)
 	h.close()
 	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
 		t.Fatalf("left behind: %v", entries)

@@ -26,35 +26,6 @@ const (
 	maxPing         = 64
 )
 
-// Frame types.
-const (
-	tHello      = proto.Hello
-	tHelloReply = proto.HelloReply
-	tPing       = proto.Ping
-	tPong       = proto.Pong
-	tWindow     = proto.Window
-	tExec       = proto.Exec
-	tStarted    = proto.Started
-	tStdin      = proto.Stdin
-	tStdout     = proto.Stdout
-	tStderr     = proto.Stderr
-	tExit       = proto.Exit
-	tSignal     = proto.Signal
-	tResize     = proto.Resize
-	tCancel     = proto.Cancel
-	tPut        = proto.Put
-	tData       = proto.Data
-	tGet        = proto.Get
-	tFile       = proto.File
-	tDone       = proto.Done
-	tTarGet     = proto.TarGet
-	tTarPut     = proto.TarPut
-	tShutdown   = proto.Shutdown
-	tConnect    = proto.Connect
-	tConnected  = proto.Connected
-	tError      = proto.Error
-)
-
 // typeNames names every known type; rawTypes carry raw bytes, every other
 // type one JSON object.
 var (

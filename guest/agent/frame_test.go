@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/hex"
 	"encoding/json"
+	"microbox/proto"
 	"os"
 	"reflect"
 	"testing"
@@ -128,12 +129,12 @@ func TestGoldenFrames(t *testing.T) {
 
 func TestDecoderRejects(t *testing.T) {
 	cases := map[string][]byte{
-		"short length":   {0, 0, 0, 4, tPing, 0, 0, 0, 0},
-		"zero length":    {0, 0, 0, 0, tPing, 0, 0, 0, 0},
-		"oversize":       {0, 0x10, 0, 6, tData, 0, 0, 0, 1},
+		"short length":   {0, 0, 0, 4, proto.Ping, 0, 0, 0, 0},
+		"zero length":    {0, 0, 0, 0, proto.Ping, 0, 0, 0, 0},
+		"oversize":       {0, 0x10, 0, 6, proto.Data, 0, 0, 0, 1},
 		"unknown type":   {0, 0, 0, 5, 0x06, 0, 0, 0, 0},
 		"unknown 0x7e":   {0, 0, 0, 5, 0x7e, 0, 0, 0, 0},
-		"second is evil": append(encodeFrame(tPing, 0, []byte("x")), 0xff, 0xff, 0xff, 0xff, tData, 0, 0, 0, 0),
+		"second is evil": append(encodeFrame(proto.Ping, 0, []byte("x")), 0xff, 0xff, 0xff, 0xff, proto.Data, 0, 0, 0, 0),
 	}
 	for name, b := range cases {
 		var d Decoder
@@ -145,7 +146,7 @@ func TestDecoderRejects(t *testing.T) {
 	}
 	// The largest legal frame is accepted; a header alone is just pending.
 	var d Decoder
-	big := encodeFrame(tData, 3, make([]byte, maxPayload))
+	big := encodeFrame(proto.Data, 3, make([]byte, maxPayload))
 	fs, err := d.Feed(big[:headerSize])
 	if err != nil || len(fs) != 0 || d.Pending() != headerSize {
 		t.Fatalf("header only: %v %d %d", err, len(fs), d.Pending())
@@ -156,9 +157,9 @@ func TestDecoderRejects(t *testing.T) {
 	}
 	// Several frames in one chunk, the last one partial.
 	var two []byte
-	two = append(two, encodeFrame(tStdin, 1, []byte("a"))...)
-	two = append(two, encodeFrame(tStdin, 1, nil)...)
-	two = append(two, encodeFrame(tStdin, 2, []byte("bc"))[:10]...)
+	two = append(two, encodeFrame(proto.Stdin, 1, []byte("a"))...)
+	two = append(two, encodeFrame(proto.Stdin, 1, nil)...)
+	two = append(two, encodeFrame(proto.Stdin, 2, []byte("bc"))[:10]...)
 	fs, err = d.Feed(two)
 	if err != nil || len(fs) != 2 || string(fs[0].Payload) != "a" || len(fs[1].Payload) != 0 || d.Pending() != 10 {
 		t.Fatalf("multi: %v %d %d", err, len(fs), d.Pending())
@@ -167,11 +168,11 @@ func TestDecoderRejects(t *testing.T) {
 
 func TestCheckObject(t *testing.T) {
 	for _, bad := range []string{"", "[]", "1", "{", `{"a":1}x`, "null"} {
-		if checkObject(tExec, []byte(bad)) == nil {
+		if checkObject(proto.Exec, []byte(bad)) == nil {
 			t.Errorf("%q accepted as a JSON object", bad)
 		}
 	}
-	if checkObject(tExec, []byte(` {"argv":["x"]} `)) != nil {
+	if checkObject(proto.Exec, []byte(` {"argv":["x"]} `)) != nil {
 		t.Error("valid object rejected")
 	}
 }

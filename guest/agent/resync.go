@@ -19,6 +19,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
+	"microbox/proto"
 	"time"
 )
 
@@ -46,7 +47,7 @@ func (h *hunter) feed(data []byte) (Frame, []byte, bool) {
 	}
 	for i := 0; i+headerSize <= len(h.buf); i++ {
 		hd := h.buf[i:]
-		if hd[4] != tHello || binary.BigEndian.Uint32(hd[5:9]) != 0 {
+		if hd[4] != proto.Hello || binary.BigEndian.Uint32(hd[5:9]) != 0 {
 			continue
 		}
 		length := int(binary.BigEndian.Uint32(hd[0:4]))
@@ -64,7 +65,7 @@ func (h *hunter) feed(data []byte) (Frame, []byte, bool) {
 		if !isHello(payload) {
 			continue
 		}
-		f := Frame{Type: tHello, Payload: append([]byte(nil), payload...)}
+		f := Frame{Type: proto.Hello, Payload: append([]byte(nil), payload...)}
 		rest := append([]byte(nil), hd[end:]...)
 		h.buf = nil
 		return f, rest, true

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/binary"
+	"microbox/proto"
 	"testing"
 	"time"
 )
@@ -13,7 +14,7 @@ import (
 func tornExec(h *testHost, missing int) {
 	h.t.Helper()
 	payload := []byte(`{"argv":["sh","-c","echo this frame never ends"]}`)
-	frame := encodeFrame(tExec, 9, append(payload, bytes.Repeat([]byte(" "), missing)...))
+	frame := encodeFrame(proto.Exec, 9, append(payload, bytes.Repeat([]byte(" "), missing)...))
 	if _, err := h.conn.Write(frame[:headerSize+len(payload)]); err != nil {
 		h.t.Fatal(err)
 	}
@@ -27,12 +28,12 @@ func shortGap(t *testing.T) {
 
 func helloFrom(h *testHost, session string) {
 	h.t.Helper()
-	h.sendJSON(tHello, 0, map[string]interface{}{"version": 1, "session": session})
+	h.sendJSON(proto.Hello, 0, map[string]interface{}{"version": 1, "session": session})
 }
 
 func expectReply(h *testHost, session string) {
 	h.t.Helper()
-	if m := decodeMap(h.t, h.expect(tHelloReply, 0).Payload); m["session"] != session {
+	if m := decodeMap(h.t, h.expect(proto.HelloReply, 0).Payload); m["session"] != session {
 		h.t.Fatalf("HELLO_REPLY %v, want session %q", m, session)
 	}
 }
@@ -47,8 +48,8 @@ func TestTornFrameSwallowsTheNextHello(t *testing.T) {
 	helloFrom(h, "second")
 	h.expectError(0, "protocol")
 	expectReply(h, "second")
-	h.send(tPing, 1, []byte("ok"))
-	if f := h.expect(tPong, 1); string(f.Payload) != "ok" {
+	h.send(proto.Ping, 1, []byte("ok"))
+	if f := h.expect(proto.Pong, 1); string(f.Payload) != "ok" {
 		t.Fatalf("PONG %q", f.Payload)
 	}
 }
@@ -71,7 +72,7 @@ func TestStalledFrameEndsTheSession(t *testing.T) {
 	shortGap(t)
 	h := newHost(t)
 	h.hello()
-	h.sendJSON(tExec, 1, map[string]interface{}{"argv": []string{"sleep", "100"}})
+	h.sendJSON(proto.Exec, 1, map[string]interface{}{"argv": []string{"sleep", "100"}})
 	pid := h.started(1)
 	h.conn.Write([]byte{0, 0, 0})
 	h.expectError(0, "protocol")
@@ -83,15 +84,15 @@ func TestProtocolErrorThenNewHost(t *testing.T) {
 	h.hello()
 	h.conn.Write([]byte{0, 0, 0, 5, 0x42, 0, 0, 0, 1}) // unknown type
 	h.expectError(0, "protocol")
-	h.send(tPing, 0, []byte("p")) // ignored: no session until a HELLO
+	h.send(proto.Ping, 0, []byte("p")) // ignored: no session until a HELLO
 	helloFrom(h, "next")
 	expectReply(h, "next")
 }
 
 func TestHunterFindsHelloSplitAnywhere(t *testing.T) {
 	junk := []byte("\x00\x00\x00\x07\x01\x00\x00\x00\x00{}xx\x01\x00\x00\x00\x00")
-	hello := encodeFrame(tHello, 0, []byte(`{"version":1,"session":"s"}`))
-	after := encodeFrame(tPing, 3, []byte("after"))
+	hello := encodeFrame(proto.Hello, 0, []byte(`{"version":1,"session":"s"}`))
+	after := encodeFrame(proto.Ping, 3, []byte("after"))
 	stream := append(append(append([]byte(nil), junk...), hello...), after...)
 	for step := 1; step <= len(stream); step++ {
 		var hu hunter
@@ -119,10 +120,10 @@ func TestHunterFindsHelloSplitAnywhere(t *testing.T) {
 
 func TestHunterRejectsLookalikes(t *testing.T) {
 	cases := [][]byte{
-		encodeFrame(tHello, 1, []byte(`{"version":1,"session":"s"}`)),  // not stream 0
-		encodeFrame(tHello, 0, []byte(`{"version":1}`)),                // no session
-		encodeFrame(tHello, 0, []byte(`{"version":1,"session":"s"}x`)), // trailing bytes
-		encodeFrame(tHelloReply, 0, []byte(`{"version":1,"session":"s"}`)),
+		encodeFrame(proto.Hello, 1, []byte(`{"version":1,"session":"s"}`)),  // not stream 0
+		encodeFrame(proto.Hello, 0, []byte(`{"version":1}`)),                // no session
+		encodeFrame(proto.Hello, 0, []byte(`{"version":1,"session":"s"}x`)), // trailing bytes
+		encodeFrame(proto.HelloReply, 0, []byte(`{"version":1,"session":"s"}`)),
 	}
 	for _, c := range cases {
 		var hu hunter
@@ -137,7 +138,7 @@ func TestHunterStaysSmall(t *testing.T) {
 	var hu hunter
 	bogus := make([]byte, headerSize)
 	binary.BigEndian.PutUint32(bogus, 5+maxHello)
-	bogus[4] = tHello
+	bogus[4] = proto.Hello
 	for i := 0; i < 2000; i++ {
 		hu.feed(bogus)
 		hu.feed(bytes.Repeat([]byte{0xff}, 1000))

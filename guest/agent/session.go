@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"microbox/proto"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -123,7 +124,7 @@ func (l *sessionLoop) take(data []byte) {
 			l.a.logf("session on %s: found a HELLO, in sync again", l.p.name)
 			l.hunt = nil
 			l.s = newSession(l.a, l.p)
-			data = append(encodeFrame(tHello, 0, hello.Payload), rest...)
+			data = append(encodeFrame(proto.Hello, 0, hello.Payload), rest...)
 		}
 		frames, derr := l.dec.Feed(data)
 		salvage, perr := l.dispatchAll(frames)
@@ -165,7 +166,7 @@ func (l *sessionLoop) dispatchAll(frames []Frame) ([]byte, *protoError) {
 // the hunt for the next HELLO.
 func (l *sessionLoop) lose(perr *protoError) {
 	l.a.logf("session on %s: %v; waiting for a HELLO", l.p.name, perr)
-	l.s.sendJSON(tError, 0, errorMsg{Kind: perr.kind, Message: perr.msg})
+	l.s.sendJSON(proto.Error, 0, errorMsg{Kind: perr.kind, Message: perr.msg})
 	l.s.end()
 	l.dec = Decoder{}
 	l.hunt = &hunter{}
@@ -222,7 +223,7 @@ func (s *Session) sendJSON(t byte, stream uint32, v interface{}) bool {
 }
 
 func (s *Session) sendError(stream uint32, kind, format string, args ...interface{}) {
-	s.sendJSON(tError, stream, errorMsg{Kind: kind, Message: fmt.Sprintf(format, args...)})
+	s.sendJSON(proto.Error, stream, errorMsg{Kind: kind, Message: fmt.Sprintf(format, args...)})
 }
 
 // register makes op the operation of stream, and returns the stream's flow
@@ -330,24 +331,24 @@ func (s *Session) dispatch(f Frame) *protoError {
 		}
 	}
 	if !s.hello {
-		if f.Type != tHello {
+		if f.Type != proto.Hello {
 			return errProtocol("expected HELLO, got %s", typeName(f.Type))
 		}
 		return s.handleHello(f)
 	}
-	if f.Type == tHello {
+	if f.Type == proto.Hello {
 		return errNewHost
 	}
 	if s.dead.Load() {
 		return nil // the host went away: nothing more is started for it
 	}
 	switch f.Type {
-	case tPing:
+	case proto.Ping:
 		if len(f.Payload) > maxPing {
 			return errProtocol("PING payload of %d bytes exceeds %d", len(f.Payload), maxPing)
 		}
-		s.send(tPong, f.Stream, f.Payload)
-	case tExec, tPut, tGet, tShutdown, tConnect, tTarGet, tTarPut:
+		s.send(proto.Pong, f.Stream, f.Payload)
+	case proto.Exec, proto.Put, proto.Get, proto.Shutdown, proto.Connect, proto.TarGet, proto.TarPut:
 		if f.Stream == 0 {
 			return errProtocol("%s on stream 0", typeName(f.Type))
 		}
@@ -355,38 +356,38 @@ func (s *Session) dispatch(f Frame) *protoError {
 			return errProtocol("stream %d is already in use", f.Stream)
 		}
 		switch f.Type {
-		case tExec:
+		case proto.Exec:
 			s.handleExec(f.Stream, f.Payload)
-		case tPut:
+		case proto.Put:
 			s.handlePut(f.Stream, f.Payload)
-		case tGet:
+		case proto.Get:
 			s.handleGet(f.Stream, f.Payload)
-		case tShutdown:
+		case proto.Shutdown:
 			s.handleShutdown(f.Stream)
-		case tConnect:
+		case proto.Connect:
 			s.handleConnect(f.Stream, f.Payload)
-		case tTarGet:
+		case proto.TarGet:
 			s.handleTarGet(f.Stream, f.Payload)
-		case tTarPut:
+		case proto.TarPut:
 			s.handleTarPut(f.Stream, f.Payload)
 		}
-	case tCancel:
+	case proto.Cancel:
 		s.cancel(f.Stream)
-	case tWindow:
+	case proto.Window:
 		if len(f.Payload) != 4 {
 			return errProtocol("WINDOW payload of %d bytes, not 4", len(f.Payload))
 		}
 		if fl := s.flowOf(f.Stream); fl != nil {
 			fl.add(binary.BigEndian.Uint32(f.Payload))
 		}
-	case tStdin, tSignal, tResize, tData:
+	case proto.Stdin, proto.Signal, proto.Resize, proto.Data:
 		// Frames for a stream that already ended (or never existed) are
 		// dropped: the host may send them while the EXIT is in flight.
 		op := s.lookup(f.Stream)
 		if op == nil {
 			return nil
 		}
-		if f.Type == tStdin || f.Type == tData {
+		if f.Type == proto.Stdin || f.Type == proto.Data {
 			if perr := s.flowOf(f.Stream).receive(len(f.Payload)); perr != nil {
 				return perr
 			}
@@ -458,7 +459,7 @@ func (s *Session) handleHello(f Frame) *protoError {
 	}
 	s.hello = true
 	s.window = h.Window
-	s.sendJSON(tHelloReply, 0, helloReply{
+	s.sendJSON(proto.HelloReply, 0, helloReply{
 		Version: protocolVersion, Session: *h.Session, Agent: agentName, Capabilities: capabilities,
 	})
 	return nil

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"io"
+	"microbox/proto"
 	"os"
 	"os/signal"
 	"sync"
@@ -79,7 +80,7 @@ func newHostPort(t *testing.T, virtio bool) *testHost {
 			h.mu.Unlock()
 			return nil
 		},
-		Shutdown: func(s *Session, stream uint32) { s.finish(stream, tDone, doneJSON) },
+		Shutdown: func(s *Session, stream uint32) { s.finish(stream, proto.Done, doneJSON) },
 		Logf:     t.Logf,
 	}
 	port := newPort(fds[0], "test", virtio)
@@ -186,7 +187,7 @@ func decodeMap(t *testing.T, b []byte) map[string]interface{} {
 
 func (h *testHost) expectError(stream uint32, kind string) map[string]interface{} {
 	h.t.Helper()
-	m := decodeMap(h.t, h.expect(tError, stream).Payload)
+	m := decodeMap(h.t, h.expect(proto.Error, stream).Payload)
 	if m["kind"] != kind {
 		h.t.Fatalf("ERROR %v, want kind %q", m, kind)
 	}
@@ -195,8 +196,8 @@ func (h *testHost) expectError(stream uint32, kind string) map[string]interface{
 
 func (h *testHost) hello() {
 	h.t.Helper()
-	h.sendJSON(tHello, 0, map[string]interface{}{"version": 1, "session": "nonce-1", "time_ns": int64(1763790000000000000), "hostname": "box-1"})
-	m := decodeMap(h.t, h.expect(tHelloReply, 0).Payload)
+	h.sendJSON(proto.Hello, 0, map[string]interface{}{"version": 1, "session": "nonce-1", "time_ns": int64(1763790000000000000), "hostname": "box-1"})
+	m := decodeMap(h.t, h.expect(proto.HelloReply, 0).Payload)
 	if m["session"] != "nonce-1" {
 		h.t.Fatalf("HELLO_REPLY %v", m)
 	}
@@ -247,8 +248,8 @@ func (h *testHost) recvNone() bool {
 
 func TestHelloReplyExact(t *testing.T) {
 	h := newHost(t)
-	h.sendJSON(tHello, 0, map[string]interface{}{"version": 1, "session": "s1"})
-	f := h.expect(tHelloReply, 0)
+	h.sendJSON(proto.Hello, 0, map[string]interface{}{"version": 1, "session": "s1"})
+	f := h.expect(proto.HelloReply, 0)
 	want := `{"version":1,"session":"s1","agent":"microbox-agent 1","capabilities":["exec","tty","signal","files","ping","shutdown","identity","cancel","connect","tar","window","net","dns"]}`
 	if string(f.Payload) != want {
 		t.Fatalf("HELLO_REPLY %s", f.Payload)
@@ -268,7 +269,7 @@ func TestHelloAppliesIdentity(t *testing.T) {
 	if _, err := h.conn.Write(g); err != nil {
 		t.Fatal(err)
 	}
-	h.expect(tHelloReply, 0)
+	h.expect(proto.HelloReply, 0)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if len(h.entropy) != 1 || len(h.entropy[0]) != 32 || h.entropy[0][31] != 31 {
@@ -286,7 +287,7 @@ func TestHelloRejectsBadIdentity(t *testing.T) {
 		{"version": 1, "session": "s", "entropy": make([]byte, maxEntropy+1)},
 	} {
 		h := newHost(t)
-		h.sendJSON(tHello, 0, body)
+		h.sendJSON(proto.Hello, 0, body)
 		h.expectError(0, "protocol")
 		h.mu.Lock()
 		if len(h.machineID) != 0 || len(h.entropy) != 0 {
@@ -298,10 +299,10 @@ func TestHelloRejectsBadIdentity(t *testing.T) {
 
 func TestWrongVersion(t *testing.T) {
 	h := newHost(t)
-	h.sendJSON(tHello, 0, map[string]interface{}{"version": 2, "session": "x"})
+	h.sendJSON(proto.Hello, 0, map[string]interface{}{"version": 2, "session": "x"})
 	h.expectError(0, "version")
 	// The agent stops reading the session: a PING gets no PONG.
-	h.send(tPing, 0, []byte("p"))
+	h.send(proto.Ping, 0, []byte("p"))
 	if got := h.drainToEOF(); len(got) != 0 {
 		t.Fatalf("frames after the version error: %v", got)
 	}
@@ -309,11 +310,11 @@ func TestWrongVersion(t *testing.T) {
 
 func TestBeforeHello(t *testing.T) {
 	h := newHost(t)
-	h.send(tPing, 0, []byte("p"))
+	h.send(proto.Ping, 0, []byte("p"))
 	h.expectError(0, "protocol")
 	// The session is over; the hunt for the next HELLO starts a new one.
-	h.sendJSON(tHello, 0, map[string]interface{}{"version": 1, "session": "x"})
-	if f := h.expect(tHelloReply, 0); !json.Valid(f.Payload) {
+	h.sendJSON(proto.Hello, 0, map[string]interface{}{"version": 1, "session": "x"})
+	if f := h.expect(proto.HelloReply, 0); !json.Valid(f.Payload) {
 		t.Fatalf("HELLO_REPLY %q", f.Payload)
 	}
 }
@@ -322,26 +323,26 @@ func TestPing(t *testing.T) {
 	h := newHost(t)
 	h.hello()
 	payload := []byte{0, 1, 'p', 'i', 'n', 'g'}
-	h.send(tPing, 0, payload)
-	if f := h.expect(tPong, 0); string(f.Payload) != string(payload) {
+	h.send(proto.Ping, 0, payload)
+	if f := h.expect(proto.Pong, 0); string(f.Payload) != string(payload) {
 		t.Fatalf("PONG %q", f.Payload)
 	}
-	h.send(tPing, 7, nil)
-	if f := h.expect(tPong, 7); len(f.Payload) != 0 {
+	h.send(proto.Ping, 7, nil)
+	if f := h.expect(proto.Pong, 7); len(f.Payload) != 0 {
 		t.Fatalf("PONG %q", f.Payload)
 	}
-	h.send(tPing, 0, make([]byte, 65))
+	h.send(proto.Ping, 0, make([]byte, 65))
 	h.expectError(0, "protocol")
 }
 
 func TestProtocolErrors(t *testing.T) {
 	cases := map[string]func(h *testHost){
-		"malformed JSON":  func(h *testHost) { h.send(tExec, 1, []byte(`{"argv":`)) },
-		"JSON not object": func(h *testHost) { h.send(tExec, 1, []byte(`["sh"]`)) },
-		"exec on 0":       func(h *testHost) { h.sendJSON(tExec, 0, map[string]interface{}{"argv": []string{"true"}}) },
-		"guest type":      func(h *testHost) { h.send(tStdout, 1, []byte("x")) },
+		"malformed JSON":  func(h *testHost) { h.send(proto.Exec, 1, []byte(`{"argv":`)) },
+		"JSON not object": func(h *testHost) { h.send(proto.Exec, 1, []byte(`["sh"]`)) },
+		"exec on 0":       func(h *testHost) { h.sendJSON(proto.Exec, 0, map[string]interface{}{"argv": []string{"true"}}) },
+		"guest type":      func(h *testHost) { h.send(proto.Stdout, 1, []byte("x")) },
 		"oversize frame": func(h *testHost) {
-			h.conn.Write([]byte{0, 0x10, 0, 6, tData, 0, 0, 0, 1})
+			h.conn.Write([]byte{0, 0x10, 0, 6, proto.Data, 0, 0, 0, 1})
 		},
 		"unknown type": func(h *testHost) { h.conn.Write([]byte{0, 0, 0, 5, 0x42, 0, 0, 0, 1}) },
 	}
@@ -351,7 +352,7 @@ func TestProtocolErrors(t *testing.T) {
 			h.hello()
 			fn(h)
 			h.expectError(0, "protocol")
-			h.send(tPing, 0, []byte("p"))
+			h.send(proto.Ping, 0, []byte("p"))
 			if got := h.drainToEOF(); len(got) != 0 {
 				t.Fatalf("frames after the protocol error: %v", got)
 			}
@@ -362,9 +363,9 @@ func TestProtocolErrors(t *testing.T) {
 func TestStreamInUse(t *testing.T) {
 	h := newHost(t)
 	h.hello()
-	h.sendJSON(tExec, 1, map[string]interface{}{"argv": []string{"sleep", "100"}})
+	h.sendJSON(proto.Exec, 1, map[string]interface{}{"argv": []string{"sleep", "100"}})
 	pid := h.started(1)
-	h.sendJSON(tExec, 1, map[string]interface{}{"argv": []string{"true"}})
+	h.sendJSON(proto.Exec, 1, map[string]interface{}{"argv": []string{"true"}})
 	h.expectError(0, "protocol")
 	// A protocol error ends the session: its processes are killed.
 	waitGone(t, pid)
@@ -373,8 +374,8 @@ func TestStreamInUse(t *testing.T) {
 func TestShutdownHook(t *testing.T) {
 	h := newHost(t)
 	h.hello()
-	h.send(tShutdown, 4, []byte("{}"))
-	if f := h.expect(tDone, 4); string(f.Payload) != "{}" {
+	h.send(proto.Shutdown, 4, []byte("{}"))
+	if f := h.expect(proto.Done, 4); string(f.Payload) != "{}" {
 		t.Fatalf("DONE %q", f.Payload)
 	}
 }
@@ -394,30 +395,30 @@ func waitGone(t *testing.T, pid int) {
 func TestHelloFromNewHost(t *testing.T) {
 	h := newHost(t)
 	h.hello()
-	h.sendJSON(tExec, 1, map[string]interface{}{"argv": []string{"sleep", "100"}})
+	h.sendJSON(proto.Exec, 1, map[string]interface{}{"argv": []string{"sleep", "100"}})
 	pid := h.started(1)
 	// A HELLO inside a session means the old host left unnoticed: its
 	// processes die, its output is dropped, and a new session starts.
-	h.sendJSON(tHello, 0, map[string]interface{}{"version": 1, "session": "s2"})
-	if m := decodeMap(t, h.expect(tHelloReply, 0).Payload); m["session"] != "s2" {
+	h.sendJSON(proto.Hello, 0, map[string]interface{}{"version": 1, "session": "s2"})
+	if m := decodeMap(t, h.expect(proto.HelloReply, 0).Payload); m["session"] != "s2" {
 		t.Fatalf("HELLO_REPLY %v", m)
 	}
 	waitGone(t, pid)
 	h.run(1, argv("true")).wantExit(t, 0, nil, false) // stream ids start afresh
-	h.send(tPing, 0, nil)
-	h.expect(tPong, 0)
+	h.send(proto.Ping, 0, nil)
+	h.expect(proto.Pong, 0)
 }
 
 func TestHostGoneWhileStdinFull(t *testing.T) {
 	h := newHostPort(t, true)
 	h.hello()
-	h.sendJSON(tExec, 1, map[string]interface{}{"argv": []string{"sleep", "100"}, "stdin": true})
+	h.sendJSON(proto.Exec, 1, map[string]interface{}{"argv": []string{"sleep", "100"}, "stdin": true})
 	pid := h.started(1)
 	// More than the queue holds: the port reader blocks in the queue.
 	go func() {
 		chunk := make([]byte, 1<<20)
 		for i := 0; i < queueLimit>>20+2; i++ {
-			if _, err := h.conn.Write(encodeFrame(tStdin, 1, chunk)); err != nil {
+			if _, err := h.conn.Write(encodeFrame(proto.Stdin, 1, chunk)); err != nil {
 				return
 			}
 		}
@@ -437,7 +438,7 @@ func TestPortHostGone(t *testing.T) {
 	if !p.hostConnected() {
 		t.Fatal("host reported gone while connected")
 	}
-	big := encodeFrame(tData, 1, make([]byte, 100*1024))
+	big := encodeFrame(proto.Data, 1, make([]byte, 100*1024))
 	go func() {
 		b := make([]byte, 1<<20)
 		for n := 0; n < len(big); {

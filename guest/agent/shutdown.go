@@ -4,6 +4,7 @@ package main
 // DONE and reset the machine (QEMU runs with -no-reboot, so it exits).
 
 import (
+	"microbox/proto"
 	"os"
 	"sync"
 	"syscall"
@@ -15,11 +16,11 @@ var shutdownMu sync.Mutex // never released: the machine goes away
 // powerOff is the Agent.Shutdown hook of the real agent (PID 1 only).
 func (a *Agent) powerOff(s *Session, stream uint32) {
 	if os.Getpid() != 1 {
-		s.finish(stream, tError, marshalJSON(errorMsg{Kind: "invalid", Message: "agent is not PID 1"}))
+		s.finish(stream, proto.Error, marshalJSON(errorMsg{Kind: "invalid", Message: "agent is not PID 1"}))
 		return
 	}
 	a.halt()
-	s.finish(stream, tDone, doneJSON)
+	s.finish(stream, proto.Done, doneJSON)
 	// The frame is in QEMU's hands once write(2) returned; leave it a moment
 	// to reach the socket before the reset.
 	time.Sleep(20 * time.Millisecond)

@@ -6,6 +6,7 @@ package main
 // frame at most once, so no frame of the stream can follow that one.
 
 import (
+	"microbox/proto"
 	"sync"
 	"sync/atomic"
 )
@@ -46,7 +47,7 @@ func (o *streamOut) finish(t byte, payload []byte) {
 }
 
 func (o *streamOut) fail(kind, msg string) {
-	o.finish(tError, marshalJSON(errorMsg{Kind: kind, Message: msg}))
+	o.finish(proto.Error, marshalJSON(errorMsg{Kind: kind, Message: msg}))
 }
 
 // stop refuses every later frame without waiting: it runs on the port

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"microbox/proto"
 	"os"
 	"path/filepath"
 	"sort"
@@ -27,7 +28,7 @@ func (op tarGetOp) abort()    { op.stop() }
 
 func (s *Session) handleTarGet(stream uint32, payload []byte) {
 	var r getRequest
-	if !s.decodeRequest(stream, tTarGet, payload, &r) {
+	if !s.decodeRequest(stream, proto.TarGet, payload, &r) {
 		return
 	}
 	path, ok := s.absPath(stream, r.Path)
@@ -69,8 +70,8 @@ func (o *streamOut) sendTree(path, name string, st *syscall.Stat_t) {
 	var oe *opError
 	switch {
 	case err == nil:
-		if o.frame(encodeFrame(tData, o.stream, nil)) {
-			o.finish(tDone, doneJSON)
+		if o.frame(encodeFrame(proto.Data, o.stream, nil)) {
+			o.finish(proto.Done, doneJSON)
 		}
 	case errors.Is(err, errSendRefused):
 		o.s.forget(o.stream) // dead session; after a CANCEL, already forgotten
@@ -92,7 +93,7 @@ func (w dataWriter) Write(p []byte) (int, error) {
 			k = chunkSize
 		}
 		k, ok := w.o.fl.take(k)
-		if !ok || !w.o.frame(encodeFrame(tData, w.o.stream, p[:k])) {
+		if !ok || !w.o.frame(encodeFrame(proto.Data, w.o.stream, p[:k])) {
 			return n, errSendRefused
 		}
 		p, n = p[k:], n+k

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"io"
 	"math/rand"
+	"microbox/proto"
 	"net"
 	"os"
 	"path/filepath"
@@ -21,9 +22,9 @@ type tarEntry struct {
 // tarGet runs TAR_GET and returns the entries in order.
 func (h *testHost) tarGet(stream uint32, path string) []tarEntry {
 	h.t.Helper()
-	h.sendJSON(tTarGet, stream, map[string]interface{}{"path": path})
+	h.sendJSON(proto.TarGet, stream, map[string]interface{}{"path": path})
 	raw := h.readData(stream)
-	if f := h.expect(tDone, stream); string(f.Payload) != "{}" {
+	if f := h.expect(proto.Done, stream); string(f.Payload) != "{}" {
 		h.t.Fatalf("DONE %q", f.Payload)
 	}
 	return readTar(h.t, raw)
@@ -147,12 +148,12 @@ func TestTarGetTree(t *testing.T) {
 		es[0].hdr.Name != "big" || !bytes.Equal(es[0].data, big) {
 		t.Fatalf("top file: %d entries", len(es))
 	}
-	h.sendJSON(tTarGet, 4, map[string]interface{}{"path": "/dev/null"})
+	h.sendJSON(proto.TarGet, 4, map[string]interface{}{"path": "/dev/null"})
 	if es := readTar(t, h.readData(4)); len(es) != 1 || es[0].hdr.Typeflag != tar.TypeChar ||
 		es[0].hdr.Devmajor != 1 || es[0].hdr.Devminor != 3 {
 		t.Fatalf("/dev/null: %+v", es[0].hdr)
 	}
-	h.expect(tDone, 4)
+	h.expect(proto.Done, 4)
 }
 
 func TestTarGetErrors(t *testing.T) {
@@ -164,13 +165,13 @@ func TestTarGetErrors(t *testing.T) {
 	defer l.Close()
 	h := newHost(t)
 	h.hello()
-	h.sendJSON(tTarGet, 1, map[string]interface{}{"path": filepath.Join(root, "missing")})
+	h.sendJSON(proto.TarGet, 1, map[string]interface{}{"path": filepath.Join(root, "missing")})
 	h.expectError(1, "not_found")
-	h.sendJSON(tTarGet, 2, map[string]interface{}{"path": "relative"})
+	h.sendJSON(proto.TarGet, 2, map[string]interface{}{"path": "relative"})
 	h.expectError(2, "invalid")
-	h.sendJSON(tTarGet, 3, map[string]interface{}{"path": filepath.Join(root, "sock")})
+	h.sendJSON(proto.TarGet, 3, map[string]interface{}{"path": filepath.Join(root, "sock")})
 	h.expectError(3, "invalid")
-	h.sendJSON(tTarGet, 4, map[string]interface{}{"path": 7})
+	h.sendJSON(proto.TarGet, 4, map[string]interface{}{"path": 7})
 	h.expectError(4, "invalid")
 }
 
@@ -199,24 +200,24 @@ func TestTarGetStaysOnOneFileSystem(t *testing.T) {
 func TestTarGetRootAndCancel(t *testing.T) {
 	h := newHost(t)
 	h.hello()
-	h.sendJSON(tTarGet, 1, map[string]interface{}{"path": "/"})
-	f := h.expect(tData, 1)
+	h.sendJSON(proto.TarGet, 1, map[string]interface{}{"path": "/"})
+	f := h.expect(proto.Data, 1)
 	hdr, err := tar.NewReader(bytes.NewReader(f.Payload)).Next()
 	if err != nil || hdr.Name != "./" || hdr.Typeflag != tar.TypeDir {
 		t.Fatalf("first entry of /: %v %v", hdr, err)
 	}
-	h.send(tCancel, 1, []byte("{}"))
-	for f.Type == tData {
+	h.send(proto.Cancel, 1, []byte("{}"))
+	for f.Type == proto.Data {
 		if f = h.recv(); f.Stream != 1 {
 			t.Fatalf("%s on stream %d", typeName(f.Type), f.Stream)
 		}
 	}
-	if f.Type == tDone {
+	if f.Type == proto.Done {
 		t.Log("the walk of / ended before the CANCEL")
-	} else if m := decodeMap(t, f.Payload); f.Type != tError || m["kind"] != "cancelled" {
+	} else if m := decodeMap(t, f.Payload); f.Type != proto.Error || m["kind"] != "cancelled" {
 		t.Fatalf("%s %v", typeName(f.Type), m)
 	}
-	h.send(tPing, 0, nil)
-	h.expect(tPong, 0)
+	h.send(proto.Ping, 0, nil)
+	h.expect(proto.Pong, 0)
 	h.recvNone()
 }

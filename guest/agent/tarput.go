@@ -9,6 +9,7 @@ import (
 	"archive/tar"
 	"errors"
 	"io"
+	"microbox/proto"
 	"syscall"
 )
 
@@ -21,7 +22,7 @@ type tarPutOp struct {
 
 func (s *Session) handleTarPut(stream uint32, payload []byte) {
 	var r getRequest
-	if !s.decodeRequest(stream, tTarPut, payload, &r) {
+	if !s.decodeRequest(stream, proto.TarPut, payload, &r) {
 		return
 	}
 	path, ok := s.absPath(stream, r.Path)
@@ -66,7 +67,7 @@ func (op *tarPutOp) extract(root int) {
 			return // aborted
 		}
 		x.setDirTimes()
-		op.finish(tDone, doneJSON)
+		op.finish(proto.Done, doneJSON)
 		return
 	}
 	op.in.abort()
@@ -80,7 +81,7 @@ func (op *tarPutOp) extract(root int) {
 }
 
 func (op *tarPutOp) handle(f Frame) {
-	if f.Type == tData && !op.in.push(f.Payload, op.s.hostGone) {
+	if f.Type == proto.Data && !op.in.push(f.Payload, op.s.hostGone) {
 		op.s.end() // the host left while the queue was full
 	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"archive/tar"
 	"bytes"
+	"microbox/proto"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,22 +15,22 @@ import (
 // tarPut sends raw as TAR_PUT into dir and returns the last frame.
 func (h *testHost) tarPut(stream uint32, dir string, raw []byte) Frame {
 	h.t.Helper()
-	h.sendJSON(tTarPut, stream, map[string]interface{}{"path": dir})
-	h.sendChunks(tData, stream, raw)
-	h.send(tData, stream, nil)
+	h.sendJSON(proto.TarPut, stream, map[string]interface{}{"path": dir})
+	h.sendChunks(proto.Data, stream, raw)
+	h.send(proto.Data, stream, nil)
 	return h.recv()
 }
 
 func (h *testHost) wantDone(f Frame, stream uint32) {
 	h.t.Helper()
-	if f.Type != tDone || f.Stream != stream || string(f.Payload) != "{}" {
+	if f.Type != proto.Done || f.Stream != stream || string(f.Payload) != "{}" {
 		h.t.Fatalf("got %s on stream %d (%s), want DONE on %d", typeName(f.Type), f.Stream, f.Payload, stream)
 	}
 }
 
 func (h *testHost) wantError(f Frame, stream uint32, kind, contains string) {
 	h.t.Helper()
-	if f.Type != tError || f.Stream != stream {
+	if f.Type != proto.Error || f.Stream != stream {
 		h.t.Fatalf("got %s on stream %d (%s), want ERROR on %d", typeName(f.Type), f.Stream, f.Payload, stream)
 	}
 	m := decodeMap(h.t, f.Payload)
@@ -76,9 +77,9 @@ func TestTarRoundTrip(t *testing.T) {
 	makeTree(t, src)
 	h := newHost(t)
 	h.hello()
-	h.sendJSON(tTarGet, 1, map[string]interface{}{"path": src})
+	h.sendJSON(proto.TarGet, 1, map[string]interface{}{"path": src})
 	raw := h.readData(1)
-	h.expect(tDone, 1)
+	h.expect(proto.Done, 1)
 	// Padding after the end of the archive, as tar(1) writes, is read and dropped.
 	raw = append(raw, make([]byte, 10240)...)
 	dest := filepath.Join(base, "dest")
@@ -205,12 +206,12 @@ func TestTarPutErrors(t *testing.T) {
 	os.WriteFile(file, nil, 0o644)
 	h := newHost(t)
 	h.hello()
-	h.sendJSON(tTarPut, 1, map[string]interface{}{"path": filepath.Join(dir, "missing")})
+	h.sendJSON(proto.TarPut, 1, map[string]interface{}{"path": filepath.Join(dir, "missing")})
 	h.expectError(1, "not_found")
-	h.send(tData, 1, []byte("ignored"))
-	h.sendJSON(tTarPut, 2, map[string]interface{}{"path": file})
+	h.send(proto.Data, 1, []byte("ignored"))
+	h.sendJSON(proto.TarPut, 2, map[string]interface{}{"path": file})
 	h.expectError(2, "invalid")
-	h.sendJSON(tTarPut, 3, map[string]interface{}{"path": "rel"})
+	h.sendJSON(proto.TarPut, 3, map[string]interface{}{"path": "rel"})
 	h.expectError(3, "invalid")
 	raw := buildTar(t, &tar.Header{Name: "big", Typeflag: tar.TypeReg, Linkname: strings.Repeat("x", 5000)})
 	h.wantError(h.tarPut(4, dir, raw[:2000]), 4, "invalid", "ended")
@@ -228,18 +229,18 @@ func TestTarPutWaitsAndCancels(t *testing.T) {
 	h := newHost(t)
 	h.hello()
 	raw := buildTar(t, &tar.Header{Name: "f", Typeflag: tar.TypeReg, Mode: 0o644, Linkname: "x"})
-	h.sendJSON(tTarPut, 1, map[string]interface{}{"path": dir})
-	h.send(tData, 1, raw)
+	h.sendJSON(proto.TarPut, 1, map[string]interface{}{"path": dir})
+	h.send(proto.Data, 1, raw)
 	h.recvNone()
-	h.send(tData, 1, nil)
-	h.expect(tDone, 1)
+	h.send(proto.Data, 1, nil)
+	h.expect(proto.Done, 1)
 
 	hdr := buildTar(t, &tar.Header{Name: "g", Typeflag: tar.TypeReg, Linkname: strings.Repeat("y", 1<<20)})
-	h.sendJSON(tTarPut, 2, map[string]interface{}{"path": dir})
-	h.send(tData, 2, hdr[:600*1024])
-	h.send(tPing, 0, nil)
-	h.expect(tPong, 0)
-	h.send(tCancel, 2, []byte("{}"))
+	h.sendJSON(proto.TarPut, 2, map[string]interface{}{"path": dir})
+	h.send(proto.Data, 2, hdr[:600*1024])
+	h.send(proto.Ping, 0, nil)
+	h.expect(proto.Pong, 0)
+	h.send(proto.Cancel, 2, []byte("{}"))
 	h.expectError(2, "cancelled")
 	deadline := time.Now().Add(testTimeout)
 	for {

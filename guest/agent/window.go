@@ -15,6 +15,7 @@ package main
 
 import (
 	"encoding/binary"
+	"microbox/proto"
 	"sync"
 )
 
@@ -153,7 +154,7 @@ func (f *flow) consumed(n int) {
 	grant := f.pending
 	f.pending = 0
 	f.allowed += grant
-	f.s.send(tWindow, f.stream, windowPayload(uint32(grant)))
+	f.s.send(proto.Window, f.stream, windowPayload(uint32(grant)))
 }
 
 func windowPayload(n uint32) []byte {

@@ -55,12 +55,12 @@ func (c *client) reply(session string) {
 			caps = append(caps, cap)
 		}
 	}
-	c.out.push(encodeJSON(tHelloReply, 0, helloReply{Version: protocolVersion, Session: session,
+	c.out.push(encodeJSON(proto.HelloReply, 0, helloReply{Version: protocolVersion, Session: session,
 		Agent: p.hello.Agent, Capabilities: caps}), nil)
 }
 
 func (c *client) fail(stream uint32, kind, msg string) {
-	c.out.push(encodeJSON(tError, stream, errorMsg{Kind: kind, Message: msg}), nil)
+	c.out.push(encodeJSON(proto.Error, stream, errorMsg{Kind: kind, Message: msg}), nil)
 }
 
 func (c *client) readLoop() {
@@ -75,7 +75,7 @@ func (c *client) readLoop() {
 			}
 			return
 		}
-		if f.Type == tHello {
+		if f.Type == proto.Hello {
 			var h hello
 			if f.Stream != 0 || json.Unmarshal(f.Payload, &h) != nil || h.Session == "" {
 				c.fail(0, "protocol", "malformed HELLO")
@@ -103,7 +103,7 @@ func (c *client) readLoop() {
 // handle routes one frame from the client; false ends the client.
 func (c *client) handle(f Frame) bool {
 	if f.Stream == 0 {
-		if f.Type != tPing {
+		if f.Type != proto.Ping {
 			c.fail(0, "protocol", "only HELLO and PING may use stream 0")
 			return false
 		}

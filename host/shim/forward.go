@@ -50,13 +50,13 @@ func (s *shim) serveForward(f forward) {
 		}
 		fc := &fwdConn{conn: tcp, out: newOutbox(0)}
 		p := s.pick()
-		fc.rt = p.open(tConnect, fc, 0)
+		fc.rt = p.open(proto.Connect, fc, 0)
 		body, _ := json.Marshal(map[string]interface{}{"port": f.guestPort})
 		go func() {
 			_ = fc.out.run(tcp)
 			fc.end()
 		}()
-		if !p.out.push(encode(tConnect, fc.rt.gid, body), nil) {
+		if !p.out.push(encode(proto.Connect, fc.rt.gid, body), nil) {
 			fc.end()
 		}
 	}
@@ -72,12 +72,12 @@ type fwdConn struct {
 
 func (fc *fwdConn) deliver(r *route, f Frame, end bool) {
 	switch {
-	case f.Type == tConnected:
+	case f.Type == proto.Connected:
 		go fc.pump()
-	case f.Type == tData && len(f.Payload) > 0:
+	case f.Type == proto.Data && len(f.Payload) > 0:
 		n := len(f.Payload)
 		fc.out.push(f.Payload, func() { r.consumed(n) })
-	case f.Type == tData: // the guest side closed its end of the stream
+	case f.Type == proto.Data: // the guest side closed its end of the stream
 		fc.out.push(nil, func() { _ = fc.conn.CloseWrite() })
 	}
 	if end {
@@ -91,11 +91,11 @@ func (fc *fwdConn) pump() {
 	buf := make([]byte, chunkSize)
 	for {
 		n, err := fc.conn.Read(buf)
-		if n > 0 && !p.send(fc.rt, tData, append([]byte(nil), buf[:n]...)) {
+		if n > 0 && !p.send(fc.rt, proto.Data, append([]byte(nil), buf[:n]...)) {
 			return
 		}
 		if err == io.EOF {
-			p.send(fc.rt, tData, nil)
+			p.send(fc.rt, proto.Data, nil)
 			return
 		}
 		if err != nil {

@@ -8,17 +8,18 @@ import (
 	"bytes"
 	"encoding/hex"
 	"encoding/json"
+	"microbox/proto"
 	"os"
 	"testing"
 )
 
 var shimTypes = map[string]byte{
-	"HELLO": tHello, "HELLO_REPLY": tHelloReply, "PING": tPing, "PONG": tPong,
-	"WINDOW": tWindow, "EXEC": tExec, "STARTED": tStarted, "STDIN": tStdin,
-	"STDOUT": tStdout, "STDERR": tStderr, "EXIT": tExit, "SIGNAL": tSignal,
-	"RESIZE": tResize, "CANCEL": tCancel, "PUT": tPut, "DATA": tData, "GET": tGet,
-	"FILE": tFile, "DONE": tDone, "TAR_GET": tTarGet, "TAR_PUT": tTarPut,
-	"SHUTDOWN": tShutdown, "CONNECT": tConnect, "CONNECTED": tConnected, "ERROR": tError,
+	"HELLO": proto.Hello, "HELLO_REPLY": proto.HelloReply, "PING": proto.Ping, "PONG": proto.Pong,
+	"WINDOW": proto.Window, "EXEC": proto.Exec, "STARTED": proto.Started, "STDIN": proto.Stdin,
+	"STDOUT": proto.Stdout, "STDERR": proto.Stderr, "EXIT": proto.Exit, "SIGNAL": proto.Signal,
+	"RESIZE": proto.Resize, "CANCEL": proto.Cancel, "PUT": proto.Put, "DATA": proto.Data, "GET": proto.Get,
+	"FILE": proto.File, "DONE": proto.Done, "TAR_GET": proto.TarGet, "TAR_PUT": proto.TarPut,
+	"SHUTDOWN": proto.Shutdown, "CONNECT": proto.Connect, "CONNECTED": proto.Connected, "ERROR": proto.Error,
 }
 
 func TestFrameTypesMatchTheGoldenFrames(t *testing.T) {
@@ -39,7 +40,7 @@ func TestFrameTypesMatchTheGoldenFrames(t *testing.T) {
 		t.Fatal(err)
 	}
 	seen := map[string]bool{}
-	all := union(fromClient, fromGuest, map[byte]bool{tWindow: true})
+	all := union(fromClient, fromGuest, map[byte]bool{proto.Window: true})
 	for _, g := range golden.Frames {
 		code, ok := shimTypes[g.TypeName]
 		if !ok || int(code) != g.Type {

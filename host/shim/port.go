@@ -88,7 +88,7 @@ func (p *port) handshake(window uint32) error {
 		if _, err := readFrame(r, hdr, fromGuest); err != nil {
 			return err
 		}
-		if f.Type == tError {
+		if f.Type == proto.Error {
 			var e errorMsg
 			_ = json.Unmarshal(f.Payload, &e)
 			if e.Kind == "protocol" && resends > 0 {
@@ -127,7 +127,7 @@ func (p *port) handshake(window uint32) error {
 func peekControl(r *bufio.Reader, head []byte) (Frame, bool) {
 	length := int(binary.BigEndian.Uint32(head[0:4]))
 	t := head[4]
-	if (t != tHelloReply && t != tError) || head[5]|head[6]|head[7]|head[8] != 0 ||
+	if (t != proto.HelloReply && t != proto.Error) || head[5]|head[6]|head[7]|head[8] != 0 ||
 		length < 6 || length > 64*1024+5 {
 		return Frame{}, false
 	}
@@ -151,7 +151,7 @@ func (p *port) sendHello(window uint32) (string, error) {
 	nonce := hex.EncodeToString(b[:])
 	hello := map[string]interface{}{"version": protocolVersion, "session": nonce,
 		"time_ns": time.Now().UnixNano(), "window": window}
-	_, err := p.conn.Write(encodeJSON(tHello, 0, hello))
+	_, err := p.conn.Write(encodeJSON(proto.Hello, 0, hello))
 	return nonce, err
 }
 
@@ -198,9 +198,9 @@ func (p *port) cancel(r *route) {
 	r.kill()
 	switch {
 	case p.caps[proto.CapCancel]:
-		p.out.push(encode(tCancel, r.gid, []byte("{}")), nil)
-	case r.kind == tExec:
-		p.out.push(encode(tSignal, r.gid, []byte(`{"signal":9}`)), nil)
+		p.out.push(encode(proto.Cancel, r.gid, []byte("{}")), nil)
+	case r.kind == proto.Exec:
+		p.out.push(encode(proto.Signal, r.gid, []byte(`{"signal":9}`)), nil)
 	}
 }
 
@@ -224,7 +224,7 @@ func (p *port) readLoop() error {
 			return err
 		}
 		if f.Stream == 0 {
-			if f.Type == tError {
+			if f.Type == proto.Error {
 				return fmt.Errorf("the agent ended the session on %s: %s", p.name, f.Payload)
 			}
 			continue
@@ -235,7 +235,7 @@ func (p *port) readLoop() error {
 		if rt == nil {
 			continue // a cancelled stream's tail
 		}
-		if f.Type == tWindow {
+		if f.Type == proto.Window {
 			if len(f.Payload) == 4 {
 				rt.addCredit(binary.BigEndian.Uint32(f.Payload))
 			}

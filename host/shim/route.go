@@ -4,7 +4,10 @@ package main
 // stream, or a forwarded TCP connection). It carries the stream's
 // flow-control state when the port's session has a window.
 
-import "sync"
+import (
+	"microbox/proto"
+	"sync"
+)
 
 // sink receives the frames of its routes. deliver must not block on the
 // sink's peer when the port has a window (the port reader calls it).
@@ -95,10 +98,10 @@ func (r *route) consumed(n int) {
 // last reports whether f ends the stream of a route opened by `kind`.
 func last(kind byte, f Frame) bool {
 	switch f.Type {
-	case tExit, tDone, tError, tPong:
+	case proto.Exit, proto.Done, proto.Error, proto.Pong:
 		return true
-	case tData:
-		return kind == tGet && len(f.Payload) == 0
+	case proto.Data:
+		return kind == proto.Get && len(f.Payload) == 0
 	}
 	return false
 }

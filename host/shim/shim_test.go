@@ -8,6 +8,7 @@ import (
 	"bufio"
 	"encoding/binary"
 	"encoding/json"
+	"microbox/proto"
 	"net"
 	"path/filepath"
 	"sync"
@@ -39,14 +40,14 @@ func startFake(t *testing.T, path string, caps []string) *fakeAgent {
 		fa.conn = conn
 		r := bufio.NewReader(conn)
 		hdr := make([]byte, headerSize)
-		all := union(fromClient, map[byte]bool{tWindow: true})
+		all := union(fromClient, map[byte]bool{proto.Window: true})
 		hello, err := readFrame(r, hdr, all)
 		if err != nil {
 			return
 		}
 		var h map[string]interface{}
 		_ = json.Unmarshal(hello.Payload, &h)
-		conn.Write(encodeJSON(tHelloReply, 0, helloReply{Version: 1, Session: h["session"].(string),
+		conn.Write(encodeJSON(proto.HelloReply, 0, helloReply{Version: 1, Session: h["session"].(string),
 			Agent: "fake 1", Capabilities: caps}))
 		close(ready)
 		for {
@@ -87,8 +88,8 @@ func dialClient(t *testing.T, path string) *testClient {
 		t.Fatal(err)
 	}
 	c := &testClient{conn: conn, r: bufio.NewReader(conn)}
-	conn.Write(encodeJSON(tHello, 0, map[string]interface{}{"version": 1, "session": "s1"}))
-	if f := c.read(t); f.Type != tHelloReply {
+	conn.Write(encodeJSON(proto.Hello, 0, map[string]interface{}{"version": 1, "session": "s1"}))
+	if f := c.read(t); f.Type != proto.HelloReply {
 		t.Fatalf("got type %x, want HELLO_REPLY", f.Type)
 	}
 	return c
@@ -125,15 +126,15 @@ func newTestShim(t *testing.T, caps []string) (*shim, *fakeAgent, string) {
 func TestStreamsAreEachClientsOwn(t *testing.T) {
 	_, fa, mux := newTestShim(t, []string{"exec", "cancel", "window"})
 	a, b := dialClient(t, mux), dialClient(t, mux)
-	a.conn.Write(encode(tExec, 1, []byte(`{"argv":["a"]}`)))
+	a.conn.Write(encode(proto.Exec, 1, []byte(`{"argv":["a"]}`)))
 	ea := fa.next(t, 0)
-	b.conn.Write(encode(tExec, 1, []byte(`{"argv":["b"]}`)))
+	b.conn.Write(encode(proto.Exec, 1, []byte(`{"argv":["b"]}`)))
 	eb := fa.next(t, 0)
 	if ea.Stream == eb.Stream || string(eb.Payload) != `{"argv":["b"]}` {
 		t.Fatalf("both clients' stream 1 became port stream %d/%d", ea.Stream, eb.Stream)
 	}
-	fa.conn.Write(encode(tStdout, eb.Stream, []byte("for b")))
-	fa.conn.Write(encode(tStdout, ea.Stream, []byte("for a")))
+	fa.conn.Write(encode(proto.Stdout, eb.Stream, []byte("for b")))
+	fa.conn.Write(encode(proto.Stdout, ea.Stream, []byte("for a")))
 	if f := b.read(t); f.Stream != 1 || string(f.Payload) != "for b" {
 		t.Fatalf("b got %q on %d", f.Payload, f.Stream)
 	}
@@ -142,11 +143,11 @@ func TestStreamsAreEachClientsOwn(t *testing.T) {
 	}
 	// a leaves: its stream is cancelled, b's is not
 	a.conn.Close()
-	if f := fa.next(t, tWindow); f.Type != tCancel || f.Stream != ea.Stream {
+	if f := fa.next(t, proto.Window); f.Type != proto.Cancel || f.Stream != ea.Stream {
 		t.Fatalf("after a left the agent got type %x on %d, want CANCEL on %d", f.Type, f.Stream, ea.Stream)
 	}
-	fa.conn.Write(encodeJSON(tExit, eb.Stream, map[string]int{"code": 0}))
-	if f := b.read(t); f.Type != tExit || f.Stream != 1 {
+	fa.conn.Write(encodeJSON(proto.Exit, eb.Stream, map[string]int{"code": 0}))
+	if f := b.read(t); f.Type != proto.Exit || f.Stream != 1 {
 		t.Fatalf("b got type %x", f.Type)
 	}
 }
@@ -154,31 +155,31 @@ func TestStreamsAreEachClientsOwn(t *testing.T) {
 func TestAStalledClientStallsNobodyElse(t *testing.T) {
 	_, fa, mux := newTestShim(t, []string{"exec", "cancel", "window"})
 	slow, fast := dialClient(t, mux), dialClient(t, mux)
-	slow.conn.Write(encode(tExec, 1, []byte(`{}`)))
+	slow.conn.Write(encode(proto.Exec, 1, []byte(`{}`)))
 	es := fa.next(t, 0)
-	fast.conn.Write(encode(tExec, 1, []byte(`{}`)))
+	fast.conn.Write(encode(proto.Exec, 1, []byte(`{}`)))
 	ef := fa.next(t, 0)
 	// a window's worth for the client that never reads, many times over the
 	// socket buffers: the agent sends it whole (it has the credit) and the
 	// shim must not stop reading the port for it
 	chunk := make([]byte, 16*1024)
 	for i := 0; i < 4; i++ {
-		fa.conn.Write(encode(tStdout, es.Stream, chunk))
+		fa.conn.Write(encode(proto.Stdout, es.Stream, chunk))
 	}
-	fa.conn.Write(encode(tStdout, ef.Stream, []byte("still here")))
+	fa.conn.Write(encode(proto.Stdout, ef.Stream, []byte("still here")))
 	if f := fast.read(t); string(f.Payload) != "still here" {
 		t.Fatalf("fast got %q", f.Payload)
 	}
 	// what the slow client reads is granted back to the agent, in batches
 	for i := 0; i < 4; i++ {
-		if f := slow.read(t); f.Type != tStdout || len(f.Payload) != len(chunk) {
+		if f := slow.read(t); f.Type != proto.Stdout || len(f.Payload) != len(chunk) {
 			t.Fatalf("slow got type %x, %d bytes", f.Type, len(f.Payload))
 		}
 	}
 	granted := uint32(0)
 	for granted < 4*uint32(len(chunk)) {
 		f := fa.next(t, 0)
-		if f.Type != tWindow || f.Stream != es.Stream {
+		if f.Type != proto.Window || f.Stream != es.Stream {
 			t.Fatalf("agent got type %x on %d, want WINDOW on %d", f.Type, f.Stream, es.Stream)
 		}
 		granted += binary.BigEndian.Uint32(f.Payload)
@@ -219,20 +220,20 @@ func TestASpareThatFailedIsOpenedAgain(t *testing.T) {
 	s.mu.Unlock()
 
 	c := dialClient(t, mux)
-	c.conn.Write(encode(tExec, 1, []byte(`{}`))) // port 0 carries a stream: busy
+	c.conn.Write(encode(proto.Exec, 1, []byte(`{}`))) // port 0 carries a stream: busy
 	fa.next(t, 0)
-	c.conn.Write(encode(tExec, 2, []byte(`{}`))) // opens the spare, which fails
+	c.conn.Write(encode(proto.Exec, 2, []byte(`{}`))) // opens the spare, which fails
 	fa.next(t, 0)
 	fa2 := <-second
 	waitFor(t, "the failed spare port to go back among the spares", func() bool {
 		return !s.opening && len(s.spare) == 1
 	}, &s.mu)
 	time.Sleep(2 * spareRetry)
-	c.conn.Write(encode(tExec, 3, []byte(`{}`))) // busy again: the spare is opened
+	c.conn.Write(encode(proto.Exec, 3, []byte(`{}`))) // busy again: the spare is opened
 	fa.next(t, 0)
 	waitFor(t, "the spare port to open", func() bool { return len(s.ports) == 2 }, &s.mu)
-	c.conn.Write(encode(tExec, 4, []byte(`{}`))) // the least loaded port: the new one
-	if f := fa2.next(t, 0); f.Type != tExec {
+	c.conn.Write(encode(proto.Exec, 4, []byte(`{}`))) // the least loaded port: the new one
+	if f := fa2.next(t, 0); f.Type != proto.Exec {
 		t.Fatalf("the reopened port got type %x, want EXEC", f.Type)
 	}
 }

@@ -23,54 +23,28 @@ const (
 	chunkSize       = proto.ChunkSize
 )
 
-const (
-	tHello      = proto.Hello
-	tHelloReply = proto.HelloReply
-	tPing       = proto.Ping
-	tPong       = proto.Pong
-	tWindow     = proto.Window
-	tExec       = proto.Exec
-	tStarted    = proto.Started
-	tStdin      = proto.Stdin
-	tStdout     = proto.Stdout
-	tStderr     = proto.Stderr
-	tExit       = proto.Exit
-	tSignal     = proto.Signal
-	tResize     = proto.Resize
-	tCancel     = proto.Cancel
-	tPut        = proto.Put
-	tData       = proto.Data
-	tGet        = proto.Get
-	tFile       = proto.File
-	tDone       = proto.Done
-	tTarGet     = proto.TarGet
-	tTarPut     = proto.TarPut
-	tShutdown   = proto.Shutdown
-	tConnect    = proto.Connect
-	tConnected  = proto.Connected
-	tError      = proto.Error
-)
-
 // requests open a stream (sent by a client on a stream id it has not used).
 var requests = map[byte]bool{
-	tPing: true, tExec: true, tPut: true, tGet: true, tTarGet: true, tTarPut: true,
-	tShutdown: true, tConnect: true,
+	proto.Ping: true, proto.Exec: true, proto.Put: true, proto.Get: true, proto.TarGet: true, proto.TarPut: true,
+	proto.Shutdown: true, proto.Connect: true,
 }
 
 // followUps are the other frames a client may send on one of its streams.
 var followUps = map[byte]bool{
-	tStdin: true, tSignal: true, tResize: true, tData: true, tCancel: true,
+	proto.Stdin: true, proto.Signal: true, proto.Resize: true, proto.Data: true, proto.Cancel: true,
 }
 
 // fromGuest are the frames an agent may send.
 var fromGuest = map[byte]bool{
-	tHelloReply: true, tPong: true, tWindow: true, tStarted: true, tStdout: true,
-	tStderr: true, tExit: true, tFile: true, tData: true, tDone: true, tConnected: true,
-	tError: true,
+	proto.HelloReply: true, proto.Pong: true, proto.Window: true, proto.Started: true, proto.Stdout: true,
+	proto.Stderr: true, proto.Exit: true, proto.File: true, proto.Data: true, proto.Done: true, proto.Connected: true,
+	proto.Error: true,
 }
 
 // counted frames are the bulk data that flow control meters (their payload bytes).
-func counted(t byte) bool { return t == tStdout || t == tStderr || t == tData || t == tStdin }
+func counted(t byte) bool {
+	return t == proto.Stdout || t == proto.Stderr || t == proto.Data || t == proto.Stdin
+}
 
 // Frame is one decoded frame; Payload is owned by it.
 type Frame struct {
@@ -126,7 +100,7 @@ func readFrame(r io.Reader, hdr []byte, known map[byte]bool) (Frame, error) {
 func windowFrame(stream uint32, n uint32) []byte {
 	var p [4]byte
 	binary.BigEndian.PutUint32(p[:], n)
-	return encode(tWindow, stream, p[:])
+	return encode(proto.Window, stream, p[:])
 }
 
 type errorMsg struct {
@@ -144,4 +118,4 @@ func union(sets ...map[byte]bool) map[byte]bool {
 	return out
 }
 
-var fromClient = union(requests, followUps, map[byte]bool{tHello: true})
+var fromClient = union(requests, followUps, map[byte]bool{proto.Hello: true})
