@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING
 from microbox import lazy
 from microbox.execution import Execution, Result
 from microbox.sdk.box import Box
-from microbox.sdk.records import BoxInfo
 from microbox.sdk.runtime import Runtime
 from microbox.store.status import LIVE, STATUSES, Status
 
@@ -35,10 +34,12 @@ if TYPE_CHECKING:
     from microbox.core.pool import Pool
     from microbox.core.snapshots import Snapshot
     from microbox.images.pack import PackInfo
+    from microbox.sdk.records import BoxInfo
     from microbox.store.images import Image
     from microbox.workspace import WorkspaceFile, WorkspacePush, workspace_files
 
 _LAZY = {
+    "BoxInfo": "microbox.sdk.records",
     "GcReport": "microbox.core.maintenance", "VMM": "microbox.core.orphans",
     "Pool": "microbox.core.pool",
     "Snapshot": "microbox.core.snapshots", "PackInfo": "microbox.images.pack",

@@ -34,7 +34,6 @@ from microbox.net import netlog, plan
 from microbox.net import policy as net_policy
 from microbox.portmap import PortMap
 from microbox.sdk.context import Context
-from microbox.sdk.records import BoxInfo
 from microbox.spec import BoxSpec, validate_name
 from microbox.store import boxes as boxes_store
 from microbox.store.boxes import BoxRecord
@@ -45,6 +44,7 @@ if TYPE_CHECKING:
     from microbox.core.lifecycle import Started
     from microbox.core.snapshots import Snapshot
     from microbox.images.pack import PackInfo
+    from microbox.sdk.records import BoxInfo
 
 FORK_PARALLEL = 4  # restores at once: QEMU's start-up is CPU-bound
 
@@ -144,6 +144,7 @@ class Box:
     def info(self) -> BoxInfo:
         """Everything known about the box (`.to_json()`: JSON-ready values)."""
         from microbox.core import templates
+        from microbox.sdk.records import BoxInfo
 
         r = self.record
         d = box_dir(r)

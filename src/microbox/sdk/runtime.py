@@ -20,25 +20,53 @@ number of concurrent executions. `microbox.sdk.aio` is the asyncio face.
 
 from __future__ import annotations
 
-from microbox.core.log import Log
-from microbox.sdk.boxes import Boxes
+import functools
+from typing import TYPE_CHECKING
+
 from microbox.sdk.context import Context
-from microbox.sdk.host import Host
-from microbox.sdk.images import Images
-from microbox.sdk.pools import Pools
-from microbox.sdk.snapshots import Snapshots
+
+if TYPE_CHECKING:
+    from microbox.sdk.boxes import Boxes
+    from microbox.sdk.host import Host
+    from microbox.sdk.images import Images
+    from microbox.sdk.pools import Pools
+    from microbox.sdk.snapshots import Snapshots
 
 
 class Runtime(Context):
-    """Makes and finds boxes, images, snapshots and pools under MICROBOX_HOME."""
+    """Makes and finds boxes, images, snapshots and pools under MICROBOX_HOME.
+    Each collection is made (and its module imported) on first use: `microbox
+    exec` needs only `boxes`."""
 
-    def __init__(self, *, log: Log | None = None) -> None:
-        super().__init__(log=log)
-        self.boxes = Boxes(self)
-        self.images = Images(self)
-        self.snapshots = Snapshots(self)
-        self.pools = Pools(self)
-        self.host = Host(self)
+    @functools.cached_property
+    def boxes(self) -> Boxes:
+        from microbox.sdk.boxes import Boxes
+
+        return Boxes(self)
+
+    @functools.cached_property
+    def images(self) -> Images:
+        from microbox.sdk.images import Images
+
+        return Images(self)
+
+    @functools.cached_property
+    def snapshots(self) -> Snapshots:
+        from microbox.sdk.snapshots import Snapshots
+
+        return Snapshots(self)
+
+    @functools.cached_property
+    def pools(self) -> Pools:
+        from microbox.sdk.pools import Pools
+
+        return Pools(self)
+
+    @functools.cached_property
+    def host(self) -> Host:
+        from microbox.sdk.host import Host
+
+        return Host(self)
 
     def __enter__(self) -> Runtime:
         return self
