@@ -832,9 +832,10 @@ def k_serve(r: Run) -> None:
         at = start + r.draw()
         while time.monotonic() < at and t.is_alive():
             time.sleep(0.002)
+        answered = not t.is_alive()  # before the kill: a dead server also ends the call
         p.kill()
         p.wait(10)
-        r.moment += " killed" if t.is_alive() else " (it had answered)"
+        r.moment += " (it had answered)" if answered else " killed"
         t.join(30)
     client.close()
     if answer and isinstance(answer[0], httpx.Response):
