@@ -142,3 +142,23 @@ def test_a_finished_thread_closes_its_connection(tmp_path: Path) -> None:
     assert len(db._held) == 1  # only the main thread's (the migration's) is left
     db.close()
     assert len(db._held) == 0
+
+
+def test_gc_removes_the_work_of_a_killed_build_and_nothing_at_work(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A `run` killed while it built its image left images/tmp/tmpXXXX, which
+    only the next build or pull swept (bench/faults.py, kind first-run)."""
+    from microbox import locks
+    from microbox.images import filestore
+
+    monkeypatch.setenv("MICROBOX_HOME", str(tmp_path / "home"))
+    db = Database(paths.database())
+    killed = Path(tempfile.mkdtemp(dir=filestore.staging_dir()))
+    (killed / filestore.BUSY).touch()  # its holder is gone
+    (killed / "rootfs.tar").write_bytes(b"x" * 100)
+    working = Path(tempfile.mkdtemp(dir=filestore.staging_dir()))
+    with locks.acquire(working / filestore.BUSY):
+        assert maintenance.gc(db, dry_run=True).staging == [str(killed)] and killed.exists()
+        assert maintenance.gc(db).staging == [str(killed)]
+        assert not killed.exists() and working.exists()
+    db.close()

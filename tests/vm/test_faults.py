@@ -17,6 +17,7 @@ import microbox
 from microbox import locks, paths
 from microbox.core import shim
 from microbox.core.boxdir import for_box
+from microbox.core.reconcile import starter_alive
 from microbox.failpoints import ENV
 from microbox.store import boxes
 from tests.conftest import qemu_pids, still_running
@@ -176,11 +177,15 @@ def test_a_pool_whose_filler_died_is_filled_by_the_next_run(rt: microbox.Runtime
     # and dies with a spare booted but not yet made ready.
     r = _with_failpoint("spare-booted", "run", "--rm", "busybox", "--", "true")
     assert r.returncode == 0, r.stderr
-    wait_for(lambda: not _filling(pool.id), 60, "the filler to die")
+    wait_for(lambda: _died_making_a_box(rt, pool.id), 60, "the filler to die at its failpoint")
     assert rt.pools.get(pool.id).ready == 0
     assert mb("run", "--rm", "busybox", "--", "true").returncode == 0
     wait_for(lambda: rt.pools.get(pool.id).ready == 1, 60, "the pool to be filled again")
 
 
-def _filling(pool_id: str) -> bool:
-    return locks.is_held(paths.pools_dir() / f"{pool_id}.lock")
+def _died_making_a_box(rt: microbox.Runtime, pool_id: str) -> bool:
+    """The filler died with a box half made (its row `starting`, its starter
+    gone) and let go of the pool's lock: only now is no filler at work."""
+    half = [r for r in boxes.all_boxes(rt.db) if r.pool == pool_id and r.status == "starting"]
+    return bool(half) and not any(starter_alive(r) for r in half) and \
+        not locks.is_held(paths.pools_dir() / f"{pool_id}.lock")

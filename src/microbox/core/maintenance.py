@@ -34,6 +34,7 @@ class GcReport:
     snapshots: list[str] = field(default_factory=list)  # removed or fork's own, unused
     shims: list[int] = field(default_factory=list)  # pids of shims that outlived their VM
     networks: list[str] = field(default_factory=list)  # --net tap pieces no live box owns
+    staging: list[str] = field(default_factory=list)  # work dirs of killed pulls and builds
 
 
 def gc(db: Database, dry_run: bool = False) -> GcReport:
@@ -60,6 +61,9 @@ def gc(db: Database, dry_run: bool = False) -> GcReport:
             process.wait_exit(stray.pid, 5.0)
     if os.geteuid() == 0:  # only root makes (and can remove) box networks
         report.networks = tap.sweep(dry_run)
+    from microbox.images import filestore
+
+    report.staging = filestore.sweep_abandoned(dry_run)
     return report
 
 

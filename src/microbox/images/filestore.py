@@ -73,11 +73,24 @@ def _exclusive() -> AbstractContextManager[locks.Lock]:
 BUSY = ".busy"  # flock held in a staging dir by the process working in it
 
 
-def _sweep_abandoned() -> None:
-    """Remove staging dirs whose process died (a killed pull or build)."""
+def _sweep_abandoned(dry_run: bool = False) -> list[str]:
+    """Remove staging dirs whose process died (a killed pull or build); the
+    caller holds the sweep lock."""
+    gone = []
     for d in staging_dir().iterdir():
         if d.is_dir() and not locks.is_held(d / BUSY):
-            shutil.rmtree(d, ignore_errors=True)
+            gone.append(str(d))
+            if not dry_run:
+                shutil.rmtree(d, ignore_errors=True)
+    return gone
+
+
+def sweep_abandoned(dry_run: bool = False) -> list[str]:
+    """gc's part: the work of pulls and builds that were killed (their staging dirs)."""
+    if not (paths.images_dir() / "tmp").is_dir():
+        return []
+    with locks.held(staging_dir() / ".sweep.lock"):
+        return _sweep_abandoned(dry_run)
 
 
 @contextlib.contextmanager
