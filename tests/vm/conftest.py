@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+import microbox
+from microbox.store import boxes
 from tests.conftest import net_pieces, qemu_pids, shim_pids, still_running
 
 
@@ -52,6 +54,20 @@ def leak_guard(microbox_home: Path) -> Iterator[None]:
     yield
     problems = _check(microbox_home, before, nets)
     assert not problems, "; ".join(problems)
+
+
+@pytest.fixture
+def rt() -> Iterator[microbox.Runtime]:
+    """A runtime whose pools are all removed at the end, spares and fillers
+    included, and whose half-made boxes (a killed filler's) gc removes."""
+    with microbox.Runtime() as runtime:
+        try:
+            yield runtime
+        finally:
+            for p in runtime.pools.list():
+                runtime.pools.remove(p.id)
+            runtime.host.gc()
+            assert not boxes.spares(runtime.db)
 
 
 @pytest.fixture

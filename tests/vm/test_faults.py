@@ -136,17 +136,6 @@ def test_a_lost_connection_to_a_running_box_names_a_recovery(src: microbox.Box) 
     assert b"still running" in err and b"microbox exec src -- true" in err, err
 
 
-@pytest.fixture
-def rt() -> Iterator[microbox.Runtime]:
-    with microbox.Runtime() as runtime:
-        try:
-            yield runtime
-        finally:
-            for p in runtime.pools.list():
-                runtime.pools.remove(p.id)
-            mb("gc")
-
-
 def test_a_pooled_rm_box_goes_when_both_its_run_and_its_shim_die(
         rt: microbox.Runtime, home: Path) -> None:
     """The shim kills a taken pool box's VMM when the run dies; with the shim

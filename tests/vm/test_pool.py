@@ -8,10 +8,7 @@ import json
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 import microbox
 from microbox.store import boxes
@@ -21,18 +18,6 @@ from tests.vm.conftest import wait_for
 from tests.vm.helpers import ECHO, echo_through, free_port, listening, mb, spawn
 
 PROBE = ("head -c 16 /dev/urandom | od -An -tx1; hostname; cat /etc/machine-id; date +%s")
-
-
-@pytest.fixture
-def rt() -> Iterator[microbox.Runtime]:
-    """A runtime whose pools are all removed at the end, spares and fillers included."""
-    with microbox.Runtime() as runtime:
-        try:
-            yield runtime
-        finally:
-            for p in runtime.pools.list():
-                runtime.pools.remove(p.id)
-            assert not boxes.spares(runtime.db)
 
 
 def _spares(rt: microbox.Runtime) -> list[BoxRecord]:
