@@ -11,7 +11,7 @@ import base64
 import json
 import struct
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 # The constants, frame types and capabilities are defined once, in proto/proto.go,
@@ -54,16 +54,25 @@ class Frame:
         return value
 
 
-@dataclass(frozen=True)
 class HelloReply(Mapping[str, Any]):
     """The agent's HELLO_REPLY (docs/protocol.md): who answered and what it can
-    do. It reads as the reply's JSON object too (`reply["agent"]`)."""
+    do. It reads as the reply's JSON object too (`reply["agent"]`). A plain
+    class: every command that reaches a box imports this module, and a
+    dataclass costs ~1 ms of import."""
 
-    version: int
-    session: str
-    agent: str
-    capabilities: frozenset[str]
-    body: dict[str, Any] = field(repr=False, compare=False)
+    __slots__ = ("agent", "body", "capabilities", "session", "version")
+
+    def __init__(self, *, version: int, session: str, agent: str,
+                 capabilities: frozenset[str], body: dict[str, Any]) -> None:
+        self.version = version
+        self.session = session
+        self.agent = agent
+        self.capabilities = capabilities
+        self.body = body
+
+    def __repr__(self) -> str:
+        return (f"HelloReply(version={self.version}, session={self.session!r}, "
+                f"agent={self.agent!r}, capabilities={sorted(self.capabilities)})")
 
     @classmethod
     def of(cls, body: dict[str, Any]) -> HelloReply:
