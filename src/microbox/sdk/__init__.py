@@ -10,6 +10,7 @@ host.py       rt.host: doctor, gc, VMMs in /proc, guest artifacts
 box.py        Box: one box's lifecycle, exec, files, logs, snapshots
 records.py    BoxInfo: the one rendering of a box for --json, the API and MCP
 aio.py        the asyncio face of all of the above, checked against it by a test
+aio_handles.py  its thread pool and the async twins of Execution, Connection and Box
 
 What only some calls need is imported by those calls, so a program that only
 runs commands in existing boxes (`microbox exec`) does not load it; the names
