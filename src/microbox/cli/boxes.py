@@ -8,7 +8,6 @@ from typing import Any
 import click
 
 from microbox.cli.common import (
-    DEFAULT_IMAGE,
     common_options,
     from_option,
     given_spec,
@@ -20,6 +19,7 @@ from microbox.cli.common import (
 from microbox.cli.output import Out
 from microbox.cli.progress import CliProgress
 from microbox.sdk import Box, Runtime
+from microbox.spec import DEFAULT_IMAGE
 
 
 @click.command()

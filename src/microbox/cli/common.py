@@ -14,10 +14,15 @@ from microbox import portmap
 from microbox.cli.output import Out
 from microbox.errors import HostError, MicroboxError
 from microbox.net import plan
-from microbox.spec import ACCELS, DEFAULT_MEMORY_MIB, BoxSpec, parse_env, parse_labels
+from microbox.spec import (
+    ACCELS,
+    DEFAULT_MEMORY_MIB,
+    BoxSpec,
+    parse_env,
+    parse_labels,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
-DEFAULT_IMAGE = "debian"  # run and create without an IMAGE
 
 
 def common_options(f: F) -> F:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import click
 
-from microbox.cli.common import DEFAULT_IMAGE, common_options, guarded, shape_options
+from microbox.cli.common import common_options, guarded, shape_options
 from microbox.cli.output import Out
 from microbox.cli.render import ago, print_table
 from microbox.sdk import Runtime
+from microbox.spec import DEFAULT_IMAGE
 
 
 @click.group()

@@ -15,7 +15,6 @@ from microbox.cli.attach import (
     signals_abort,
 )
 from microbox.cli.common import (
-    DEFAULT_IMAGE,
     common_options,
     from_option,
     given_spec,
@@ -28,6 +27,7 @@ from microbox.cli.common import (
 from microbox.cli.output import Out
 from microbox.cli.progress import CliProgress
 from microbox.sdk import Box, Runtime
+from microbox.spec import DEFAULT_IMAGE
 
 
 class DefaultImage(click.Command):
