@@ -28,6 +28,10 @@ from microbox.cp.tarwrite import tree_tar
 from microbox.errors import AgentError, GuestNotFound, HostError, MicroboxError, Refused, UsageError
 from tests.trees import snapshot
 
+# The stand-in guest extracts with tarfile's "tar" filter where Python has it
+# (3.11.4 and later); Debian 12's python3 is 3.11.2, which has no filter argument.
+SAFE_EXTRACT: dict[str, Any] = {"filter": "tar"} if hasattr(tarfile, "tar_filter") else {}
+
 # -- helpers -----------------------------------------------------------------------
 
 
@@ -493,7 +497,7 @@ class FakeGuest:
         if not p.is_dir():
             raise AgentError(f"writing a tree into {path} failed in the box (invalid)")
         with tarfile.open(fileobj=ChunkReader(chunks), mode="r|") as tar:
-            tar.extractall(p, filter="tar")
+            tar.extractall(p, **SAFE_EXTRACT)
 
     def get_file(self, _channel: object, path: str, dest: IO[bytes], *_: Any) -> int:
         p = self.real(path)
