@@ -63,6 +63,24 @@ def test_image_defaults_under_user_flags() -> None:
     assert ImageConfig.from_json(cfg.to_json()) == cfg
 
 
+def test_config_round_trips_labels_ports_and_stop_signal() -> None:
+    oci = {"Env": ["A=1"], "Entrypoint": ["/e"], "Cmd": ["c"], "WorkingDir": "/w",
+           "User": "app", "Labels": {"org.example": "yes", "n": 1},
+           "ExposedPorts": {"8080/tcp": {}, "53/udp": {}}, "StopSignal": "SIGQUIT"}
+    cfg = ImageConfig.from_oci(oci)
+    assert cfg.labels == {"org.example": "yes", "n": "1"}
+    assert cfg.exposed_ports == ("53/udp", "8080/tcp") and cfg.stop_signal == "SIGQUIT"
+    assert ImageConfig.from_json(cfg.to_json()) == cfg
+    assert ImageConfig.from_oci(cfg.to_oci()) == cfg
+    assert cfg.to_oci()["ExposedPorts"] == {"53/udp": {}, "8080/tcp": {}}
+    # a row stored before these fields existed, and nulls from a registry
+    old = ('{"Cmd": ["c"], "Entrypoint": [], "Env": ["A=1"], "User": "", '
+           '"WorkingDir": ""}')
+    assert ImageConfig.from_json(old) == ImageConfig(env={"A": "1"}, cmd=["c"])
+    assert ImageConfig.from_oci({"Labels": None, "ExposedPorts": None,
+                                 "StopSignal": None}) == ImageConfig()
+
+
 def test_run_without_an_image_means_the_default() -> None:
     from microbox.cli.run import run
 

@@ -17,13 +17,9 @@ from microbox.sdk import Image, Runtime
 
 
 def _row(i: Image) -> dict[str, Any]:
-    c = i.config
     return {"name": i.name, "digest": i.digest, "size": i.size, "disk_bytes": i.disk_bytes,
             "layers_bytes": i.layers_bytes, "source": i.source, "created_at": i.created_at,
-            "image_id": i.image_id, "layers": list(i.layers),
-            "config": {"Env": [f"{k}={v}" for k, v in c.env.items()],
-                       "Entrypoint": c.entrypoint, "Cmd": c.cmd,
-                       "WorkingDir": c.workdir or "", "User": c.user or ""}}
+            "image_id": i.image_id, "layers": list(i.layers), "config": i.config.to_oci()}
 
 
 def _done(out: Out, img: Image) -> None:
