@@ -4,9 +4,10 @@ warm-start templates (docker-py's `client.images`)."""
 from __future__ import annotations
 
 import builtins
+import io
 from dataclasses import replace
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from microbox.images.progress import QUIET, Progress
 from microbox.net import plan
@@ -16,6 +17,7 @@ from microbox.store import boxes as boxes_store
 
 if TYPE_CHECKING:
     from microbox.images.pack import PackInfo
+    from microbox.images.push import Pushed
     from microbox.store.images import Image
 
 
@@ -91,6 +93,46 @@ class Images:
         from microbox.images import filestore, importer
 
         return filestore.tag(self._rt.db, source, importer.valid_name(target))
+
+    def push(self, name: str, ref: str, *, insecure: bool = False,
+             progress: Progress = QUIET) -> Pushed:
+        """Push the image `name` to a registry as `ref` (`REGISTRY/REPO[:TAG]`), as
+        one gzip layer and its config (Env, Entrypoint, Cmd, WorkingDir, User,
+        Labels, ExposedPorts, StopSignal). The layer is the root file system of a
+        throwaway box of the image (booted cold, no network, deleted on every
+        path out), with what its boot wrote taken back from the image
+        (microbox.images.push). Loopback registries are spoken to over plain
+        HTTP, others only with `insecure`; credentials from `login` (or Docker's)."""
+        from microbox.images import filestore
+        from microbox.images import push as image_push
+
+        target = image_push.target(ref)
+        image = filestore.get(self._rt.db, name)
+        with filestore.staging() as tmp:
+            export = tmp / "rootfs.tar"
+            with open(export, "wb") as out:
+                self._export_root(image, out, progress)
+            return image_push.push(image, export, target, tmp, insecure=insecure,
+                                   progress=progress)
+
+    def _export_root(self, image: Image, out: IO[bytes], progress: Progress) -> None:
+        """The root tar of a throwaway box of `image` into `out`. The box is this
+        process's (it dies with it, even on SIGKILL) and is deleted on every path
+        out, KeyboardInterrupt included."""
+        from microbox.core import lifecycle
+        from microbox.images import filestore
+        from microbox.sdk.box import Box
+
+        progress.step(f"starting a box of {image.name}")
+        spec = BoxSpec(image=image.name, net="none", cold=True,
+                       labels={"microbox.purpose": "image-push"}).validate()
+        with filestore.using():
+            record, lock = lifecycle.create(self._rt.db, spec, auto_remove=True,
+                                            start_next=True, image_digest=image.digest)
+        started = lifecycle.start(self._rt.db, record, lock, attached=True, log=self._rt.log)
+        with Box(self._rt, started.record, started=started, remove=True, owned=True) as box:
+            progress.step(f"exporting the root file system of {image.name}")
+            box.export(cast(IO[bytes], _Counted(out, progress)))
 
     @staticmethod
     def login(registry: str, username: str, password: str, *, insecure: bool = False) -> None:
@@ -186,3 +228,22 @@ def _snapshot_images() -> dict[str, builtins.list[str]]:
     for snap in snapshots.all_snapshots():
         needed.setdefault(snap.image_digest, []).append(snap.name)
     return needed
+
+
+class _Counted(io.RawIOBase):
+    """A binary file that tells `progress` how many bytes were written to `out`."""
+
+    def __init__(self, out: IO[bytes], progress: Progress) -> None:
+        self.out, self.progress, self.count = out, progress, 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: Any) -> int:
+        n = self.out.write(b)
+        self.count += n
+        self.progress.advance(self.count, None)
+        return n
+
+    def flush(self) -> None:
+        self.out.flush()
