@@ -12,10 +12,11 @@ import os
 import subprocess
 import tarfile
 from pathlib import Path
+from typing import IO
 
 import pytest
 
-from microbox.errors import HostError, UsageError
+from microbox.errors import AgentError, HostError, UsageError
 from microbox.images import oci_layout, push, reference, skopeo
 from microbox.images.config import ImageConfig
 
@@ -146,6 +147,36 @@ def test_layout_digests_and_config(tmp_path: Path) -> None:
         tf.addfile(info, io.BytesIO(b"hello"))
     assert oci_layout.write_image(again, made2[0], config.to_oci(), "t") == written
     assert not list(blobs.glob(".*"))  # no partial blob left
+
+
+def test_piped_export_ends_with_its_reader() -> None:
+    def half(out: IO[bytes]) -> None:
+        out.write(b"x" * 1000)
+        raise AgentError("the box went away")
+
+    with pytest.raises(AgentError, match="went away"), push._piped(half) as r, \
+            tarfile.open(fileobj=r, mode="r|") as tf:
+        tf.getmembers()  # a cut tar: the export's error wins over the reader's
+
+    wrote: list[int] = []
+
+    def endless(out: IO[bytes]) -> None:
+        while True:
+            out.write(b"\0" * 65536)
+            wrote.append(1)
+
+    with pytest.raises(ValueError, match="the reader"), push._piped(endless) as r:
+        r.read(10)
+        raise ValueError("the reader failed")  # the pipe closes: the export ends
+    assert wrote
+
+    def whole(out: IO[bytes]) -> None:
+        with tarfile.open(fileobj=out, mode="w|") as tf:
+            tf.addfile(tarfile.TarInfo("empty"))
+        out.write(b"\0" * 100_000)  # more than a pipe holds, after the tar's end
+
+    with push._piped(whole) as r, tarfile.open(fileobj=r, mode="r|") as tf:
+        assert [m.name for m in tf] == ["empty"]
 
 
 def test_push_errors_name_the_fix() -> None:

@@ -11,16 +11,17 @@ import gzip
 import io
 import json
 import tarfile
+import threading
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 
 import microbox
 from microbox.errors import HostError, NotFound
 from microbox.images import filestore
+from microbox.images import push as image_push
 from microbox.sdk.aio import AsyncRuntime
-from microbox.sdk.box import Box
 from microbox.store.images import Image
 from tests.oci import E, Layout, layer_tar
 from tests.registry import APP_CONFIG, PASSWORD, USER, Registry, app_layers, busybox_layer
@@ -174,12 +175,13 @@ def test_push_errors_name_the_fix(rt: microbox.Runtime, monkeypatch: pytest.Monk
     assert "connection refused" in last
     assert rt.boxes.list(all=True) == []
 
-    def interrupted(self: Box, out: Any) -> None:
-        assert self.status == "running"
-        raise KeyboardInterrupt
+    def interrupted(raw: IO[bytes], image: Path, out: tarfile.TarFile) -> None:
+        assert raw.read(1 << 20)  # the box is exporting
+        raise KeyboardInterrupt  # ^C, on the main thread
 
-    monkeypatch.setattr(Box, "export", interrupted)
+    monkeypatch.setattr(image_push, "write_layer", interrupted)
     with pytest.raises(KeyboardInterrupt):
         rt.images.push("busybox", f"{nowhere}/a/b:1")
     assert rt.boxes.list(all=True) == []
     assert not [p for p in filestore.staging_dir().iterdir() if p.is_dir()]
+    assert not [t for t in threading.enumerate() if t.name == "image-push-export"]

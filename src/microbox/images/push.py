@@ -16,10 +16,13 @@ every image) is left out too: a pull makes it again. The box has no network
 from __future__ import annotations
 
 import io
+import os
 import re
 import subprocess
 import tarfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -182,18 +185,57 @@ def write_layer(raw: IO[bytes], image: Path, out: tarfile.TarFile) -> None:
 
 # -- the push ----------------------------------------------------------------------
 
+Export = Callable[[IO[bytes]], object]  # writes a box's root tar to the file it is given
+JOIN_AFTER_FAILURE = 30.0  # seconds an export gets to notice that its reader has gone
 
-def push(image: Image, export: Path, ref: reference.Reference, work: Path, *,
-         insecure: bool, progress: Progress) -> Pushed:
-    """Make the layout of `image` from its box's export (the tar at `export`) in
-    `work`, and copy it to the registry as `ref`."""
-    layout = work / "layout"
-    progress.step(f"compressing the layer ({human(export.stat().st_size)})")
-    total = export.stat().st_size
-    with open(export, "rb") as raw, \
-            oci_layout.layer(layout, lambda n: progress.advance(n, total)) as (tf, made):
+
+def build_layout(export: Export, image: Image, layout: Path, progress: Progress
+                 ) -> oci_layout.Written:
+    """The OCI layout of `image` in `layout`: its layer made from the tar that
+    `export` writes, read as it is written (the export runs on a thread of its
+    own, into a pipe), so the box's walk and the compression overlap and no copy
+    of the tar is kept."""
+    with _piped(export) as raw, \
+            oci_layout.layer(layout, lambda n: progress.advance(n, None)) as (tf, made):
         write_layer(raw, image.path, tf)
-    written = oci_layout.write_image(layout, made[0], image.config.to_oci(), TAG)
+    return oci_layout.write_image(layout, made[0], image.config.to_oci(), TAG)
+
+
+@contextmanager
+def _piped(export: Export) -> Iterator[IO[bytes]]:
+    """The read end of a pipe that `export` writes into on another thread. The
+    export's own failure wins over the reader's (a cut tar is only its effect);
+    a reader that fails closes the pipe, which ends the export (a broken pipe)."""
+    read_fd, write_fd = os.pipe()
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            with open(write_fd, "wb") as w:
+                export(w)
+        except BaseException as exc:  # handed to the reading thread
+            failed.append(exc)
+
+    thread = threading.Thread(target=run, name="image-push-export", daemon=True)
+    thread.start()
+    try:
+        with open(read_fd, "rb") as r:
+            yield r
+            while r.read(1 << 16):  # what follows the tar's end, so the export ends well
+                pass
+    except BaseException:
+        thread.join(JOIN_AFTER_FAILURE)
+        if failed and not isinstance(failed[0], BrokenPipeError):  # not just our going
+            raise failed[0] from None
+        raise
+    thread.join()
+    if failed:
+        raise failed[0]
+
+
+def upload(image: Image, written: oci_layout.Written, layout: Path, ref: reference.Reference,
+           work: Path, *, insecure: bool, progress: Progress) -> Pushed:
+    """Copy the image in `layout` to the registry as `ref`."""
     progress.step(f"pushing {image.name} to {ref.familiar} "
                   f"({human(written.layer.size)} compressed)")
     digest_file = work / "digest"

@@ -4,10 +4,11 @@ warm-start templates (docker-py's `client.images`)."""
 from __future__ import annotations
 
 import builtins
-import io
+import contextlib
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, cast
+from typing import IO, TYPE_CHECKING, Any
 
 from microbox.images.progress import QUIET, Progress
 from microbox.net import plan
@@ -18,6 +19,7 @@ from microbox.store import boxes as boxes_store
 if TYPE_CHECKING:
     from microbox.images.pack import PackInfo
     from microbox.images.push import Pushed
+    from microbox.sdk.box import Box
     from microbox.store.images import Image
 
 
@@ -109,16 +111,19 @@ class Images:
         target = image_push.target(ref)
         image = filestore.get(self._rt.db, name)
         with filestore.staging() as tmp:
-            export = tmp / "rootfs.tar"
-            with open(export, "wb") as out:
-                self._export_root(image, out, progress)
-            return image_push.push(image, export, target, tmp, insecure=insecure,
-                                   progress=progress)
+            layout = tmp / "layout"
+            with self._throwaway(image, progress) as box:
+                progress.step(f"exporting and compressing the root file system of {image.name}")
+                written = image_push.build_layout(box.export, image, layout, progress)
+            return image_push.upload(image, written, layout, target, tmp, insecure=insecure,
+                                     progress=progress)
 
-    def _export_root(self, image: Image, out: IO[bytes], progress: Progress) -> None:
-        """The root tar of a throwaway box of `image` into `out`. The box is this
-        process's (it dies with it, even on SIGKILL) and is deleted on every path
-        out, KeyboardInterrupt included."""
+    @contextlib.contextmanager
+    def _throwaway(self, image: Image, progress: Progress) -> Iterator[Box]:
+        """A running box of exactly `image` (its digest), booted cold (no template
+        made or used) with no network. It is this process's (it dies with it,
+        even on SIGKILL) and is deleted on every path out of the block,
+        KeyboardInterrupt included."""
         from microbox.core import lifecycle
         from microbox.images import filestore
         from microbox.sdk.box import Box
@@ -131,8 +136,7 @@ class Images:
                                             start_next=True, image_digest=image.digest)
         started = lifecycle.start(self._rt.db, record, lock, attached=True, log=self._rt.log)
         with Box(self._rt, started.record, started=started, remove=True, owned=True) as box:
-            progress.step(f"exporting the root file system of {image.name}")
-            box.export(cast(IO[bytes], _Counted(out, progress)))
+            yield box
 
     @staticmethod
     def login(registry: str, username: str, password: str, *, insecure: bool = False) -> None:
@@ -229,21 +233,3 @@ def _snapshot_images() -> dict[str, builtins.list[str]]:
         needed.setdefault(snap.image_digest, []).append(snap.name)
     return needed
 
-
-class _Counted(io.RawIOBase):
-    """A binary file that tells `progress` how many bytes were written to `out`."""
-
-    def __init__(self, out: IO[bytes], progress: Progress) -> None:
-        self.out, self.progress, self.count = out, progress, 0
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, b: Any) -> int:
-        n = self.out.write(b)
-        self.count += n
-        self.progress.advance(self.count, None)
-        return n
-
-    def flush(self) -> None:
-        self.out.flush()
