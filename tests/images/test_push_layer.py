@@ -29,6 +29,7 @@ def make_image(tmp: Path) -> Path:
     for d in ("etc", "proc", "tmp", "bin"):
         (root / d).mkdir(parents=True)
     (root / "etc" / "machine-id").write_bytes(b"uninitialized\n")
+    os.mkfifo(root / "etc" / "fifo")
     os.chmod(root / "etc" / "machine-id", 0o444)
     os.chmod(root / "tmp", 0o1777)
     os.chmod(root / "proc", 0o555)
@@ -108,6 +109,8 @@ def test_image_entry_reads_the_ext4_file(tmp_path: Path) -> None:
     assert (info.type, info.mode, info.size, data) == (tarfile.REGTYPE, 0o444, 14,
                                                       b"uninitialized\n")
     assert push.image_entry(image, "run") is None
+    with pytest.raises(push.Unsupported):
+        push.image_entry(image, "etc/fifo")
     entry = push.image_entry(image, "proc")
     assert entry is not None and entry[0].isdir() and entry[0].mode == 0o555
 

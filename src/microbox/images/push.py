@@ -15,6 +15,7 @@ every image) is left out too: a pull makes it again. The box has no network
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
@@ -89,10 +90,15 @@ _TYPES = {b"regular": tarfile.REGTYPE, b"directory": tarfile.DIRTYPE,
           b"symlink": tarfile.SYMTYPE}
 
 
+class Unsupported(Exception):
+    """An entry `image_entry` does not rebuild (a device, a fifo, a big file)."""
+
+
 def image_entry(image: Path, path: str) -> tuple[tarfile.TarInfo, bytes] | None:
-    """The entry at `path` (relative) in the ext4 file `image`, as a tar member
-    and its data, or None if there is none. Types other than a regular file, a
-    directory or a symlink come back as None too (the caller keeps the box's)."""
+    """The entry at `path` (relative; `.` is the root) in the ext4 file `image`,
+    as a tar member and its data, or None if there is none. Unsupported for
+    anything but a regular file (up to MAX_RESTORED bytes), a directory or a
+    symlink: the caller keeps what the box has there."""
     where = "/" if path == "." else f"/{path}"
     done = _debugfs(image, f"stat {where}")
     found = {k: rx.search(done.stdout) for k, rx in _STAT.items()}
@@ -103,7 +109,7 @@ def image_entry(image: Path, path: str) -> tuple[tarfile.TarInfo, bytes] | None:
                          f"{done.stderr.decode(errors='replace').strip()[-200:]}")
     kind = _TYPES.get(_group(found["type"]))
     if kind is None:
-        return None
+        raise Unsupported(path)
     info = tarfile.TarInfo(path)
     info.type, info.mode = kind, int(_group(found["mode"]), 8) & 0o7777
     info.uid, info.gid = int(_group(found["uid"])), int(_group(found["gid"]))
@@ -116,7 +122,7 @@ def image_entry(image: Path, path: str) -> tuple[tarfile.TarInfo, bytes] | None:
     elif kind == tarfile.REGTYPE:
         data = _debugfs(image, f"cat {where}").stdout[:MAX_RESTORED + 1]
         if len(data) > MAX_RESTORED:
-            return None
+            raise Unsupported(path)
         info.size = len(data)
     return info, data
 
@@ -164,7 +170,10 @@ def write_layer(raw: IO[bytes], image: Path, out: tarfile.TarFile) -> None:
     """Copy the export `raw` into `out`: names without `./` (the root is `./`),
     only extended attributes kept of the PAX records, and what booting touched as
     the image has it (module docstring)."""
-    originals = {p: image_entry(image, p) for p in BOOT_TOUCHED}
+    originals = {}
+    for path in BOOT_TOUCHED:
+        with contextlib.suppress(Unsupported):  # kept as the box has it
+            originals[path] = image_entry(image, path)
     with tarfile.open(fileobj=raw, mode="r|") as src:
         for member in _members(src):
             name = _strip(member.name)
