@@ -94,18 +94,19 @@ var Raw = map[byte]bool{
 // Capabilities: what a HELLO_REPLY may list (docs/protocol.md, "HELLO /
 // HELLO_REPLY"). The host relies on nothing an agent does not list.
 const (
-	CapExec     = "exec"
-	CapTTY      = "tty"
-	CapSignal   = "signal"
-	CapFiles    = "files"
-	CapPing     = "ping"
-	CapShutdown = "shutdown"
-	CapIdentity = "identity"
-	CapCancel   = "cancel"
-	CapConnect  = "connect"
-	CapTar      = "tar"
-	CapWindow   = "window"
-	CapNet      = "net"
-	CapDNS      = "dns"
-	CapMux      = "mux" // listed by the shim on mux.sock, never by an agent
+	CapExec      = "exec"
+	CapTTY       = "tty"
+	CapSignal    = "signal"
+	CapFiles     = "files"
+	CapPing      = "ping"
+	CapShutdown  = "shutdown"
+	CapIdentity  = "identity"
+	CapCancel    = "cancel"
+	CapConnect   = "connect"
+	CapTar       = "tar"
+	CapWindow    = "window"
+	CapNet       = "net"
+	CapDNS       = "dns"
+	CapTarExport = "tar_export" // TAR_GET takes "hardlinks" and "xattrs"
+	CapMux       = "mux"        // listed by the shim on mux.sock, never by an agent
 )

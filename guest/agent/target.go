@@ -4,7 +4,10 @@ package main
 // DATA frames. The walk never follows a symbolic link and stays on the file
 // system of the top path: a mount point inside the tree is stored as an
 // empty directory, so a tar of / leaves out /proc, /sys, /dev and the tmpfs
-// mounts.
+// mounts. With `hardlinks` (capability tar_export) the second and later names
+// of a regular file are stored as hard links to the first; with `xattrs`,
+// each entry carries its extended attributes as SCHILY.xattr.* records
+// (xattr.go). Together they are what an export of / needs (`microbox export`).
 
 import (
 	"archive/tar"
@@ -26,8 +29,14 @@ type tarGetOp struct{ *streamOut }
 func (tarGetOp) handle(Frame) {}
 func (op tarGetOp) abort()    { op.stop() }
 
+type tarGetRequest struct {
+	Path      wireString `json:"path"`
+	Hardlinks bool       `json:"hardlinks"` // tar_export: hard links as links, not copies
+	Xattrs    bool       `json:"xattrs"`    // tar_export: SCHILY.xattr.* records
+}
+
 func (s *Session) handleTarGet(stream uint32, payload []byte) {
-	var r getRequest
+	var r tarGetRequest
 	if !s.decodeRequest(stream, proto.TarGet, payload, &r) {
 		return
 	}
@@ -50,16 +59,20 @@ func (s *Session) handleTarGet(stream uint32, payload []byte) {
 	}
 	out := newStreamOut(s, stream)
 	out.fl = s.register(stream, tarGetOp{out})
-	go out.sendTree(path, name, &st)
+	w := &treeWalker{dev: st.Dev, xattrs: r.Xattrs}
+	if r.Hardlinks {
+		w.links = map[fileID]string{}
+	}
+	go out.sendTree(w, path, name, &st)
 }
 
 // sendTree writes the tar of path in DATA frames, then an empty DATA and
 // DONE; a failure before any entry is an ERROR of its kind, a failure after
 // that an ERROR io (the host discards what it got).
-func (o *streamOut) sendTree(path, name string, st *syscall.Stat_t) {
+func (o *streamOut) sendTree(w *treeWalker, path, name string, st *syscall.Stat_t) {
 	bw := bufio.NewWriterSize(dataWriter{o}, chunkSize)
 	tw := tar.NewWriter(bw)
-	w := &treeWalker{tw: tw, dev: st.Dev}
+	w.tw = tw
 	err := w.entry(path, name, st, true)
 	if err == nil {
 		err = tw.Close()
@@ -101,9 +114,13 @@ func (w dataWriter) Write(p []byte) (int, error) {
 	return n, nil
 }
 
+type fileID struct{ dev, ino uint64 }
+
 type treeWalker struct {
-	tw  *tar.Writer
-	dev uint64 // the file system the walk stays on
+	tw     *tar.Writer
+	dev    uint64            // the file system the walk stays on
+	links  map[fileID]string // with hardlinks: the name each linked file was stored under
+	xattrs bool              // store extended attributes
 }
 
 // entry stores path, whose lstat is st, under name, and a directory's
@@ -131,6 +148,15 @@ func (w *treeWalker) entry(path, name string, st *syscall.Stat_t, top bool) erro
 			return skip(syscall.ENOENT) // replaced since the lstat
 		}
 		hdr = tarHeader(name, &fst)
+		if w.links != nil && fst.Nlink > 1 {
+			key := fileID{uint64(fst.Dev), fst.Ino}
+			if first, ok := w.links[key]; ok {
+				hdr.Typeflag, hdr.Linkname, hdr.Size = tar.TypeLink, first, 0
+				return w.tw.WriteHeader(hdr)
+			}
+			w.links[key] = name
+		}
+		w.addXattrs(path, hdr)
 		if err := w.tw.WriteHeader(hdr); err != nil {
 			return err
 		}
@@ -156,6 +182,7 @@ func (w *treeWalker) entry(path, name string, st *syscall.Stat_t, top bool) erro
 			}
 			sort.Strings(names)
 		}
+		w.addXattrs(path, hdr)
 		if err := w.tw.WriteHeader(hdr); err != nil {
 			return err
 		}
@@ -182,6 +209,7 @@ func (w *treeWalker) entry(path, name string, st *syscall.Stat_t, top bool) erro
 	case syscall.S_IFSOCK:
 		return nil
 	}
+	w.addXattrs(path, hdr)
 	return w.tw.WriteHeader(hdr)
 }
 

@@ -646,6 +646,9 @@ class ApiBox:
             sink.write(chunk)
         return CopyReport(bytes=len(self.tar))
 
+    def export(self, sink: IO[bytes]) -> CopyReport:
+        return self.copy_out_tar("/", sink)
+
 
 def test_archive_routes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from fastapi.testclient import TestClient
@@ -672,3 +675,8 @@ def test_archive_routes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
         assert put.json()["data"]["bytes"] == 5000 and box.received == tar[:5000]
         over = client.put("/boxes/b/archive", params={"path": "/srv"}, content=tar)
         assert over.status_code == 413
+        got = client.get("/boxes/b/export")  # the root's tar, under the same limit
+        assert got.status_code == 200 and got.content == tar[:4096]
+        assert got.headers["content-type"] == "application/x-tar"
+        box.tar = tar
+        assert client.get("/boxes/b/export").status_code == 413

@@ -27,25 +27,32 @@ def _cancel(channel: Channel, stream: Stream) -> None:
             stream.send(T.CANCEL, {})
 
 
-def tar_get(channel: Channel, path: str,
-            timeout: float = DEFAULT_TIMEOUT) -> Generator[bytes, None, None]:
+def tar_get(channel: Channel, path: str, timeout: float = DEFAULT_TIMEOUT, *,
+            export: bool = False) -> Generator[bytes, None, None]:
     """The tar stream (pax) of `path` in the guest, in pieces as they arrive.
 
     Entries are named from the path's base name, as `tar -C dirname basename`
-    names them. GuestNotFound if the path does not exist, AgentError for any
-    other failure; after a failure the bytes already yielded are not a whole
-    tar and must be discarded. Closing the iterator early stops the agent.
+    names them; the walk stays on the path's file system. With `export`, an
+    agent that lists `tar_export` stores hard links as links and extended
+    attributes as SCHILY.xattr records (an older one: copies, no xattrs).
+    GuestNotFound if the path does not exist, AgentError for any other failure;
+    after a failure the bytes already yielded are not a whole tar and must be
+    discarded. Closing the iterator early stops the agent.
     """
     _require(channel, Capability.TAR, "copying directory trees")
-    return _tar_chunks(channel, path, timeout)
+    request: dict[str, object] = {"path": _wire(path)}
+    if export and channel.hello.supports(Capability.TAR_EXPORT):
+        request.update(hardlinks=True, xattrs=True)
+    return _tar_chunks(channel, path, request, timeout)
 
 
-def _tar_chunks(channel: Channel, path: str, timeout: float) -> Generator[bytes, None, None]:
+def _tar_chunks(channel: Channel, path: str, request: dict[str, object],
+                timeout: float) -> Generator[bytes, None, None]:
     stream = channel.stream()
     doing = f"reading the tree {path}"
     finished = False
     try:
-        stream.send(T.TAR_GET, {"path": _wire(path)})
+        stream.send(T.TAR_GET, request)
         while True:
             frame = stream.recv(timeout)
             finished = frame.type == T.ERROR  # the agent ended the stream

@@ -69,4 +69,5 @@ class Capability(enum.StrEnum):
     WINDOW = "window"
     NET = "net"
     DNS = "dns"
+    TAR_EXPORT = "tar_export"  # TAR_GET takes "hardlinks" and "xattrs"
     MUX = "mux"  # listed by the shim on mux.sock, never by an agent

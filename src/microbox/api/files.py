@@ -150,6 +150,21 @@ async def download_tar(ref: str, path: GuestPath, request: Request, rt: RT) -> R
                              headers={"Content-Length": str(size)})
 
 
+@router.get("/boxes/{ref}/export", name="export", response_class=StreamingResponse,
+            summary="A tar of the box's root file system, as `microbox export BOX` (the root "
+                    "disk only; names start with ./); the box made it, so extract it as "
+                    "untrusted.",
+            responses={200: {"content": {"application/x-tar": {}},
+                             "description": "The tar stream."}})
+async def export(ref: str, request: Request, rt: RT) -> Response:
+    box = await rt.boxes.shared(ref)
+    limit = request.app.state.upload_limit
+    _, spool, size = await _spool(
+        lambda f: box.export(cast(IO[bytes], _Capped(f, limit, "/"))))
+    return StreamingResponse(_spooled(spool), media_type="application/x-tar",
+                             headers={"Content-Length": str(size)})
+
+
 @router.get("/boxes/{ref}/logs", name="logs", response_model=Envelope[Logs],
             summary="The console log (last `tail` lines); with follow, a live text stream.",
             responses={200: {"content": {"text/plain": {}}}})

@@ -4,7 +4,7 @@ attach.py     Attaching a terminal to an execution
 boxes.py      Lifecycle commands
 build.py      `microbox kernel build`, `microbox agent build`
 common.py     Options and error handling shared by every command
-cp.py         `microbox cp SRC DST`
+cp.py         `microbox cp SRC DST`, `microbox export BOX`
 images.py     `microbox image ...`
 inside.py     Working inside a running box
 main.py       The `microbox` command

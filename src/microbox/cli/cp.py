@@ -1,7 +1,9 @@
-"""`microbox cp SRC DST`: files and trees between the host and a box (Docker's syntax)."""
+"""`microbox cp SRC DST`: files and trees between the host and a box (Docker's
+syntax); `microbox export BOX`: its root file system as a tar."""
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -9,7 +11,7 @@ import click
 from microbox.cli.common import common_options, guarded
 from microbox.cli.output import Out
 from microbox.cp.report import CopyReport
-from microbox.sdk import Runtime
+from microbox.sdk import Box, Runtime
 
 
 def split_arg(arg: str) -> tuple[str | None, str]:
@@ -67,3 +69,49 @@ def _tell(out: Out, name: str, report: CopyReport) -> None:
     if report.skipped:
         out.info(f"microbox: left out {report.skipped} device, fifo, socket or other "
                  "special entr" + ("y" if report.skipped == 1 else "ies"))
+
+
+@click.command()
+@common_options
+@click.option("-o", "--output", metavar="FILE",
+              help="Write the tar to FILE (whole or not at all) instead of stdout.")
+@click.argument("box")
+def export(as_json: bool, verbose: bool, output: str | None, box: str) -> None:
+    """Write BOX's root file system as a tar to stdout or FILE, as `docker export`
+    does: the root disk only (/proc, /sys, /dev, /tmp, /run are empty dirs), with
+    owners, modes, symlinks, hard links, devices and extended attributes. A
+    stopped box is started for it and stopped again."""
+    out = Out("export", as_json, verbose)
+    to_stdout = output in (None, "-")
+    if to_stdout and as_json:
+        raise click.UsageError("--json cannot be combined with a tar on stdout; give -o FILE")
+    if to_stdout and sys.stdout.isatty():
+        raise click.UsageError("refusing to write a tar to a terminal; give -o FILE or "
+                               "redirect the output")
+
+    def body() -> None:
+        with Runtime(log=out.log) as rt:
+            handle = rt.boxes.get(box)
+            try:
+                report = (handle.export(sys.stdout.buffer) if to_stdout
+                          else _export_file(handle, str(output)))
+            finally:
+                handle.close()
+            _tell(out, handle.name, report)
+            out.result({**report.to_json(), "output": None if to_stdout else output})
+
+    guarded(out, body)
+
+
+def _export_file(box: Box, path: str) -> CopyReport:
+    """Export into a temporary name beside `path`, renamed over it once whole."""
+    tmp = os.path.join(os.path.dirname(os.path.abspath(path)),
+                       f".{os.path.basename(path)}.microbox-tmp")
+    try:
+        with open(tmp, "wb") as f:
+            report = box.export(f)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return report

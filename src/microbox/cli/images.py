@@ -1,5 +1,5 @@
-"""`microbox image ...`: build, pull, login, import, list, inspect, rm, prune, tag, warm;
-and Docker's `pull` and `images`."""
+"""`microbox image ...`: build, pull, push, login, import, list, inspect, rm, prune, tag,
+warm; and Docker's `pull` and `images`."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def _done(out: Out, img: Image) -> None:
 
 @click.group()
 def image() -> None:
-    """Images: build, pull, import, list, inspect, rm, prune, tag, login."""
+    """Images: build, pull, push, import, list, inspect, rm, prune, tag, login."""
 
 
 @image.command("build")
@@ -82,6 +82,26 @@ def pull_cmd(ref: str, insecure: bool, as_json: bool, verbose: bool) -> None:
         with Runtime() as rt, CliProgress(out) as progress:
             img = rt.images.pull(ref, insecure=insecure, progress=progress)
         _done(out, img)
+
+    guarded(out, body)
+
+
+@image.command("push")
+@click.argument("name")
+@click.argument("ref")
+@click.option("--insecure", is_flag=True,
+              help="Plain HTTP (or an untrusted certificate) to this registry "
+                   "(loopback registries never need it).")
+@common_options
+def push_cmd(name: str, ref: str, insecure: bool, as_json: bool, verbose: bool) -> None:
+    """Push image NAME to a registry as REF (REGISTRY/REPO[:TAG]): one layer, the
+    root file system of a throwaway box of NAME, and NAME's config."""
+    out = Out("image push", as_json, verbose)
+
+    def body() -> None:
+        with Runtime(log=out.log) as rt, CliProgress(out) as progress:
+            pushed = rt.images.push(name, ref, insecure=insecure, progress=progress)
+        out.result(pushed.to_json(), f"{pushed.ref} {pushed.digest}")
 
     guarded(out, body)
 

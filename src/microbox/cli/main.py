@@ -22,6 +22,7 @@ COMMANDS = {
     "delete": "microbox.cli.boxes:delete",
     "doctor": "microbox.cli.maint:doctor",
     "exec": "microbox.cli.query:exec_",
+    "export": "microbox.cli.cp:export",
     "fork": "microbox.cli.snapshots:fork",
     "gc": "microbox.cli.maint:gc",
     "image": "microbox.cli.images:image",

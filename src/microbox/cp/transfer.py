@@ -22,12 +22,13 @@ import posixpath
 import shutil
 import stat
 import tarfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import IO
 
 from microbox.agent import bulk as transport
 from microbox.agent import ops
 from microbox.agent.channel import Channel
+from microbox.agent.protocol import Capability
 from microbox.cp.chunks import CHUNK, ChunkReader
 from microbox.cp.extract import Target, extract
 from microbox.cp.report import CopyReport
@@ -108,6 +109,26 @@ def copy_out_tar(channel: Channel, box: str, src: str, out: IO[bytes]) -> CopyRe
             report.bytes = reader.count
     except GuestNotFound:
         raise _no_guest_path(box, path) from None
+    out.flush()
+    return report
+
+
+def export_root(channel: Channel, box: str, out: IO[bytes],
+                warn: Callable[[str], None]) -> CopyReport:
+    """Write the tar of the box's root file system to `out` (`docker export`): the
+    agent's walk of / stays on the root disk, so /proc, /sys, /dev, /tmp, /run and
+    any other mount point are empty directories; owners, modes, mtimes, symlinks,
+    devices, and (from an agent that lists `tar_export`) hard links and extended
+    attributes are kept. Names start with `./`. The tar is the box's: extract it
+    as untrusted input."""
+    if not channel.hello.supports(Capability.TAR_EXPORT):
+        warn(f"the agent of box '{box}' predates exports: hard links come out as copies "
+             f"and extended attributes are left out; 'microbox restart {box}' gets the "
+             "new agent")
+    report = CopyReport()
+    with contextlib.closing(ChunkReader(transport.tar_get(channel, "/", export=True))) as reader:
+        shutil.copyfileobj(reader, out, CHUNK)
+        report.bytes = reader.count
     out.flush()
     return report
 

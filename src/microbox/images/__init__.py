@@ -8,9 +8,11 @@ debian.py     The `debian` image
 flatten.py    Flatten OCI layers into one tar stream, with the standard `tarfile` module
 importer.py   `image import`
 mkfs.py       `mke2fs -d -`
+oci_layout.py An OCI image layout of one image of one gzip layer, for pushes
 pack.py       Packs
 progress.py   How image builders report progress
 pull.py       `image pull`
+push.py       `image push`: a box's export as a layer, the image's config, skopeo
 reference.py  Image references as Docker reads them
 skopeo.py     Debian's `skopeo`
 filestore.py  The image files: content-addressed ext4 files, cached layers, staging

@@ -5,7 +5,8 @@ zstd) and verifies every blob's digest as it lands.
 microbox runs it with a policy file of its own, for linux/amd64, into a private
 OCI layout whose blobs go to the store's shared layer dir (`--dest-shared-blob-dir`):
 a blob is written under a temporary name and renamed once verified, so a killed
-pull leaves no half blob and a retry reuses every layer already there.
+pull leaves no half blob and a retry reuses every layer already there. A push
+copies the other way, from an OCI layout `image push` wrote.
 """
 
 from __future__ import annotations
@@ -78,6 +79,45 @@ def copy(ref: Reference, layout: Path, tag: str, layers: Path, *, plain_http: bo
     cmd += ["--src-authfile", str(authfile)] if authfile else ["--src-no-creds"]
     cmd += ["--dest-shared-blob-dir", str(layers), f"docker://{ref.docker}",
             f"oci:{layout}:{tag}"]
+    failed = _run(cmd, on_line, tty)
+    if failed is not None:
+        raise error_for(ref, failed, f"microbox image login {ref.registry}")
+
+
+def push(layout: Path, tag: str, ref: Reference, *, plain_http: bool, authfile: Path | None,
+         digest_file: Path, on_line: Callable[[str], None], tty: bool,
+         insecure_fix: str) -> None:
+    """Copy the image tagged `tag` in the OCI layout `layout` to the registry as
+    `ref` (its manifest's digest, as pushed, into `digest_file`)."""
+    cmd = [_skopeo(), "--policy", str(policy_file()), "copy", "--digestfile", str(digest_file)]
+    if plain_http:
+        cmd.append("--dest-tls-verify=false")
+    cmd += ["--dest-authfile", str(authfile)] if authfile else ["--dest-no-creds"]
+    cmd += [f"oci:{layout}:{tag}", f"docker://{ref.docker}"]
+    failed = _run(cmd, on_line, tty)
+    if failed is not None:
+        raise push_error_for(ref, failed, f"microbox image login {ref.registry}", insecure_fix)
+
+
+def push_error_for(ref: Reference, stderr: str, login: str, insecure_fix: str) -> HostError:
+    """One sentence for a failed push, naming the fix."""
+    why = _why(stderr)
+    low = why.lower()
+    if "unauthorized" in low or "authentication required" in low or "denied" in low:
+        return HostError(f"{ref.registry} refused to let you push {ref.familiar} ({why})", login)
+    if "http response to https client" in low:
+        return HostError(f"{ref.registry} speaks plain HTTP", insecure_fix)
+    if "x509:" in low or "certificate" in low:
+        return HostError(f"the TLS certificate of {ref.registry} is not trusted here ({why})",
+                         insecure_fix)
+    if any(s in low for s in ("connection refused", "no such host", "i/o timeout",
+                              "network is unreachable", "dial tcp")):
+        return HostError(f"cannot reach the registry {ref.registry} ({why})")
+    return HostError(f"skopeo could not push {ref.familiar}: {why}")
+
+
+def _run(cmd: list[str], on_line: Callable[[str], None], tty: bool) -> str | None:
+    """Run skopeo; None when it succeeded, else what it said on stderr."""
     # On a terminal skopeo draws its own per-layer progress bars (on our stderr);
     # otherwise its step lines are relayed. Its own stderr goes to a file: no pipe to fill.
     with tempfile.TemporaryFile("w+") as err:
@@ -87,9 +127,10 @@ def copy(ref: Reference, layout: Path, tag: str, layers: Path, *, plain_http: bo
             for line in proc.stdout or ():
                 if line.startswith("Copying "):  # the rest is skopeo's signature talk
                     on_line(line.strip())
-        if proc.returncode != 0:
-            err.seek(0)
-            raise error_for(ref, err.read(), f"microbox image login {ref.registry}")
+        if proc.returncode == 0:
+            return None
+        err.seek(0)
+        return err.read()
 
 
 def login(registry: str, username: str, password: str, authfile: Path, *,

@@ -28,6 +28,7 @@ from microbox.core.pool import Pool
 from microbox.core.snapshots import Snapshot
 from microbox.images.pack import PackInfo
 from microbox.images.progress import QUIET, Progress
+from microbox.images.push import Pushed
 from microbox.net import plan
 from microbox.portmap import PortMap
 from microbox.sdk.aio_handles import (
@@ -175,6 +176,13 @@ class AsyncImages:
 
     async def tag(self, source: str, target: str) -> Image:
         return await self._pool.call(self._images.tag, source, target)
+
+    async def push(self, name: str, ref: str, *, insecure: bool = False,
+                   progress: Progress = QUIET) -> Pushed:
+        """Images.push on the pool (a cancelled push still runs to its end, and its
+        throwaway box is deleted as always)."""
+        return await self._pool.call(self._images.push, name, ref, insecure=insecure,
+                                     progress=progress)
 
     async def login(self, registry: str, username: str, password: str, *,
                     insecure: bool = False) -> None:

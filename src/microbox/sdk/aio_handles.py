@@ -317,6 +317,10 @@ class AsyncBox:
         """Box.copy_out_tar on the pool: `out` is written on a worker thread."""
         return await self._pool.call(self._box.copy_out_tar, src, out)
 
+    async def export(self, out: IO[bytes]) -> CopyReport:
+        """Box.export on the pool: `out` is written on a worker thread."""
+        return await self._pool.call(self._box.export, out)
+
     async def ping(self) -> None:
         await self._pool.call(self._box.ping)
 

@@ -470,6 +470,17 @@ class Box:
 
         return self._copy(transfer.copy_out_tar, src, out)
 
+    def export(self, out: IO[bytes]) -> CopyReport:
+        """Write a tar of the box's root file system to the binary file `out`, as
+        `docker export` does: the root disk only (mount points such as /proc,
+        /sys, /dev, /tmp and /run are empty directories), with owners, modes,
+        mtimes, symlinks, hard links, devices and extended attributes; names
+        start with `./`. A stopped box is started for it and stopped again. The
+        tar is the box's: extract it as untrusted input."""
+        from microbox.cp import transfer
+
+        return self._copy(transfer.export_root, out, self.runtime.log)
+
     def _copy(self, fn: Callable[..., CopyReport], *args: Any) -> CopyReport:
         record = self.reload().record
         if record.status not in AT_REST:

@@ -4,6 +4,8 @@ warm-start templates (docker-py's `client.images`)."""
 from __future__ import annotations
 
 import builtins
+import contextlib
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -16,6 +18,8 @@ from microbox.store import boxes as boxes_store
 
 if TYPE_CHECKING:
     from microbox.images.pack import PackInfo
+    from microbox.images.push import Pushed
+    from microbox.sdk.box import Box
     from microbox.store.images import Image
 
 
@@ -91,6 +95,48 @@ class Images:
         from microbox.images import filestore, importer
 
         return filestore.tag(self._rt.db, source, importer.valid_name(target))
+
+    def push(self, name: str, ref: str, *, insecure: bool = False,
+             progress: Progress = QUIET) -> Pushed:
+        """Push the image `name` to a registry as `ref` (`REGISTRY/REPO[:TAG]`), as
+        one gzip layer and its config (Env, Entrypoint, Cmd, WorkingDir, User,
+        Labels, ExposedPorts, StopSignal). The layer is the root file system of a
+        throwaway box of the image (booted cold, no network, deleted on every
+        path out), with what its boot wrote taken back from the image
+        (microbox.images.push). Loopback registries are spoken to over plain
+        HTTP, others only with `insecure`; credentials from `login` (or Docker's)."""
+        from microbox.images import filestore
+        from microbox.images import push as image_push
+
+        target = image_push.target(ref)
+        image = filestore.get(self._rt.db, name)
+        with filestore.staging() as tmp:
+            layout = tmp / "layout"
+            with self._throwaway(image, progress) as box:
+                progress.step(f"exporting and compressing the root file system of {image.name}")
+                written = image_push.build_layout(box.export, image, layout, progress)
+            return image_push.upload(image, written, layout, target, tmp, insecure=insecure,
+                                     progress=progress)
+
+    @contextlib.contextmanager
+    def _throwaway(self, image: Image, progress: Progress) -> Iterator[Box]:
+        """A running box of exactly `image` (its digest), booted cold (no template
+        made or used) with no network. It is this process's (it dies with it,
+        even on SIGKILL) and is deleted on every path out of the block,
+        KeyboardInterrupt included."""
+        from microbox.core import lifecycle
+        from microbox.images import filestore
+        from microbox.sdk.box import Box
+
+        progress.step(f"starting a box of {image.name}")
+        spec = BoxSpec(image=image.name, net="none", cold=True,
+                       labels={"microbox.purpose": "image-push"}).validate()
+        with filestore.using():
+            record, lock = lifecycle.create(self._rt.db, spec, auto_remove=True,
+                                            start_next=True, image_digest=image.digest)
+        started = lifecycle.start(self._rt.db, record, lock, attached=True, log=self._rt.log)
+        with Box(self._rt, started.record, started=started, remove=True, owned=True) as box:
+            yield box
 
     @staticmethod
     def login(registry: str, username: str, password: str, *, insecure: bool = False) -> None:
@@ -186,3 +232,4 @@ def _snapshot_images() -> dict[str, builtins.list[str]]:
     for snap in snapshots.all_snapshots():
         needed.setdefault(snap.image_digest, []).append(snap.name)
     return needed
+

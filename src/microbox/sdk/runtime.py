@@ -2,7 +2,7 @@
 docker-py's client does (`client.containers`, `client.images`):
 
     rt.boxes      create, run, get, list, restore, shared, cleanup
-    rt.images     list, get, build, pull, import_rootfs, remove, prune, tag, warm, packs
+    rt.images     list, get, build, pull, push, import_rootfs, remove, prune, tag, warm, packs
     rt.snapshots  list, get, remove (a Box makes them: box.snapshot(), box.fork())
     rt.pools      add, list, get, remove
     rt.host       doctor, gc, find_vmm, kill_vmm, build_kernel, build_agent
