@@ -1,4 +1,8 @@
 """`microbox build`: Dockerfile builds, each step run in a microVM.
 
+dockerfile.py Dockerfiles into build plans: stages, global ARGs, --target
+evaluate.py   One stage's instructions walked as Docker dispatches them
 expand.py     Variable expansion in Dockerfile words, as BuildKit's lexer does it
+model.py      Stages and instructions as the executor gets them, and cache keys
+syntax.py     A Dockerfile's lines into raw instructions: continuations, heredocs
 """
