@@ -1,5 +1,7 @@
 """`microbox build`: Dockerfile builds, each step run in a microVM.
 
+archive.py    ADD's local tar archives: told by content, unpacked under the destination
+context.py    The build context: COPY sources matched, hashed and sent as a tar
 dockerfile.py Dockerfiles into build plans: stages, global ARGs, --target
 evaluate.py   One stage's instructions walked as Docker dispatches them
 expand.py     Variable expansion in Dockerfile words, as BuildKit's lexer does it
