@@ -3,7 +3,9 @@
 boxdir.py       The run directory of one box
 control.py      Acting on existing boxes
 doctor.py       `doctor`
+fork.py         Fork: running clones of a running box, through a snapshot of it
 freeze.py       A box's vCPUs stopped on a command's behalf (snapshot, fork), and the...
+layers.py       A running box's disk cut into layers, as a Dockerfile build needs them
 lifecycle.py    Box lifecycle as transactions
 log.py          The callback a long step reports its progress through, one line at a...
 maintenance.py  gc, cleanup and kill
