@@ -3,6 +3,7 @@
 auth.py       Registry credentials
 builtin.py    Images microbox makes itself (busybox, debian[:SUITE]) and how a name...
 busybox.py    The `busybox` image
+commit.py     A box's disk (a qcow2 overlay and its backing chain) made an image
 config.py     An image's run configuration (OCI config) and Docker's rules for it
 debian.py     The `debian` image
 flatten.py    Flatten OCI layers into one tar stream, with the standard `tarfile` module

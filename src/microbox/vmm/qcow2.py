@@ -46,6 +46,19 @@ def virtual_size(backing: Path, backing_format: str) -> int:
     return int(struct.unpack_from(">Q", head, 24)[0])
 
 
+def backing_file(path: Path) -> str | None:
+    """The backing file name a qcow2 file's header gives, or None for none."""
+    with open(path, "rb") as f:
+        head = f.read(20)
+        if len(head) < 20 or head[:4] != MAGIC:
+            raise Qcow2Error(f"{path} is not a qcow2 file")
+        offset, size = struct.unpack_from(">QI", head, 8)
+        if not offset or not size:
+            return None
+        f.seek(offset)
+        return f.read(size).decode(errors="surrogateescape")
+
+
 def _pad8(b: bytes) -> bytes:
     return b + b"\0" * (-len(b) % 8)
 
