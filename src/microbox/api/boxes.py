@@ -147,6 +147,6 @@ async def images(rt: RT) -> dict[str, Any]:
              response_model=Envelope[ImageInfo],
              summary="Build a built-in image (kept if present, unless force).")
 async def build_image(name: str, rt: RT, force: bool = False) -> dict[str, Any]:
-    img = await rt.images.build(name, force=force)
+    img = await rt.images.build_builtin(name, force=force)
     return _ok("image build", {"name": img.name, "digest": img.digest, "size": img.size,
                                "source": img.source})

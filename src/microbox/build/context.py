@@ -27,7 +27,7 @@ import re
 import stat
 import tarfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -345,13 +345,15 @@ class Context:
                   chown: tuple[int, int] | None = None, chmod: int | None = None,
                   inline: Sequence[tuple[str, str]] = (), dest_is_dir: bool = False,
                   extract: bool = False, mtime: int | None = None, line: int | None = None,
-                  keyword: str | None = None) -> None:
+                  keyword: str | None = None, existing: Collection[str] = ()) -> None:
         """Write a PAX tar stream of what COPY `sources` `dest` puts in the image:
         names relative to the image root, the destination's directories first
         (mode 0755; an extractor leaves existing ones as they are). `inline`
         are heredoc files (name, content), mode 0644; `dest_is_dir` says the
         destination is a directory in the image already; `extract` (ADD)
-        unpacks sources that are tar archives into the destination."""
+        unpacks sources that are tar archives into the destination; `existing`
+        are directories (absolute) the image has already, whose entries are left
+        out so that they keep their owner and mode."""
         keyword = keyword or ("ADD" if extract else "COPY")
         where = self._where(line, keyword)
         matches = self.match(sources, line=line, keyword=keyword) if sources or not inline \
@@ -371,6 +373,8 @@ class Context:
             top = base if into else posixpath.dirname(base)
             parts = top.split("/") if top else []
             for i in range(len(parts)):
+                if "/" + "/".join(parts[:i + 1]) in existing:
+                    continue  # the agent would reset its owner and mode
                 tar.addfile(_info("/".join(parts[:i + 1]), tarfile.DIRTYPE, 0o755, uid, gid,
                                   now))
             for match in matches:

@@ -70,7 +70,9 @@ class State:
         if config is None:
             return cls(env={"PATH": DEFAULT_PATH}, image_env={"PATH": DEFAULT_PATH})
         return cls(env=dict(config.env), image_env=dict(config.env), workdir=config.workdir,
-                   user=config.user, entrypoint=list(config.entrypoint), cmd=list(config.cmd))
+                   user=config.user, entrypoint=list(config.entrypoint), cmd=list(config.cmd),
+                   labels=dict(config.labels), ports=list(config.exposed_ports),
+                   stop_signal=config.stop_signal)
 
     def child(self) -> State:
         """The start of a stage FROM this one's end."""
@@ -181,7 +183,10 @@ def walk(index: int, raws: list[RawInstruction], state: State,
 def stage_of(state: State, stage: Stage) -> Stage:
     """`stage` with the image config of `state` (the stage's end)."""
     config = ImageConfig(env=dict(state.image_env), entrypoint=list(state.entrypoint),
-                         cmd=list(state.cmd), workdir=state.workdir, user=state.user)
+                         cmd=list(state.cmd), workdir=state.workdir, user=state.user,
+                         labels=dict(state.labels),
+                         exposed_ports=tuple(sorted(set(state.ports))),
+                         stop_signal=state.stop_signal)
     return replace(stage, config=config, labels=dict(state.labels), ports=list(state.ports),
                    volumes=list(state.volumes), stop_signal=state.stop_signal,
                    healthcheck=state.healthcheck, shell=list(state.shell))

@@ -3,6 +3,7 @@
 attach.py     Attaching a terminal to an execution
 boxes.py      Lifecycle commands
 build.py      `microbox kernel build`, `microbox agent build`
+imagebuild.py `microbox build` and `microbox commit`
 common.py     Options and error handling shared by every command
 cp.py         `microbox cp SRC DST`, `microbox export BOX`
 images.py     `microbox image ...`

@@ -45,7 +45,8 @@ def build_cmd(name: str, force: bool, include: str | None, as_json: bool,
     def body() -> None:
         extra = [p for p in (include or "").split(",") if p]
         with Runtime() as rt, CliProgress(out) as progress:
-            img = rt.images.build(name, force=force, include=extra, progress=progress)
+            img = rt.images.build_builtin(name, force=force, include=extra,
+                                          progress=progress)
         _done(out, img)
 
     guarded(out, body)

@@ -15,7 +15,9 @@ from microbox import __version__
 # the names Docker users type first (ls, ps, rm, ssh, images, pull).
 COMMANDS = {
     "agent": "microbox.cli.build:agent",
+    "build": "microbox.cli.imagebuild:build",
     "cleanup": "microbox.cli.maint:cleanup",
+    "commit": "microbox.cli.imagebuild:commit",
     "connect": "microbox.cli.inside:connect",
     "cp": "microbox.cli.cp:cp",
     "create": "microbox.cli.boxes:create",

@@ -36,6 +36,14 @@ class CliProgress:
         else:
             click.echo(f"microbox: {text}", err=True)
 
+    def output(self, data: bytes) -> None:
+        """What a build's RUN step printed, passed on to stderr as it came."""
+        self._close_bar()
+        if not self.quiet:
+            sys.stderr.flush()
+            sys.stderr.buffer.write(data)
+            sys.stderr.buffer.flush()
+
     def advance(self, done: int, total: int | None) -> None:
         if not self.tty:
             return

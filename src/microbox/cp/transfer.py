@@ -150,7 +150,7 @@ def copy_in(channel: Channel, box: str, src: str, dest: str) -> CopyReport:
                          "drop the trailing '/.'")
     path, _ = guest_path(dest)
     report = CopyReport()
-    if _is_guest_dir(channel, path):
+    if is_guest_dir(channel, path):
         name = None if contents else os.path.basename(local)
         transport.tar_put(channel, path, tree_tar(local, name, report))
         return report
@@ -197,7 +197,7 @@ def _no_guest_dir(box: str, path: str) -> NotFound:
                     f"microbox exec {box} -- mkdir -p {path}", "to make it")
 
 
-def _is_guest_dir(channel: Channel, path: str) -> bool:
+def is_guest_dir(channel: Channel, path: str) -> bool:
     """Whether `path` is a directory in the box: an empty tar extracts into one.
     Missing is not_found, a file `invalid`; any other failure (an old agent, a
     lost box) comes back from the real copy that follows, with its own words."""

@@ -19,7 +19,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import replace
 from pathlib import Path
@@ -209,12 +209,16 @@ def remove(db: Database, name: str, force: bool = False,
 
 
 def prune(db: Database, every_unused: bool = False,
-          kept: Mapping[str, Sequence[str]] | None = None) -> list[str]:
+          kept: Mapping[str, Sequence[str]] | None = None,
+          also: Callable[[], list[str]] | None = None) -> list[str]:
     """Remove what nothing uses: image files without a name, box or snapshot
     (`kept`), cached layers no image was made of, abandoned work in tmp/; with
-    every_unused, also images no box or snapshot uses. Returns what was removed."""
+    every_unused, also images no box or snapshot uses; and what `also` removes
+    (the build cache), under the same lock, which no build holds then. Returns
+    what was removed."""
     removed: list[str] = []
     with _exclusive():
+        removed += also() if also is not None else []
         in_use = {r.image_digest for r in boxes.all_boxes(db) if r.image_digest}
         in_use |= {digest for digest, users in (kept or {}).items() if users}
         if every_unused:

@@ -149,11 +149,20 @@ class AsyncImages:
     def builtin() -> builtins.list[str]:
         return Images.builtin()
 
-    async def build(self, name: str = DEFAULT_IMAGE, *, force: bool = False,
-                    include: builtins.list[str] | None = None,
+    async def build(self, path: str | Path = ".", *, tag: str | None = None,
+                    dockerfile: str | Path | None = None,
+                    build_args: dict[str, str] | None = None, target: str | None = None,
+                    no_cache: bool = False, net: str = plan.DEFAULT_MODE,
                     progress: Progress = QUIET) -> Image:
-        return await self._pool.call(self._images.build, name, force=force, include=include,
-                                     progress=progress)
+        return await self._pool.call(self._images.build, path, tag=tag, dockerfile=dockerfile,
+                                     build_args=build_args, target=target,
+                                     no_cache=no_cache, net=net, progress=progress)
+
+    async def build_builtin(self, name: str = DEFAULT_IMAGE, *, force: bool = False,
+                            include: builtins.list[str] | None = None,
+                            progress: Progress = QUIET) -> Image:
+        return await self._pool.call(self._images.build_builtin, name, force=force,
+                                     include=include, progress=progress)
 
     async def pull(self, ref: str, *, insecure: bool = False,
                    progress: Progress = QUIET) -> Image:

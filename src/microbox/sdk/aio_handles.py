@@ -26,6 +26,7 @@ from microbox.portmap import PortMap
 from microbox.sdk.box import Box
 from microbox.sdk.records import BoxInfo
 from microbox.spec import BoxSpec
+from microbox.store.images import Image
 from microbox.workspace import DEFAULT_DEST, WorkspaceFile, WorkspacePush
 
 T = TypeVar("T")
@@ -324,6 +325,9 @@ class AsyncBox:
     async def ping(self) -> None:
         await self._pool.call(self._box.ping)
 
+    async def is_dir(self, path: str) -> bool:
+        return await self._pool.call(self._box.is_dir, path)
+
     async def workspace_push(self, path: str | Path = ".", dest: str = DEFAULT_DEST,
                              include_untracked: bool = False) -> WorkspacePush:
         return await self._pool.call(self._box.workspace_push, path, dest, include_untracked)
@@ -348,6 +352,11 @@ class AsyncBox:
 
     async def snapshot(self, name: str | None = None) -> Snapshot:
         return await self._pool.call(self._box.snapshot, name)
+
+    async def commit(self, name: str, *, changes: builtins.list[str] | None = None,
+                     progress: Progress = QUIET) -> Image:
+        return await self._pool.call(self._box.commit, name, changes=changes,
+                                     progress=progress)
 
     async def pack(self, path: str | Path, *, stop: bool = False,
                    progress: Progress = QUIET) -> PackInfo:

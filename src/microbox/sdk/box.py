@@ -8,7 +8,6 @@ state) is imported by those methods, so a handle used for exec
 from __future__ import annotations
 
 import builtins
-import contextlib
 import io
 import threading
 import time
@@ -17,7 +16,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any
 
-from microbox import failpoints, locks, workspace
+from microbox import locks, workspace
 from microbox.agent import bulk as agent_transfer
 from microbox.agent import ops
 from microbox.agent.channel import Channel
@@ -45,8 +44,7 @@ if TYPE_CHECKING:
     from microbox.core.snapshots import Snapshot
     from microbox.images.pack import PackInfo
     from microbox.sdk.records import BoxInfo
-
-FORK_PARALLEL = 4  # restores at once: QEMU's start-up is CPU-bound
+    from microbox.store.images import Image
 
 FOLLOW_INTERVAL = 0.2  # logs(follow=True) polls the console like tail -f
 LOCK_WAIT = 5.0  # a VMM that just exited may hold the box lock a moment longer
@@ -243,9 +241,7 @@ class Box:
         none: the clones become boxes together once each has started, and if
         this process dies before that, reconcile removes the ones it made.
         Without detach they are owned by this process as run's boxes are."""
-        from concurrent.futures import ThreadPoolExecutor
-
-        from microbox.core import lifecycle, snapshots
+        from microbox.core import fork
 
         if not 1 <= n <= 256:
             raise InvalidSpec(f"fork makes 1 to 256 clones, not {n}")
@@ -255,26 +251,8 @@ class Box:
             boxes_store.check_name_free(self._db.conn, validate_name(name))
         record = self.reload().record
         reconcile.require(record, "fork")
-        snap = snapshots.create(record, auto=True, log=self.runtime.log)
-        made: builtins.list[lifecycle.Started] = []
-        try:
-            with ThreadPoolExecutor(min(n, FORK_PARALLEL)) as pool:
-                futures = [pool.submit(snapshots.start_box, self._db, snap, name=name,
-                                       auto_remove=rm, attached=not detach,
-                                       log=self.runtime.log, commit=False)
-                           for name in names]
-                for f in futures:
-                    with contextlib.suppress(Exception):
-                        made.append(f.result())
-                for f in futures:
-                    f.result()  # the first failure, after every restore ended
-            failpoints.reach("fork-started")
-            boxes_store.update(self._db, *(s.record for s in made))
-        except BaseException:
-            for started in made:
-                started.channel.close()
-                lifecycle.destroy(self._db, started.record, started.vm)
-            raise
+        made = fork.clones(self._db, record, names, rm=rm, attached=not detach,
+                           log=self.runtime.log)
         clones = [Box(self.runtime, s.record, started=s, remove=rm, owned=not detach)
                   for s in made]
         if detach:
@@ -311,6 +289,19 @@ class Box:
                                source=source, config=image.config if image else
                                image_config.ImageConfig(), spec=record.spec,
                                progress=progress)
+
+    def commit(self, name: str, *, changes: builtins.list[str] | None = None,
+               progress: Progress = QUIET) -> Image:
+        """Make this box's disk and configuration the image `name` (Docker's
+        commit): a running box is synced and paused for the copy, then runs on.
+        `changes` are Dockerfile lines (CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, USER,
+        WORKDIR, STOPSIGNAL, VOLUME) applied to the image's configuration."""
+        from microbox.build import boxcommit
+
+        record = self.reload().record
+        return boxcommit.commit_box(self._db, record, name, changes or [],
+                                    sync=lambda: self.run(["sync"]),
+                                    progress=progress)
 
     def set(self, *, cpus: int | None = None, memory_mib: int | None = None,
             reset_policy: bool = False, net: str | None = None,
@@ -496,6 +487,12 @@ class Box:
 
     def ping(self) -> None:
         ops.ping(self._session())
+
+    def is_dir(self, path: str) -> bool:
+        """Whether `path` is a directory in the running box."""
+        from microbox.cp import transfer
+
+        return transfer.is_guest_dir(self._session(), path)
 
     # -- workspaces (microbox.workspace; docs/workspace.md) ------------------
 

@@ -47,8 +47,25 @@ class Images:
 
         return builtins.list(builtin.NAMES)
 
-    def build(self, name: str = DEFAULT_IMAGE, *, force: bool = False,
-              include: builtins.list[str] | None = None, progress: Progress = QUIET) -> Image:
+    def build(self, path: str | Path = ".", *, tag: str | None = None,
+              dockerfile: str | Path | None = None,
+              build_args: dict[str, str] | None = None, target: str | None = None,
+              no_cache: bool = False, net: str = plan.DEFAULT_MODE,
+              progress: Progress = QUIET) -> Image:
+        """Build an image from a Dockerfile (`dockerfile`, default `Dockerfile` in
+        the context `path`), as `docker build` does: each RUN in a box, each step
+        cached (an unchanged rebuild runs nothing), the result stored as `tag`.
+        `progress` hears each step and, if it has an `output` method, what the
+        RUN steps print (docs/dockerfile.md)."""
+        from microbox.build import run
+
+        return run.build(self._rt, Path(path), tag=tag, dockerfile=dockerfile,
+                         build_args=build_args or {}, target=target, no_cache=no_cache,
+                         net=net, progress=progress)
+
+    def build_builtin(self, name: str = DEFAULT_IMAGE, *, force: bool = False,
+                      include: builtins.list[str] | None = None,
+                      progress: Progress = QUIET) -> Image:
         """Build a built-in image, busybox or debian[:SUITE] (kept if already present,
         unless force, or extra packages to include)."""
         from microbox.images import builtin
@@ -79,11 +96,12 @@ class Images:
         return filestore.remove(self._rt.db, name, force, _snapshot_images())
 
     def prune(self, *, all: bool = False) -> builtins.list[str]:
-        """Remove unnamed image files, unused cached layers, abandoned work; with all,
-        also every image no box or snapshot uses."""
+        """Remove unnamed image files, unused cached layers, the build cache,
+        abandoned work; with all, also every image no box or snapshot uses."""
+        from microbox.build import cache
         from microbox.images import filestore
 
-        return filestore.prune(self._rt.db, all, _snapshot_images())
+        return filestore.prune(self._rt.db, all, _snapshot_images(), also=cache.prune)
 
     def users(self, name: str) -> builtins.list[str]:
         """Names of the boxes whose disk is backed by the image `name`."""
