@@ -372,3 +372,45 @@ def test_pool_routes(api: Served) -> None:
     finally:
         assert _ok(c.delete(f"/pools/{made['id']}"))["deleted"] == made["id"]
     _error(c.get("/pools/busybox"), 404, "not_found")
+
+
+# -- builds and commits ---------------------------------------------------------
+
+
+def _events(api: Served, body: dict[str, Any]) -> list[dict[str, Any]]:
+    with api.client.stream("POST", "/images/build", json=body) as r:
+        assert r.status_code == 200 and r.headers["content-type"] == "application/x-ndjson"
+        return [json.loads(line) for line in r.iter_lines() if line]
+
+
+def test_build_streams_its_steps_and_commit_makes_an_image(api: Served,
+                                                           tmp_path: Path) -> None:
+    (tmp_path / "Dockerfile").write_text("FROM busybox\nRUN echo made > /made; echo said\n"
+                                         "CMD [\"cat\", \"/made\"]\n")
+    events = _events(api, {"context": str(tmp_path), "tag": "api-built", "net": "none"})
+    assert [e["type"] for e in events][-1] == "result"
+    assert any(e["type"] == "step" and "RUN echo made" in e["text"] for e in events)
+    assert any(e["type"] == "output" and "said" in e["text"] for e in events)
+    assert events[-1]["data"]["name"] == "api-built"
+
+    (tmp_path / "Dockerfile").write_text("FROM busybox\nRUN exit 4\n")
+    failed = _events(api, {"context": str(tmp_path), "tag": "api-broken", "net": "none"})
+    assert failed[-1]["type"] == "error" and failed[-1]["exit_code"] == 4
+    assert "Dockerfile:2" in failed[-1]["error"]["message"]
+    _error(api.client.post("/images/build", json={"context": "relative/dir"}), 422,
+           "invalid_request")
+
+    ref = _ok(api.client.post("/boxes", json={"image": "api-built", "net": "none",
+                                              "name": "api-commit"}), 201)["id"]
+    try:
+        _ok(api.client.post(f"/boxes/{ref}/run", json={"command": ["sh", "-c",
+                                                                   "echo more > /more"]}))
+        made = _ok(api.client.post(f"/boxes/{ref}/commit", json={
+            "name": "api-committed", "changes": ['CMD ["cat", "/more"]']}))
+        assert made["name"] == "api-committed"
+        with microbox.Runtime() as rt, rt.boxes.run("api-committed", net="none") as box:
+            assert box.run(box.main).stdout == b"more\n"
+        _error(api.client.post(f"/boxes/{ref}/commit", json={
+            "name": "x", "changes": ["RUN true"]}), 400, "usage")
+    finally:
+        api.client.delete(f"/boxes/{ref}", params={"force": True})

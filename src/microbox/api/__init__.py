@@ -2,6 +2,7 @@
 
 app.py        The HTTP API's application
 boxes.py      Box lifecycle and image routes
+builds.py     Image builds and commits
 execute.py    Running commands
 files.py      Files in and out of a box, and its console log
 guard.py      What every request passes first

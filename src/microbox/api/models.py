@@ -189,6 +189,25 @@ class ImageInfo(BaseModel):
     source: str
 
 
+class BuildBody(_Strict):
+    context: str = Field(description="The build context: a directory on the server's host "
+                         "(absolute path).")
+    tag: str | None = Field(None, description="NAME[:TAG] of the image made.")
+    dockerfile: str | None = Field(None, description="The Dockerfile (default: "
+                                   "CONTEXT/Dockerfile).")
+    build_args: dict[str, str] = Field(default_factory=dict)
+    target: str | None = None
+    no_cache: bool = False
+    net: str = "user"
+
+
+class CommitBody(_Strict):
+    name: str = Field(description="NAME[:TAG] of the image made.")
+    changes: list[str] = Field(default_factory=list, description="Dockerfile lines for "
+                               "the image's config (CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, "
+                               "USER, WORKDIR, STOPSIGNAL, VOLUME).")
+
+
 class Health(BaseModel):
     status: str
     version: str

@@ -25,7 +25,7 @@ from microbox.build.dockerfile import parse
 from microbox.core import freeze
 from microbox.core.boxdir import box_dir
 from microbox.errors import ExecFailed, StateError, UsageError
-from microbox.images import commit, filestore, importer
+from microbox.images import commit, filestore, importer, pack
 from microbox.images.config import ImageConfig
 from microbox.images.progress import QUIET, Progress
 from microbox.store.boxes import BoxRecord
@@ -73,14 +73,14 @@ def commit_box(db: Database, record: BoxRecord, name: str, changes: list[str], *
                 raise StateError(f"box '{record.name}' is being started by another command")
             with held:
                 progress.step(f"copying the disk of {record.name}")
-                commit.flatten(d.disk, "qcow2", raw)
+                pack.flatten_disk(d.disk, "qcow2", raw)
         elif record.status in (Status.RUNNING, Status.PAUSED):
             if record.status == Status.RUNNING:
                 with contextlib.suppress(ExecFailed):  # an image without `sync`
                     sync()
             with qmp.session(d.qmp, d.qmp_lock) as mon, freeze.stopped(d, mon):
                 progress.step(f"copying the disk of {record.name} (paused meanwhile)")
-                commit.flatten(d.disk, "qcow2", raw)
+                pack.flatten_disk(d.disk, "qcow2", raw)
         else:
             raise StateError(f"box '{record.name}' is {record.status} and cannot be committed",
                              f"microbox inspect {record.name}")

@@ -106,7 +106,9 @@ class Build:
 
     def _stage(self, index: int) -> None:
         stage = self.plan.stage(index)
-        label, total = stage.label, len(stage.instructions) + 1
+        # numbered as BuildKit does: FROM and the steps that change files
+        label = stage.label
+        total = 1 + sum(ins.keyword in FS_STEPS for ins in stage.instructions)
         t0 = self._begin(f"[{label} 1/{total}] {stage.original or 'FROM ' + stage.base}")
         if stage.base_stage is not None:
             parent = self.done[stage.base_stage]
@@ -120,10 +122,12 @@ class Build:
         self._end(base.name, t0)
         box = BuildBox(self.ctx, BoxSpec(image=base.name, net=self.net), top)
         try:
-            for n, ins in enumerate(stage.instructions, start=2):
+            n = 1
+            for ins in stage.instructions:
                 key = cache.key(key, ins.cache_key, *self._reads(ins))
                 if ins.keyword not in FS_STEPS:
                     continue
+                n += 1
                 head = f"[{label} {n}/{total}] {ins.original}"
                 hit = cache.find(key, base.digest)
                 if hit is not None:

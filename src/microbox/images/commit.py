@@ -10,18 +10,22 @@ into the store. All of it happens in a staging dir: a failure leaves nothing.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
+import struct
 import subprocess
 from pathlib import Path
 
 from microbox.errors import BuildError, HostError
-from microbox.images import filestore, mkfs
+from microbox.images import filestore, mkfs, pack
 from microbox.images.config import ImageConfig
 from microbox.images.progress import QUIET, Progress
 from microbox.store.db import Database
 from microbox.store.images import Image
 
 BLOCK = 4096
+CHUNK = 1 << 20
 
 
 def _run(argv: list[str], what: str, ok: tuple[int, ...] = (0,)) -> str:
@@ -34,13 +38,6 @@ def _run(argv: list[str], what: str, ok: tuple[int, ...] = (0,)) -> str:
         tail = " | ".join((done.stderr or done.stdout).strip().splitlines()[-3:])
         raise BuildError(f"{what} failed: {tail or f'exit {done.returncode}'}")
     return done.stdout
-
-
-def flatten(disk: Path, disk_format: str, dest: Path) -> None:
-    """A standalone sparse raw copy of `disk` with its whole backing chain.
-    `-U`: a running box may still hold the chain's lower files open, read-only."""
-    _run(["qemu-img", "convert", "-U", "-f", disk_format, "-O", "raw", str(disk), str(dest)],
-         f"flattening {disk.name}")
 
 
 def _free_blocks(raw: Path) -> tuple[int, int]:
@@ -77,15 +74,38 @@ def store(db: Database, name: str, disk: Path, disk_format: str, *, digest: str,
     with filestore.staging() as tmp:
         raw = tmp / "image.ext4"
         progress.step("flattening the disk into an image")
-        flatten(disk, disk_format, raw)
+        pack.flatten_disk(disk, disk_format, raw)
         return store_raw(db, name, raw, digest=digest, config=config, source=source,
                          progress=progress)
+
+
+def sparse_digest(raw: Path) -> str:
+    """sha256 of the file's size and its data runs (offsets and bytes): the
+    holes of a 1.4 GB image holding 270 MB are never read."""
+    h = hashlib.sha256()
+    fd = os.open(raw, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        size = os.fstat(fd).st_size
+        h.update(struct.pack(">Q", size))
+        for start, end in pack.data_runs(fd, size):
+            h.update(struct.pack(">QQ", start, end))
+            off = start
+            while off < end:
+                chunk = os.pread(fd, min(CHUNK, end - off), off)
+                if not chunk:
+                    break
+                h.update(chunk)
+                off += len(chunk)
+    finally:
+        os.close(fd)
+    return "sha256-" + h.hexdigest()
 
 
 def store_raw(db: Database, name: str, raw: Path, *, digest: str | None,
               config: ImageConfig, source: str, progress: Progress = QUIET) -> Image:
     """Check and grow the flattened file `raw` (in a staging dir) and move it
-    into the store as `name`, under `digest` or else its sha256."""
+    into the store as `name`, under `digest` or else sparse_digest()."""
     progress.step("checking its file system")
     make_clean(raw)
-    return filestore.add(db, name, raw, source, digest=digest, config=config)
+    return filestore.add(db, name, raw, source, digest=digest or sparse_digest(raw),
+                         config=config)

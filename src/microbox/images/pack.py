@@ -191,9 +191,11 @@ def _add(tf: tarfile.TarFile, name: str, data: bytes, mtime: int) -> None:
 
 
 def flatten_disk(disk: Path, disk_format: str, dest: Path) -> None:
-    """A standalone sparse raw copy of `disk` with everything its backing chain holds."""
+    """A standalone sparse raw copy of `disk` with everything its backing chain
+    holds. `-U`: a running box may hold the chain's lower files open, read-only
+    (a build's layers; a commit copies a box's top while its vCPUs are stopped)."""
     try:
-        done = subprocess.run(["qemu-img", "convert", "-f", disk_format, "-O", "raw",
+        done = subprocess.run(["qemu-img", "convert", "-U", "-f", disk_format, "-O", "raw",
                                str(disk), str(dest)], capture_output=True, text=True)
     except FileNotFoundError:
         raise HostError("qemu-img is missing", "apt-get install -y qemu-utils") from None
@@ -201,7 +203,7 @@ def flatten_disk(disk: Path, disk_format: str, dest: Path) -> None:
         raise VMError(f"cannot flatten the disk {disk}: {done.stderr.strip()[-500:]}")
 
 
-def _data_runs(fd: int, size: int) -> Iterator[tuple[int, int]]:
+def data_runs(fd: int, size: int) -> Iterator[tuple[int, int]]:
     """(offset, end) of the file's data, from SEEK_DATA/SEEK_HOLE, on BLOCK boundaries."""
     off = 0
     while off < size:
@@ -223,7 +225,7 @@ def _data_runs(fd: int, size: int) -> Iterator[tuple[int, int]]:
 
 def _nonzero(fd: int, size: int) -> Iterator[tuple[int, bytes]]:
     """(offset, bytes) of runs of non-zero blocks, each run within one chunk."""
-    for start, end in _data_runs(fd, size):
+    for start, end in data_runs(fd, size):
         pos = start
         while pos < end:
             chunk = os.pread(fd, min(CHUNK, end - pos), pos)
