@@ -75,3 +75,16 @@ def test_bad_backing_files_are_refused(tmp_path: Path) -> None:
     with pytest.raises(qcow2.Qcow2Error, match="1 to 1023 bytes"):
         qcow2.overlay_bytes("x" * 1024, "raw", 1 << 20)
     assert not (tmp_path / "d.qcow2").exists()
+
+
+def test_backing_file_reads_what_qemu_img_wrote(tmp_path: Path) -> None:
+    base = tmp_path / "base.raw"
+    base.write_bytes(b"\0" * 65536)
+    made = tmp_path / "made.qcow2"
+    qemu_img("create", "-q", "-f", "qcow2", "-b", str(base), "-F", "raw", str(made))
+    assert qcow2.backing_file(made) == str(base)
+    plain = tmp_path / "plain.qcow2"
+    qemu_img("create", "-q", "-f", "qcow2", str(plain), "1M")
+    assert qcow2.backing_file(plain) is None
+    with pytest.raises(qcow2.Qcow2Error):
+        qcow2.backing_file(base)

@@ -8,6 +8,7 @@ import io
 import json
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -234,3 +235,20 @@ def test_commit_of_a_running_box(rt: microbox.Runtime) -> None:
         rt.boxes.get("to-commit").delete(force=True)
     done = mb("commit", "--json", "no-such-box", "x")
     assert done.returncode == 1 and json.loads(done.stdout)["error"]["type"] == "not_found"
+
+
+def test_a_built_image_pushes_and_pulls_back_equal(rt: microbox.Runtime, tmp_path: Path,
+                                                   registries: dict[str, Any]) -> None:
+    ctx = _context(tmp_path, "FROM busybox\nLABEL made=by-build\nEXPOSE 8080\n"
+                   "COPY --chown=5:6 --chmod=600 secret.txt /etc/secret.txt\n"
+                   "RUN ln -s /etc/secret.txt /link && mkdir -m 1777 /shared\n"
+                   "ENTRYPOINT [\"/bin/sh\", \"-c\"]\nCMD [\"cat /etc/secret.txt\"]\n",
+                   {"secret.txt": "s3cret\n"})
+    built = rt.images.build(ctx, tag="to-push", net="none")
+    ref = f"{registries['anon'].host}/built/to-push:1"
+    rt.images.push("to-push", ref)
+    back = rt.images.pull(ref)
+    assert back.config == built.config and back.config.labels == {"made": "by-build"}
+    listing = "stat -c '%n %u:%g %a %F' /etc/secret.txt /link /shared; cat /etc/secret.txt"
+    assert _sh(rt, back.name, listing) == _sh(rt, "to-push", listing)
+    assert "/etc/secret.txt 5:6 600 regular file" in _sh(rt, back.name, listing)
