@@ -39,7 +39,7 @@ def pct(values: list[float], q: float) -> float:
 
 def run_once(*flags: str, pooled: bool = False) -> tuple[float, float]:
     start = time.monotonic()
-    p = subprocess.run([*CLI, "run", "-v", "--rm", *flags, "busybox", "--", "true"],
+    p = subprocess.run([*CLI, "run", "--verbose", "--rm", *flags, "busybox", "--", "true"],
                        capture_output=True, check=True)
     wall = time.monotonic() - start
     if (TOOK in p.stderr) != pooled:
@@ -71,7 +71,7 @@ def back_to_back(rt: object, count: int) -> tuple[list[float], int]:
     try:
         for _ in range(count):
             start = time.monotonic()
-            p = subprocess.run([*CLI, "run", "-v", "--rm", "busybox", "--", "true"],
+            p = subprocess.run([*CLI, "run", "--verbose", "--rm", "busybox", "--", "true"],
                                capture_output=True, check=True)
             walls.append(time.monotonic() - start)
             took += TOOK in p.stderr

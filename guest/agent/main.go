@@ -22,6 +22,8 @@ func main() {
 	if err != nil {
 		fatal(err)
 	}
+	// before any host, so that no command runs without the box's mounts
+	mountAll(cfg.mounts)
 	if err := interfaceUp("lo"); err != nil { // before any host: CONNECT needs it
 		consoleLogf("bring lo up: %v", err)
 	}
@@ -47,6 +49,7 @@ func main() {
 		SetClock:    setClock,
 		SetHostname: func(name string) error { return syscall.Sethostname([]byte(name)) },
 		AddEntropy:  addEntropy,
+		Mounts:      cfg.mounts,
 		SetMachineID: func(id string) error {
 			return writeMachineID("/etc/machine-id", id)
 		},

@@ -31,6 +31,7 @@ type Agent struct {
 	Shutdown     func(s *Session, stream uint32)
 	MainExited   func(ws syscall.WaitStatus) // a detached EXEC with "main" ended
 	Logf         func(format string, args ...interface{})
+	Mounts       []boxMount // unmounted at shutdown, so that volumes are left clean
 
 	devNullOnce sync.Once
 	devNull     int

@@ -60,3 +60,8 @@ def templates_dir() -> Path:
 def snapshots_dir() -> Path:
     """Snapshots of boxes, each in the form of a template plus its metadata."""
     return home() / "snapshots"
+
+
+def volumes_dir() -> Path:
+    """Named volumes: <name>/disk.ext4 each (docs/mounts.md)."""
+    return home() / "volumes"

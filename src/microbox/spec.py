@@ -7,7 +7,9 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from microbox import mounts as box_mounts
 from microbox.errors import InvalidSpec
+from microbox.mounts import Mount
 from microbox.net import plan
 from microbox.net import policy as net_policy
 from microbox.portmap import PortMap
@@ -53,6 +55,8 @@ class BoxSpec:
     deny_all: bool = False  # nothing unless allowed above
     allow_private: bool = False  # lift the loopback, host and private-range blocks
     add_hosts: tuple[str, ...] = ()  # NAME:ADDRESS the proxy resolves itself
+    # Host folders and named volumes (-v SOURCE:TARGET[:ro]; docs/mounts.md)
+    mounts: tuple[Mount, ...] = ()
 
     def __post_init__(self) -> None:
         for name in _TUPLES:  # the SDK takes lists; a lone string is one entry
@@ -60,6 +64,11 @@ class BoxSpec:
             if not isinstance(value, tuple):
                 value = (value,) if isinstance(value, str) else tuple(value)
                 object.__setattr__(self, name, value)
+        value = self.mounts  # the SDK takes "SOURCE:TARGET[:ro]" strings too
+        if isinstance(value, (str, Mount)):
+            value = (value,)
+        object.__setattr__(self, "mounts", tuple(
+            box_mounts.parse(m) if isinstance(m, str) else m for m in value))
 
     def validate(self) -> BoxSpec:
         host_cpus = os.cpu_count() or 1
@@ -83,17 +92,20 @@ class BoxSpec:
         if self.kernel is not None and not os.path.isfile(self.kernel):
             raise InvalidSpec(f"--kernel {self.kernel} is not a file")
         net_policy.check(self)
+        box_mounts.check(self.mounts)
         return self
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["ports"] = [p.to_json() for p in self.ports]
+        data["mounts"] = [m.to_json() for m in self.mounts]
         return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> BoxSpec:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         known["ports"] = tuple(PortMap.from_json(p) for p in known.get("ports") or ())
+        known["mounts"] = tuple(Mount.from_json(m) for m in known.get("mounts") or ())
         # A spec stored before boxes had networking (a row, a snapshot, a pack)
         # had no network device: restoring its state needs the same devices.
         known.setdefault("net", "none")

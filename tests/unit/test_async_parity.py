@@ -22,6 +22,7 @@ from microbox.sdk.images import Images
 from microbox.sdk.pools import Pools
 from microbox.sdk.runtime import Runtime
 from microbox.sdk.snapshots import Snapshots
+from microbox.sdk.volumes import Volumes
 
 PAIRS: list[tuple[type, type, set[str]]] = [
     # (sync, async, sync members the async face leaves out, and why)
@@ -31,6 +32,7 @@ PAIRS: list[tuple[type, type, set[str]]] = [
     (Images, aio.AsyncImages, set()),
     (Snapshots, aio.AsyncSnapshots, set()),
     (Pools, aio.AsyncPools, set()),
+    (Volumes, aio.AsyncVolumes, set()),
     (Host, aio.AsyncHost, set()),
     # record and runtime are the sync handle's own (`.sync` reaches them);
     # __enter__/__exit__ are __aenter__/__aexit__ there

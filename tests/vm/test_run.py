@@ -174,7 +174,7 @@ def test_json_run_collects_output() -> None:
 
 
 def test_verbose_says_which_accelerator_and_why() -> None:
-    r = mb("run", "-v", "--rm", "busybox", "--", "true")
+    r = mb("run", "--verbose", "--rm", "busybox", "--", "true")
     assert r.returncode == 0
     line = next(ln for ln in r.stderr.decode().splitlines() if "accelerator:" in ln)
     assert "tcg (" in line or "kvm (" in line

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 
+from microbox import mounts as box_mounts
 from microbox import portmap
 from microbox.api.guard import Invalid
 from microbox.api.models import CreateBox, Deleted, Envelope, ImageInfo, SetBox
@@ -59,7 +60,8 @@ async def create(body: CreateBox, rt: RT) -> dict[str, Any]:
                    cold=body.cold, net=body.net, allow_hosts=tuple(body.allow_hosts),
                    allow_cidrs=tuple(body.allow_cidrs), deny_all=body.deny_all,
                    allow_private=body.allow_private, add_hosts=tuple(body.add_hosts),
-                   ports=portmap.parse_all(body.ports))
+                   ports=portmap.parse_all(body.ports),
+                   mounts=box_mounts.parse_all(body.mounts))
     if not body.start:
         if body.rm or body.command:
             raise UsageError("rm and command need a started box; send start: true")

@@ -61,6 +61,9 @@ class CreateBox(_Strict):
                                 "names it).")
     add_hosts: list[str] = Field(default_factory=list,
                                  description="NAME:ADDRESS entries for the proxy's resolver.")
+    mounts: list[str] = Field(default_factory=list, description="Host folders and named "
+                              "volumes, \"HOST_DIR|VOLUME:GUEST_DIR[:ro]\" (docs/mounts.md); "
+                              "host paths are the server's host's.")
     start: bool = Field(True, description="Boot it now (detached from the server).")
     rm: bool = Field(False, description="Remove the box when its VM exits by itself "
                      "(its command ended, or it crashed); needs start.")

@@ -20,5 +20,6 @@ render.py     How boxes look
 run.py        `microbox run`
 serve.py      `microbox serve`
 snapshots.py  `microbox snapshot ...` and `microbox fork`
+volumes.py    `microbox volume ...`
 workspace.py  `microbox workspace push|export`
 """

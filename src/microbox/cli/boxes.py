@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from microbox.cli.common import (
+    box_common_options,
     common_options,
     from_option,
     given_spec,
@@ -26,7 +27,7 @@ from microbox.spec import DEFAULT_IMAGE
 @spec_options
 @from_option
 @click.option("--start", "start_now", is_flag=True, help="Start the box right away.")
-@common_options
+@box_common_options
 @click.argument("image", required=False)
 def create(name: str | None, cpus: int, memory: int, env: tuple[str, ...],
            workdir: str | None, user: str | None, labels: tuple[str, ...], accel: str,

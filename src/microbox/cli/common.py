@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import click
 from click.core import ParameterSource
 
+from microbox import mounts as box_mounts
 from microbox import portmap
 from microbox.cli.output import Out
 from microbox.errors import HostError, MicroboxError
@@ -28,6 +29,13 @@ F = TypeVar("F", bound=Callable[..., Any])
 def common_options(f: F) -> F:
     f = click.option("--json", "as_json", is_flag=True, help="Print one JSON envelope.")(f)
     f = click.option("-v", "--verbose", is_flag=True, help="Explain what happens, on stderr.")(f)
+    return f
+
+
+def box_common_options(f: F) -> F:
+    """common_options of `run` and `create`, where -v is --volume, as in Docker."""
+    f = click.option("--json", "as_json", is_flag=True, help="Print one JSON envelope.")(f)
+    f = click.option("--verbose", is_flag=True, help="Explain what happens, on stderr.")(f)
     return f
 
 
@@ -52,6 +60,10 @@ def spec_options(f: F) -> F:
         click.option("-p", "--publish", multiple=True, metavar="[HOST_IP:]HOST:GUEST",
                      help="Forward a host TCP port (bound on 127.0.0.1 unless HOST_IP is "
                           "given) to a port inside the box, for as long as the box runs."),
+        click.option("-v", "--volume", "volumes", multiple=True,
+                     metavar="HOST_DIR|VOLUME:GUEST_DIR[:ro]",
+                     help="Mount a host folder (an absolute path) or a named volume in the "
+                          "box; :ro makes it read-only (repeatable; docs/mounts.md)."),
         *net_options(),
     ]):
         f = opt(f)
@@ -109,12 +121,14 @@ def spec_from(image: str, cpus: int, memory: int, env: tuple[str, ...], workdir:
               kernel: str | None, cold: bool, publish: tuple[str, ...] = (),
               net: str = plan.DEFAULT_MODE, allow_host: tuple[str, ...] = (),
               allow_cidr: tuple[str, ...] = (), deny_all: bool = False,
-              allow_private: bool = False, add_host: tuple[str, ...] = ()) -> BoxSpec:
+              allow_private: bool = False, add_host: tuple[str, ...] = (),
+              volumes: tuple[str, ...] = ()) -> BoxSpec:
     return BoxSpec(image=image, cpus=cpus, memory_mib=memory, env=parse_env(env),
                    workdir=workdir, user=user, accel=accel, kernel=kernel,
                    labels=parse_labels(labels), cold=cold, ports=portmap.parse_all(publish),
                    net=net, allow_hosts=allow_host, allow_cidrs=allow_cidr, deny_all=deny_all,
-                   allow_private=allow_private, add_hosts=add_host)
+                   allow_private=allow_private, add_hosts=add_host,
+                   mounts=box_mounts.parse_all(volumes))
 
 
 # Each flag of spec_options and the BoxSpec field it sets.
@@ -122,7 +136,8 @@ _SPEC_FIELDS = {"cpus": "cpus", "memory": "memory_mib", "env": "env", "workdir":
                 "user": "user", "labels": "labels", "accel": "accel", "kernel": "kernel",
                 "cold": "cold", "publish": "ports", "net": "net", "allow_host": "allow_hosts",
                 "allow_cidr": "allow_cidrs", "deny_all": "deny_all",
-                "allow_private": "allow_private", "add_host": "add_hosts"}
+                "allow_private": "allow_private", "add_host": "add_hosts",
+                "volumes": "mounts"}
 
 
 def from_option(f: F) -> F:

@@ -54,6 +54,7 @@ COMMANDS = {
     "ssh-config": "microbox.cli.inside:ssh_config",
     "start": "microbox.cli.boxes:start",
     "stop": "microbox.cli.boxes:stop",
+    "volume": "microbox.cli.volumes:volume",
     "workspace": "microbox.cli.workspace:workspace",
 }
 

@@ -99,7 +99,8 @@ def gc(dry_run: bool, as_json: bool, verbose: bool) -> None:
         lines += [f"{'would end' if dry_run else 'ended'} shim pid {p} (its VM is gone)"
                   for p in report.shims]
         lines += [f"{verb} {n}" for n in report.networks]
-        lines += [f"{verb} {d} (a killed pull or build's work)" for d in report.staging]
+        lines += [f"{verb} {d} (a killed pull, build or volume create's work)"
+                  for d in report.staging]
         out.result({"rows": report.rows, "dirs": report.dirs, "templates": report.templates,
                     "snapshots": report.snapshots, "shims": report.shims,
                     "networks": report.networks, "staging": report.staging,

@@ -15,7 +15,7 @@ from microbox.cli.attach import (
     signals_abort,
 )
 from microbox.cli.common import (
-    common_options,
+    box_common_options,
     from_option,
     given_spec,
     guarded,
@@ -58,7 +58,7 @@ class DefaultImage(click.Command):
 @click.option("--timeout", type=float, help="Kill the command after this many seconds.")
 @click.option("--entrypoint", help="Program to run instead of the image's entrypoint, with "
               "COMMAND as its arguments.")
-@common_options
+@box_common_options
 @click.argument("image", required=False)
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def run(remove: bool, detach: bool, name: str | None, cpus: int, memory: int,

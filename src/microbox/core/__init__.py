@@ -1,5 +1,6 @@
 """Box lifecycle: create, start, stop, reconcile, templates, snapshots, pools, housekeeping.
 
+boxmounts.py    A box's mounts as its VM's devices and boot parameters, and the...
 boxdir.py       The run directory of one box
 control.py      Acting on existing boxes
 doctor.py       `doctor`

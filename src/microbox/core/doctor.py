@@ -16,7 +16,7 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from microbox import locks, paths
+from microbox import locks, paths, volumes
 from microbox.artifacts import agent, kernel, vmm_libs
 from microbox.core import orphans, templates
 from microbox.core.boxdir import BoxDir, for_box
@@ -278,9 +278,20 @@ def _pools() -> Check:
                  f"microbox pool add {shape.get('image')} -n {size}{flags}")
 
 
+def _volumes() -> Check:
+    """Named volumes, and the work of volume creates that were killed."""
+    found = volumes.all_volumes()
+    left = volumes.sweep_abandoned(dry_run=True)
+    used = sum(v.used_bytes for v in found)
+    if left:
+        return Check("volumes", "WARN", f"{len(left)} killed volume create(s) left their "
+                     "work", "microbox gc")
+    return Check("volumes", "PASS", f"{len(found)} volume(s), {used >> 20} MiB of disk")
+
+
 CHECKS: tuple[Callable[[], Check], ...] = (_host, _qemu, _qemu_libs, _kernel, _agent, _accel,
                                            _data_dir, _database, _disk, _crashed, _orphans,
-                                           _networks, _templates, _pools)
+                                           _networks, _templates, _pools, _volumes)
 
 
 def run_checks() -> list[Check]:

@@ -14,7 +14,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from microbox import failpoints, locks, paths, portmap
+from microbox import failpoints, locks, paths, portmap, volumes
 from microbox.agent.channel import Channel, Identity
 from microbox.core import shim, shim_start, templates, vm, warm
 from microbox.core.boxdir import PORTS, BoxDir, box_dir
@@ -58,6 +58,9 @@ def create(db: Database, spec: BoxSpec, *, name: str | None = None,
     portmap.check_free(spec.ports)
     if name is not None:
         boxes.check_name_free(db.conn, validate_name(name))
+    if start_next:
+        volumes.check_free(db, "", spec)  # refused before anything is made
+    volumes.ensure(spec)  # `-v NAME:...` makes a missing volume, as Docker does
     if image_digest is None:
         image = builtin.ensure(db, spec.image)
         image_name, image_digest, image_path = image.name, image.digest, image.path
@@ -105,7 +108,8 @@ def start(db: Database, record: BoxRecord, lock: locks.Lock, *, attached: bool,
         boxes.update(db, record)
     net: tap.Attachment | None = None
     try:
-        # a taken host port fails the start before anything runs
+        # a volume another box holds, a taken host port: the start fails before anything runs
+        volumes.check_free(db, record.id, record.spec)
         published = portmap.bind(record.spec.ports)
     except BaseException as exc:
         lock.close()
@@ -261,7 +265,8 @@ def _boot(record: BoxRecord, lock: locks.Lock, *, attached: bool, log: Log,
                                      attached=attached, identity=identity, log=log,
                                      tap_fd=tap_fd)
     first = record.started_at is None
-    if first and not record.spec.cold and record.image_digest:
+    # a box with mounts boots cold: a template's saved VM has no such devices
+    if first and not record.spec.cold and not record.spec.mounts and record.image_digest:
         return warm.start(d, record.spec, filestore.blob_path(record.image_digest),
                           record.image_digest, lock, attached=attached, identity=identity,
                           log=log, tap_fd=tap_fd)

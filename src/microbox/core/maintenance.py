@@ -9,7 +9,7 @@ import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from microbox import paths
+from microbox import paths, volumes
 from microbox.artifacts import agent
 from microbox.core import orphans, snapshots, templates, vm
 from microbox.core.boxdir import BoxDir, creating
@@ -34,7 +34,7 @@ class GcReport:
     snapshots: list[str] = field(default_factory=list)  # removed or fork's own, unused
     shims: list[int] = field(default_factory=list)  # pids of shims that outlived their VM
     networks: list[str] = field(default_factory=list)  # --net tap pieces no live box owns
-    staging: list[str] = field(default_factory=list)  # work dirs of killed pulls and builds
+    staging: list[str] = field(default_factory=list)  # work of killed pulls, builds, volumes
 
 
 def gc(db: Database, dry_run: bool = False) -> GcReport:
@@ -63,7 +63,7 @@ def gc(db: Database, dry_run: bool = False) -> GcReport:
         report.networks = tap.sweep(dry_run)
     from microbox.images import filestore
 
-    report.staging = filestore.sweep_abandoned(dry_run)
+    report.staging = filestore.sweep_abandoned(dry_run) + volumes.sweep_abandoned(dry_run)
     return report
 
 

@@ -200,7 +200,7 @@ def claim(db: Database, spec: BoxSpec, *, name: str | None, auto_remove: bool,
     """A running box of `spec` made from a pool's spare, or None when no spare
     fits (the caller starts a box as usual). A spare that fails on the way is
     removed and None returned, with a line in the log."""
-    if spec.cold or spec.net not in NETS:
+    if spec.cold or spec.mounts or spec.net not in NETS:  # spares have no mount devices
         return None
     image = filestore.find(db, spec.image) if boxes.any_spare(db) else None
     key, accel = warm.template_key(spec, image.digest) if image else ("", "")

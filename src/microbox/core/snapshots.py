@@ -118,6 +118,12 @@ def create(record: BoxRecord, name: str | None = None, *, auto: bool = False,
             raise InvalidSpec(f"a snapshot named {name!r} exists already; pick another name")
     if not record.image_digest:
         raise StateError(f"box '{record.name}' has no image digest to snapshot against")
+    if record.spec.mounts:
+        # QEMU will not migrate a VM with a 9p export mounted, and a volume's
+        # disk is no part of the box: refused whole, before anything stops
+        raise StateError(f"box '{record.name}' has mounts (-v {record.spec.mounts[0]}); "
+                         "snapshots and forks are of boxes without -v", "microbox commit "
+                         f"{record.name} NAME", "to keep its disk as an image instead")
     sid = uuid.uuid4().hex
     root = paths.snapshots_dir()
     box = for_box(record.id)

@@ -18,6 +18,7 @@ from microbox.agent.channel import Channel, Identity
 from microbox.agent.protocol import untrusted_text
 from microbox.artifacts import agent, kernel, vmm_libs
 from microbox.artifacts import shim as shim_build
+from microbox.core import boxmounts
 from microbox.core.boxdir import PORTS, BoxDir
 from microbox.core.log import Log, quiet
 from microbox.errors import AgentError, AgentTimeout, HostError, VMError
@@ -149,6 +150,7 @@ def launch(box: BoxDir, spec: BoxSpec, lock: locks.Lock, *, attached: bool, log:
         art = art or artifacts(spec)
         choice = choice or accel.choose(spec.accel, art.qemu, art.kernel)
         log(f"accelerator: {choice.accel} ({choice.reason})")
+        shares, volumes, mount_params = boxmounts.devices(spec)
         socks = [box.listen(box.qmp), *(box.listen(box.port(n)) for n in range(PORTS))]
         cfg = VMConfig(
             qemu=art.qemu, accel=choice.accel, cpus=spec.cpus, memory_mib=spec.memory_mib,
@@ -158,7 +160,9 @@ def launch(box: BoxDir, spec: BoxSpec, lock: locks.Lock, *, attached: bool, log:
             memory_file=memory.path if memory else None,
             memory_shared=memory.shared if memory else False, incoming=incoming,
             user_net=user_net(box, spec, art), tap_fd=tap_fd if spec.net == "tap" else None,
-            extra_cmdline=plan.boot_parameter(spec.net),
+            extra_cmdline=" ".join(p for p in (plan.boot_parameter(spec.net), mount_params)
+                                   if p),
+            shares=shares, volumes=volumes,
         )
         argv = qemu_argv(cfg)
         log("qemu: " + " ".join(argv))
@@ -211,7 +215,14 @@ def boot(box: BoxDir, spec: BoxSpec, lock: locks.Lock, *, attached: bool,
          memory: Memory | None = None, tap_fd: int | None = None) -> tuple[Running, Channel]:
     """Start QEMU for `box` and return once the agent answered the handshake."""
     vm = launch(box, spec, lock, attached=attached, log=log, memory=memory, tap_fd=tap_fd)
-    return vm, await_agent(box, vm, identity, BOOT_TIMEOUT[vm.accel], log)
+    channel = await_agent(box, vm, identity, BOOT_TIMEOUT[vm.accel], log)
+    try:
+        boxmounts.verify(channel, spec)
+    except BaseException:
+        channel.close()
+        vm.kill()
+        raise
+    return vm, channel
 
 
 def _died(box: BoxDir, proc: subprocess.Popen[bytes]) -> str:

@@ -6,6 +6,7 @@ boxes.py      rt.boxes: create, run (the Docker rules of a box's main command), 
 images.py     rt.images: the store, builds, pulls, packs, warm-start templates
 snapshots.py  rt.snapshots: list, get, remove
 pools.py      rt.pools: pools of boxes kept ready
+volumes.py    rt.volumes: named volumes, disks that outlive boxes
 host.py       rt.host: doctor, gc, VMMs in /proc, guest artifacts
 box.py        Box: one box's lifecycle, exec, files, logs, snapshots
 records.py    BoxInfo: the one rendering of a box for --json, the API and MCP

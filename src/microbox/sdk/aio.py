@@ -29,6 +29,7 @@ from microbox.core.snapshots import Snapshot
 from microbox.images.pack import PackInfo
 from microbox.images.progress import QUIET, Progress
 from microbox.images.push import Pushed
+from microbox.mounts import Mount
 from microbox.net import plan
 from microbox.portmap import PortMap
 from microbox.sdk.aio_handles import (
@@ -46,9 +47,11 @@ from microbox.sdk.images import Images
 from microbox.sdk.pools import Pools
 from microbox.sdk.runtime import Runtime
 from microbox.sdk.snapshots import Snapshots
+from microbox.sdk.volumes import Volumes
 from microbox.spec import DEFAULT_IMAGE, DEFAULT_MEMORY_MIB, BoxSpec
 from microbox.store.db import Database
 from microbox.store.images import Image
+from microbox.volumes import Volume
 
 __all__ = ["AsyncBox", "AsyncBoxes", "AsyncConnection", "AsyncExecution", "AsyncHost",
            "AsyncImages", "AsyncPools", "AsyncRuntime", "AsyncSnapshots"]
@@ -74,15 +77,16 @@ class AsyncBoxes:
                      cold: bool = False, ports: Sequence[str | PortMap] | None = None,
                      net: str | None = None, allow_hosts: Sequence[str] | None = None,
                      allow_cidrs: Sequence[str] | None = None, deny_all: bool = False,
-                     allow_private: bool = False, add_hosts: Sequence[str] | None = None
-                     ) -> AsyncBox:
+                     allow_private: bool = False, add_hosts: Sequence[str] | None = None,
+                     mounts: Sequence[str | Mount] | None = None) -> AsyncBox:
         """Boxes.create; a cancelled create tears down the box it was making."""
         return self._box(await self._pool.call(
             self._boxes.create, image, name=name, start=start, spec=spec, from_pack=from_pack,
             progress=progress, cpus=cpus, memory_mib=memory_mib, env=env, workdir=workdir,
             user=user, accel=accel, kernel=kernel, labels=labels, cold=cold, ports=ports,
             net=net, allow_hosts=allow_hosts, allow_cidrs=allow_cidrs, deny_all=deny_all,
-            allow_private=allow_private, add_hosts=add_hosts, on_orphan=Box.close))
+            allow_private=allow_private, add_hosts=add_hosts, mounts=mounts,
+            on_orphan=Box.close))
 
     async def run(self, image: str | None = None, command: Sequence[str] = (), *,
                   entrypoint: str | None = None, detach: bool = False, rm: bool = True,
@@ -95,8 +99,8 @@ class AsyncBoxes:
                   ports: Sequence[str | PortMap] | None = None, net: str | None = None,
                   allow_hosts: Sequence[str] | None = None,
                   allow_cidrs: Sequence[str] | None = None, deny_all: bool = False,
-                  allow_private: bool = False, add_hosts: Sequence[str] | None = None
-                  ) -> AsyncBox:
+                  allow_private: bool = False, add_hosts: Sequence[str] | None = None,
+                  mounts: Sequence[str | Mount] | None = None) -> AsyncBox:
         """Boxes.run; a cancelled run tears down the box it was making."""
         return self._box(await self._pool.call(
             self._boxes.run, image, command, entrypoint=entrypoint, detach=detach, rm=rm,
@@ -104,7 +108,8 @@ class AsyncBoxes:
             memory_mib=memory_mib, env=env, workdir=workdir, user=user, accel=accel,
             kernel=kernel, labels=labels, cold=cold, ports=ports, net=net,
             allow_hosts=allow_hosts, allow_cidrs=allow_cidrs, deny_all=deny_all,
-            allow_private=allow_private, add_hosts=add_hosts, on_orphan=Box.close))
+            allow_private=allow_private, add_hosts=add_hosts, mounts=mounts,
+            on_orphan=Box.close))
 
     async def restore(self, snapshot: str, *, name: str | None = None, rm: bool = False,
                       detach: bool = True) -> AsyncBox:
@@ -238,6 +243,29 @@ class AsyncSnapshots:
         await self._pool.call(self._snapshots.remove, ref, force)
 
 
+class AsyncVolumes:
+    """rt.volumes, for asyncio."""
+
+    def __init__(self, volumes: Volumes, pool: _Pool) -> None:
+        self._volumes = volumes
+        self._pool = pool
+
+    async def create(self, name: str, *, size: int | str | None = None) -> Volume:
+        return await self._pool.call(self._volumes.create, name, size=size)
+
+    async def list(self) -> builtins.list[Volume]:
+        return await self._pool.call(self._volumes.list)
+
+    async def get(self, name: str) -> Volume:
+        return await self._pool.call(self._volumes.get, name)
+
+    async def users(self, name: str) -> builtins.list[str]:
+        return await self._pool.call(self._volumes.users, name)
+
+    async def remove(self, name: str) -> Volume:
+        return await self._pool.call(self._volumes.remove, name)
+
+
 class AsyncPools:
     """rt.pools, for asyncio."""
 
@@ -299,6 +327,7 @@ class AsyncRuntime:
         self.images = AsyncImages(self._rt.images, self._pool)
         self.snapshots = AsyncSnapshots(self._rt.snapshots, self._pool)
         self.pools = AsyncPools(self._rt.pools, self._pool)
+        self.volumes = AsyncVolumes(self._rt.volumes, self._pool)
         self.host = AsyncHost(self._rt.host, self._pool)
 
     @property

@@ -155,6 +155,7 @@ class Box:
             labels=dict(r.spec.labels),
             spec=r.spec.to_json(), dir=str(d.path), alive=d.alive(),
             template=templates.used_by(d), net=self.net_info(),
+            mounts=[m.to_json() for m in r.spec.mounts],
         )
 
     def net_info(self) -> dict[str, Any]:

@@ -12,10 +12,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
 
+from microbox import mounts as box_mounts
 from microbox import portmap
 from microbox.core import reconcile
 from microbox.errors import UsageError
 from microbox.images.progress import QUIET, Progress
+from microbox.mounts import Mount
 from microbox.portmap import PortMap
 from microbox.sdk.box import Box
 from microbox.sdk.context import Context
@@ -41,7 +43,8 @@ class Boxes:
                ports: Sequence[str | PortMap] | None = None, net: str | None = None,
                allow_hosts: Sequence[str] | None = None,
                allow_cidrs: Sequence[str] | None = None, deny_all: bool = False,
-               allow_private: bool = False, add_hosts: Sequence[str] | None = None) -> Box:
+               allow_private: bool = False, add_hosts: Sequence[str] | None = None,
+               mounts: Sequence[str | Mount] | None = None) -> Box:
         """A box of `image` (default debian), of a ready-made `spec`, or of the pack
         `from_pack` (its spec, with these values: env and labels add to the pack's,
         the others replace its own); stopped unless `start` (then detached)."""
@@ -68,7 +71,8 @@ class Boxes:
             ports: Sequence[str | PortMap] | None = None, net: str | None = None,
             allow_hosts: Sequence[str] | None = None, allow_cidrs: Sequence[str] | None = None,
             deny_all: bool = False, allow_private: bool = False,
-            add_hosts: Sequence[str] | None = None) -> Box:
+            add_hosts: Sequence[str] | None = None,
+            mounts: Sequence[str | Mount] | None = None) -> Box:
         """Create and start a box (taken from a pool of its shape when one has a box
         ready), restored from its image's warm-start template unless `cold`.
 
@@ -193,11 +197,14 @@ def _given(values: dict[str, Any]) -> dict[str, Any]:
     """The spec values a caller of create/run set (None and False are unset)."""
     fields = ("cpus", "memory_mib", "env", "workdir", "user", "accel", "kernel", "labels",
               "cold", "ports", "net", "allow_hosts", "allow_cidrs", "deny_all",
-              "allow_private", "add_hosts")
+              "allow_private", "add_hosts", "mounts")
     given = {k: values[k] for k in fields if values[k] not in (None, False)}
     if "ports" in given:
         given["ports"] = portmap.parse_all(given["ports"])
     for k in ("allow_hosts", "allow_cidrs", "add_hosts"):
         if k in given:
             given[k] = tuple(given[k])
+    if "mounts" in given:
+        given["mounts"] = tuple(box_mounts.parse(m) if isinstance(m, str) else m
+                                for m in given["mounts"])
     return given

@@ -30,6 +30,8 @@ class BoxInfo:
     alive: bool
     net: dict[str, Any]  # mode; with user: proxy, effective policy, refused; with tap: links
     template: str | None = None  # the warm-start template its disk is backed by
+    # host folders and volumes: {type, source, target, read_only} each (docs/mounts.md)
+    mounts: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

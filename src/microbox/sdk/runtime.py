@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from microbox.sdk.images import Images
     from microbox.sdk.pools import Pools
     from microbox.sdk.snapshots import Snapshots
+    from microbox.sdk.volumes import Volumes
 
 
 class Runtime(Context):
@@ -61,6 +62,12 @@ class Runtime(Context):
         from microbox.sdk.pools import Pools
 
         return Pools(self)
+
+    @functools.cached_property
+    def volumes(self) -> Volumes:
+        from microbox.sdk.volumes import Volumes
+
+        return Volumes(self)
 
     @functools.cached_property
     def host(self) -> Host:

@@ -84,6 +84,33 @@ class VMConfig:
     incoming: bool = False  # wait for a migration stream (QMP migrate-incoming)
     user_net: UserNet | None = None  # a virtio-net device on it; None: no network device
     tap_fd: int | None = None  # or a virtio-net device on this TAP (--net tap; inherited)
+    shares: tuple[Share, ...] = ()  # host folders, as virtio-9p devices
+    volumes: tuple[VolumeDisk, ...] = ()  # named volumes, as virtio-blk disks
+
+
+@dataclass(frozen=True)
+class Share:
+    """A host folder exported to the box (virtio-9p, QEMU's `local` backend,
+    which walks every path below `path` without following links out of it).
+    `model` "mapped-xattr" (a root VMM): what the box makes is a plain file of
+    root's on the host, its owner, mode, device or set-id bits an xattr of it,
+    never a real device node or setuid file. "none" (a user's VMM): files are
+    the user's, who can make no device nodes and no one else's set-id files.
+    readonly=on: QEMU refuses every write."""
+
+    tag: str  # the mount tag the agent mounts (microbox.mount=9p:TAG:...)
+    path: Path
+    read_only: bool
+    model: str = "mapped-xattr"
+
+
+@dataclass(frozen=True)
+class VolumeDisk:
+    """A named volume's ext4 disk; the agent finds it by its serial."""
+
+    serial: str
+    path: Path
+    read_only: bool
 
 
 # guest_announce=off: a restored guest does not send gratuitous ARP and
@@ -139,6 +166,14 @@ def qemu_argv(cfg: VMConfig) -> list[str]:
         argv += _user_net(cfg.user_net)
     if cfg.tap_fd is not None:  # the same device and id as user_net's: one device set
         argv += ["-netdev", f"tap,id=n0,fd={cfg.tap_fd},vhost=off", "-device", NET_DEVICE]
+    for n, folder in enumerate(cfg.shares):
+        argv += ["-fsdev", f"local,id=fs{n},path={_escape(folder.path)},"
+                 f"security_model={folder.model},readonly={'on' if folder.read_only else 'off'}",
+                 "-device", f"virtio-9p-device,fsdev=fs{n},mount_tag={folder.tag}"]
+    for n, vol in enumerate(cfg.volumes):
+        argv += ["-drive", f"id=vol{n},file={_escape(vol.path)},format=raw,if=none,"
+                 f"readonly={'on' if vol.read_only else 'off'}",
+                 "-device", f"virtio-blk-device,drive=vol{n},serial={vol.serial}"]
     if cfg.incoming:
         argv += ["-incoming", "defer"]
     return argv
