@@ -16,6 +16,7 @@ type bootConfig struct {
 	debug        bool
 	net          string // microbox.net=IFACE,ADDR/PREFIX,GATEWAY (netconf.go)
 	dns          string // microbox.dns=ADDR: the box's resolver (netconf.go)
+	hosts        string // microbox.hosts=NAME:ADDR: a line of /etc/hosts (netconf.go)
 }
 
 // parseCmdline reads the microbox.* parameters of the kernel command line.
@@ -38,6 +39,8 @@ func parseCmdline(cmdline string) bootConfig {
 			cfg.net = v
 		case "microbox.dns":
 			cfg.dns = v
+		case "microbox.hosts":
+			cfg.hosts = v
 		}
 	}
 	return cfg
