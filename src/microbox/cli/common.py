@@ -13,7 +13,7 @@ from click.core import ParameterSource
 from microbox import portmap
 from microbox.cli.output import Out
 from microbox.errors import HostError, MicroboxError
-from microbox.net import plan
+from microbox.net import cacerts, plan
 from microbox.spec import (
     ACCELS,
     DEFAULT_MEMORY_MIB,
@@ -53,9 +53,22 @@ def spec_options(f: F) -> F:
                      help="Forward a host TCP port (bound on 127.0.0.1 unless HOST_IP is "
                           "given) to a port inside the box, for as long as the box runs."),
         *net_options(),
+        *ca_options(),
     ]):
         f = opt(f)
     return f
+
+
+def ca_options() -> list[Callable[[F], F]]:
+    """The trusted-CA flags of run/create (docs/net.md, "Trusted CAs"); not MCP's."""
+    return [
+        click.option("--ca-cert", "ca_cert", multiple=True, metavar="FILE",
+                     help="Trust the CA certificates of this PEM file in the box, besides "
+                          "the image's (repeatable)."),
+        click.option("--trust-host-ca", "trust_host_ca", is_flag=True,
+                     envvar=cacerts.TRUST_ENV, help="Trust the host's own CA bundle in the "
+                     f"box too (default: ${cacerts.TRUST_ENV}=1)."),
+    ]
 
 
 def shape_options(f: F) -> F:
@@ -109,12 +122,15 @@ def spec_from(image: str, cpus: int, memory: int, env: tuple[str, ...], workdir:
               kernel: str | None, cold: bool, publish: tuple[str, ...] = (),
               net: str = plan.DEFAULT_MODE, allow_host: tuple[str, ...] = (),
               allow_cidr: tuple[str, ...] = (), deny_all: bool = False,
-              allow_private: bool = False, add_host: tuple[str, ...] = ()) -> BoxSpec:
+              allow_private: bool = False, add_host: tuple[str, ...] = (),
+              ca_cert: tuple[str, ...] = (), trust_host_ca: bool = False) -> BoxSpec:
     return BoxSpec(image=image, cpus=cpus, memory_mib=memory, env=parse_env(env),
                    workdir=workdir, user=user, accel=accel, kernel=kernel,
                    labels=parse_labels(labels), cold=cold, ports=portmap.parse_all(publish),
                    net=net, allow_hosts=allow_host, allow_cidrs=allow_cidr, deny_all=deny_all,
-                   allow_private=allow_private, add_hosts=add_host)
+                   allow_private=allow_private, add_hosts=add_host,
+                   ca_certs=ca_cert,
+                   trust_host_ca=trust_host_ca)
 
 
 # Each flag of spec_options and the BoxSpec field it sets.
@@ -122,7 +138,8 @@ _SPEC_FIELDS = {"cpus": "cpus", "memory": "memory_mib", "env": "env", "workdir":
                 "user": "user", "labels": "labels", "accel": "accel", "kernel": "kernel",
                 "cold": "cold", "publish": "ports", "net": "net", "allow_host": "allow_hosts",
                 "allow_cidr": "allow_cidrs", "deny_all": "deny_all",
-                "allow_private": "allow_private", "add_host": "add_hosts"}
+                "allow_private": "allow_private", "add_host": "add_hosts",
+                "ca_cert": "ca_certs", "trust_host_ca": "trust_host_ca"}
 
 
 def from_option(f: F) -> F:

@@ -1,6 +1,7 @@
 """Box lifecycle: create, start, stop, reconcile, templates, snapshots, pools, housekeeping.
 
 boxdir.py       The run directory of one box
+catrust.py      A box's added CAs written into its guest at every start
 control.py      Acting on existing boxes
 doctor.py       `doctor`
 fork.py         Fork: running clones of a running box, through a snapshot of it
