@@ -41,6 +41,11 @@ func main() {
 			consoleLogf("resolver: %v", err)
 		}
 	}
+	if cfg.hosts != "" {
+		if err := writeHostsEntry("/etc/hosts", cfg.hosts); err != nil {
+			consoleLogf("hosts: %v", err)
+		}
+	}
 	a := &Agent{
 		Reaper:      startReaper(),
 		PasswdPath:  "/etc/passwd",

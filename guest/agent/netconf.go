@@ -8,6 +8,8 @@ package main
 // microbox.dns=ADDR names the box's resolver, written to /etc/resolv.conf (a
 // --net tap box's on its gateway; a --net user box's on its own loopback,
 // where nothing answers, so that a lookup fails at once).
+// microbox.hosts=NAME:ADDR adds "ADDR NAME" to /etc/hosts (the host by name,
+// host.microbox.internal on the gateway: docs/net.md, "Host services").
 
 import (
 	"fmt"
@@ -144,4 +146,30 @@ func writeResolvConf(path, addr string) error {
 	}
 	return replaceFile(path, []byte("# written by microbox (docs/net.md)\nnameserver "+
 		ip.To4().String()+"\n"), 0o644)
+}
+
+// hostsMark ends the line microbox adds to /etc/hosts, so a later boot
+// replaces it rather than adding another.
+const hostsMark = "# added by microbox"
+
+// writeHostsEntry makes path hold "ADDR NAME" (from NAME:ADDR) once, keeping
+// every other line of the image's file.
+func writeHostsEntry(path, entry string) error {
+	name, addr, ok := strings.Cut(entry, ":")
+	ip := net.ParseIP(addr)
+	if !ok || name == "" || strings.ContainsAny(name, " \t\n#") || ip == nil {
+		return fmt.Errorf("microbox.hosts=%q: want NAME:ADDR", entry)
+	}
+	cur, err := os.ReadFile(path)
+	if err != nil && !os.IsNotExist(err) {
+		return err
+	}
+	var keep []string
+	for _, line := range strings.Split(strings.TrimRight(string(cur), "\n"), "\n") {
+		if line != "" && !strings.HasSuffix(line, hostsMark) {
+			keep = append(keep, line)
+		}
+	}
+	keep = append(keep, ip.String()+"\t"+name+"\t"+hostsMark)
+	return replaceFile(path, []byte(strings.Join(keep, "\n")+"\n"), 0o644)
 }

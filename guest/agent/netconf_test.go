@@ -117,3 +117,32 @@ func TestWriteResolvConf(t *testing.T) {
 		t.Fatalf("dns = %q", cfg.dns)
 	}
 }
+
+func TestWriteHostsEntry(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "hosts")
+	if err := os.WriteFile(path, []byte("127.0.0.1\tlocalhost\n::1\tlocalhost\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ { // a second boot replaces its line
+		if err := writeHostsEntry(path, "host.microbox.internal:10.0.2.2"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, _ := os.ReadFile(path)
+	want := "127.0.0.1\tlocalhost\n::1\tlocalhost\n10.0.2.2\thost.microbox.internal\t# added by microbox\n"
+	if string(b) != want {
+		t.Fatalf("got %q", b)
+	}
+	missing := filepath.Join(t.TempDir(), "none")
+	if err := writeHostsEntry(missing, "h.test:10.0.2.2"); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []string{"nocolon", ":10.0.2.2", "h.test:nope", "a b:10.0.2.2"} {
+		if err := writeHostsEntry(missing, bad); err == nil {
+			t.Errorf("accepted %q", bad)
+		}
+	}
+	if cfg := parseCmdline("microbox.hosts=host.microbox.internal:10.0.2.2"); cfg.hosts != "host.microbox.internal:10.0.2.2" {
+		t.Errorf("cmdline: %+v", cfg)
+	}
+}

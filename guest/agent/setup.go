@@ -16,6 +16,7 @@ type bootConfig struct {
 	debug        bool
 	net          string     // microbox.net=IFACE,ADDR/PREFIX,GATEWAY (netconf.go)
 	dns          string     // microbox.dns=ADDR: the box's resolver (netconf.go)
+	hosts        string     // microbox.hosts=NAME:ADDR: a line of /etc/hosts (netconf.go)
 	mounts       []boxMount // microbox.mount=... (mounts.go)
 }
 
@@ -45,6 +46,8 @@ func parseCmdline(cmdline string) bootConfig {
 			} else {
 				consoleLogf("%v", err)
 			}
+		case "microbox.hosts":
+			cfg.hosts = v
 		}
 	}
 	return cfg

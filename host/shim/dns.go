@@ -99,10 +99,16 @@ func (d *dnsServer) answer(pkt []byte) []byte {
 	case q.qclass != classIN:
 		return q.reply(rcodeNotImp, nil)
 	case q.qtype != typeA: // AAAA and the rest: the guest has IPv4 only
+		if d.pol.gateway.is(q.name) {
+			return q.reply(rcodeOK, nil)
+		}
 		if r := d.pol.nameRefusal(q.name, q.name); r != nil {
 			return d.refuse(q, "", r.reason)
 		}
 		return q.reply(rcodeOK, nil)
+	}
+	if g := d.pol.gateway; g.is(q.name) && net.ParseIP(q.name) == nil && g.addr != nil {
+		return q.reply(rcodeOK, []net.IP{g.addr}) // whether or not it is allowed: it resolves
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), dnsLookupTimeout)
 	defer cancel()

@@ -6,7 +6,8 @@
 // and a --net tap box's DNS resolver (on a UDP socket the host bound in the
 // box's network namespace, -dns-fd; the tap box has no proxy, -no-proxy),
 // which fills the box's nftables set (-nft-set) with the addresses it
-// answers. Both share the policy and net.log. It exits when the VM does.
+// answers, and its host gateway (-host-fd, hostgw.go). All share the
+// policy and net.log. It exits when the VM does.
 // See docs/architecture.md.
 //
 // `microbox-shim -pipe SOCKET` is the other face of the same binary: the
@@ -125,6 +126,8 @@ func main() {
 	policyPath := flag.String("policy", "", "enforce this network policy (JSON): serve the egress proxy with it")
 	noProxy := flag.Bool("no-proxy", false, "with -policy: serve no egress proxy (a --net tap box)")
 	dnsFD := flag.Int("dns-fd", -1, "with -policy: serve the box's DNS resolver on this inherited UDP socket")
+	hostFD := flag.Int("host-fd", -1, "with -policy: serve the box's host gateway (host.microbox.internal) "+
+		"on this inherited listening TCP socket")
 	nftSet := flag.String("nft-set", "", "with -dns-fd: add the addresses the resolver answers, "+
 		"when the policy restricts names, to this set of table inet microbox")
 	pipe := flag.String("pipe", "", "carry stdio to and from this Unix socket, then exit")
@@ -134,10 +137,10 @@ func main() {
 	if *pipe != "" {
 		os.Exit(runPipe(*pipe))
 	}
-	if *dir == "" || *ports < 1 || *policyPath == "" && (*noProxy || *dnsFD >= 0) ||
+	if *dir == "" || *ports < 1 || *policyPath == "" && (*noProxy || *dnsFD >= 0 || *hostFD >= 0) ||
 		*nftSet != "" && *dnsFD < 0 || (*ownerFD >= 0) != (*vmmFD >= 0) {
 		fatal(errors.New("usage: microbox-shim -dir BOXDIR [-ports N] [-forward FD:PORT]... " +
-			"[-policy FILE [-no-proxy] [-dns-fd FD [-nft-set NAME]]] [-owner-fd FD -vmm-pidfd FD]"))
+			"[-policy FILE [-no-proxy] [-dns-fd FD [-nft-set NAME]] [-host-fd FD]] [-owner-fd FD -vmm-pidfd FD]"))
 	}
 	s := &shim{dir: *dir, window: uint32(*window)}
 	lock, err := takeLock(filepath.Join(*dir, "shim.lock"))
@@ -172,9 +175,12 @@ func main() {
 	var pxLn net.Listener
 	var dns *dnsServer
 	var dnsConn net.PacketConn
+	var hostLn net.Listener
+	var pol *policy
+	var log *netLog
 	proxyPath := filepath.Join(*dir, "proxy.sock")
 	if *policyPath != "" {
-		pol, log, err := loadNet(*policyPath, filepath.Join(*dir, "net.log"))
+		pol, log, err = loadNet(*policyPath, filepath.Join(*dir, "net.log"))
 		if err != nil {
 			fatal(err)
 		}
@@ -186,6 +192,11 @@ func main() {
 		}
 		if *dnsFD >= 0 {
 			if dns, dnsConn, err = openDNS(pol, log, *dnsFD, *nftSet); err != nil {
+				fatal(err)
+			}
+		}
+		if *hostFD >= 0 {
+			if hostLn, err = openHostGateway(*hostFD); err != nil {
 				fatal(err)
 			}
 		}
@@ -210,6 +221,13 @@ func main() {
 		go func() {
 			if err := dns.serve(dnsConn); err != nil {
 				fmt.Fprintln(os.Stderr, "microbox-shim: dns:", err)
+			}
+		}()
+	}
+	if hostLn != nil {
+		go func() {
+			if err := serveHostGateway(pol, log, hostLn); err != nil {
+				fmt.Fprintln(os.Stderr, "microbox-shim: host gateway:", err)
 			}
 		}()
 	}

@@ -32,6 +32,10 @@ type policyFile struct {
 	Block      []blockRule         `json:"block"`
 	BlockHost  bool                `json:"block_host_addresses"`
 	Hosts      map[string][]string `json:"hosts"`
+	// The host's loopback by name (hostgw.go); absent in files of older hosts.
+	HostGateway *hostGatewayFile `json:"host_gateway"`
+	// The host's own HTTP proxies (upstream.go); absent: the proxy dials directly.
+	Upstream *upstreamFile `json:"upstream"`
 }
 
 type blocked struct {
@@ -47,6 +51,8 @@ type policy struct {
 	block      []blocked
 	blockHost  bool
 	hosts      map[string][]net.IP // --add-host: names the host resolves itself
+	gateway    *hostGateway        // host.microbox.internal; nil: no such name
+	upstream   *upstream           // the host's proxies; nil: dial directly
 
 	hostAddrs func() []net.IP                                              // the host's own addresses
 	lookup    func(ctx context.Context, name string) ([]net.IPAddr, error) // the host's resolver
@@ -101,6 +107,13 @@ func compilePolicy(f policyFile) (*policy, error) {
 			return nil, fmt.Errorf("bad block entry %q", b.CIDR)
 		}
 		p.block = append(p.block, blocked{n, b.Reason})
+	}
+	var err error
+	if p.gateway, err = compileGateway(f.HostGateway); err != nil {
+		return nil, err
+	}
+	if p.upstream, err = compileUpstream(f.Upstream); err != nil {
+		return nil, err
 	}
 	for name, addrs := range f.Hosts {
 		for _, a := range addrs {
@@ -166,6 +179,9 @@ func (p *policy) resolve(ctx context.Context, dest string) ([]net.IP, error) {
 	host, _, err := net.SplitHostPort(dest)
 	if err != nil {
 		return nil, &refusal{dest: dest, reason: "not a host:port destination"}
+	}
+	if p.gateway.is(host) {
+		return p.gateway.decide(dest)
 	}
 	if ip := net.ParseIP(host); ip != nil {
 		if why := p.check(ip, true); why != "" {

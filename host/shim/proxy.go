@@ -13,11 +13,14 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"net/url"
 	"os"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -37,21 +40,53 @@ type proxy struct {
 
 func newProxy(pol *policy, log *netLog) *proxy {
 	px := &proxy{pol: pol, log: log, slots: make(chan struct{}, proxyMaxConns)}
-	tr := &http.Transport{
+	direct := &http.Transport{
 		Proxy:               nil,
 		DialContext:         px.dialContext,
 		DisableCompression:  true,
 		MaxIdleConnsPerHost: 4,
 		IdleConnTimeout:     30 * time.Second,
 	}
+	rt := &router{px: px, direct: direct}
+	if up := pol.upstream; up != nil && up.http != nil {
+		rt.via = &http.Transport{
+			Proxy:               http.ProxyURL(up.http),
+			DialContext:         up.dial, // the host's own proxy: its address is not the guest's choice
+			DisableCompression:  true,
+			MaxIdleConnsPerHost: 4,
+			IdleConnTimeout:     30 * time.Second,
+		}
+	}
 	px.rp = &httputil.ReverseProxy{
 		Director:      func(*http.Request) {}, // the absolute URI names the origin already
-		Transport:     tr,
+		Transport:     rt,
 		FlushInterval: -1,
 		ErrorHandler:  px.failed,
 		ErrorLog:      nil,
 	}
 	return px
+}
+
+// router sends a plain-HTTP request directly (decided as it is dialed), or,
+// when the host has an HTTP proxy for its destination, decides it first and
+// hands it to that proxy.
+type router struct {
+	px          *proxy
+	direct, via *http.Transport
+}
+
+func (rt *router) RoundTrip(req *http.Request) (*http.Response, error) {
+	dest := req.URL.Host
+	if req.URL.Port() == "" {
+		dest = net.JoinHostPort(req.URL.Hostname(), "80")
+	}
+	if rt.via == nil || rt.px.pol.toHost(dest) || rt.px.pol.upstream.forHTTP(dest) == nil {
+		return rt.direct.RoundTrip(req)
+	}
+	if _, err := rt.px.decide(req.Context(), dest, true); err != nil {
+		return nil, err
+	}
+	return rt.via.RoundTrip(req)
 }
 
 // listen binds the proxy's socket (mode 0600).
@@ -104,17 +139,37 @@ func (d detached) Done() <-chan struct{}             { return never }
 func (d detached) Err() error                        { return nil }
 func (d detached) Value(key interface{}) interface{} { return d.parent.Value(key) }
 
-// dialContext is the only way out: decide, then dial an allowed address.
+// decide applies the policy to dest, logging a refusal. viaUpstream: the
+// host's proxy will dial it, so a name the host cannot resolve goes on
+// (that proxy resolves it; behind one, often only it can).
+func (px *proxy) decide(ctx context.Context, dest string, viaUpstream bool) ([]net.IP, error) {
+	ips, err := px.pol.resolve(ctx, dest)
+	var ref *refusal
+	var lk *lookupError
+	switch {
+	case errors.As(err, &ref):
+		px.log.refused(ref.Error())
+	case viaUpstream && errors.As(err, &lk):
+		return nil, nil
+	}
+	return ips, err
+}
+
+// dialContext is the only way out: decide, then dial an allowed address, or
+// the destination through the host's own proxy (upstream.go).
 func (px *proxy) dialContext(ctx context.Context, _ string, dest string) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, dialTimeout)
 	defer cancel()
-	ips, err := px.pol.resolve(ctx, dest)
+	var via *url.URL
+	if !px.pol.toHost(dest) {
+		via = px.pol.upstream.forConnect(dest)
+	}
+	ips, err := px.decide(ctx, dest, via != nil)
 	if err != nil {
-		var ref *refusal
-		if errors.As(err, &ref) {
-			px.log.refused(ref.Error())
-		}
 		return nil, err
+	}
+	if via != nil {
+		return px.pol.upstream.connect(ctx, via, dest)
 	}
 	_, port, _ := net.SplitHostPort(dest)
 	var d net.Dialer
@@ -155,8 +210,7 @@ func (px *proxy) connect(w http.ResponseWriter, r *http.Request) {
 	}
 	up, err := px.dialContext(detached{r.Context()}, "tcp", dest) // as in ServeHTTP
 	if err != nil {
-		code, text := verdict(err)
-		http.Error(w, text, code)
+		px.refuseConnect(w, err)
 		return
 	}
 	hj, ok := w.(http.Hijacker)
@@ -182,6 +236,33 @@ func (px *proxy) connect(w http.ResponseWriter, r *http.Request) {
 		from = io.MultiReader(bytes.NewReader(append([]byte(nil), head...)), guest)
 	}
 	relay(guest, from, up)
+}
+
+// refuseConnect answers a CONNECT that failed with the reason in the status
+// line too: a client of a tunnel shows that line, not the body (Python's
+// "Tunnel connection failed: 403 ...", curl -v).
+func (px *proxy) refuseConnect(w http.ResponseWriter, err error) {
+	code, text := verdict(err)
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		http.Error(w, text, code)
+		return
+	}
+	c, buf, herr := hj.Hijack()
+	if herr != nil {
+		return
+	}
+	defer c.Close()
+	line := strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return '?'
+		}
+		return r
+	}, text)
+	_, _ = fmt.Fprintf(buf, "HTTP/1.1 %d %s (%s)\r\nContent-Type: text/plain; charset=utf-8\r\n"+
+		"Content-Length: %d\r\nConnection: close\r\n\r\n%s\n", code, http.StatusText(code), line,
+		len(text)+1, text)
+	_ = buf.Flush()
 }
 
 // limited caps the guest connections served at once: past the cap a new

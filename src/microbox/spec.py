@@ -10,7 +10,7 @@ from typing import Any
 from microbox import mounts as box_mounts
 from microbox.errors import InvalidSpec
 from microbox.mounts import Mount
-from microbox.net import plan
+from microbox.net import cacerts, plan
 from microbox.net import policy as net_policy
 from microbox.portmap import PortMap
 
@@ -24,7 +24,7 @@ ACCELS = ("auto", "kvm", "tcg")
 # Docker's rule, capped at a hostname's 63 bytes: the name becomes the guest's hostname.
 _NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
 _LABEL = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_./-]{0,127}")
-_TUPLES = ("ports", "allow_hosts", "allow_cidrs", "add_hosts")
+_TUPLES = ("ports", "allow_hosts", "allow_cidrs", "add_hosts", "ca_certs")
 
 
 def validate_name(name: str) -> str:
@@ -57,6 +57,10 @@ class BoxSpec:
     add_hosts: tuple[str, ...] = ()  # NAME:ADDRESS the proxy resolves itself
     # Host folders and named volumes (-v SOURCE:TARGET[:ro]; docs/mounts.md)
     mounts: tuple[Mount, ...] = ()
+    # Trusted CAs (docs/net.md): PEM certificates (a file path given here is read
+    # now), and whether the host's own bundle joins them (read at every start).
+    ca_certs: tuple[str, ...] = ()
+    trust_host_ca: bool = False
 
     def __post_init__(self) -> None:
         for name in _TUPLES:  # the SDK takes lists; a lone string is one entry
@@ -69,6 +73,9 @@ class BoxSpec:
             value = (value,)
         object.__setattr__(self, "mounts", tuple(
             box_mounts.parse(m) if isinstance(m, str) else m for m in value))
+        if any(not cacerts.is_pem(c) for c in self.ca_certs):  # paths: read (and checked) now
+            object.__setattr__(self, "ca_certs", tuple(
+                c if cacerts.is_pem(c) else cacerts.load(str(c)) for c in self.ca_certs))
 
     def validate(self) -> BoxSpec:
         host_cpus = os.cpu_count() or 1
@@ -93,12 +100,22 @@ class BoxSpec:
             raise InvalidSpec(f"--kernel {self.kernel} is not a file")
         net_policy.check(self)
         box_mounts.check(self.mounts)
+        for pem in self.ca_certs:
+            cacerts.parse(pem, "(PEM text)")
         return self
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["ports"] = [p.to_json() for p in self.ports]
-        data["mounts"] = [m.to_json() for m in self.mounts]
+        # Left out unless set: the JSON of every other spec (rows, pool ids) stays as it was.
+        if self.mounts:
+            data["mounts"] = [m.to_json() for m in self.mounts]
+        else:
+            del data["mounts"]
+        if not self.ca_certs:
+            del data["ca_certs"]
+        if not self.trust_host_ca:
+            del data["trust_host_ca"]
         return data
 
     @classmethod

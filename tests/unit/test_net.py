@@ -104,10 +104,11 @@ def test_exec_defaults() -> None:
         assert env[key] == "http://10.0.2.100:3128"
     assert env["no_proxy"] == "localhost,127.0.0.1"
     assert plan.exec_env("none") == {}
+    hosts = " microbox.hosts=host.microbox.internal:10.0.2.2"
     assert plan.boot_parameter("user") == ("microbox.net=eth0,10.0.2.15/24,10.0.2.2 "
-                                           "microbox.dns=127.0.0.1")
+                                           "microbox.dns=127.0.0.1" + hosts)
     assert plan.boot_parameter("tap") == ("microbox.net=eth0,10.0.2.15/24,10.0.2.2 "
-                                          "microbox.dns=10.0.2.2")
+                                          "microbox.dns=10.0.2.2" + hosts)
     assert plan.boot_parameter("none") == ""
 
 

@@ -13,6 +13,7 @@ from microbox.api.guard import Invalid
 from microbox.api.models import CreateBox, Deleted, Envelope, ImageInfo, SetBox
 from microbox.envelope import envelope
 from microbox.errors import UsageError
+from microbox.net import cacerts
 from microbox.sdk import STATUSES
 from microbox.sdk.aio import AsyncBox, AsyncRuntime
 from microbox.sdk.records import BoxInfo
@@ -51,6 +52,15 @@ async def list_boxes(rt: RT, all: bool = False, status: str | None = None,
     return _ok("list", [(await b.info()).to_json() for b in found])
 
 
+def _pem_only(certs: list[str]) -> tuple[str, ...]:
+    """ca_certs are PEM text: a request names no file of the server's."""
+    for c in certs:
+        if not cacerts.is_pem(c):
+            raise UsageError("ca_certs entries are the PEM text of certificates "
+                             "(-----BEGIN CERTIFICATE-----), not file names")
+    return tuple(certs)
+
+
 @router.post("/boxes", name="create", tags=["boxes"], status_code=201,
              response_model=Envelope[BoxInfo],
              summary="Create a box; with start (the default) boot it, detached from the server.")
@@ -61,7 +71,9 @@ async def create(body: CreateBox, rt: RT) -> dict[str, Any]:
                    allow_cidrs=tuple(body.allow_cidrs), deny_all=body.deny_all,
                    allow_private=body.allow_private, add_hosts=tuple(body.add_hosts),
                    ports=portmap.parse_all(body.ports),
-                   mounts=box_mounts.parse_all(body.mounts))
+                   mounts=box_mounts.parse_all(body.mounts), ca_certs=_pem_only(body.ca_certs),
+                   trust_host_ca=cacerts.trust_host_default() if body.trust_host_ca is None
+                   else body.trust_host_ca)
     if not body.start:
         if body.rm or body.command:
             raise UsageError("rm and command need a started box; send start: true")

@@ -64,6 +64,10 @@ class CreateBox(_Strict):
     mounts: list[str] = Field(default_factory=list, description="Host folders and named "
                               "volumes, \"HOST_DIR|VOLUME:GUEST_DIR[:ro]\" (docs/mounts.md); "
                               "host paths are the server's host's.")
+    ca_certs: list[str] = Field(default_factory=list, description="PEM text of CA certificates "
+                                "the box trusts besides its image's (docs/net.md).")
+    trust_host_ca: bool | None = Field(None, description="Trust the server host's CA bundle "
+                                       "too (null: the server's MICROBOX_TRUST_HOST_CA).")
     start: bool = Field(True, description="Boot it now (detached from the server).")
     rm: bool = Field(False, description="Remove the box when its VM exits by itself "
                      "(its command ended, or it crashed); needs start.")

@@ -14,7 +14,7 @@ from microbox import mounts as box_mounts
 from microbox import portmap
 from microbox.cli.output import Out
 from microbox.errors import HostError, MicroboxError
-from microbox.net import plan
+from microbox.net import cacerts, plan
 from microbox.spec import (
     ACCELS,
     DEFAULT_MEMORY_MIB,
@@ -65,9 +65,22 @@ def spec_options(f: F) -> F:
                      help="Mount a host folder (an absolute path) or a named volume in the "
                           "box; :ro makes it read-only (repeatable; docs/mounts.md)."),
         *net_options(),
+        *ca_options(),
     ]):
         f = opt(f)
     return f
+
+
+def ca_options() -> list[Callable[[F], F]]:
+    """The trusted-CA flags of run/create (docs/net.md, "Trusted CAs"); not MCP's."""
+    return [
+        click.option("--ca-cert", "ca_cert", multiple=True, metavar="FILE",
+                     help="Trust the CA certificates of this PEM file in the box, besides "
+                          "the image's (repeatable)."),
+        click.option("--trust-host-ca", "trust_host_ca", is_flag=True,
+                     envvar=cacerts.TRUST_ENV, help="Trust the host's own CA bundle in the "
+                     f"box too (default: ${cacerts.TRUST_ENV}=1)."),
+    ]
 
 
 def shape_options(f: F) -> F:
@@ -122,13 +135,15 @@ def spec_from(image: str, cpus: int, memory: int, env: tuple[str, ...], workdir:
               net: str = plan.DEFAULT_MODE, allow_host: tuple[str, ...] = (),
               allow_cidr: tuple[str, ...] = (), deny_all: bool = False,
               allow_private: bool = False, add_host: tuple[str, ...] = (),
-              volumes: tuple[str, ...] = ()) -> BoxSpec:
+              volumes: tuple[str, ...] = (), ca_cert: tuple[str, ...] = (),
+              trust_host_ca: bool = False) -> BoxSpec:
     return BoxSpec(image=image, cpus=cpus, memory_mib=memory, env=parse_env(env),
                    workdir=workdir, user=user, accel=accel, kernel=kernel,
                    labels=parse_labels(labels), cold=cold, ports=portmap.parse_all(publish),
                    net=net, allow_hosts=allow_host, allow_cidrs=allow_cidr, deny_all=deny_all,
                    allow_private=allow_private, add_hosts=add_host,
-                   mounts=box_mounts.parse_all(volumes))
+                   mounts=box_mounts.parse_all(volumes), ca_certs=ca_cert,
+                   trust_host_ca=trust_host_ca)
 
 
 # Each flag of spec_options and the BoxSpec field it sets.
@@ -137,7 +152,7 @@ _SPEC_FIELDS = {"cpus": "cpus", "memory": "memory_mib", "env": "env", "workdir":
                 "cold": "cold", "publish": "ports", "net": "net", "allow_host": "allow_hosts",
                 "allow_cidr": "allow_cidrs", "deny_all": "deny_all",
                 "allow_private": "allow_private", "add_host": "add_hosts",
-                "volumes": "mounts"}
+                "volumes": "mounts", "ca_cert": "ca_certs", "trust_host_ca": "trust_host_ca"}
 
 
 def from_option(f: F) -> F:

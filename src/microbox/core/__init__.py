@@ -2,6 +2,7 @@
 
 boxmounts.py    A box's mounts as its VM's devices and boot parameters, and the...
 boxdir.py       The run directory of one box
+catrust.py      A box's added CAs written into its guest at every start
 control.py      Acting on existing boxes
 doctor.py       `doctor`
 fork.py         Fork: running clones of a running box, through a snapshot of it

@@ -16,14 +16,14 @@ from dataclasses import dataclass
 
 from microbox import failpoints, locks, paths, portmap, volumes
 from microbox.agent.channel import Channel, Identity
-from microbox.core import shim, shim_start, templates, vm, warm
+from microbox.core import catrust, shim, shim_start, templates, vm, warm
 from microbox.core.boxdir import PORTS, BoxDir, box_dir
 from microbox.core.log import Log, quiet
 from microbox.core.orphans import scan
 from microbox.core.templates import Template
 from microbox.errors import VMError
 from microbox.images import builtin, filestore
-from microbox.net import nft, plan, tap
+from microbox.net import nft, plan, tap, upstream
 from microbox.net import policy as net_policy
 from microbox.spec import BoxSpec, validate_name
 from microbox.store import boxes
@@ -127,6 +127,7 @@ def start(db: Database, record: BoxRecord, lock: locks.Lock, *, attached: bool,
             raise
         try:
             channel = _hand_to_shim(record, channel, published, net)
+            catrust.install(channel, record.spec)
         except BaseException as exc:
             running.kill()
             shim.wait_gone(box_dir(record))
@@ -180,10 +181,12 @@ def _hand_to_shim(record: BoxRecord, boot: Channel, published: list[socket.socke
         raise VMError("the box's agent cannot configure its network; run 'microbox agent "
                       "build' and start the box again")
     d = box_dir(record)
-    policy = net_policy.write(d.net_policy, record.spec)
+    proxies = upstream.from_environ(os.environ) if record.spec.net == "user" else None
+    policy = net_policy.write(d.net_policy, record.spec, proxies)
     shim_start.spawn(d, PORTS, [shim_start.Forward(sock, m.guest_port)
                                 for sock, m in zip(published, record.spec.ports, strict=True)],
-                     policy, shim_start.resolver(record.id, net.dns) if net else None, owner)
+                     policy, shim_start.resolver(record.id, net.dns, net.gateway) if net else None,
+                     owner)
     return shim.connect(d, time.monotonic() + shim_start.READY_TIMEOUT)
 
 
@@ -225,6 +228,7 @@ def adopt(db: Database, record: BoxRecord, vmm: vm.Running, published: list[sock
             owner = _owner(d, vmm)
         try:
             channel = _hand_to_shim(record, channel, published, None, owner)
+            catrust.install(channel, record.spec)
         finally:
             if owner is not None:
                 os.close(owner.pipe)

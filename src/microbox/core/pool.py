@@ -60,7 +60,7 @@ class Pool:
 
 def shape(spec: BoxSpec) -> BoxSpec:
     """What a spare is made of; the rest of a box's spec (its name, env, labels,
-    ports, egress policy) is given when a `run` takes it."""
+    ports, egress policy, trusted CAs) is given when a `run` takes it."""
     return BoxSpec(image=spec.image, cpus=spec.cpus, memory_mib=spec.memory_mib,
                    accel=spec.accel, kernel=spec.kernel, net=spec.net)
 

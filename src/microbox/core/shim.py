@@ -57,8 +57,8 @@ def ensure(box: BoxDir, published: Sequence[PortMap] = ()) -> None:
     with locks.held(box.path / "shim.spawn.lock"):
         if locks.is_held(box.shim_lock):
             return
-        dns = resolver(box.path.name, tap.dns_socket(box.path.name)) \
-            if tap.present(box.path.name) else None
+        dns = resolver(box.path.name, tap.dns_socket(box.path.name),
+                       tap.gateway_socket(box.path.name)) if tap.present(box.path.name) else None
         socks = []
         try:
             socks = portmap.bind(published)
@@ -70,6 +70,7 @@ def ensure(box: BoxDir, published: Sequence[PortMap] = ()) -> None:
                 s.close()
             if dns is not None:
                 dns.sock.close()
+                dns.gateway.close()
 
 
 def pid(box: BoxDir) -> int | None:

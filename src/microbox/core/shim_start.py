@@ -36,14 +36,16 @@ def binary() -> str:
 @dataclass(frozen=True)
 class Resolver:
     """A --net tap box's resolver: its UDP socket (inside the box's namespace)
-    and the firewall set the shim fills with the addresses of allowed names."""
+    and the firewall set the shim fills with the addresses of allowed names;
+    and the host gateway's listener (host.microbox.internal), beside it."""
 
     sock: socket.socket
     nft_set: str
+    gateway: socket.socket
 
 
-def resolver(box_id: str, sock: socket.socket) -> Resolver:
-    return Resolver(sock, nft.names_set(box_id))
+def resolver(box_id: str, sock: socket.socket, gateway: socket.socket) -> Resolver:
+    return Resolver(sock, nft.names_set(box_id), gateway)
 
 
 @dataclass(frozen=True)
@@ -69,8 +71,9 @@ def spawn(box: BoxDir, ports: int, forwards: Sequence[Forward] = (),
     if policy is not None:
         argv += ["-policy", str(policy)]
     if dns is not None:
-        argv += ["-no-proxy", "-dns-fd", str(dns.sock.fileno()), "-nft-set", dns.nft_set]
-        fds.append(dns.sock.fileno())
+        argv += ["-no-proxy", "-dns-fd", str(dns.sock.fileno()), "-nft-set", dns.nft_set,
+                 "-host-fd", str(dns.gateway.fileno())]
+        fds += [dns.sock.fileno(), dns.gateway.fileno()]
     if owner is not None:
         argv += ["-owner-fd", str(owner.pipe), "-vmm-pidfd", str(owner.vmm)]
         fds += [owner.pipe, owner.vmm]

@@ -23,6 +23,14 @@ PROXY_ADDR = "10.0.2.100"  # the one forward (guestfwd) out of the box
 PROXY_PORT = 3128
 PROXY_URL = f"http://{PROXY_ADDR}:{PROXY_PORT}"
 NO_PROXY = "localhost,127.0.0.1"
+# The host by name (docs/net.md, "Host services"): the gateway, in the guest's
+# /etc/hosts (the agent writes it from microbox.hosts=) and in a tap box's
+# resolver; the box's shim carries a connection to it, on any port, to the
+# host's loopback when the policy allows (--allow-private).
+HOST_NAME = "host.microbox.internal"
+HOST_TARGET = "127.0.0.1"
+# --net tap: the namespace sends every TCP connection to the gateway to this listener
+HOST_PORT = 3128
 
 
 # A --net user box has no resolver (its proxy resolves names): its lookups go
@@ -34,10 +42,11 @@ NO_RESOLVER = "127.0.0.1"
 
 def boot_parameter(mode: str) -> str:
     """The kernel arguments the agent configures the network from."""
+    hosts = f"microbox.hosts={HOST_NAME}:{GATEWAY}"
     if mode == "user":
-        return f"microbox.net={IFACE},{GUEST},{GATEWAY} microbox.dns={NO_RESOLVER}"
+        return f"microbox.net={IFACE},{GUEST},{GATEWAY} microbox.dns={NO_RESOLVER} {hosts}"
     if mode == "tap":
-        return f"microbox.net={IFACE},{GUEST},{GATEWAY} microbox.dns={GATEWAY}"
+        return f"microbox.net={IFACE},{GUEST},{GATEWAY} microbox.dns={GATEWAY} {hosts}"
     return ""
 
 

@@ -136,6 +136,14 @@ def _blocks(rules: Iterable[tuple[str, str]]) -> list[dict[str, str]]:
     return [{"cidr": c, "reason": r} for c, r in rules]
 
 
+def host_allowed(spec: Egress) -> bool:
+    """Whether host.microbox.internal reaches the host's loopback: with
+    --allow-private, or an --allow-cidr covering 127.0.0.1 (which beats every block)."""
+    target = ipaddress.ip_address(plan.HOST_TARGET)
+    return spec.allow_private or any(target in ipaddress.ip_network(cidr(c))
+                                     for c in spec.allow_cidrs)
+
+
 def effective(spec: Egress) -> dict[str, Any] | None:
     """What the box's shim (and, for --net tap, its firewall chain) enforces
     (None for --net none): normalized allows, the blocks that apply, and
@@ -157,16 +165,21 @@ def effective(spec: Egress) -> dict[str, Any] | None:
         "block": _blocks(blocks),
         "block_host_addresses": not spec.allow_private,
         "hosts": hosts,
+        "host_gateway": {"names": [plan.HOST_NAME], "address": plan.GATEWAY,
+                         "target": plan.HOST_TARGET, "allowed": host_allowed(spec)},
     }
 
 
-def write(path: Path, spec: Egress) -> Path | None:
-    """Write the effective policy to `path` (0600, replaced whole) for the shim;
-    for --net none remove it. Returns the path written, or None."""
+def write(path: Path, spec: Egress, upstream: dict[str, str] | None = None) -> Path | None:
+    """Write the effective policy to `path` (0600, replaced whole) for the shim,
+    with the host's own proxies (`upstream`, net/upstream.py) if any; for --net
+    none remove it. Returns the path written, or None."""
     policy = effective(spec)
     if policy is None:
         path.unlink(missing_ok=True)
         return None
+    if upstream:
+        policy["upstream"] = upstream
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     with os.fdopen(fd, "w") as f:

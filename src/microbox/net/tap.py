@@ -2,7 +2,8 @@
 veth pair, with a TAP device whose file descriptor is handed to QEMU (which
 needs no privilege for it). docs/net.md, "--net tap".
 
-    guest eth0 10.0.2.15/24 ──▶ tap0 10.0.2.2 (ns; the resolver listens here)
+    guest eth0 10.0.2.15/24 ──▶ tap0 10.0.2.2 (ns; the resolver listens here, and TCP
+        to it goes to the host gateway's listener: host.microbox.internal)
         netns microbox-<id>: forwards, masquerades out of its eth0 (10.239.x.odd/31)
     host mbx<id12> 10.239.x.even/31 ──▶ table inet microbox decides ──▶ routed out,
         masqueraded as the host
@@ -123,13 +124,35 @@ def dns_socket(box_id: str) -> socket.socket:
     return rtnl.in_netns(netns_name(box_id), _resolver_socket)
 
 
+def _gateway_socket() -> socket.socket:
+    """TCP on the gateway's HOST_PORT, in the calling thread's namespace: the
+    namespace sends every TCP connection to the gateway here (the shim carries
+    it to the host's loopback, or refuses it)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((plan.GATEWAY, plan.HOST_PORT))
+        s.listen(128)
+    except BaseException:
+        s.close()
+        raise
+    return s
+
+
+def gateway_socket(box_id: str) -> socket.socket:
+    """The box's host-gateway listener, made inside its namespace (for a new shim)."""
+    return rtnl.in_netns(netns_name(box_id), _gateway_socket)
+
+
 @dataclass
 class Attachment:
-    """A box's network, made: the TAP fd for QEMU and the resolver socket for the shim."""
+    """A box's network, made: the TAP fd for QEMU, the resolver socket and the
+    host gateway's listener for the shim."""
 
     box_id: str
     tap: int
     dns: socket.socket
+    gateway: socket.socket
 
     def close(self) -> None:
         """Close this process's copies (QEMU and the shim hold their own)."""
@@ -137,6 +160,7 @@ class Attachment:
             os.close(self.tap)
             self.tap = -1
         self.dns.close()
+        self.gateway.close()
 
 
 def _allocate(nl: Netlink, net: ipaddress.IPv4Network) -> tuple[str, str]:
@@ -150,9 +174,9 @@ def _allocate(nl: Netlink, net: ipaddress.IPv4Network) -> tuple[str, str]:
                     "export MICROBOX_TAP_POOL=<a larger range>")
 
 
-def _inside(host_addr: str, ns_addr: str) -> tuple[int, socket.socket]:
-    """Configure the namespace (from a thread inside it); returns the TAP fd and
-    the resolver socket."""
+def _inside(host_addr: str, ns_addr: str) -> tuple[int, socket.socket, socket.socket]:
+    """Configure the namespace (from a thread inside it); returns the TAP fd,
+    the resolver socket and the host gateway's listener."""
     tap = open_tap()
     try:
         with Netlink() as nl:
@@ -167,12 +191,21 @@ def _inside(host_addr: str, ns_addr: str) -> tuple[int, socket.socket]:
         nft.run(f"add table ip {nft.TABLE}\n"
                 f"add chain ip {nft.TABLE} postrouting {{ type nat hook postrouting "
                 "priority srcnat; policy accept; }\n"
-                f'add rule ip {nft.TABLE} postrouting oifname "{NS_LINK}" masquerade\n')
+                f'add rule ip {nft.TABLE} postrouting oifname "{NS_LINK}" masquerade\n'
+                f"add chain ip {nft.TABLE} prerouting {{ type nat hook prerouting "
+                "priority dstnat; policy accept; }\n"
+                f'add rule ip {nft.TABLE} prerouting iifname "{TAP}" ip daddr {plan.GATEWAY} '
+                f"meta l4proto tcp redirect to :{plan.HOST_PORT}\n")
         resolver = _resolver_socket()
+        try:
+            gateway = _gateway_socket()
+        except BaseException:
+            resolver.close()
+            raise
     except BaseException:
         os.close(tap)
         raise
-    return tap, resolver
+    return tap, resolver, gateway
 
 
 def setup(box_id: str, box_path: Path, rules: nft.Rules) -> Attachment:
@@ -196,17 +229,18 @@ def setup(box_id: str, box_path: Path, rules: nft.Rules) -> Attachment:
             finally:
                 os.close(nsfd)
             _set_sysctl("/proc/sys/net/ipv4/ip_forward", "1")
-            tap, dns = rtnl.in_netns(name, lambda: _inside(host_addr, ns_addr))
+            tap, dns, gateway = rtnl.in_netns(name, lambda: _inside(host_addr, ns_addr))
             try:
                 nft.add(box_id, rules, str(net))
             except BaseException:
                 os.close(tap)
                 dns.close()
+                gateway.close()
                 raise
         except BaseException:
             _remove(box_id)
             raise
-    return Attachment(box_id, tap, dns)
+    return Attachment(box_id, tap, dns, gateway)
 
 
 def _remove(ident: str) -> None:

@@ -78,7 +78,9 @@ class AsyncBoxes:
                      net: str | None = None, allow_hosts: Sequence[str] | None = None,
                      allow_cidrs: Sequence[str] | None = None, deny_all: bool = False,
                      allow_private: bool = False, add_hosts: Sequence[str] | None = None,
-                     mounts: Sequence[str | Mount] | None = None) -> AsyncBox:
+                     mounts: Sequence[str | Mount] | None = None,
+                     ca_certs: Sequence[str | Path] | None = None,
+                     trust_host_ca: bool | None = None) -> AsyncBox:
         """Boxes.create; a cancelled create tears down the box it was making."""
         return self._box(await self._pool.call(
             self._boxes.create, image, name=name, start=start, spec=spec, from_pack=from_pack,
@@ -86,7 +88,7 @@ class AsyncBoxes:
             user=user, accel=accel, kernel=kernel, labels=labels, cold=cold, ports=ports,
             net=net, allow_hosts=allow_hosts, allow_cidrs=allow_cidrs, deny_all=deny_all,
             allow_private=allow_private, add_hosts=add_hosts, mounts=mounts,
-            on_orphan=Box.close))
+            ca_certs=ca_certs, trust_host_ca=trust_host_ca, on_orphan=Box.close))
 
     async def run(self, image: str | None = None, command: Sequence[str] = (), *,
                   entrypoint: str | None = None, detach: bool = False, rm: bool = True,
@@ -100,7 +102,9 @@ class AsyncBoxes:
                   allow_hosts: Sequence[str] | None = None,
                   allow_cidrs: Sequence[str] | None = None, deny_all: bool = False,
                   allow_private: bool = False, add_hosts: Sequence[str] | None = None,
-                  mounts: Sequence[str | Mount] | None = None) -> AsyncBox:
+                  mounts: Sequence[str | Mount] | None = None,
+                  ca_certs: Sequence[str | Path] | None = None,
+                  trust_host_ca: bool | None = None) -> AsyncBox:
         """Boxes.run; a cancelled run tears down the box it was making."""
         return self._box(await self._pool.call(
             self._boxes.run, image, command, entrypoint=entrypoint, detach=detach, rm=rm,
@@ -109,7 +113,7 @@ class AsyncBoxes:
             kernel=kernel, labels=labels, cold=cold, ports=ports, net=net,
             allow_hosts=allow_hosts, allow_cidrs=allow_cidrs, deny_all=deny_all,
             allow_private=allow_private, add_hosts=add_hosts, mounts=mounts,
-            on_orphan=Box.close))
+            ca_certs=ca_certs, trust_host_ca=trust_host_ca, on_orphan=Box.close))
 
     async def restore(self, snapshot: str, *, name: str | None = None, rm: bool = False,
                       detach: bool = True) -> AsyncBox:

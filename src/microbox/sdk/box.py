@@ -29,7 +29,7 @@ from microbox.cp.report import CopyReport
 from microbox.errors import AgentError, ExecFailed, GuestNotFound, InvalidSpec, StateError
 from microbox.execution import Execution, Result
 from microbox.images.progress import QUIET, Progress
-from microbox.net import netlog, plan
+from microbox.net import cacerts, netlog, plan
 from microbox.net import policy as net_policy
 from microbox.portmap import PortMap
 from microbox.sdk.context import Context
@@ -347,8 +347,9 @@ class Box:
         """Start a process. With detach it outlives this session (output to the
         console log); with main as well, the box stops when it exits."""
         spec = self.record.spec
-        req = ExecRequest(argv=list(argv), env={**plan.exec_env(spec.net), **spec.env,
-                                                **(env or {})},
+        defaults = {**plan.exec_env(spec.net),
+                    **cacerts.exec_env(bool(spec.ca_certs) or spec.trust_host_ca)}
+        req = ExecRequest(argv=list(argv), env={**defaults, **spec.env, **(env or {})},
                           cwd=cwd or spec.workdir, user=user or spec.user, tty=tty, rows=rows,
                           cols=cols, stdin=stdin, timeout=timeout, detach=detach,
                           main=main)

@@ -18,6 +18,7 @@ from microbox.core import reconcile
 from microbox.errors import UsageError
 from microbox.images.progress import QUIET, Progress
 from microbox.mounts import Mount
+from microbox.net import cacerts
 from microbox.portmap import PortMap
 from microbox.sdk.box import Box
 from microbox.sdk.context import Context
@@ -44,10 +45,14 @@ class Boxes:
                allow_hosts: Sequence[str] | None = None,
                allow_cidrs: Sequence[str] | None = None, deny_all: bool = False,
                allow_private: bool = False, add_hosts: Sequence[str] | None = None,
-               mounts: Sequence[str | Mount] | None = None) -> Box:
+               mounts: Sequence[str | Mount] | None = None,
+               ca_certs: Sequence[str | Path] | None = None,
+               trust_host_ca: bool | None = None) -> Box:
         """A box of `image` (default debian), of a ready-made `spec`, or of the pack
         `from_pack` (its spec, with these values: env and labels add to the pack's,
-        the others replace its own); stopped unless `start` (then detached)."""
+        the others replace its own); stopped unless `start` (then detached).
+        `ca_certs` (PEM files or PEM text) and `trust_host_ca` (None: the host's
+        MICROBOX_TRUST_HOST_CA) are the CAs the box trusts besides its image's."""
         from microbox.core import lifecycle
         from microbox.images import filestore
 
@@ -72,7 +77,9 @@ class Boxes:
             allow_hosts: Sequence[str] | None = None, allow_cidrs: Sequence[str] | None = None,
             deny_all: bool = False, allow_private: bool = False,
             add_hosts: Sequence[str] | None = None,
-            mounts: Sequence[str | Mount] | None = None) -> Box:
+            mounts: Sequence[str | Mount] | None = None,
+            ca_certs: Sequence[str | Path] | None = None,
+            trust_host_ca: bool | None = None) -> Box:
         """Create and start a box (taken from a pool of its shape when one has a box
         ready), restored from its image's warm-start template unless `cold`.
 
@@ -85,7 +92,8 @@ class Boxes:
         `box.main` (a shell if nothing is named) is the caller's to run.
         `ports` publishes host ports ("8080:80"); `net` is user (default), tap or
         none with the egress policy of allow_hosts, allow_cidrs, deny_all,
-        allow_private and add_hosts (docs/net.md)."""
+        allow_private and add_hosts; `ca_certs` and `trust_host_ca` as in create
+        (docs/net.md)."""
         from microbox.core import lifecycle, pool
         from microbox.images import filestore
 
@@ -187,10 +195,17 @@ class Boxes:
             if image is not None:
                 raise UsageError(f"give an image or a pack ({from_pack}), not both")
             made = self._images.import_pack(from_pack, box_name=name, progress=progress,
-                                               overrides=given)
+                                               overrides=_trusting_host(given))
         else:
-            made = BoxSpec(image=image or DEFAULT_IMAGE, **given)
+            made = BoxSpec(image=image or DEFAULT_IMAGE, **_trusting_host(given))
         return self._images.resolve(made, progress)
+
+
+def _trusting_host(given: dict[str, Any]) -> dict[str, Any]:
+    """`given`, with the host's MICROBOX_TRUST_HOST_CA where trust_host_ca was not given."""
+    if "trust_host_ca" not in given and cacerts.trust_host_default():
+        return {**given, "trust_host_ca": True}
+    return given
 
 
 def _given(values: dict[str, Any]) -> dict[str, Any]:
@@ -199,6 +214,10 @@ def _given(values: dict[str, Any]) -> dict[str, Any]:
               "cold", "ports", "net", "allow_hosts", "allow_cidrs", "deny_all",
               "allow_private", "add_hosts", "mounts")
     given = {k: values[k] for k in fields if values[k] not in (None, False)}
+    if values["trust_host_ca"] is not None:  # False too: it beats the host's setting
+        given["trust_host_ca"] = values["trust_host_ca"]
+    if values["ca_certs"]:
+        given["ca_certs"] = tuple(str(c) for c in values["ca_certs"])
     if "ports" in given:
         given["ports"] = portmap.parse_all(given["ports"])
     for k in ("allow_hosts", "allow_cidrs", "add_hosts"):
