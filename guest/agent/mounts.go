@@ -4,8 +4,9 @@ package main
 // and before any host connects, so no command ever runs without them. Each
 // comes from one kernel parameter, microbox.mount=KIND:SOURCE:MODE:TARGET:
 //
-//	KIND    9p (a host folder: SOURCE is the virtio-9p mount tag) or
-//	        blk (a volume: SOURCE is the virtio-blk serial of its disk)
+//	KIND    9p (a host folder: SOURCE is the virtio-9p mount tag), 9pc (one
+//	        the box caches: -v ...:cached), or blk (a volume: SOURCE is the
+//	        virtio-blk serial of its disk)
 //	MODE    ro or rw
 //	TARGET  the absolute path in the box, hex-encoded (any byte may appear)
 //
@@ -30,7 +31,7 @@ type boxMount struct {
 // parseMount reads the value of one microbox.mount= parameter.
 func parseMount(v string) (boxMount, error) {
 	parts := strings.Split(v, ":")
-	if len(parts) != 4 || (parts[0] != "9p" && parts[0] != "blk") || parts[1] == "" ||
+	if len(parts) != 4 || (parts[0] != "9p" && parts[0] != "9pc" && parts[0] != "blk") || parts[1] == "" ||
 		(parts[2] != "ro" && parts[2] != "rw") {
 		return boxMount{}, fmt.Errorf("microbox.mount=%q: want KIND:SOURCE:MODE:HEXTARGET", v)
 	}
@@ -59,11 +60,16 @@ func (m boxMount) mount(sysBlock string) error {
 	if m.readOnly {
 		flags |= syscall.MS_RDONLY
 	}
-	if m.kind == "9p" {
+	if m.kind == "9p" || m.kind == "9pc" {
 		// msize: 512 KiB messages (the default 8 KiB made reads ~10x slower here);
-		// access=client with QEMU's mapped-xattr keeps the box's owners and modes.
-		return syscall.Mount(m.source, m.target, "9p", flags,
-			"trans=virtio,version=9p2000.L,msize=524288,access=client")
+		// access=client with QEMU's mapped-xattr keeps the box's owners and modes;
+		// cache=loose (9pc) keeps metadata and data in the box: a second walk of
+		// 10,000 files took 0.7 s instead of 5.7 s, at the price of coherence.
+		opts := "trans=virtio,version=9p2000.L,msize=524288,access=client"
+		if m.kind == "9pc" {
+			opts += ",cache=loose"
+		}
+		return syscall.Mount(m.source, m.target, "9p", flags, opts)
 	}
 	dev, err := diskBySerial(sysBlock, m.source, 5*time.Second)
 	if err != nil {

@@ -12,6 +12,9 @@ func TestParseMount(t *testing.T) {
 	if err != nil || m.kind != "9p" || m.source != "mb0" || m.target != "/data/x" || !m.readOnly {
 		t.Fatalf("parseMount = %+v, %v", m, err)
 	}
+	if m, err = parseMount("9pc:mb1:rw:2f61"); err != nil || m.kind != "9pc" {
+		t.Fatalf("parseMount = %+v, %v", m, err)
+	}
 	m, err = parseMount("blk:mbvol0:rw:2f6d6e74")
 	if err != nil || m.kind != "blk" || m.target != "/mnt" || m.readOnly {
 		t.Fatalf("parseMount = %+v, %v", m, err)

@@ -29,6 +29,10 @@ class Mount:
     source: str  # an absolute host path, or a volume's name
     target: str  # an absolute path in the box
     read_only: bool = False
+    # a host folder the box caches (Docker's `:cached`): metadata and data are
+    # kept in the box, so tree walks run several times faster, but the box may
+    # see changes the host makes late (docs/mounts.md)
+    cached: bool = False
 
     @property
     def kind(self) -> str:
@@ -36,27 +40,45 @@ class Mount:
         return "bind" if self.source.startswith("/") else "volume"
 
     def __str__(self) -> str:
-        return f"{self.source}:{self.target}" + (":ro" if self.read_only else "")
+        opts = ",".join(o for o, on in (("ro", self.read_only), ("cached", self.cached)) if on)
+        return f"{self.source}:{self.target}" + (f":{opts}" if opts else "")
 
     def to_json(self) -> dict[str, Any]:
-        return {"type": self.kind, "source": self.source, "target": self.target,
-                "read_only": self.read_only}
+        data: dict[str, Any] = {"type": self.kind, "source": self.source,
+                                "target": self.target, "read_only": self.read_only}
+        if self.cached:
+            data["cached"] = True
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Mount:
-        return cls(str(data["source"]), str(data["target"]), bool(data.get("read_only")))
+        return cls(str(data["source"]), str(data["target"]), bool(data.get("read_only")),
+                   bool(data.get("cached")))
+
+
+# Docker's -v options: ro/rw, and the consistency of a host folder
+# (consistent: the default; cached and delegated: the box may lag the host)
+OPTIONS = {"ro": ("read_only", True), "rw": ("read_only", False),
+           "consistent": ("cached", False), "cached": ("cached", True),
+           "delegated": ("cached", True)}
 
 
 def parse(text: str) -> Mount:
-    """`-v SOURCE:TARGET[:ro|rw]`."""
+    """`-v SOURCE:TARGET[:OPTIONS]`, OPTIONS comma-separated: ro, rw, cached,
+    delegated, consistent."""
     parts = text.split(":")
-    mode = "rw"
-    if len(parts) == 3 and parts[2] in ("ro", "rw"):
-        mode = parts.pop()
+    chosen: dict[str, bool] = {}
+    if len(parts) == 3:
+        for opt in parts.pop().split(","):
+            if opt not in OPTIONS:
+                raise InvalidSpec(f"bad -v option {opt!r} in {text!r}; use ro, rw, cached, "
+                                  "delegated or consistent")
+            field, value = OPTIONS[opt]
+            chosen[field] = value
     if len(parts) != 2 or not parts[0] or not parts[1]:
         raise InvalidSpec(f"bad -v {text!r}; use -v HOST_DIR:GUEST_DIR[:ro] or "
                           "-v VOLUME:GUEST_DIR[:ro]")
-    return Mount(parts[0], parts[1], mode == "ro")
+    return Mount(parts[0], parts[1], **chosen)
 
 
 def parse_all(texts: list[str] | tuple[str, ...]) -> tuple[Mount, ...]:
@@ -82,6 +104,9 @@ def check(mounts: tuple[Mount, ...]) -> None:
         seen.add(target)
         if m.kind == "bind":
             _check_folder(m)
+        elif m.cached:
+            raise InvalidSpec(f"-v {m}: cached is for host folders; a volume is the box's "
+                              "own disk already")
         elif m.source.startswith((".", "~")) or "/" in m.source:
             raise InvalidSpec(f"-v {m}: a host folder must be an absolute path; use "
                               f"-v \"$PWD/{m.source.removeprefix('./')}\":{m.target}")
@@ -103,4 +128,4 @@ def normalized(mounts: tuple[Mount, ...]) -> tuple[Mount, ...]:
     """Targets normalized and host folders resolved (symlinks followed once,
     here: QEMU then exports that directory and nothing outside it)."""
     return tuple(Mount(os.path.realpath(m.source) if m.kind == "bind" else m.source,
-                       posixpath.normpath(m.target), m.read_only) for m in mounts)
+                       posixpath.normpath(m.target), m.read_only, m.cached) for m in mounts)

@@ -25,8 +25,11 @@ def _sh(box: microbox.Box, script: str) -> str:
 
 def test_a_host_folder_is_shared_both_ways(rt: microbox.Runtime, tmp_path: Path) -> None:
     (tmp_path / "from-host.txt").write_text("hello from the host\n")
-    with rt.boxes.run("busybox", mounts=[f"{tmp_path}:/data"], net="none") as box:
-        assert _sh(box, "cat /data/from-host.txt") == "hello from the host\n"
+    with rt.boxes.run("busybox", mounts=[f"{tmp_path}:/data", f"{tmp_path}:/fast:cached"],
+                      net="none") as box:
+        assert _sh(box, "cat /data/from-host.txt /fast/from-host.txt") == \
+            "hello from the host\n" * 2
+        assert ",loose," in _sh(box, "grep ' /fast ' /proc/mounts")  # cache=loose
         _sh(box, "echo from the box > /data/made.txt; mkdir -p /data/dir/sub; "
                  "echo deep > /data/dir/sub/f; ln /data/made.txt /data/hard")
         made = tmp_path / "made.txt"
@@ -40,7 +43,9 @@ def test_a_host_folder_is_shared_both_ways(rt: microbox.Runtime, tmp_path: Path)
         assert _sh(box, "cat /data/later.txt") == "written after the start\n"
         info = box.info().to_json()
         assert info["mounts"] == [{"type": "bind", "source": str(tmp_path), "target": "/data",
-                                   "read_only": False}]
+                                   "read_only": False},
+                                  {"type": "bind", "source": str(tmp_path), "target": "/fast",
+                                   "read_only": False, "cached": True}]
         assert box.info().template is None  # booted cold: templates have no such device
 
 

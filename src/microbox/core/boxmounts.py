@@ -38,7 +38,8 @@ def devices(spec: BoxSpec) -> tuple[tuple[Share, ...], tuple[VolumeDisk, ...], s
             # the folder as it resolves now: QEMU exports that directory alone
             shares.append(Share(tag, _real(m.source), m.read_only,
                                 "mapped-xattr" if os.geteuid() == 0 else "none"))
-            params.append(f"microbox.mount=9p:{tag}:{mode}:{m.target.encode().hex()}")
+            kind = "9pc" if m.cached else "9p"
+            params.append(f"microbox.mount={kind}:{tag}:{mode}:{m.target.encode().hex()}")
         else:
             serial = f"mbvol{len(disks)}"
             vol = volumes.get(m.source)
