@@ -20,7 +20,7 @@ def test_docker_syntax(tmp_path: Path) -> None:
     assert parse("cache:/cache").kind == "volume" and parse("/x:/y").kind == "bind"
     m = Mount(str(tmp_path), "/data", True, True)
     assert Mount.from_json(m.to_json()) == m and str(m) == f"{tmp_path}:/data:ro,cached"
-    spec = BoxSpec(image="busybox", mounts=[f"{tmp_path}:/data", "vol:/v:ro"])
+    spec = BoxSpec(image="busybox", mounts=(parse(f"{tmp_path}:/data"), parse("vol:/v:ro")))
     assert BoxSpec.from_json(spec.to_json()) == spec
     assert "mounts" not in BoxSpec(image="busybox").to_json()  # pool ids stay as they were
 
