@@ -150,8 +150,11 @@ def test_tap_boxes_reach_the_host_through_their_gateway(
         assert code == 0 and out.split()[:2] == ["10.0.2.2", HOST], err
         assert out.endswith(hostservices.BODY.decode())
     with rt.boxes.run("debian", net="tap", rm=True) as box:
-        code, _, err = sh(box, f"curl -sS {url}")
-        assert code == 7  # refused, as a closed port is
+        code, out, err = sh(box, f"curl -sS {url}")
+        # The host's listener has taken the connection by the time the shim
+        # decides (the kernel answers the SYN): a refusal is a reset, which
+        # curl meets at connect (7), in the TLS handshake (35) or reading (56).
+        assert code in (7, 35, 56) and out == "", (code, err)
         assert f"{HOST}:{server.port}: the host's loopback ({HOST}), {FLAG}" in \
             box.net_log().decode()
         assert box_dir(box.record).net_log.exists()

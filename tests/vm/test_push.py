@@ -80,7 +80,7 @@ def rich_tar() -> bytes:
 
 def test_push_busybox_and_pull_it_back(rt: microbox.Runtime,
                                        registries: dict[str, Registry]) -> None:
-    rt.images.build("busybox")
+    rt.images.build_builtin("busybox")
     ref = f"{registries['anon'].host}/mine/busybox:1"
     pushed = rt.images.push("busybox", ref)
     assert pushed.ref == ref and pushed.digest.startswith("sha256:")
@@ -166,7 +166,7 @@ def test_push_errors_name_the_fix(rt: microbox.Runtime, monkeypatch: pytest.Monk
     with pytest.raises(NotFound):
         asyncio.run(push_async())
 
-    rt.images.build("busybox")
+    rt.images.build_builtin("busybox")
     nowhere = f"127.0.0.1:{free_port()}"
     r = mb("image", "push", "busybox", f"{nowhere}/a/b:1")
     assert r.returncode == 1
