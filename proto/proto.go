@@ -108,5 +108,6 @@ const (
 	CapNet       = "net"
 	CapDNS       = "dns"
 	CapTarExport = "tar_export" // TAR_GET takes "hardlinks" and "xattrs"
+	CapMounts    = "mounts"     // HELLO's identity field "mounts" (host folders, volumes)
 	CapMux       = "mux"        // listed by the shim on mux.sock, never by an agent
 )

@@ -211,6 +211,7 @@ var (
 	agentName    = "microbox-agent 1"
 	capabilities = []string{proto.CapExec, proto.CapTTY, proto.CapSignal, proto.CapFiles,
 		proto.CapPing, proto.CapShutdown, proto.CapIdentity, proto.CapCancel, proto.CapConnect,
-		proto.CapTar, proto.CapWindow, proto.CapNet, proto.CapDNS, proto.CapTarExport}
+		proto.CapTar, proto.CapWindow, proto.CapNet, proto.CapDNS, proto.CapTarExport,
+		proto.CapMounts}
 	doneJSON = []byte("{}")
 )

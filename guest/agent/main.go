@@ -22,8 +22,6 @@ func main() {
 	if err != nil {
 		fatal(err)
 	}
-	// before any host, so that no command runs without the box's mounts
-	mountAll(cfg.mounts)
 	if err := interfaceUp("lo"); err != nil { // before any host: CONNECT needs it
 		consoleLogf("bring lo up: %v", err)
 	}
@@ -54,7 +52,7 @@ func main() {
 		SetClock:    setClock,
 		SetHostname: func(name string) error { return syscall.Sethostname([]byte(name)) },
 		AddEntropy:  addEntropy,
-		Mounts:      cfg.mounts,
+		Mount:       func(m boxMount) error { return m.mount("/sys/block") },
 		SetMachineID: func(id string) error {
 			return writeMachineID("/etc/machine-id", id)
 		},

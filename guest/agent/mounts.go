@@ -1,8 +1,10 @@
 package main
 
-// Host folders and volumes (docs/mounts.md), mounted after the root disk is /
-// and before any host connects, so no command ever runs without them. Each
-// comes from one kernel parameter, microbox.mount=KIND:SOURCE:MODE:TARGET:
+// Host folders and volumes (docs/mounts.md), mounted when the HELLO that boots
+// or restores the box names them (its identity field "mounts"), before the
+// agent answers: no command ever runs without them. A box restored from a
+// template gets them this way too, which a boot parameter could not do. Each
+// is a string KIND:SOURCE:MODE:TARGET:
 //
 //	KIND    9p (a host folder: SOURCE is the virtio-9p mount tag), 9pc (one
 //	        the box caches: -v ...:cached), or blk (a volume: SOURCE is the
@@ -10,8 +12,10 @@ package main
 //	MODE    ro or rw
 //	TARGET  the absolute path in the box, hex-encoded (any byte may appear)
 //
-// The target is made (0755) if missing. A mount that fails is reported on the
-// console; the host checks /proc/mounts after boot and fails the start.
+// The target is made (0755) if missing. A target mounted already (a later
+// HELLO naming it again) is left as it is. A mount that fails is reported on
+// the console; the host checks /proc/mounts after the handshake and fails the
+// start.
 
 import (
 	"encoding/hex"
@@ -43,13 +47,41 @@ func parseMount(v string) (boxMount, error) {
 	return boxMount{kind: parts[0], source: parts[1], target: target, readOnly: parts[2] == "ro"}, nil
 }
 
-// mountAll mounts each of the box's mounts in order, logging failures.
-func mountAll(mounts []boxMount) {
+const maxMounts = 16
+
+// mountAll mounts each of the box's mounts not mounted yet, in order, logging
+// failures.
+func (a *Agent) mountAll(mounts []boxMount) {
+	if len(mounts) == 0 || a.Mount == nil {
+		return
+	}
+	a.mountMu.Lock()
+	defer a.mountMu.Unlock()
+next:
 	for _, m := range mounts {
-		if err := m.mount("/sys/block"); err != nil {
+		for _, done := range a.mounted {
+			if done.target == m.target {
+				continue next
+			}
+		}
+		if err := a.Mount(m); err != nil {
 			consoleLogf("mount %s on %s: %v", m.source, m.target, err)
+			continue
+		}
+		a.mounted = append(a.mounted, m)
+	}
+}
+
+// unmountAll unmounts what mountAll mounted, the last first.
+func (a *Agent) unmountAll() {
+	a.mountMu.Lock()
+	defer a.mountMu.Unlock()
+	for i := len(a.mounted) - 1; i >= 0; i-- {
+		if err := syscall.Unmount(a.mounted[i].target, 0); err != nil {
+			a.logf("unmount %s: %v", a.mounted[i].target, err)
 		}
 	}
+	a.mounted = nil
 }
 
 func (m boxMount) mount(sysBlock string) error {

@@ -40,3 +40,24 @@ func TestDiskBySerial(t *testing.T) {
 		t.Fatal("found a disk that is not there")
 	}
 }
+
+func TestMountAllOnceEach(t *testing.T) {
+	var calls []string
+	a := &Agent{Mount: func(m boxMount) error {
+		calls = append(calls, m.target)
+		if m.target == "/bad" {
+			return os.ErrPermission
+		}
+		return nil
+	}}
+	one, _ := parseMount("9p:mb0:rw:2f61")
+	bad, _ := parseMount("9p:mb1:rw:2f626164")
+	a.mountAll([]boxMount{one, bad})
+	a.mountAll([]boxMount{one, bad}) // a later HELLO: /a is mounted, /bad is tried again
+	if len(calls) != 3 || calls[0] != "/a" || calls[1] != "/bad" || calls[2] != "/bad" {
+		t.Fatalf("mounted %v", calls)
+	}
+	if len(a.mounted) != 1 {
+		t.Fatalf("kept %v", a.mounted)
+	}
+}

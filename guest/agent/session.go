@@ -31,7 +31,10 @@ type Agent struct {
 	Shutdown     func(s *Session, stream uint32)
 	MainExited   func(ws syscall.WaitStatus) // a detached EXEC with "main" ended
 	Logf         func(format string, args ...interface{})
-	Mounts       []boxMount // unmounted at shutdown, so that volumes are left clean
+	Mount        func(m boxMount) error // mounts.go; nil in tests that mount nothing
+
+	mountMu sync.Mutex
+	mounted []boxMount // unmounted at shutdown, so that volumes are left clean
 
 	devNullOnce sync.Once
 	devNull     int
@@ -401,13 +404,14 @@ func (s *Session) dispatch(f Frame) *protoError {
 }
 
 type helloMsg struct {
-	Version   *int64  `json:"version"`
-	Session   *string `json:"session"`
-	TimeNs    int64   `json:"time_ns"`
-	Hostname  string  `json:"hostname"`
-	Entropy   []byte  `json:"entropy"`    // base64 in JSON
-	MachineID string  `json:"machine_id"` // 32 lowercase hex digits
-	Window    int64   `json:"window"`     // flow control: bytes of credit per stream and direction
+	Version   *int64   `json:"version"`
+	Session   *string  `json:"session"`
+	TimeNs    int64    `json:"time_ns"`
+	Hostname  string   `json:"hostname"`
+	Entropy   []byte   `json:"entropy"`    // base64 in JSON
+	MachineID string   `json:"machine_id"` // 32 lowercase hex digits
+	Window    int64    `json:"window"`     // flow control: bytes of credit per stream and direction
+	Mounts    []string `json:"mounts"`     // KIND:SOURCE:MODE:HEXTARGET each (mounts.go)
 }
 
 func (s *Session) handleHello(f Frame) *protoError {
@@ -437,6 +441,17 @@ func (s *Session) handleHello(f Frame) *protoError {
 	if h.Window < 0 || h.Window > maxWindow {
 		return errProtocol("window must be in 0..%d", maxWindow)
 	}
+	if len(h.Mounts) > maxMounts {
+		return errProtocol("more than %d mounts", maxMounts)
+	}
+	mounts := make([]boxMount, 0, len(h.Mounts))
+	for _, v := range h.Mounts {
+		m, err := parseMount(v)
+		if err != nil {
+			return errProtocol("%v", err)
+		}
+		mounts = append(mounts, m)
+	}
 	// Identity before the reply: the host runs nothing until it has it.
 	if len(h.Entropy) > 0 && s.a.AddEntropy != nil {
 		if err := s.a.AddEntropy(h.Entropy); err != nil {
@@ -458,6 +473,7 @@ func (s *Session) handleHello(f Frame) *protoError {
 			s.a.logf("set hostname: %v", err)
 		}
 	}
+	s.a.mountAll(mounts) // before the reply: no command runs without them
 	s.hello = true
 	s.window = h.Window
 	s.sendJSON(proto.HelloReply, 0, helloReply{

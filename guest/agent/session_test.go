@@ -250,7 +250,7 @@ func TestHelloReplyExact(t *testing.T) {
 	h := newHost(t)
 	h.sendJSON(proto.Hello, 0, map[string]interface{}{"version": 1, "session": "s1"})
 	f := h.expect(proto.HelloReply, 0)
-	want := `{"version":1,"session":"s1","agent":"microbox-agent 1","capabilities":["exec","tty","signal","files","ping","shutdown","identity","cancel","connect","tar","window","net","dns","tar_export"]}`
+	want := `{"version":1,"session":"s1","agent":"microbox-agent 1","capabilities":["exec","tty","signal","files","ping","shutdown","identity","cancel","connect","tar","window","net","dns","tar_export","mounts"]}`
 	if string(f.Payload) != want {
 		t.Fatalf("HELLO_REPLY %s", f.Payload)
 	}

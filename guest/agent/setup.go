@@ -14,10 +14,9 @@ import (
 type bootConfig struct {
 	root, fstype string
 	debug        bool
-	net          string     // microbox.net=IFACE,ADDR/PREFIX,GATEWAY (netconf.go)
-	dns          string     // microbox.dns=ADDR: the box's resolver (netconf.go)
-	hosts        string     // microbox.hosts=NAME:ADDR: a line of /etc/hosts (netconf.go)
-	mounts       []boxMount // microbox.mount=... (mounts.go)
+	net          string // microbox.net=IFACE,ADDR/PREFIX,GATEWAY (netconf.go)
+	dns          string // microbox.dns=ADDR: the box's resolver (netconf.go)
+	hosts        string // microbox.hosts=NAME:ADDR: a line of /etc/hosts (netconf.go)
 }
 
 // parseCmdline reads the microbox.* parameters of the kernel command line.
@@ -40,12 +39,6 @@ func parseCmdline(cmdline string) bootConfig {
 			cfg.net = v
 		case "microbox.dns":
 			cfg.dns = v
-		case "microbox.mount":
-			if m, err := parseMount(v); err == nil {
-				cfg.mounts = append(cfg.mounts, m)
-			} else {
-				consoleLogf("%v", err)
-			}
 		case "microbox.hosts":
 			cfg.hosts = v
 		}

@@ -50,11 +50,7 @@ func (a *Agent) halt() {
 		waitNoChildren(a.Reaper, time.Second)
 	}
 	syscall.Sync()
-	for i := len(a.Mounts) - 1; i >= 0; i-- { // a volume unmounted is clean: no replay
-		if err := syscall.Unmount(a.Mounts[i].target, 0); err != nil {
-			a.logf("unmount %s: %v", a.Mounts[i].target, err)
-		}
-	}
+	a.unmountAll() // a volume unmounted is clean: nothing to replay
 	if err := syscall.Mount("", "/", "", syscall.MS_REMOUNT|syscall.MS_RDONLY, ""); err != nil {
 		a.logf("remount / read-only: %v", err)
 	}

@@ -43,10 +43,12 @@ ENTROPY_BYTES = 64
 @dataclass(frozen=True)
 class Identity:
     """What makes a booted or restored guest this box (HELLO, docs/protocol.md):
-    its hostname and machine-id; fresh entropy goes with them every time."""
+    its hostname and machine-id, and its mounts; fresh entropy goes with them
+    every time."""
 
     hostname: str
     machine_id: str  # 32 lowercase hex digits (a box id)
+    mounts: tuple[str, ...] = ()  # KIND:SOURCE:MODE:HEXTARGET (core/boxmounts.py)
 
 
 class _Closed:
@@ -346,5 +348,7 @@ def _send_hello(sock: socket.socket, identity: Identity | None) -> str:
     if identity is not None:
         hello.update(hostname=identity.hostname, machine_id=identity.machine_id,
                      entropy=base64.b64encode(os.urandom(ENTROPY_BYTES)).decode())
+        if identity.mounts:
+            hello["mounts"] = list(identity.mounts)
     sock.sendall(encode(T.HELLO, 0, hello))
     return session

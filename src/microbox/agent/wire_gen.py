@@ -70,4 +70,5 @@ class Capability(enum.StrEnum):
     NET = "net"
     DNS = "dns"
     TAR_EXPORT = "tar_export"  # TAR_GET takes "hardlinks" and "xattrs"
+    MOUNTS = "mounts"  # HELLO's identity field "mounts" (host folders, volumes)
     MUX = "mux"  # listed by the shim on mux.sock, never by an agent

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from microbox import failpoints, locks, paths, portmap, volumes
 from microbox.agent.channel import Channel, Identity
-from microbox.core import catrust, shim, shim_start, templates, vm, warm
+from microbox.core import boxmounts, catrust, shim, shim_start, templates, vm, warm
 from microbox.core.boxdir import PORTS, BoxDir, box_dir
 from microbox.core.log import Log, quiet
 from microbox.core.orphans import scan
@@ -262,15 +262,29 @@ def _boot(record: BoxRecord, lock: locks.Lock, *, attached: bool, log: Log,
     """Warm (restored from a template) on a box's first start, unless it asks to
     boot cold; cold from its own disk on every later start."""
     d = box_dir(record)
-    identity = Identity(record.name, record.id)
+    identity = Identity(record.name, record.id, boxmounts.hello(record.spec))
+    running, channel = _boot_vm(record, d, lock, identity, attached=attached, log=log,
+                                tap_fd=tap_fd)
+    try:
+        boxmounts.verify(channel, record.spec)
+    except BaseException:
+        channel.close()
+        running.kill()
+        raise
+    return running, channel
+
+
+def _boot_vm(record: BoxRecord, d: BoxDir, lock: locks.Lock, identity: Identity, *,
+             attached: bool, log: Log, tap_fd: int | None) -> tuple[vm.Running, Channel]:
     backing = templates.used_by(d)
     if record.started_at is None and backing and backing.startswith(templates.SNAPSHOT):
         return warm.restore_snapshot(d, record.spec, Template(paths.home() / backing), lock,
                                      attached=attached, identity=identity, log=log,
                                      tap_fd=tap_fd)
     first = record.started_at is None
-    # a box with mounts boots cold: a template's saved VM has no such devices
-    if first and not record.spec.cold and not record.spec.mounts and record.image_digest:
+    # a box with volumes boots cold (core/boxmounts.py)
+    if first and not record.spec.cold and boxmounts.warmable(record.spec) and \
+            record.image_digest:
         return warm.start(d, record.spec, filestore.blob_path(record.image_digest),
                           record.image_digest, lock, attached=attached, identity=identity,
                           log=log, tap_fd=tap_fd)

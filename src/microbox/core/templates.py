@@ -76,12 +76,13 @@ def _identity(path: Path) -> list[Any]:
 
 
 def key_parts(spec: BoxSpec, image_digest: str, qemu: str, kernel: Path, initrd: Path,
-              accel: str, ports: int) -> dict[str, Any]:
+              accel: str, ports: int, folders: int = 0) -> dict[str, Any]:
     """Everything a restored guest depends on: change any and the template is not used."""
     return {"format": FORMAT, "image": image_digest, "qemu": _identity(Path(qemu)),
             "kernel": _identity(kernel), "initrd": _identity(initrd), "accel": accel,
             "cpus": spec.cpus, "memory_mib": spec.memory_mib, "ports": ports,
-            "net": spec.net}  # the network device is in the saved device state
+            "net": spec.net,  # the network device is in the saved device state
+            **({"folders": folders} if folders else {})}  # 9p devices (core/boxmounts.py)
 
 
 def key_of(parts: dict[str, Any]) -> str:

@@ -138,11 +138,13 @@ class Memory:
 def launch(box: BoxDir, spec: BoxSpec, lock: locks.Lock, *, attached: bool, log: Log,
            memory: Memory | None = None, incoming: bool = False,
            art: Artifacts | None = None, choice: accel.Choice | None = None,
-           inherit: tuple[int, ...] = (), tap_fd: int | None = None) -> Running:
+           inherit: tuple[int, ...] = (), tap_fd: int | None = None,
+           folder_slots: int = 0) -> Running:
     """Spawn QEMU for `box`. `lock` (the held box lock) passes to QEMU and is
     closed here; the sockets are listening before QEMU starts. QEMU also
     inherits the fds in `inherit` (a migration stream to load, say) and, for a
-    --net tap box, its TAP (`tap_fd`; the caller keeps and closes its copy)."""
+    --net tap box, its TAP (`tap_fd`; the caller keeps and closes its copy).
+    `folder_slots`: the 9p devices of a template and its clones (core/boxmounts.py)."""
     if spec.net == "tap" and tap_fd is None:
         raise VMError("a --net tap box needs its TAP device")
     socks: list[socket.socket] = []
@@ -150,7 +152,7 @@ def launch(box: BoxDir, spec: BoxSpec, lock: locks.Lock, *, attached: bool, log:
         art = art or artifacts(spec)
         choice = choice or accel.choose(spec.accel, art.qemu, art.kernel)
         log(f"accelerator: {choice.accel} ({choice.reason})")
-        shares, volumes, mount_params = boxmounts.devices(spec)
+        shares, volumes = boxmounts.devices(spec, folder_slots)
         socks = [box.listen(box.qmp), *(box.listen(box.port(n)) for n in range(PORTS))]
         cfg = VMConfig(
             qemu=art.qemu, accel=choice.accel, cpus=spec.cpus, memory_mib=spec.memory_mib,
@@ -160,8 +162,7 @@ def launch(box: BoxDir, spec: BoxSpec, lock: locks.Lock, *, attached: bool, log:
             memory_file=memory.path if memory else None,
             memory_shared=memory.shared if memory else False, incoming=incoming,
             user_net=user_net(box, spec, art), tap_fd=tap_fd if spec.net == "tap" else None,
-            extra_cmdline=" ".join(p for p in (plan.boot_parameter(spec.net), mount_params)
-                                   if p),
+            extra_cmdline=plan.boot_parameter(spec.net),
             shares=shares, volumes=volumes,
         )
         argv = qemu_argv(cfg)
@@ -215,14 +216,7 @@ def boot(box: BoxDir, spec: BoxSpec, lock: locks.Lock, *, attached: bool,
          memory: Memory | None = None, tap_fd: int | None = None) -> tuple[Running, Channel]:
     """Start QEMU for `box` and return once the agent answered the handshake."""
     vm = launch(box, spec, lock, attached=attached, log=log, memory=memory, tap_fd=tap_fd)
-    channel = await_agent(box, vm, identity, BOOT_TIMEOUT[vm.accel], log)
-    try:
-        boxmounts.verify(channel, spec)
-    except BaseException:
-        channel.close()
-        vm.kill()
-        raise
-    return vm, channel
+    return vm, await_agent(box, vm, identity, BOOT_TIMEOUT[vm.accel], log)
 
 
 def _died(box: BoxDir, proc: subprocess.Popen[bytes]) -> str:

@@ -13,13 +13,14 @@ import os
 import secrets
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from microbox import locks
 from microbox.agent import ops
 from microbox.agent.channel import Channel, Identity
 from microbox.agent.protocol import Capability
-from microbox.core import templates, vm
+from microbox.core import boxmounts, templates, vm
 from microbox.core.boxdir import PORTS, BoxDir
 from microbox.core.log import Log
 from microbox.core.templates import Template
@@ -103,7 +104,7 @@ def template_key(spec: BoxSpec, image_digest: str) -> tuple[str, str]:
 def _key_parts(spec: BoxSpec, image_digest: str, art: vm.Artifacts,
                choice: accel.Choice) -> dict[str, object]:
     return templates.key_parts(spec, image_digest, art.qemu, art.kernel, art.initrd,
-                               choice.accel, PORTS)
+                               choice.accel, PORTS, boxmounts.slots_for(spec))
 
 
 def warm_image(spec: BoxSpec, image: Path, image_digest: str, log: Log) -> Template:
@@ -126,9 +127,11 @@ def make(key: str, parts: dict[str, object], spec: BoxSpec, image: Path, art: vm
         try:
             vm.create_disk(image, d.disk)
             with tap.scratch(spec.net) as tap_fd:
-                running = vm.launch(d, spec, held, attached=True, log=log, art=art,
-                                    choice=choice, memory=vm.Memory(d.path / "mem", shared=True),
-                                    tap_fd=tap_fd)
+                # the template mounts nothing: its 9p devices export a placeholder
+                running = vm.launch(d, replace(spec, mounts=()), held, attached=True, log=log,
+                                    art=art, choice=choice,
+                                    memory=vm.Memory(d.path / "mem", shared=True),
+                                    tap_fd=tap_fd, folder_slots=boxmounts.slots_for(spec))
             # An identity of its own leaves a machine-id file of the right
             # length in the template's disk, which clones overwrite in place.
             own = Identity("microbox-template", secrets.token_hex(16))
@@ -194,7 +197,8 @@ def restore(box: BoxDir, spec: BoxSpec, t: Template, lock: locks.Lock, art: vm.A
     try:
         running = vm.launch(box, spec, lock, attached=attached, log=log, art=art,
                             choice=choice, memory=vm.Memory(t.mem, shared=False),
-                            incoming=True, inherit=(state,), tap_fd=tap_fd)
+                            incoming=True, inherit=(state,), tap_fd=tap_fd,
+                            folder_slots=boxmounts.slots_for(spec))
         try:
             with qmp.session(box.qmp, box.qmp_lock) as mon:
                 migration.load(mon, state, ignore_shared=True, what="loading the template",

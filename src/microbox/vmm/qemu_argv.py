@@ -98,7 +98,7 @@ class Share:
     the user's, who can make no device nodes and no one else's set-id files.
     readonly=on: QEMU refuses every write."""
 
-    tag: str  # the mount tag the agent mounts (microbox.mount=9p:TAG:...)
+    tag: str  # the mount tag the agent mounts (HELLO mounts, "9p:TAG:...")
     path: Path
     read_only: bool
     model: str = "mapped-xattr"
