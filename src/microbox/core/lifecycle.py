@@ -21,7 +21,7 @@ from microbox.core.boxdir import PORTS, BoxDir, box_dir
 from microbox.core.log import Log, quiet
 from microbox.core.orphans import scan
 from microbox.core.templates import Template
-from microbox.errors import VMError
+from microbox.errors import MicroboxError, VMError
 from microbox.images import builtin, filestore
 from microbox.net import nft, plan, tap, upstream
 from microbox.net import policy as net_policy
@@ -336,8 +336,35 @@ def _kill_vmm(record: BoxRecord, running: vm.Running | None = None) -> None:
     end_network(record)
 
 
+FLUSH_TIMEOUT = 5.0  # s: a box's agent unmounting its writable mounts before a delete
+
+
+def _flush_mounts(record: BoxRecord, running: vm.Running | None) -> None:
+    """Before a box with a writable volume or a cached host folder is killed,
+    its agent shuts it down (processes ended, `sync`, every mount unmounted):
+    what the box wrote there is in its own page cache until then, and a
+    killed VM would lose it. A box that does not answer is killed as before."""
+    if not any(m.kind == "volume" or m.cached for m in record.spec.mounts
+               if not m.read_only):
+        return
+    d = box_dir(record)
+    pid = running.pid if running is not None else record.pid
+    if pid is None or not d.alive():
+        return
+    try:
+        channel = shim.connect(d, time.monotonic() + 2.0, record.spec.ports)
+    except MicroboxError:
+        return
+    try:
+        vm.stop_gracefully(pid, channel, FLUSH_TIMEOUT)
+    finally:
+        channel.close()
+
+
 def destroy(db: Database, record: BoxRecord, running: vm.Running | None = None) -> None:
-    """Kill the VMM if any, remove the box dir and the row. Idempotent."""
+    """Kill the VMM if any (a box with writable volumes is shut down by its
+    agent first), remove the box dir and the row. Idempotent."""
+    _flush_mounts(record, running)
     _kill_vmm(record, running)
     box_dir(record).remove()
     boxes.delete(db, record.id)
