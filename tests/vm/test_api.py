@@ -400,8 +400,10 @@ def test_build_streams_its_steps_and_commit_makes_an_image(api: Served,
     _error(api.client.post("/images/build", json={"context": "relative/dir"}), 422,
            "invalid_request")
 
+    # a main command that lasts: the image's own (cat) would end, and the box with it
     ref = _ok(api.client.post("/boxes", json={"image": "api-built", "net": "none",
-                                              "name": "api-commit"}), 201)["id"]
+                                              "name": "api-commit",
+                                              "command": ["sleep", "3600"]}), 201)["id"]
     try:
         _ok(api.client.post(f"/boxes/{ref}/run", json={"command": ["sh", "-c",
                                                                    "echo more > /more"]}))
