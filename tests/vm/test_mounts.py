@@ -162,3 +162,16 @@ def test_volumes_outlive_boxes_with_one_writer_at_a_time(rt: microbox.Runtime) -
         assert _sh(box, "df -k /a | tail -1 | awk '{print ($2 > 1000000)}'") == "1\n"
     assert rt.volumes.get("auto-made").size == 10 << 30
     rt.volumes.remove("auto-made")
+
+
+def test_a_pool_of_the_shape_is_left_alone_and_the_box_warm_starts(
+        rt: microbox.Runtime, tmp_path: Path) -> None:
+    pool = rt.pools.add("busybox", size=1, net="none")
+    try:
+        with rt.boxes.run("busybox", mounts=[f"{tmp_path}:/data"], net="none") as box:
+            _sh(box, "echo via-restore > /data/f")
+            assert box.info().template is not None  # restored, not the pool's box
+        assert rt.pools.get(pool.id).ready == 1
+        assert (tmp_path / "f").read_text() == "via-restore\n"
+    finally:
+        rt.pools.remove(pool.id)
