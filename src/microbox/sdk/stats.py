@@ -59,6 +59,7 @@ class BoxStats:
     time: float
     cpus: int
     cpu_percent: float | None  # of one core, over the interval (Docker's CPU %)
+    cpu_seconds: float | None  # the VMM's CPU time so far (user + system)
     memory_used: int | None  # bytes the guest uses (MemTotal - MemAvailable)
     memory_total: int | None  # bytes the guest kernel has
     host_pss: int | None  # the VMM's proportional share of host memory, bytes
@@ -85,27 +86,27 @@ class Sampler:
         """Take the CPU reading a later `sample` measures from."""
         self._cpu(box)
 
-    def _cpu(self, box: Box) -> float | None:
+    def _cpu(self, box: Box) -> tuple[float | None, float | None]:
+        """(CPU % since the last reading, CPU seconds so far) of the box's VMM."""
         r = box.record
         if r.status not in (Status.RUNNING, Status.PAUSED) or r.pid is None:
-            return None
+            return None, None
         if not process.same_process(r.pid, r.pid_start):
-            return None
+            return None, None
         used = costs.cpu_seconds(r.pid)
         if used is None:
-            return None
+            return None, None
         now = (time.monotonic(), used)
         with self._lock:
             before = self._last.get(r.id)
             self._last[r.id] = now
-        return None if before is None else costs.cpu_percent(before, now)
+        return None if before is None else costs.cpu_percent(before, now), used
 
     def sample(self, box: Box) -> BoxStats:
         r = box.record
         d = box_dir(r)
-        cpu = self._cpu(box)
-        live = cpu is not None or (r.status in (Status.RUNNING, Status.PAUSED)
-                                   and r.pid is not None)
+        cpu, used = self._cpu(box)
+        live = used is not None
         memory = tasks = None
         if r.status == Status.RUNNING:
             memory, tasks = _guest(box)
@@ -115,7 +116,7 @@ class Sampler:
             refused = box.net_info().get("refused")
         return BoxStats(
             id=r.id, name=r.name, image=r.image, status=str(r.status), time=time.time(),
-            cpus=r.spec.cpus, cpu_percent=cpu,
+            cpus=r.spec.cpus, cpu_percent=cpu, cpu_seconds=used,
             memory_used=memory[0] if memory else None,
             memory_total=memory[1] if memory else None,
             host_pss=costs.pss_bytes(r.pid) if live and r.pid is not None else None,
