@@ -86,6 +86,9 @@ def reconcile(db: Database, record: BoxRecord) -> BoxRecord | None:
     if record.status == Status.STARTING:
         return lifecycle.abandon(db, record)
     lifecycle.end_network(record)
+    if record.auto_remove and box_dir(record).alive():
+        lifecycle.destroy(db, record)  # its owner is gone: no crash, a delete
+        return None
     seen = record.status
     by_main = ended_by_main(record)
     if by_main:
