@@ -133,6 +133,12 @@ def test_record_never_raises(home: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     events.record("start", "id", "b", "img")  # the action goes on
 
 
+def test_a_detail_may_share_a_field_name() -> None:
+    events.record("commit", "id", "b", "img", image="new", name="n")
+    (e,) = list(events.read())
+    assert (e.image, e.name, e.detail) == ("img", "b", {"image": "new", "name": "n"})
+
+
 def test_parse_time_and_filters() -> None:
     assert events.parse_time("1700000000") == 1700000000.0
     assert events.parse_time("10m", now=1000.0) == 400.0

@@ -122,9 +122,13 @@ def test_events_for_each_action_and_one_crash(rt: microbox.Runtime) -> None:
         (clone,) = box.fork(1, name_prefix="evf")
         clone.delete(force=True)
         box.stop()
+        box.commit("ev-image")
+        rt.images.remove("ev-image")
         box.start()
         assert _types("ev") == ["create", "start", "pause", "resume", "snapshot", "stop",
-                                "start"]
+                                "commit", "start"]
+        commit = next(events.read(filters={"box": "ev", "type": "commit"}))
+        assert commit.detail == {"new_image": "ev-image"}
         assert _types(clone.name) == ["fork", "delete"]
         fork = next(events.read(filters={"box": clone.name, "type": "fork"}))
         assert fork.detail["source"] == "ev" and fork.image == "busybox"

@@ -87,6 +87,6 @@ def commit_box(db: Database, record: BoxRecord, name: str, changes: list[str], *
                              f"microbox inspect {record.name}")
         image = commit.store_raw(db, name, raw, digest=None, config=config,
                                  source=source, progress=progress)
-    events.of_box("commit", record, image=name)
+    events.of_box("commit", record, new_image=name)
     return image
 

@@ -101,13 +101,13 @@ def append(event: Event, *, rotate_at: int = ROTATE_AT) -> None:
             os.close(fd)
 
 
-def record(type_: str, box: str, name: str, image: str, **detail: Any) -> None:
+def record(type_: str, box: str, name: str, image: str, /, **detail: Any) -> None:
     """Append an event now; a log that cannot be written loses it silently."""
     with contextlib.suppress(OSError):
         append(Event(time.time(), type_, box, name, image, detail))
 
 
-def of_box(type_: str, box: BoxRecord, **detail: Any) -> None:
+def of_box(type_: str, box: BoxRecord, /, **detail: Any) -> None:
     """Record an event of `box`; a pool's waiting box (the pool's business, not
     a user's) and a create not yet done (its start makes it, or removes it)
     have none."""
