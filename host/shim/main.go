@@ -186,6 +186,8 @@ func main() {
 		}
 		if !*noProxy {
 			px = newProxy(pol, log)
+			px.stats = openNetStats(filepath.Join(*dir, "net-stats.json"), log)
+			go px.stats.run()
 			if pxLn, err = px.listen(proxyPath); err != nil {
 				fatal(err)
 			}

@@ -36,6 +36,7 @@ type proxy struct {
 	log   *netLog
 	slots chan struct{}
 	rp    *httputil.ReverseProxy
+	stats *netStats // nil: not counted
 }
 
 func newProxy(pol *policy, log *netLog) *proxy {
@@ -106,7 +107,7 @@ func (px *proxy) serve(ln net.Listener) error {
 		IdleTimeout:       60 * time.Second,
 		ErrorLog:          nil,
 	}
-	return srv.Serve(&limited{Listener: ln, slots: px.slots})
+	return srv.Serve(&limited{Listener: ln, slots: px.slots, stats: px.stats})
 }
 
 func (px *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -270,6 +271,7 @@ func (px *proxy) refuseConnect(w http.ResponseWriter, err error) {
 type limited struct {
 	net.Listener
 	slots chan struct{}
+	stats *netStats
 }
 
 func (l *limited) Accept() (net.Conn, error) {
@@ -280,7 +282,10 @@ func (l *limited) Accept() (net.Conn, error) {
 		}
 		select {
 		case l.slots <- struct{}{}:
-			return &slotConn{Conn: c, slots: l.slots}, nil
+			if l.stats != nil {
+				l.stats.conns.Add(1)
+			}
+			return &slotConn{Conn: c, slots: l.slots, stats: l.stats}, nil
 		default:
 			c.Close()
 		}
@@ -291,6 +296,24 @@ type slotConn struct {
 	net.Conn
 	slots chan struct{}
 	once  sync.Once
+	stats *netStats
+}
+
+// Read counts what the box sent, Write what it received.
+func (c *slotConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if c.stats != nil && n > 0 {
+		c.stats.tx.Add(uint64(n))
+	}
+	return n, err
+}
+
+func (c *slotConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	if c.stats != nil && n > 0 {
+		c.stats.rx.Add(uint64(n))
+	}
+	return n, err
 }
 
 func (c *slotConn) Close() error {

@@ -48,7 +48,7 @@ TWINS = {"Box": "AsyncBox", "Execution": "AsyncExecution", "Connection": "AsyncC
 NOT_COROUTINES = {"id", "name", "status", "spec", "ports", "ready_after", "main", "command",
                   "pid", "sync", "follow_logs", "events", "receive", "workspace_files",
                   "builtin", "db", "log", "boxes", "images", "snapshots", "pools",
-                  "host"}
+                  "host", "watch_stats"}
 
 
 def _public(cls: type) -> dict[str, Any]:

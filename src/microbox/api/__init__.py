@@ -7,6 +7,7 @@ execute.py    Running commands
 files.py      Files in and out of a box, and its console log
 guard.py      What every request passes first
 models.py     Request and response bodies of the HTTP API (they make /openapi.json)
+observe.py    Stats, events and Prometheus metrics
 pools.py      Pool routes
 replies.py    Errors as HTTP answers
 server.py     Serving the API

@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection
 
 from microbox import __version__
-from microbox.api import boxes, builds, execute, files, pools, snapshots
+from microbox.api import boxes, builds, execute, files, observe, pools, snapshots
 from microbox.api.guard import JSON_LIMIT, UPLOAD_LIMIT, BodyLimit, Invalid, check_token
 from microbox.api.models import Envelope, Health
 from microbox.api.replies import failure
@@ -62,8 +62,8 @@ def create_app(runtime: AsyncRuntime, token: str | None, *, json_limit: int = JS
     app.add_middleware(BodyLimit, json_limit=json_limit, upload_limit=upload_limit)
 
     guarded = [Depends(require_token)]
-    for router in (boxes.router, builds.router, execute.router, files.router, pools.router,
-                   snapshots.router):
+    for router in (boxes.router, builds.router, execute.router, files.router, observe.router,
+                   pools.router, snapshots.router):
         app.include_router(router, dependencies=guarded)
     app.include_router(execute.ws_router)  # checks the token itself, before accepting
 

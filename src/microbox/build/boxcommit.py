@@ -28,6 +28,7 @@ from microbox.errors import ExecFailed, StateError, UsageError
 from microbox.images import commit, filestore, importer, pack
 from microbox.images.config import ImageConfig
 from microbox.images.progress import QUIET, Progress
+from microbox.store import events
 from microbox.store.boxes import BoxRecord
 from microbox.store.db import Database
 from microbox.store.images import Image
@@ -84,6 +85,8 @@ def commit_box(db: Database, record: BoxRecord, name: str, changes: list[str], *
         else:
             raise StateError(f"box '{record.name}' is {record.status} and cannot be committed",
                              f"microbox inspect {record.name}")
-        return commit.store_raw(db, name, raw, digest=None, config=config,
-                                source=source, progress=progress)
+        image = commit.store_raw(db, name, raw, digest=None, config=config,
+                                 source=source, progress=progress)
+    events.of_box("commit", record, new_image=name)
+    return image
 

@@ -11,6 +11,7 @@ inside.py     Working inside a running box
 main.py       The `microbox` command
 maint.py      Housekeeping
 mcp.py        `microbox mcp`
+observe.py    `microbox stats` and `microbox events`
 output.py     Rendering
 packs.py      `microbox pack ...`
 pool.py       `microbox pool ...`

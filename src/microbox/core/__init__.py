@@ -19,6 +19,7 @@ shim_start.py   Starting the shim of a running box (microbox.core.shim says what
 snapshots.py    Snapshots of running boxes, in the same form as warm-start templates...
 snapspace.py    Room for a snapshot (core/snapshots.py)
 states.py       The one table of a box's transitions: what each action accepts and leaves
+stats.py        What a box costs: CPU, memory, network, disk (read where each lives)
 templates.py    Warm-start templates
 vm.py           Booting the VM of a box
 warm.py         Starting a box

@@ -14,6 +14,7 @@
         proxy.sock      the shim's egress proxy (--net user; mode 0600)
         net-policy.json the effective egress policy the shim enforces
         net.log         one line per connection the proxy refused (net.log.1: older)
+        net-stats.json  the proxy's traffic counters, rewritten by the shim (core/stats.py)
         console.log     guest serial console
         qemu.log        QEMU's own stderr
         disk.qcow2      copy-on-write overlay over the image
@@ -96,6 +97,10 @@ class BoxDir:
     @property
     def net_log(self) -> Path:
         return self.path / "net.log"
+
+    @property
+    def net_stats(self) -> Path:
+        return self.path / "net-stats.json"
 
     @property
     def console_log(self) -> Path:

@@ -26,7 +26,7 @@ from microbox.errors import (
     UsageError,
     VMError,
 )
-from microbox.store import boxes
+from microbox.store import boxes, events
 from microbox.store.boxes import BoxRecord
 from microbox.store.db import Database
 from microbox.store.status import Status
@@ -121,6 +121,7 @@ def _set_vcpus(db: Database, record: BoxRecord, action: Action, command: str) ->
     qmp.command(d.qmp, d.qmp_lock, command)
     record = record.with_(status=TRANSITIONS[action].to)
     boxes.update(db, record)
+    events.of_box(action, record)
     return record
 
 

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from microbox import failpoints
 from microbox.core import lifecycle, snapshots
 from microbox.core.log import Log
-from microbox.store import boxes
+from microbox.store import boxes, events
 from microbox.store.boxes import BoxRecord
 from microbox.store.db import Database
 
@@ -36,6 +36,8 @@ def clones(db: Database, record: BoxRecord, names: list[str], *, rm: bool, attac
                 f.result()  # the first failure, after every restore ended
         failpoints.reach("fork-started")
         boxes.update(db, *(s.record for s in made))
+        for s in made:
+            events.of_box("fork", s.record, source=record.name, source_id=record.id)
     except BaseException:
         for started in made:
             started.channel.close()

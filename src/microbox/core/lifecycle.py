@@ -26,7 +26,7 @@ from microbox.images import builtin, filestore
 from microbox.net import nft, plan, tap, upstream
 from microbox.net import policy as net_policy
 from microbox.spec import BoxSpec, validate_name
-from microbox.store import boxes
+from microbox.store import boxes, events
 from microbox.store.boxes import BoxRecord
 from microbox.store.db import Database
 from microbox.store.status import HAS_VM, Status
@@ -82,6 +82,8 @@ def create(db: Database, spec: BoxSpec, *, name: str | None = None,
         lock.close()
         d.remove()
         raise
+    if not start_next:  # a pending create is made by its start (events there)
+        events.of_box("create", record)
     return record, lock
 
 
@@ -139,6 +141,7 @@ def start(db: Database, record: BoxRecord, lock: locks.Lock, *, attached: bool,
             sock.close()  # the shim holds its own copies
         if net is not None:
             net.close()  # QEMU holds the TAP, the shim the resolver's socket
+    pending = record.pending
     record = record.with_(status=Status.RUNNING, pending=False, started_at=time.time(),
                           pid=running.pid, pid_start=running.pid_start, last_error=None)
     try:
@@ -149,6 +152,10 @@ def start(db: Database, record: BoxRecord, lock: locks.Lock, *, attached: bool,
         running.kill()
         _roll_back(db, record, before, str(exc))
         raise
+    if commit:
+        if pending:
+            events.of_box("create", record)
+        events.of_box("start", record)
     return Started(record, running, channel)
 
 
@@ -367,7 +374,8 @@ def destroy(db: Database, record: BoxRecord, running: vm.Running | None = None) 
     _flush_mounts(record, running)
     _kill_vmm(record, running)
     box_dir(record).remove()
-    boxes.delete(db, record.id)
+    if boxes.delete(db, record.id):  # once, whoever removes it
+        events.of_box("delete", record)
 
 
 def stop(db: Database, record: BoxRecord, running: vm.Running | None,
@@ -388,4 +396,5 @@ def stop(db: Database, record: BoxRecord, running: vm.Running | None,
     box_dir(record).remove_runtime_files()
     record = record.with_(status=Status.STOPPED, finished_at=time.time(), pid=None, pid_start=None)
     boxes.update(db, record)
+    events.of_box("stop", record)
     return record

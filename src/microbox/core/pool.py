@@ -32,7 +32,7 @@ from microbox.core.log import Log
 from microbox.errors import InvalidSpec, MicroboxError, NotFound, UsageError, VMError
 from microbox.images import builtin, filestore
 from microbox.spec import BoxSpec, validate_name
-from microbox.store import boxes, pools
+from microbox.store import boxes, events, pools
 from microbox.store.boxes import BoxRecord
 from microbox.store.db import Database
 from microbox.store.pools import PoolRow
@@ -234,6 +234,7 @@ def claim(db: Database, spec: BoxSpec, *, name: str | None, auto_remove: bool,
             try:
                 taken = lifecycle.adopt(db, claimed, vmm, published, attached=attached, log=log)
                 log(f"took the spare {spare.id[:12]} of pool {spare.pool}")
+                events.of_box("take", taken.record, pool=spare.pool)
                 return taken
             except VMError as exc:
                 log(f"the pool's box {spare.id[:12]} failed ({exc.message}); starting one anew")

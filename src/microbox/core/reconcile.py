@@ -16,7 +16,7 @@ from microbox import locks
 from microbox.core.boxdir import box_dir
 from microbox.core.states import CRASHED, TRANSITIONS, Action, refusal
 from microbox.errors import MicroboxError, NotFound
-from microbox.store import boxes
+from microbox.store import boxes, events
 from microbox.store.boxes import BoxRecord
 from microbox.store.db import Database
 from microbox.store.status import HAS_VM, LIVE, Status
@@ -86,18 +86,29 @@ def reconcile(db: Database, record: BoxRecord) -> BoxRecord | None:
     if record.status == Status.STARTING:
         return lifecycle.abandon(db, record)
     lifecycle.end_network(record)
-    if record.auto_remove:
-        lifecycle.destroy(db, record)
+    if record.auto_remove and box_dir(record).alive():
+        lifecycle.destroy(db, record)  # its owner is gone: no crash, a delete
         return None
-    if ended_by_main(record):
+    seen = record.status
+    by_main = ended_by_main(record)
+    if by_main:
         record = record.with_(status=Status.STOPPED, pid=None, pid_start=None,
                               finished_at=time.time())
         box_dir(record).remove_runtime_files()
     else:
         record = record.with_(status=Status.ERROR, pid=None, pid_start=None,
                               last_error=CRASHED)
-    boxes.update(db, record)
-    return record
+    # Every command reconciles: the one whose write finds the row as it was
+    # seen records the event, so it is written once.
+    if boxes.update_if(db, record, seen):
+        if by_main:
+            events.of_box("stop", record, reason="its main process exited")
+        else:
+            events.of_box("crash", record, was=str(seen))
+    if record.auto_remove:
+        lifecycle.destroy(db, record)
+        return None
+    return boxes.get(db, record.id)  # as this command or another one left it
 
 
 def _serve_ports(record: BoxRecord) -> None:

@@ -29,6 +29,7 @@ from microbox.core.log import Log, quiet
 from microbox.core.templates import Template
 from microbox.errors import InvalidSpec, NotFound, StateError, VMError
 from microbox.spec import BoxSpec, validate_name
+from microbox.store import events
 from microbox.store.boxes import BoxRecord
 from microbox.vmm import migration, qmp, ramsplit
 from microbox.vmm.qemu_argv import RAM_ID
@@ -160,6 +161,8 @@ def create(record: BoxRecord, name: str | None = None, *, auto: bool = False,
             making.close()
     snap = _load(root / sid)
     assert snap is not None
+    if not auto:  # a fork's own snapshot: the fork is the event
+        events.of_box("snapshot", record, snapshot=snap.name)
     return snap
 
 
@@ -173,7 +176,10 @@ def start_box(db: Database, snap: Snapshot, *, name: str | None, auto_remove: bo
         record, lock = lifecycle.create(db, snap.spec, name=name, auto_remove=auto_remove,
                                         start_next=True, snapshot=snap.template,
                                         image_digest=snap.image_digest)
-    return lifecycle.start(db, record, lock, attached=attached, log=log, commit=commit)
+    started = lifecycle.start(db, record, lock, attached=attached, log=log, commit=commit)
+    if commit:  # a fork's clones are recorded by the fork, once all run
+        events.of_box("restore", started.record, snapshot=snap.name)
+    return started
 
 
 def _died(record: BoxRecord) -> StateError:

@@ -10,6 +10,7 @@ volumes.py    rt.volumes: named volumes, disks that outlive boxes
 host.py       rt.host: doctor, gc, VMMs in /proc, guest artifacts
 box.py        Box: one box's lifecycle, exec, files, logs, snapshots
 records.py    BoxInfo: the one rendering of a box for --json, the API and MCP
+stats.py      BoxStats: what a box costs (box.stats(), rt.boxes.watch_stats())
 aio.py        the asyncio face of all of the above, checked against it by a test
 aio_handles.py  its thread pool and the async twins of Execution, Connection and Box
 
@@ -37,11 +38,15 @@ if TYPE_CHECKING:
     from microbox.core.snapshots import Snapshot
     from microbox.images.pack import PackInfo
     from microbox.sdk.records import BoxInfo
+    from microbox.sdk.stats import BoxStats
+    from microbox.store.events import Event, parse_filters, parse_time
     from microbox.store.images import Image
     from microbox.workspace import WorkspaceFile, WorkspacePush, workspace_files
 
 _LAZY = {
-    "BoxInfo": "microbox.sdk.records",
+    "BoxInfo": "microbox.sdk.records", "BoxStats": "microbox.sdk.stats",
+    "Event": "microbox.store.events", "parse_time": "microbox.store.events",
+    "parse_filters": "microbox.store.events",
     "GcReport": "microbox.core.maintenance", "VMM": "microbox.core.orphans",
     "Pool": "microbox.core.pool",
     "Snapshot": "microbox.core.snapshots", "PackInfo": "microbox.images.pack",
@@ -49,9 +54,9 @@ _LAZY = {
     "WorkspacePush": "microbox.workspace", "workspace_files": "microbox.workspace",
 }
 
-__all__ = ["LIVE", "STATUSES", "VMM", "Box", "BoxInfo", "Execution", "GcReport", "Image",
-           "PackInfo", "Pool", "Result", "Runtime", "Snapshot", "Status", "WorkspaceFile",
-           "WorkspacePush", "workspace_files"]
+__all__ = ["LIVE", "STATUSES", "VMM", "Box", "BoxInfo", "BoxStats", "Event", "Execution",
+           "GcReport", "Image", "PackInfo", "Pool", "Result", "Runtime", "Snapshot", "Status",
+           "WorkspaceFile", "WorkspacePush", "parse_filters", "parse_time", "workspace_files"]
 
 
 __getattr__ = lazy.attributes(__name__, _LAZY)

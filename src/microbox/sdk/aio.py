@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-from collections.abc import Sequence
+import threading
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -47,9 +48,11 @@ from microbox.sdk.images import Images
 from microbox.sdk.pools import Pools
 from microbox.sdk.runtime import Runtime
 from microbox.sdk.snapshots import Snapshots
+from microbox.sdk.stats import BoxStats
 from microbox.sdk.volumes import Volumes
 from microbox.spec import DEFAULT_IMAGE, DEFAULT_MEMORY_MIB, BoxSpec
 from microbox.store.db import Database
+from microbox.store.events import Event
 from microbox.store.images import Image
 from microbox.volumes import Volume
 
@@ -66,6 +69,14 @@ class AsyncBoxes:
 
     def _box(self, box: Box) -> AsyncBox:
         return AsyncBox(box, self._pool)
+
+    def watch_stats(self, refs: Sequence[str] = (), *, interval: float = 1.0,
+                    stream: bool = True, stop: threading.Event | None = None
+                    ) -> AsyncIterator[builtins.list[BoxStats]]:
+        """Boxes.watch_stats; a consumer that goes away ends it (`stop`)."""
+        stop = stop or threading.Event()
+        return self._pool.iterate(self._boxes.watch_stats(refs, interval=interval,
+                                                          stream=stream, stop=stop), stop.set)
 
     async def create(self, image: str | None = None, *, name: str | None = None,
                      start: bool = False, spec: BoxSpec | None = None,
@@ -345,6 +356,15 @@ class AsyncRuntime:
     @property
     def db(self) -> Database:
         return self._rt.db
+
+    def events(self, *, since: float | None = None, until: float | None = None,
+               filters: Mapping[str, str | Sequence[str]] | None = None,
+               follow: bool = False, stop: threading.Event | None = None
+               ) -> AsyncIterator[Event]:
+        """Runtime.events; a consumer that goes away ends the follow (`stop`)."""
+        stop = stop or threading.Event()
+        return self._pool.iterate(self._rt.events(since=since, until=until, filters=filters,
+                                                  follow=follow, stop=stop), stop.set)
 
     async def close(self) -> None:
         """Wait for calls still running (a cancelled boot's teardown among them),

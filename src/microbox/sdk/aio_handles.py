@@ -25,6 +25,7 @@ from microbox.images.progress import QUIET, Progress
 from microbox.portmap import PortMap
 from microbox.sdk.box import Box
 from microbox.sdk.records import BoxInfo
+from microbox.sdk.stats import BoxStats
 from microbox.spec import BoxSpec
 from microbox.store.images import Image
 from microbox.workspace import DEFAULT_DEST, WorkspaceFile, WorkspacePush
@@ -254,6 +255,9 @@ class AsyncBox:
 
     async def net_log(self) -> bytes:
         return await self._pool.call(self._box.net_log)
+
+    async def stats(self, interval: float = 0.5) -> BoxStats:
+        return await self._pool.call(self._box.stats, interval)
 
     async def delete(self, force: bool = False) -> None:
         await self._pool.call(self._box.delete, force)

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from microbox.core.snapshots import Snapshot
     from microbox.images.pack import PackInfo
     from microbox.sdk.records import BoxInfo
+    from microbox.sdk.stats import BoxStats
     from microbox.store.images import Image
 
 FOLLOW_INTERVAL = 0.2  # logs(follow=True) polls the console like tail -f
@@ -179,6 +180,11 @@ class Box:
                     firewall=[r.to_json() for r in firewall])
         info["refused"] += sum(r.packets for r in firewall)
         return info
+
+    def stats(self, interval: float = 0.5) -> BoxStats:
+        """What the box costs now, its CPU % over `interval` s (sdk/stats.py)."""
+        from microbox.sdk import stats
+        return stats.of_box(self, interval)
 
     def net_log(self) -> bytes:
         """The box's network log: one line per connection its proxy (or, with

@@ -8,9 +8,10 @@ API's `POST /boxes` and MCP's `create_box` each make this one call.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from microbox import mounts as box_mounts
 from microbox import portmap
@@ -25,6 +26,9 @@ from microbox.sdk.context import Context
 from microbox.sdk.images import Images
 from microbox.spec import DEFAULT_CMD, DEFAULT_IMAGE, BoxSpec
 from microbox.store.status import LISTED
+
+if TYPE_CHECKING:
+    from microbox.sdk.stats import BoxStats
 
 
 class Boxes:
@@ -138,6 +142,15 @@ class Boxes:
     def get(self, ref: str) -> Box:
         """A box by name, id or unique id prefix, reconciled with reality."""
         return Box(self._rt, reconcile.resolve(self._rt.db, ref))
+
+    def watch_stats(self, refs: Sequence[str] = (), *, interval: float = 1.0,
+                    stream: bool = True, stop: threading.Event | None = None
+                    ) -> Iterator[builtins.list[BoxStats]]:
+        """A reading of each box in `refs` (default: every running and paused
+        box) every `interval` s, until `stop` is set (once, without `stream`)."""
+        from microbox.sdk import stats
+
+        return stats.watch(self, refs, interval=interval, stream=stream, stop=stop)
 
     def shared(self, ref: str) -> Box:
         """A handle on the box shared by every caller of this Runtime (a server's

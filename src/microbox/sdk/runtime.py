@@ -6,6 +6,7 @@ docker-py's client does (`client.containers`, `client.images`):
     rt.snapshots  list, get, remove (a Box makes them: box.snapshot(), box.fork())
     rt.pools      add, list, get, remove
     rt.host       doctor, gc, find_vmm, kill_vmm, build_kernel, build_agent
+    rt.events()   the event log: what was done to boxes, and (follow) what is done next
 
     import microbox
     with microbox.Runtime() as rt, rt.boxes.run("busybox") as box:
@@ -21,6 +22,8 @@ number of concurrent executions. `microbox.sdk.aio` is the asyncio face.
 from __future__ import annotations
 
 import functools
+import threading
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from microbox.sdk.context import Context
@@ -32,6 +35,7 @@ if TYPE_CHECKING:
     from microbox.sdk.pools import Pools
     from microbox.sdk.snapshots import Snapshots
     from microbox.sdk.volumes import Volumes
+    from microbox.store.events import Event
 
 
 class Runtime(Context):
@@ -74,6 +78,19 @@ class Runtime(Context):
         from microbox.sdk.host import Host
 
         return Host(self)
+
+    def events(self, *, since: float | None = None, until: float | None = None,
+               filters: Mapping[str, str | Sequence[str]] | None = None,
+               follow: bool = False, stop: threading.Event | None = None
+               ) -> Iterator[Event]:
+        """The event log (store/events.py), oldest first: events at or after
+        `since`, up to `until` (UNIX seconds), matching `filters` (box=, type=,
+        image=; values of one key are alternatives); with `follow`, then each new
+        one as it is written, until `until` passes or `stop` is set."""
+        from microbox.store import events
+
+        return events.read(since=since, until=until, filters=filters, follow=follow,
+                           stop=stop)
 
     def __enter__(self) -> Runtime:
         return self

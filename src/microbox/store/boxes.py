@@ -103,9 +103,20 @@ def update(db: Database, *records: BoxRecord) -> None:
             c.execute(f"UPDATE boxes SET {sets} WHERE id=?", (*_values(record)[1:], record.id))
 
 
-def delete(db: Database, box_id: str) -> None:
+def update_if(db: Database, record: BoxRecord, status: Status) -> bool:
+    """Write the record if its row's status is still `status`; False if another
+    command changed it first (so one of them, not both, acts on the change)."""
+    sets = ",".join(f"{c}=?" for c in _COLUMNS[1:])
     with db.tx() as c:
-        c.execute("DELETE FROM boxes WHERE id=?", (box_id,))
+        done = c.execute(f"UPDATE boxes SET {sets} WHERE id=? AND status=?",
+                         (*_values(record)[1:], record.id, status))
+        return done.rowcount == 1
+
+
+def delete(db: Database, box_id: str) -> bool:
+    """Remove the row; False if it was gone already."""
+    with db.tx() as c:
+        return c.execute("DELETE FROM boxes WHERE id=?", (box_id,)).rowcount == 1
 
 
 def all_boxes(db: Database) -> list[BoxRecord]:
