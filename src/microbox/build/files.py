@@ -10,6 +10,7 @@ a directory in the image (or ends in `/`) receives the sources inside it.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import posixpath
 import tarfile
@@ -18,8 +19,9 @@ import time
 from collections.abc import Callable
 from typing import IO, TYPE_CHECKING
 
+from microbox import passwd
 from microbox.build.buildbox import BuildBox
-from microbox.errors import GuestNotFound, UsageError
+from microbox.errors import AgentError, GuestNotFound, UsageError
 
 if TYPE_CHECKING:
     from microbox.build.context import Context
@@ -47,17 +49,13 @@ def _lookup(box: BuildBox, table: str, who: str, *, want_gid: bool) -> tuple[int
     if who.isdigit():
         return int(who), int(who)
     buf = io.BytesIO()
-    try:
-        box.box.get(table, buf, max_bytes=1 << 20)
-    except Exception:
-        buf = io.BytesIO()
-    for line in buf.getvalue().decode(errors="replace").splitlines():
-        fields = line.split(":")
-        if len(fields) >= 3 and fields[0] == who and fields[2].isdigit():
-            gid = fields[3] if want_gid and len(fields) > 3 and fields[3].isdigit() else fields[2]
-            return int(fields[2]), int(gid)
-    raise UsageError(f"--chown names {who!r}, which {table} in the image does not list; "
-                     "use a number or create it first")
+    with contextlib.suppress(AgentError):  # no such table: no such name
+        box.box.get(table, buf, max_bytes=passwd.LIMIT)
+    found = passwd.ids(buf.getvalue(), who, with_gid=want_gid)
+    if found is None:
+        raise UsageError(f"--chown names {who!r}, which {table} in the image does not list; "
+                         "use a number or create it first")
+    return found
 
 
 def copy(ins: Instruction, box: BuildBox, context: Context, origin: Origin | None,

@@ -16,7 +16,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any
 
-from microbox import locks, workspace
+from microbox import locks, passwd, workspace
 from microbox.agent import bulk as agent_transfer
 from microbox.agent import ops
 from microbox.agent.channel import Channel
@@ -58,21 +58,6 @@ def _box_lock(d: BoxDir, name: str) -> locks.Lock:
             raise StateError(f"box '{name}' is being started or stopped by another command")
         time.sleep(0.05)
     return held
-
-
-PASSWD_LIMIT = 1 << 20
-
-
-def login_shell(passwd: bytes, user: str) -> str:
-    """The shell /etc/passwd gives `user` (a name or uid[:gid]); /bin/sh if none."""
-    uid = user.split(":", 1)[0]
-    for line in passwd.decode(errors="replace").splitlines():
-        fields = line.split(":")
-        if len(fields) >= 7 and (fields[0] == user or fields[2] == uid):
-            shell = fields[6].strip()
-            if shell.startswith("/") and not shell.endswith(("/nologin", "/false")):
-                return shell
-    return "/bin/sh"
 
 
 class Box:
@@ -367,7 +352,7 @@ class Box:
         """An interactive login shell: the user's shell from the image's
         /etc/passwd (falling back to /bin/sh), on a PTY unless `tty` is False."""
         who = user or self.record.spec.user or "root"
-        argv = [login_shell(self._passwd(), who), "-l"]
+        argv = [passwd.login_shell(self._passwd(), who), "-l"]
         try:
             return self.exec(argv, env=env, user=user, stdin=True, tty=tty, rows=rows,
                              cols=cols)
@@ -385,7 +370,7 @@ class Box:
     def _passwd(self) -> bytes:
         buf = io.BytesIO()
         try:
-            ops.get_file(self._session(), "/etc/passwd", buf, PASSWD_LIMIT)
+            ops.get_file(self._session(), "/etc/passwd", buf, passwd.LIMIT)
         except (GuestNotFound, AgentError):
             return b""
         return buf.getvalue()
