@@ -194,9 +194,10 @@ def get(addr: str, path: str = "/", port: int = 80, timeout: float = 10.0) -> by
 
 
 @contextlib.contextmanager
-def loopback_server() -> Iterator[int]:
-    """An HTTP server on the host's 127.0.0.1 (a port of its own); yields the port."""
-    srv = _Web(("127.0.0.1", 0), _Http)
+def loopback_server(handler: type[BaseHTTPRequestHandler] | None = None) -> Iterator[int]:
+    """An HTTP server on the host's 127.0.0.1 (a port of its own) answering with
+    `handler` (the stand-ins' own by default); yields the port."""
+    srv = _Web(("127.0.0.1", 0), handler or _Http)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     try:
         yield int(srv.server_address[1])

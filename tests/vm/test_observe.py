@@ -11,13 +11,14 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
 import microbox
 from microbox.store import events
 from microbox.vmm import process
+from tests import standin
 from tests.vm.conftest import wait_for
 from tests.vm.helpers import mb
 
@@ -39,13 +40,8 @@ class _Big(BaseHTTPRequestHandler):
 @pytest.fixture
 def big_server() -> Iterator[int]:
     """A host HTTP server on 127.0.0.1 answering 2 MiB; yields its port."""
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Big)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    try:
-        yield int(srv.server_address[1])
-    finally:
-        srv.shutdown()
-        srv.server_close()
+    with standin.loopback_server(_Big) as port:
+        yield port
 
 
 def test_stats_move_when_a_box_works(rt: microbox.Runtime, big_server: int) -> None:
