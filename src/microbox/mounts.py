@@ -123,9 +123,3 @@ def _check_folder(m: Mount) -> None:
         raise InvalidSpec(f"-v {m}: the host folder {m.source} {what}; create it first "
                           "(microbox creates nothing on the host)")
 
-
-def normalized(mounts: tuple[Mount, ...]) -> tuple[Mount, ...]:
-    """Targets normalized and host folders resolved (symlinks followed once,
-    here: QEMU then exports that directory and nothing outside it)."""
-    return tuple(Mount(os.path.realpath(m.source) if m.kind == "bind" else m.source,
-                       posixpath.normpath(m.target), m.read_only, m.cached) for m in mounts)

@@ -18,6 +18,7 @@ from microbox.sdk import STATUSES
 from microbox.sdk.aio import AsyncBox, AsyncRuntime
 from microbox.sdk.records import BoxInfo
 from microbox.spec import BoxSpec
+from microbox.store.images import Image
 
 router = APIRouter()
 
@@ -30,6 +31,11 @@ async def runtime_of(request: Request) -> AsyncRuntime:
 RT = Annotated[AsyncRuntime, Depends(runtime_of)]
 Timeout = Annotated[float, Query(gt=0, le=3600, description="Seconds to wait for a graceful "
                                  "stop before SIGTERM, then SIGKILL.")]
+
+
+def image_info(img: Image) -> dict[str, Any]:
+    """An image as the API shows it (models.ImageInfo)."""
+    return {"name": img.name, "digest": img.digest, "size": img.size, "source": img.source}
 
 
 def _ok(command: str, data: Any) -> dict[str, Any]:
@@ -153,8 +159,7 @@ async def delete(ref: str, rt: RT, force: bool = False) -> dict[str, Any]:
 @router.get("/images", name="image list", tags=["images"],
             response_model=Envelope[list[ImageInfo]], summary="Images in the store.")
 async def images(rt: RT) -> dict[str, Any]:
-    return _ok("image list", [{"name": i.name, "digest": i.digest, "size": i.size,
-                               "source": i.source} for i in await rt.images.list()])
+    return _ok("image list", [image_info(i) for i in await rt.images.list()])
 
 
 @router.post("/images/{name}/build", name="image build", tags=["images"],
@@ -162,5 +167,4 @@ async def images(rt: RT) -> dict[str, Any]:
              summary="Build a built-in image (kept if present, unless force).")
 async def build_image(name: str, rt: RT, force: bool = False) -> dict[str, Any]:
     img = await rt.images.build_builtin(name, force=force)
-    return _ok("image build", {"name": img.name, "digest": img.digest, "size": img.size,
-                               "source": img.source})
+    return _ok("image build", image_info(img))

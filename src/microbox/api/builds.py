@@ -18,19 +18,14 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
-from microbox.api.boxes import RT
+from microbox.api.boxes import RT, image_info
 from microbox.api.guard import Invalid
 from microbox.api.models import BuildBody, CommitBody, Envelope, ImageInfo
 from microbox.envelope import envelope
 from microbox.errors import MicroboxError
-from microbox.store.images import Image
 
 router = APIRouter(tags=["images"])
 _END = object()
-
-
-def _image(img: Image) -> dict[str, Any]:
-    return {"name": img.name, "digest": img.digest, "size": img.size, "source": img.source}
 
 
 class _Events:
@@ -74,7 +69,7 @@ async def build(body: BuildBody, rt: RT) -> StreamingResponse:
                                         build_args=body.build_args, target=body.target,
                                         no_cache=body.no_cache, net=body.net,
                                         progress=events)
-            queue.put_nowait({"type": "result", **envelope("build", 0, _image(img))})
+            queue.put_nowait({"type": "result", **envelope("build", 0, image_info(img))})
         except MicroboxError as err:
             queue.put_nowait({"type": "error", **envelope("build", err.exit_code, None, err)})
         finally:
@@ -99,4 +94,4 @@ async def _lines(queue: asyncio.Queue[object], task: asyncio.Task[None]
 async def commit(ref: str, body: CommitBody, rt: RT) -> dict[str, Any]:
     box = await rt.boxes.get(ref)
     img = await box.commit(body.name, changes=body.changes)
-    return envelope("commit", 0, _image(img))
+    return envelope("commit", 0, image_info(img))

@@ -54,10 +54,6 @@ class Top:
     def path(self) -> Path:
         return layer_path(self.layer) if self.layer else blob_path(self.base_digest)
 
-    @property
-    def format(self) -> str:
-        return "qcow2" if self.layer else "raw"
-
 
 def layer_path(k: str) -> Path:
     return cache_dir() / f"{k}.qcow2"

@@ -6,15 +6,11 @@ from __future__ import annotations
 import click
 
 from microbox.cli.common import common_options, guarded
+from microbox.cli.images import show_image
 from microbox.cli.output import Out
 from microbox.cli.progress import CliProgress
 from microbox.sdk import Runtime
 from microbox.spec import parse_env
-from microbox.store.images import Image
-
-
-def _row(img: Image) -> dict[str, object]:
-    return {"name": img.name, "digest": img.digest, "size": img.size, "source": img.source}
 
 
 @click.command()
@@ -40,7 +36,7 @@ def build(context: str, tag: str | None, dockerfile: str | None, build_args: tup
             img = rt.images.build(context, tag=tag, dockerfile=dockerfile, build_args=args,
                                   target=target, no_cache=no_cache, net=net,
                                   progress=progress)
-        out.result(_row(img), f"{img.name} {img.digest[:19]}")
+        show_image(out, img)
 
     guarded(out, body)
 
@@ -60,6 +56,6 @@ def commit(box: str, name: str, changes: tuple[str, ...], as_json: bool,
     def body() -> None:
         with Runtime(log=out.log) as rt, CliProgress(out) as progress:
             img = rt.boxes.get(box).commit(name, changes=list(changes), progress=progress)
-        out.result(_row(img), f"{img.name} {img.digest[:19]}")
+        show_image(out, img)
 
     guarded(out, body)

@@ -22,7 +22,8 @@ def _row(i: Image) -> dict[str, Any]:
             "image_id": i.image_id, "layers": list(i.layers), "config": i.config.to_oci()}
 
 
-def _done(out: Out, img: Image) -> None:
+def show_image(out: Out, img: Image) -> None:
+    """An image a command made: its row with --json, else its name and digest."""
     out.result(_row(img), f"{img.name} {img.digest[:19]}")
 
 
@@ -47,7 +48,7 @@ def build_cmd(name: str, force: bool, include: str | None, as_json: bool,
         with Runtime() as rt, CliProgress(out) as progress:
             img = rt.images.build_builtin(name, force=force, include=extra,
                                           progress=progress)
-        _done(out, img)
+        show_image(out, img)
 
     guarded(out, body)
 
@@ -82,7 +83,7 @@ def pull_cmd(ref: str, insecure: bool, as_json: bool, verbose: bool) -> None:
     def body() -> None:
         with Runtime() as rt, CliProgress(out) as progress:
             img = rt.images.pull(ref, insecure=insecure, progress=progress)
-        _done(out, img)
+        show_image(out, img)
 
     guarded(out, body)
 
@@ -147,7 +148,7 @@ def import_cmd(source: str, name: str, as_json: bool, verbose: bool) -> None:
         with Runtime() as rt, CliProgress(out) as progress:
             src = sys.stdin.buffer if source == "-" else source
             img = rt.images.import_rootfs(src, name, progress=progress)
-        _done(out, img)
+        show_image(out, img)
 
     guarded(out, body)
 
@@ -244,7 +245,7 @@ def tag_cmd(source: str, target: str, as_json: bool, verbose: bool) -> None:
 
     def body() -> None:
         with Runtime() as rt:
-            _done(out, rt.images.tag(source, target))
+            show_image(out, rt.images.tag(source, target))
 
     guarded(out, body)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import ssl
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -48,6 +47,8 @@ def parse(text: str, what: str) -> str:
            "one with 'openssl x509 -inform der -in FILE -out FILE.pem'")
     if not blocks:
         raise InvalidSpec(f"--ca-cert {what} holds no PEM certificate; {fix}")
+    import ssl  # here: `microbox exec` reads specs, and ssl costs it 4 ms to import
+
     try:
         ssl.create_default_context(cadata="".join(blocks))
     except (ssl.SSLError, ValueError):
@@ -70,6 +71,8 @@ def load(entry: str) -> str:
 
 def host_bundle() -> str:
     """The host's own CA bundle (SSL_CERT_FILE, else OpenSSL's default file)."""
+    import ssl
+
     paths = ssl.get_default_verify_paths()
     for name in (os.environ.get(paths.openssl_cafile_env), paths.cafile, paths.openssl_cafile):
         if name and os.path.isfile(name):
